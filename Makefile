@@ -1,0 +1,51 @@
+# Two commands for a new user: `make run` (set up on first use, then the main job) and `make test`.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BERT := $(VENV)/bin/bert
+RUN_DIR ?= runs/default
+PYTEST_ARGS ?=
+
+.PHONY: setup setup-test run test test-slow test-data bench-data clean help
+
+help:
+	@echo "make run         set up on first use, then run the main job on the embedded default corpus"
+	@echo "make test        set up (with test extras) and run the test suite"
+	@echo "make test-slow   the slow checks (minutes)"
+	@echo "make bench-data  data generation benchmark against Google's create_pretraining_data.py"
+
+$(VENV)/.ready: pyproject.toml scripts/setup_env.sh
+	bash scripts/setup_env.sh $(VENV)
+	touch $@
+
+$(VENV)/.ready-test: pyproject.toml scripts/setup_env.sh
+	bash scripts/setup_env.sh $(VENV) --test
+	touch $@ $(VENV)/.ready
+
+setup: $(VENV)/.ready
+setup-test: $(VENV)/.ready-test
+
+test-data: setup-test
+	bash scripts/fetch_test_data.sh $(VENV)
+
+# The main job: until the pipeline lands, data generation on the default corpus (Python's own docs),
+# with a vocab learned from it.
+run: setup
+	@mkdir -p $(RUN_DIR)
+	$(PY) -m bert_core.data.corpora default $(RUN_DIR)/corpus.txt
+	$(BERT) learn-vocab --input_file=$(RUN_DIR)/corpus.txt --output_file=$(RUN_DIR)/vocab.txt --vocab_size=4000
+	$(BERT) create-data --input_file=$(RUN_DIR)/corpus.txt --vocab_file=$(RUN_DIR)/vocab.txt \
+	  --output_dir=$(RUN_DIR)/data --num_shards=4 --num_workers=2 --dupe_factor=5 \
+	  --max_seq_length=128 --max_predictions_per_seq=20
+
+test: test-data
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+test-slow: test-data
+	$(PY) -m pytest -q -m slow $(PYTEST_ARGS)
+
+bench-data: test-data
+	$(PY) benchmarks/bench_data.py
+
+clean:
+	rm -rf $(RUN_DIR) .pytest_cache

@@ -1,0 +1,90 @@
+"""Configuration: one pydantic model per stage, and the model's own config.
+
+Field names are the flag names of Google's BERT scripts; the `bert` command generates its flags from
+these models, and the KFP components pass the same fields. Every constraint lives here, once.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import pydantic
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class StageConfig(BaseModel):
+    """Base of every stage's config: unknown fields are an error, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+def describe_validation_error(err: pydantic.ValidationError, source: str | None = None) -> str:
+    """One line naming each bad field and what was expected, e.g. `--max_seq_length: ...`."""
+    parts = []
+    for e in err.errors():
+        loc = ".".join(str(x) for x in e["loc"])
+        msg = e["msg"].removeprefix("Value error, ")
+        field = f"--{loc}" if source is None else f"{source}: {loc}"
+        if loc:
+            got = e.get("input")
+            parts.append(f"{field}: {msg} (got {got!r})" if got is not None and e["type"] != "missing"
+                         else f"{field}: {msg}")
+        else:
+            parts.append(f"{source + ': ' if source else ''}{msg}")
+    return "; ".join(parts)
+
+
+# --------------------------------------------------------------------------------------------------
+# Stage 0: vocabulary
+# --------------------------------------------------------------------------------------------------
+class VocabConfig(StageConfig):
+    input_file: str = Field(description="Corpus: comma-separated files or globs, one sentence a line")
+    output_file: str = Field(description="Where to write vocab.txt")
+    vocab_size: int = Field(30522, gt=5, description="Vocabulary size including the special tokens")
+    do_lower_case: bool = Field(True, description="Lower-case and strip accents (uncased model)")
+    min_frequency: int = Field(2, ge=1, description="Minimum count for a merged piece")
+    limit_alphabet: int = Field(1000, ge=1, description="Most frequent characters kept as single pieces")
+    on_bad_utf8: Literal["fail", "replace"] = Field(
+        "fail", description="Invalid UTF-8 in the input: stop naming file:line, or replace with U+FFFD")
+
+
+# --------------------------------------------------------------------------------------------------
+# Stage 1: pretraining data
+# --------------------------------------------------------------------------------------------------
+class DataConfig(StageConfig):
+    input_file: str = Field(description="Corpus: comma-separated files or globs; one sentence a line, "
+                                        "a blank line between documents")
+    output_dir: str | None = Field(None, description="Directory for the shards and data_manifest.json")
+    output_file: str | None = Field(None, description="A single output TFRecord file (Google's flag); "
+                                                      "use --output_dir for shards")
+    vocab_file: str = Field(description="WordPiece vocab.txt, one token a line")
+    do_lower_case: bool = Field(True, description="Lower-case and strip accents (uncased model)")
+    do_whole_word_mask: bool = Field(False, description="Mask whole words (all their ## pieces together)")
+    max_seq_length: int = Field(128, ge=8, description="Maximum sequence length in tokens")
+    max_predictions_per_seq: int = Field(20, ge=1, description="Maximum masked LM predictions per sequence")
+    masked_lm_prob: float = Field(0.15, gt=0, lt=1, description="Fraction of tokens masked")
+    random_seed: int = Field(12345, description="Seed for data generation")
+    dupe_factor: int = Field(10, ge=1, description="Times to duplicate the input with different masks")
+    short_seq_prob: float = Field(0.1, ge=0, le=1, description="Probability of a shorter-than-maximum sequence")
+    num_shards: int = Field(1, ge=1, description="Number of output shards (train-00000-of-NNNNN.tfrecord)")
+    num_workers: int = Field(1, ge=1, description="Worker processes on this host")
+    compression: Literal["none", "gzip"] = Field("none", description="TFRecord compression")
+    on_bad_utf8: Literal["fail", "replace"] = Field(
+        "fail", description="Invalid UTF-8 in the input: stop naming file:line, or replace with U+FFFD")
+    random_doc_pool_size: int = Field(
+        1000, ge=1, description="Documents kept for drawing random next segments (bounds memory)")
+    shuffle_buffer_size: int = Field(
+        10000, ge=1, description="Instances shuffled together before writing (bounds memory)")
+
+    @model_validator(mode="after")
+    def _check(self) -> "DataConfig":
+        if (self.output_dir is None) == (self.output_file is None):
+            raise ValueError("give exactly one of --output_dir or --output_file")
+        if self.max_predictions_per_seq < self.masked_lm_prob * self.max_seq_length:
+            raise ValueError(
+                f"--max_predictions_per_seq={self.max_predictions_per_seq} is below masked_lm_prob * "
+                f"max_seq_length = {self.masked_lm_prob * self.max_seq_length:g}; raise it to at least "
+                f"{int(self.masked_lm_prob * self.max_seq_length + 0.999999)}")
+        if self.output_file is not None and self.num_shards != 1:
+            raise ValueError("--output_file writes one file; use --output_dir with --num_shards")
+        return self

@@ -1,0 +1,1 @@
+"""Data: corpus reading, pretraining instances and TFRecords, task readers."""

