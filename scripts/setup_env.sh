@@ -60,7 +60,7 @@ if ! "$PY" -c "import horovod.tensorflow" >/dev/null 2>&1; then
     env $HOROVOD_ENV MAKEFLAGS=-j"$(nproc)" PATH="$PWD/$VENV/bin:$PATH" \
       "$PIP" wheel -q --no-deps --no-build-isolation --no-cache-dir -w "$CACHE" "horovod==$HOROVOD_VERSION"
   fi
-  "$PIP" install -q --no-deps "$CACHE"/horovod-"$HOROVOD_VERSION"-*.whl
+  "$PIP" install -q "$CACHE"/horovod-"$HOROVOD_VERSION"-*.whl
 fi
 "$PY" -c "import horovod.tensorflow as hvd; assert hvd.gloo_built() and hvd.mpi_built()" \
   || { say "horovod is installed but lacks gloo or MPI support"; exit 1; }
