@@ -35,6 +35,89 @@ def describe_validation_error(err: pydantic.ValidationError, source: str | None 
 
 
 # --------------------------------------------------------------------------------------------------
+# The model: BertConfig (Google's bert_config.json, unchanged; Hugging Face's config.json too)
+# --------------------------------------------------------------------------------------------------
+# hidden_act spellings. "gelu" is the exact, erf-based GELU (Google's original release and Hugging
+# Face's "gelu"); "gelu_new" / "gelu_tanh" / "gelu_pytorch_tanh" are the tanh approximation, which is
+# what the `gelu` of PyPI bert-tensorflow 1.0.4's modeling.py computes (see docs/model.md).
+HIDDEN_ACTS = ("gelu", "gelu_new", "gelu_tanh", "gelu_pytorch_tanh", "relu", "tanh", "linear")
+
+
+class BertConfig(BaseModel):
+    """The encoder's shape and regularization, field for field Google's `bert_config.json`.
+
+    Shape fields are required (they fix the checkpoint's shapes); the others default as Google's
+    `BertConfig` constructor does. Extra keys (Hugging Face's `architectures`, `model_type`,
+    `pad_token_id`, ...) are ignored, so HF's config.json reads as is.
+    """
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    vocab_size: int = Field(gt=0, description="Rows of the word-embedding table")
+    hidden_size: int = Field(gt=0, description="Width H of every layer")
+    num_hidden_layers: int = Field(gt=0, description="Transformer layers L")
+    num_attention_heads: int = Field(gt=0, description="Attention heads A; H must be divisible by A")
+    intermediate_size: int = Field(gt=0, description="Width of the feed-forward layer (4H in Google's models)")
+    hidden_act: str = Field("gelu", description="Feed-forward activation: " + ", ".join(HIDDEN_ACTS))
+    hidden_dropout_prob: float = Field(0.1, ge=0, lt=1, description="Dropout after embeddings and sublayers")
+    attention_probs_dropout_prob: float = Field(0.1, ge=0, lt=1, description="Dropout on attention probabilities")
+    max_position_embeddings: int = Field(gt=0, description="Longest sequence the position table covers")
+    type_vocab_size: int = Field(gt=0, description="Number of segment (token type) ids")
+    initializer_range: float = Field(0.02, gt=0, description="Stddev of the truncated-normal initializer")
+    layer_norm_eps: float = Field(1e-12, gt=0, description="LayerNorm epsilon (Google: 1e-12; HF's key)")
+    position_embedding_type: Literal["absolute"] = Field(
+        "absolute", description="Only Google's learned absolute positions (HF's key)")
+
+    @pydantic.field_validator("hidden_act")
+    @classmethod
+    def _check_act(cls, value: str) -> str:
+        if value not in HIDDEN_ACTS:
+            raise ValueError(f"unknown activation, expected one of {', '.join(HIDDEN_ACTS)}")
+        return value
+
+    @model_validator(mode="after")
+    def _check_heads(self) -> "BertConfig":
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(f"hidden_size={self.hidden_size} is not divisible by "
+                             f"num_attention_heads={self.num_attention_heads}")
+        return self
+
+    @property
+    def head_size(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    @classmethod
+    def from_dict(cls, values: dict, source: str = "bert_config") -> "BertConfig":
+        from bert_core.errors import UserError
+
+        if not isinstance(values, dict):
+            raise UserError(f"{source}: expected a JSON object of BERT config fields, got {type(values).__name__}")
+        try:
+            return cls(**values)
+        except pydantic.ValidationError as err:
+            raise UserError(describe_validation_error(err, source)) from None
+
+    @classmethod
+    def from_json_file(cls, path: str) -> "BertConfig":
+        """Read Google's bert_config.json (or HF's config.json); a bad file is one UserError line."""
+        from bert_core import storage
+
+        return cls.from_dict(storage.read_json(path), source=str(path))
+
+    def to_dict(self) -> dict:
+        """Google's eleven keys (plus layer_norm_eps only when it is not Google's 1e-12)."""
+        out = self.model_dump(exclude={"layer_norm_eps", "position_embedding_type"})
+        if self.layer_norm_eps != 1e-12:
+            out["layer_norm_eps"] = self.layer_norm_eps
+        return out
+
+    def to_json_string(self) -> str:
+        import json
+
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+
+# --------------------------------------------------------------------------------------------------
 # Stage 0: vocabulary
 # --------------------------------------------------------------------------------------------------
 class VocabConfig(StageConfig):
