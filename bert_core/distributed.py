@@ -1,0 +1,149 @@
+"""Horovod, or a single process, behind one small interface.
+
+    dist = distributed.initialize()        # Horovod under horovodrun/mpirun, else one process
+    dist.rank, dist.size, dist.local_rank, dist.is_chief
+    grads = dist.allreduce(grads)          # average over ranks (a no-op for one process)
+    dist.broadcast_variables(variables)    # rank 0's values everywhere
+    dist.barrier()
+
+Without a launcher this runs as one process even if Horovod is not importable. Under a launcher
+(horovodrun sets HOROVOD_RANK; mpirun sets OMPI_COMM_WORLD_RANK or PMI_RANK) Horovod is required.
+
+Two facts found on this machine shape the Horovod side:
+- `horovod.tensorflow.keras`'s optimizer wrapper does not average gradients under Keras 3 (ranks
+  silently diverge), so the training loop allreduces gradients itself through `allreduce` here.
+- Keras 3 variables are not tf.Variables; Horovod needs their underlying `v.value`.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import tensorflow as tf
+
+from bert_core.errors import UserError
+
+# Environment variables that a launcher sets for each worker process: (rank, size, local rank).
+_LAUNCHER_ENV = (
+    ("HOROVOD_RANK", "HOROVOD_SIZE", "HOROVOD_LOCAL_RANK"),                           # horovodrun
+    ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK"),   # Open MPI
+    ("PMI_RANK", "PMI_SIZE", "MPI_LOCALRANKID"),                                      # MPICH, Intel MPI
+    ("PMIX_RANK", "PMIX_SIZE", "PMIX_LOCAL_RANK"),
+)
+
+
+def launcher_world_size() -> int:
+    """The number of processes the launcher started, or 1 without a launcher."""
+    for _, size_var, _ in _LAUNCHER_ENV:
+        if os.environ.get(size_var):
+            return int(os.environ[size_var])
+    return 1
+
+
+def _tf_variable(v):
+    """Keras 3 variables wrap a tf.Variable; Horovod and tf ops want the tf.Variable itself."""
+    return getattr(v, "value", v) if not isinstance(v, tf.Variable) else v
+
+
+def _dense(g):
+    # Embedding gradients arrive as IndexedSlices; BERT's are dense enough that a dense allreduce
+    # is cheaper than an allgather of slices (and averaging slices needs care anyway).
+    return tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g
+
+
+class Distributed:
+    """One process: every collective is the identity."""
+
+    backend = "single"
+
+    def __init__(self) -> None:
+        self.rank = 0
+        self.size = 1
+        self.local_rank = 0
+        self.local_size = 1
+
+    @property
+    def is_chief(self) -> bool:
+        return self.rank == 0
+
+    def allreduce(self, tensors: Sequence[tf.Tensor], fp16: bool = False) -> list[tf.Tensor]:
+        """Average each tensor over all ranks (None entries stay None). Usable inside tf.function."""
+        return [None if t is None else _dense(t) for t in tensors]
+
+    def allreduce_sum(self, tensors: Sequence[tf.Tensor]) -> list[tf.Tensor]:
+        """Sum each tensor over all ranks (e.g. eval counts)."""
+        return [tf.convert_to_tensor(t) for t in tensors]
+
+    def broadcast_variables(self, variables: Sequence, root_rank: int = 0) -> None:
+        """Assign root_rank's values to `variables` on every rank (eager)."""
+
+    def barrier(self) -> None:
+        """Return once every rank has reached this point."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(rank={self.rank}, size={self.size}, local_rank={self.local_rank})"
+
+
+class HorovodDistributed(Distributed):
+    backend = "horovod"
+
+    def __init__(self) -> None:
+        super().__init__()
+        try:
+            import horovod.tensorflow as hvd
+        except ImportError as err:
+            raise UserError(f"started under a launcher with {launcher_world_size()} processes but Horovod is not "
+                            f"importable ({err}); install horovod or run without horovodrun/mpirun") from None
+        hvd.init()
+        self.hvd = hvd
+        self.rank = hvd.rank()
+        self.size = hvd.size()
+        self.local_rank = hvd.local_rank()
+        self.local_size = hvd.local_size()
+
+    def allreduce(self, tensors, fp16: bool = False):
+        hvd = self.hvd
+        present = [i for i, t in enumerate(tensors) if t is not None]
+        if not present:
+            return list(tensors)
+        compression = hvd.Compression.fp16 if fp16 else hvd.Compression.none
+        reduced = hvd.grouped_allreduce([_dense(tensors[i]) for i in present], op=hvd.Average,
+                                        compression=compression)
+        out = list(tensors)
+        for i, r in zip(present, reduced):
+            out[i] = r
+        return out
+
+    def allreduce_sum(self, tensors):
+        return self.hvd.grouped_allreduce([tf.convert_to_tensor(t) for t in tensors], op=self.hvd.Sum)
+
+    def broadcast_variables(self, variables, root_rank: int = 0) -> None:
+        self.hvd.broadcast_variables([_tf_variable(v) for v in variables], root_rank=root_rank)
+
+    def barrier(self) -> None:
+        # horovod.tensorflow has no barrier; an allreduce completes only when every rank joined it.
+        self.hvd.allreduce(tf.constant(0.0), op=self.hvd.Sum, name="bert_barrier")
+
+
+_CURRENT: Distributed | None = None
+
+
+def initialize(backend: str = "auto") -> Distributed:
+    """The process's Distributed: Horovod under a launcher (or if asked), else a single process.
+
+    backend: "auto" (Horovod iff a launcher started this process), "horovod" or "single".
+    Idempotent: later calls return the same object.
+    """
+    global _CURRENT
+    if _CURRENT is not None:
+        return _CURRENT
+    if backend not in ("auto", "horovod", "single"):
+        raise ValueError(f"unknown backend {backend!r}")
+    use_horovod = backend == "horovod" or (backend == "auto" and launcher_world_size() > 1)
+    _CURRENT = HorovodDistributed() if use_horovod else Distributed()
+    return _CURRENT
+
+
+def current() -> Distributed:
+    return _CURRENT if _CURRENT is not None else initialize()
