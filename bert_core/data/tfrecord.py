@@ -1,0 +1,278 @@
+"""TFRecord files of `tf.train.Example`s: a writer that needs no TensorFlow, and the tf.data reader.
+
+Writing. A TFRecord file is a sequence of records, each framed as
+
+    uint64 length (little-endian) | uint32 masked crc32c(length bytes) | data | uint32 masked crc32c(data)
+
+with crc32c from `google-crc32c` and TensorFlow's mask `((crc >> 15) | (crc << 17)) + 0xa282ead8`. The data
+is a serialized `tf.train.Example`, which we encode by hand: `Example{features=1: Features{feature=1:
+map<string, Feature>}}`, each `Feature` holding `int64_list=3` (packed varints) or `float_list=2` (packed
+little-endian float32). Map entries are written sorted by name, which is exactly what TensorFlow's
+`SerializeToString(deterministic=True)` produces (tests compare the bytes; the default, non-deterministic
+serialization uses hash order, which parsers do not care about). The data-generation workers
+therefore import no TensorFlow: the data image stays slim and a worker starts in a fraction of a second.
+GZIP files are standard gzip streams (no name, mtime 0, so the bytes are deterministic), which is what
+TensorFlow's `compression_type="GZIP"` reads.
+
+Reading. `make_dataset` is the one reader of pretraining records, plain or GZIP, for the training loop.
+"""
+
+from __future__ import annotations
+
+import gzip
+import struct
+from typing import IO, Iterable, Mapping, Sequence
+
+import google_crc32c
+import numpy as np
+
+# The features of Google's create_pretraining_data.py, in its order (an OrderedDict there).
+PRETRAINING_FEATURES = ("input_ids", "input_mask", "segment_ids", "masked_lm_positions", "masked_lm_ids",
+                        "masked_lm_weights", "next_sentence_labels")
+FLOAT_FEATURES = frozenset({"masked_lm_weights"})
+
+_MASK_DELTA = 0xA282EAD8
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+# --------------------------------------------------------------------------------------------------
+# Framing
+# --------------------------------------------------------------------------------------------------
+def masked_crc32c(data: bytes) -> int:
+    crc = google_crc32c.value(data)
+    return (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF
+
+
+def frame(record: bytes) -> bytes:
+    """One record as it appears in a TFRecord file."""
+    header = struct.pack("<Q", len(record))
+    return b"".join((header, struct.pack("<I", masked_crc32c(header)), record,
+                     struct.pack("<I", masked_crc32c(record))))
+
+
+class RecordWriter:
+    """Writes framed records to an open binary file, optionally through gzip. Does not own `fileobj`."""
+
+    def __init__(self, fileobj: IO[bytes], compression: str = "none"):
+        if compression not in ("none", "gzip"):
+            raise ValueError(f"compression must be 'none' or 'gzip', got {compression!r}")
+        self._gz = None
+        if compression == "gzip":
+            # filename="" and mtime=0: the same records give the same bytes on every run.
+            self._gz = gzip.GzipFile(filename="", mode="wb", fileobj=fileobj, compresslevel=6, mtime=0)
+        self._out = self._gz or fileobj
+        self.records = 0
+
+    def write(self, record: bytes) -> None:
+        self._out.write(frame(record))
+        self.records += 1
+
+    def write_many(self, records: Iterable[bytes]) -> None:
+        chunk = [frame(r) for r in records]
+        self._out.write(b"".join(chunk))
+        self.records += len(chunk)
+
+    def close(self) -> None:
+        if self._gz is not None:
+            self._gz.close()
+            self._gz = None
+
+    def __enter__(self) -> "RecordWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def iter_records(path: str) -> Iterable[bytes]:
+    """The raw records of a TFRecord file (plain or gzip), with both checksums verified. No TensorFlow."""
+    with open(path, "rb") as raw:
+        f = gzip.GzipFile(fileobj=raw, mode="rb") if raw.read(2) == _GZIP_MAGIC else raw
+        raw.seek(0)
+        while True:
+            header = f.read(12)
+            if not header:
+                return
+            if len(header) < 12:
+                raise ValueError(f"{path}: truncated record header")
+            (length,), (crc,) = struct.unpack("<Q", header[:8]), struct.unpack("<I", header[8:])
+            if masked_crc32c(header[:8]) != crc:
+                raise ValueError(f"{path}: corrupt record length")
+            data = f.read(length)
+            tail = f.read(4)
+            if len(data) < length or len(tail) < 4 or struct.unpack("<I", tail)[0] != masked_crc32c(data):
+                raise ValueError(f"{path}: truncated or corrupt record")
+            yield data
+
+
+# --------------------------------------------------------------------------------------------------
+# tf.train.Example encoding
+# --------------------------------------------------------------------------------------------------
+_SMALL_VARINTS = [bytes([n]) if n < 0x80 else bytes([(n & 0x7F) | 0x80, n >> 7]) for n in range(1 << 14)]
+
+
+def varint(n: int) -> bytes:
+    """Protobuf base-128 varint of a non-negative int (lengths and tags)."""
+    if n < (1 << 14):
+        return _SMALL_VARINTS[n]
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def encode_varints(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Vectorized varint encoding of int64 values (negatives as 10-byte two's complement, as protobuf does).
+
+    Returns (bytes as uint8 array, byte length of each value)."""
+    v = np.ascontiguousarray(values, dtype=np.int64).ravel().view(np.uint64)
+    nbytes = np.ones(v.shape, dtype=np.int64)
+    for k in range(1, 10):
+        nbytes += v >= np.uint64(1 << (7 * k))
+    starts = np.zeros_like(nbytes)
+    np.cumsum(nbytes[:-1], out=starts[1:])
+    out = np.empty(int(nbytes.sum()), dtype=np.uint8)
+    for j in range(int(nbytes.max(initial=0))):
+        sel = nbytes > j
+        byte = (v[sel] >> np.uint64(7 * j)) & np.uint64(0x7F)
+        more = (nbytes[sel] > j + 1).astype(np.uint64) << np.uint64(7)
+        out[starts[sel] + j] = (byte | more).astype(np.uint8)
+    return out, nbytes
+
+
+def _int64_rows(matrix: np.ndarray) -> list[bytes]:
+    """Packed-varint payload of each row of a [B, n] int matrix."""
+    b, n = matrix.shape
+    buf, nbytes = encode_varints(matrix)
+    row_ends = np.cumsum(nbytes.reshape(b, n).sum(axis=1)) if n else np.zeros(b, dtype=np.int64)
+    data = buf.tobytes()
+    out, start = [], 0
+    for end in row_ends.tolist():
+        out.append(data[start:end])
+        start = end
+    return out
+
+
+def _float_rows(matrix: np.ndarray) -> list[bytes]:
+    b, n = matrix.shape
+    data = np.ascontiguousarray(matrix, dtype="<f4").tobytes()
+    step = 4 * n
+    return [data[i * step:(i + 1) * step] for i in range(b)]
+
+
+def _feature(payload: bytes, is_float: bool) -> bytes:
+    # Int64List{value=1 packed} / FloatList{value=1 packed}; empty lists serialize to nothing.
+    inner = (b"\x0a" + varint(len(payload)) + payload) if payload else b""
+    return (b"\x12" if is_float else b"\x1a") + varint(len(inner)) + inner
+
+
+def encode_examples(features: Mapping[str, np.ndarray], float_features: Iterable[str] = ()) -> list[bytes]:
+    """Serialize B `tf.train.Example`s at once.
+
+    `features` maps a name to a [B, n] array (row i holds example i's values; every example of a batch
+    has the same length per feature). Names in `float_features` are FloatLists, the rest Int64Lists.
+    Entries are sorted by name: byte-identical to TensorFlow's SerializeToString(deterministic=True)."""
+    floats = set(float_features)
+    columns = []
+    batch = None
+    for name, values in sorted(features.items()):
+        m = np.asarray(values)
+        if m.ndim == 1:
+            m = m[:, None]
+        if batch is None:
+            batch = m.shape[0]
+        elif m.shape[0] != batch:
+            raise ValueError(f"feature {name!r} has {m.shape[0]} rows, expected {batch}")
+        rows = _float_rows(m) if name in floats else _int64_rows(m)
+        key = name.encode("utf-8")
+        key_field = b"\x0a" + varint(len(key)) + key
+        columns.append((key_field, rows, name in floats))
+    out = []
+    for i in range(batch or 0):
+        entries = []
+        for key_field, rows, is_float in columns:
+            feat = _feature(rows[i], is_float)
+            entry = key_field + b"\x12" + varint(len(feat)) + feat
+            entries.append(b"\x0a" + varint(len(entry)) + entry)
+        body = b"".join(entries)
+        out.append(b"\x0a" + varint(len(body)) + body)
+    return out
+
+
+def encode_example(features: Mapping[str, Sequence[float] | Sequence[int]], float_features: Iterable[str] = ()) -> bytes:
+    """One example from plain lists (convenience; the batch form is the fast one)."""
+    floats = set(float_features)
+    return encode_examples({k: np.asarray([list(v)], dtype=np.float32 if k in floats else np.int64)
+                            for k, v in features.items()}, floats)[0]
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading (TensorFlow)
+# --------------------------------------------------------------------------------------------------
+def detect_compression(path: str) -> str:
+    """'gzip' if the file starts with the gzip magic bytes, else 'none'.
+
+    A plain TFRecord starts with its first record's length; it could only look like gzip if that record
+    were at least 35,615 bytes long with those exact low bytes, far above a pretraining example (~1 KB)."""
+    with open(path, "rb") as f:
+        return "gzip" if f.read(2) == _GZIP_MAGIC else "none"
+
+
+def make_dataset(files: str | Sequence[str], max_seq_length: int, max_predictions_per_seq: int,
+                 compression: str = "auto", batch_size: int | None = None, drop_remainder: bool = False,
+                 int32: bool = True, num_parallel_reads: int | None = None):
+    """Pretraining records -> tf.data.Dataset of feature dicts. The one reader, plain or GZIP.
+
+    files: a list of TFRecord paths (or one string: comma-separated paths or globs).
+    max_seq_length, max_predictions_per_seq: the values the data was generated with (data_manifest.json
+        `parameters`); they fix the feature shapes.
+    compression: "none", "gzip", or "auto" (default: look at the first file's magic bytes; all files of
+        one dataset share a compression).
+    batch_size: None yields single examples; an int batches them (`drop_remainder` as in tf.data).
+    int32: cast the int64 features to int32 (what models and accelerators want), as Google's
+        run_pretraining.py does; False keeps int64.
+    num_parallel_reads: files read in parallel (None: sequentially, in the given order).
+
+    Each element is a dict: input_ids, input_mask, segment_ids [max_seq_length];
+    masked_lm_positions, masked_lm_ids [max_predictions_per_seq] (int32 or int64);
+    masked_lm_weights [max_predictions_per_seq] float32; next_sentence_labels [1].
+    Records are returned in file order; shuffling, repeating and sharding across workers are the
+    caller's policy (e.g. `ds.shard(hvd.size(), hvd.rank())` or pass each rank its own files).
+    """
+    import tensorflow as tf
+
+    if isinstance(files, str):
+        from bert_core.data.corpus import expand_inputs
+
+        files = expand_inputs(files)
+    files = [str(f) for f in files]
+    if not files:
+        raise ValueError("make_dataset: no files given")
+    if compression == "auto":
+        compression = detect_compression(files[0])
+    if compression not in ("none", "gzip"):
+        raise ValueError(f"compression must be 'none', 'gzip' or 'auto', got {compression!r}")
+    spec = {
+        "input_ids": tf.io.FixedLenFeature([max_seq_length], tf.int64),
+        "input_mask": tf.io.FixedLenFeature([max_seq_length], tf.int64),
+        "segment_ids": tf.io.FixedLenFeature([max_seq_length], tf.int64),
+        "masked_lm_positions": tf.io.FixedLenFeature([max_predictions_per_seq], tf.int64),
+        "masked_lm_ids": tf.io.FixedLenFeature([max_predictions_per_seq], tf.int64),
+        "masked_lm_weights": tf.io.FixedLenFeature([max_predictions_per_seq], tf.float32),
+        "next_sentence_labels": tf.io.FixedLenFeature([1], tf.int64),
+    }
+
+    def parse(record):
+        ex = tf.io.parse_single_example(record, spec)
+        if int32:
+            ex = {k: tf.cast(v, tf.int32) if v.dtype == tf.int64 else v for k, v in ex.items()}
+        return ex
+
+    ds = tf.data.TFRecordDataset(files, compression_type="GZIP" if compression == "gzip" else "",
+                                 num_parallel_reads=num_parallel_reads)
+    ds = ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if batch_size:
+        ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    return ds
