@@ -270,10 +270,14 @@ def test_accumulation_equals_big_batch(kind):
         accum.reset()
 
     for _ in range(3):  # three updates, so the moments and the schedule take part too
+        with tf.GradientTape() as tape:  # Adam-type updates barely see a gradient's scale: check it here
+            want = tape.gradient(mse(big, x, y), big.trainable_variables)
         big_step()
         for i in range(4):
             micro_step(x[8 * i:8 * i + 8], y[8 * i:8 * i + 8])
         assert int(accum.count) == 4
+        for g, a in zip(want, accum.mean()):
+            np.testing.assert_allclose(a.numpy(), g.numpy(), atol=1e-6, rtol=1e-5)
         apply_accumulated()
         assert int(accum.count) == 0
     assert int(opt_acc.iterations) == int(opt_big.iterations) == 3
@@ -422,3 +426,53 @@ def test_loss_scale_matches_unscaled_update():
         lso.apply([tf.constant(a * 1024.0) for a in g], variables)
     for a, v in zip(w_plain, variables):
         np.testing.assert_allclose(v.numpy(), a, atol=1e-6, rtol=0)
+
+
+def test_global_clipnorm_inside_loss_scale_optimizer_equals_clipping_unscaled():
+    """create_optimizer(global_clipnorm=1) under a LossScaleOptimizer clips after unscaling."""
+    _, variables = named_variables()
+    w0 = [v.numpy() for v in variables]
+    rng = np.random.default_rng(11)
+    # Norms that differ a lot from step to step, so clipping changes the moments' mix, not just a scale.
+    grads = [[rng.normal(0, scale, size=v.shape).astype(np.float32) for v in variables]
+             for scale in (100.0, 1.0, 10.0)]
+    unclipped = create_optimizer("lamb", 1e-2, 10, 1)
+    for g in grads:
+        unclipped.apply([tf.constant(a) for a in g], variables)
+    w_unclipped = [v.numpy() for v in variables]
+    for v, a in zip(variables, w0):
+        v.assign(a)
+    plain = create_optimizer("lamb", 1e-2, 10, 1)
+    for g in grads:
+        clipped, norm = clip_gradients([tf.constant(a) for a in g], 1.0)
+        assert float(norm) > 1.0
+        plain.apply(clipped, variables)
+    w_plain = [v.numpy() for v in variables]
+    for v, a in zip(variables, w0):
+        v.assign(a)
+    lso = keras.optimizers.LossScaleOptimizer(
+        create_optimizer("lamb", 1e-2, 10, 1, global_clipnorm=1.0), initial_scale=256.0)
+    for g in grads:
+        lso.apply([tf.constant(a * 256.0) for a in g], variables)
+    for a, v in zip(w_plain, variables):
+        np.testing.assert_allclose(v.numpy(), a, atol=1e-6, rtol=0)
+    assert max(np.abs(a - b).max() for a, b in zip(w_plain, w_unclipped)) > 1e-4
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_sparse_gradient_equals_dense(jit):
+    """Embedding gradients arrive as IndexedSlices; the update equals the one for the dense gradient."""
+    results = []
+    for sparse in (True, False):
+        table = keras.Variable(np.arange(12, dtype=np.float32).reshape(6, 2) / 10, name="word_embeddings")
+        opt = create_optimizer("nlamb", 1e-2, 10, 0)
+        opt.build([table])
+        grad = tf.IndexedSlices(tf.constant([[1.0, -2.0], [0.5, 0.5]]), tf.constant([1, 4]), tf.constant([6, 2]))
+
+        @tf.function(jit_compile=jit)
+        def step():
+            opt.apply([grad if sparse else tf.convert_to_tensor(grad)], [table])
+        for _ in range(3):
+            step()
+        results.append(table.numpy())
+    np.testing.assert_allclose(results[0], results[1], atol=1e-7, rtol=0)
