@@ -13,6 +13,9 @@ and then ask for a fixture:
     def test_y(gcs_prefix):   # "gs://<bucket>/<unique>": a fresh prefix for this test only
         ...
 
+    def test_z(gcs_run):      # a GCSRun: gcs_prefix plus upload/download/list helpers and the
+        ...                   # environment for `bert` subprocesses (stage round trips on gs://)
+
 `gcs` is session-scoped: one server (about 0.2 s to start) for the whole run, stopped at the end.
 While it runs, STORAGE_EMULATOR_HOST points at it, so bert_core.storage (and any subprocess started
 with os.environ, e.g. the `bert` command) talk to it with anonymous credentials. `gcs.env` is that
@@ -161,3 +164,56 @@ def gcs_prefix(gcs, request) -> str:
     """A prefix no other test uses: gs://bert-test/<test name>-<random>."""
     name = "".join(c if c.isalnum() else "-" for c in request.node.name)[:60]
     return gcs.url(f"{name}-{uuid.uuid4().hex[:8]}")
+
+
+@dataclasses.dataclass
+class GCSRun:
+    """A run prefix on the fake server, for stage round trips (create-data -> pretrain on gs://):
+    upload the inputs, run `bert` with `env`, then inspect or download what the stages wrote."""
+
+    server: GCSServer
+    prefix: str  # gs://bert-test/<unique>
+
+    def path(self, *parts: str) -> str:
+        return "/".join([self.prefix, *[p.strip("/") for p in parts]])
+
+    @property
+    def env(self) -> dict[str, str]:
+        """For `subprocess`/`run_bert(env=...)`: the server, and a short retry deadline for tests."""
+        return {**self.server.env, "BERT_STORAGE_RETRY_DEADLINE": "20"}
+
+    def upload(self, local: str | os.PathLike, name: str) -> str:
+        """A local file -> PREFIX/name; a directory -> every file under PREFIX/name/. Returns the gs:// path."""
+        from bert_core import storage
+
+        local = pathlib.Path(local)
+        if local.is_dir():
+            for f in sorted(p for p in local.rglob("*") if p.is_file()):
+                storage.copy(str(f), self.path(name, f.relative_to(local).as_posix()))
+        else:
+            storage.copy(str(local), self.path(name))
+        return self.path(name)
+
+    def download(self, name: str, local_dir: str | os.PathLike) -> pathlib.Path:
+        """Every object under PREFIX/name (or the one object) -> local_dir, keeping relative paths."""
+        from bert_core import storage
+
+        src = self.path(name)
+        out = pathlib.Path(local_dir)
+        for info in storage.list_files(src):
+            rel = info.path[len(src) + 1:] if info.path != src else pathlib.PurePosixPath(src).name
+            storage.copy(info.path, str(out / rel))
+        return out
+
+    def objects(self, name: str = "") -> list[str]:
+        """Object names under PREFIX/name, relative to it, sorted."""
+        from bert_core import storage
+
+        base = self.path(name) if name else self.prefix
+        return [i.path[len(base) + 1:] for i in storage.list_files(base + "/")]
+
+
+@pytest.fixture
+def gcs_run(gcs, gcs_prefix) -> GCSRun:
+    """A fresh run prefix with helpers; see GCSRun."""
+    return GCSRun(gcs, gcs_prefix)
