@@ -88,14 +88,16 @@ class LayerNorm(keras.layers.Layer):
     """
 
     def __init__(self, epsilon: float = 1e-12, name: str = "LayerNorm", **kwargs):
-        # autocast=False: read gamma/beta as float32 even under a mixed policy.
-        super().__init__(name=name, autocast=False, **kwargs)
+        super().__init__(name=name, **kwargs)
         self.epsilon = epsilon
 
     def build(self, input_shape):
         width = input_shape[-1]
-        self.gamma = self.add_weight(name="gamma", shape=(width,), initializer="ones", dtype="float32")
-        self.beta = self.add_weight(name="beta", shape=(width,), initializer="zeros", dtype="float32")
+        # autocast=False: read as float32 even inside a mixed-precision layer's call.
+        self.gamma = self.add_weight(name="gamma", shape=(width,), initializer="ones", dtype="float32",
+                                     autocast=False)
+        self.beta = self.add_weight(name="beta", shape=(width,), initializer="zeros", dtype="float32",
+                                    autocast=False)
 
     def call(self, x):
         x32 = tf.cast(x, tf.float32)
@@ -153,7 +155,7 @@ class BertEmbeddings(keras.layers.Layer):
 class SelfAttention(keras.layers.Layer):
     """Multi-head scaled dot-product self-attention with Google's additive mask.
 
-    x [B, S, H], mask_adder [B, 1, 1|S, S] (0 for keys to attend, -10000 for padding) -> context [B, S, H].
+    x [B, S, H], mask [B, 1, 1|S, S] (1 for keys to attend, 0 for padding) -> context [B, S, H].
     Weights: query, key, value (dense H -> H each). Softmax in float32.
     """
 
@@ -176,12 +178,13 @@ class SelfAttention(keras.layers.Layer):
         batch, seq = tf.shape(x)[0], tf.shape(x)[1]
         return tf.reshape(x, [batch, seq, self.num_heads, self.head_size])              # [B, S, A, D]
 
-    def call(self, x, mask_adder, training=False):
+    def call(self, x, mask, training=False):
         q = self._split_heads(self.query(x))                                             # [B, S, A, D]
         k = self._split_heads(self.key(x))                                               # [B, S, A, D]
         v = self._split_heads(self.value(x))                                             # [B, S, A, D]
         scores = tf.einsum("bqad,bkad->baqk", q, k)                                      # [B, A, S, S]
-        scores = tf.cast(scores, tf.float32) * (1.0 / math.sqrt(self.head_size)) + mask_adder
+        scores = tf.cast(scores, tf.float32) * (1.0 / math.sqrt(self.head_size))       # softmax in float32
+        scores += attention_mask_adder(mask)                                             # [B, A, S, S]
         probs = tf.cast(tf.nn.softmax(scores, axis=-1), self.compute_dtype)              # [B, A, S, S]
         probs = self.dropout(probs, training=training)
         context = tf.einsum("baqk,bkad->bqad", probs, v)                                 # [B, S, A, D]
@@ -224,8 +227,8 @@ class TransformerLayer(keras.layers.Layer):
             self.output_dense.build((None, None, self.config.intermediate_size))
             self.output_layer_norm.build(hidden)
 
-    def call(self, x, mask_adder, training=False):
-        context = self.attention(x, mask_adder, training=training)                       # [B, S, H]
+    def call(self, x, mask, training=False):
+        context = self.attention(x, mask, training=training)                             # [B, S, H]
         attention_output = self.dropout(self.attention_dense(context), training=training)
         attention_output = self.attention_layer_norm(attention_output + x)               # [B, S, H]
         intermediate = self.intermediate_dense(attention_output)                         # [B, S, I]
@@ -233,15 +236,19 @@ class TransformerLayer(keras.layers.Layer):
         return self.output_layer_norm(output + attention_output)                         # [B, S, H]
 
 
-def attention_mask_adder(input_mask: tf.Tensor) -> tf.Tensor:
-    """input_mask [B, S] (1 = token, 0 = padding), or [B, S, S] per query -> float32 adder
-    [B, 1, 1, S] (or [B, 1, S, S]) that is 0 where attention is allowed and -10000 where not."""
-    mask = tf.cast(input_mask, tf.float32)
+def attention_mask(input_mask: tf.Tensor) -> tf.Tensor:
+    """input_mask [B, S] (1 = token, 0 = padding), or [B, S, S] per query -> int32 [B, 1, 1, S]
+    (or [B, 1, S, S]) that broadcasts over heads and queries. Kept integer so that Keras's casting
+    of float call arguments to the compute dtype leaves it alone."""
+    mask = tf.cast(input_mask, tf.int32)
     if mask.shape.rank == 2:
-        mask = mask[:, tf.newaxis, tf.newaxis, :]                                        # [B, 1, 1, S]
-    else:
-        mask = mask[:, tf.newaxis, :, :]                                                 # [B, 1, S, S]
-    return (1.0 - mask) * MASK_ADDER
+        return mask[:, tf.newaxis, tf.newaxis, :]                                        # [B, 1, 1, S]
+    return mask[:, tf.newaxis, :, :]                                                     # [B, 1, S, S]
+
+
+def attention_mask_adder(mask: tf.Tensor) -> tf.Tensor:
+    """Google's additive mask in float32: 0 where attention is allowed, -10000 where not."""
+    return (1.0 - tf.cast(mask, tf.float32)) * MASK_ADDER
 
 
 def _inputs(features) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
@@ -312,12 +319,12 @@ class BertModel(_CheckpointNames, keras.Model):
 
     def call(self, features, training=False):
         input_ids, input_mask, segment_ids = _inputs(features)
-        mask_adder = attention_mask_adder(input_mask)                                    # [B, 1, 1, S]
+        mask = attention_mask(input_mask)                                                # [B, 1, 1, S]
         x = self.embeddings(input_ids, segment_ids, training=training)                   # [B, S, H]
         embedding_output = x
         encoder_outputs = []
         for layer in self.encoder_layers:
-            x = layer(x, mask_adder, training=training)                                  # [B, S, H]
+            x = layer(x, mask, training=training)                                        # [B, S, H]
             encoder_outputs.append(x)
         pooled_output = self.pooler(x[:, 0, :])                                          # [B, H]
         return {
