@@ -140,24 +140,24 @@ class BertOptimizer(keras.optimizers.Optimizer):
         self.beta_1 = float(beta_1)
         self.beta_2 = float(beta_2)
         self.epsilon = float(epsilon)
-        self.exclude_from_weight_decay = tuple(exclude_from_weight_decay or ())
+        self.weight_decay_exclusions = tuple(exclude_from_weight_decay or ())
         # As NVIDIA's and TF Addons' LAMB: the trust-ratio exclusions default to the decay exclusions.
-        self.exclude_from_layer_adaptation = (tuple(exclude_from_layer_adaptation)
+        self.layer_adaptation_exclusions = (tuple(exclude_from_layer_adaptation)
                                               if exclude_from_layer_adaptation is not None
-                                              else self.exclude_from_weight_decay)
+                                              else self.weight_decay_exclusions)
 
     # -- which variables get what -------------------------------------------------------------------
     def uses_weight_decay(self, variable) -> bool:
         if not self.weight_decay_rate:
             return False
         path = variable_path(variable)
-        return not any(re.search(p, path) for p in self.exclude_from_weight_decay)
+        return not any(re.search(p, path) for p in self.weight_decay_exclusions)
 
     def uses_layer_adaptation(self, variable) -> bool:
         if not self.layer_adaptation:
             return False
         path = variable_path(variable)
-        return not any(re.search(p, path) for p in self.exclude_from_layer_adaptation)
+        return not any(re.search(p, path) for p in self.layer_adaptation_exclusions)
 
     # -- Keras optimizer protocol ---------------------------------------------------------------------
     def build(self, var_list):
@@ -218,8 +218,8 @@ class BertOptimizer(keras.optimizers.Optimizer):
         config.pop("weight_decay", None)
         config.update({
             "weight_decay_rate": self.weight_decay_rate, "beta_1": self.beta_1, "beta_2": self.beta_2,
-            "epsilon": self.epsilon, "exclude_from_weight_decay": list(self.exclude_from_weight_decay),
-            "exclude_from_layer_adaptation": list(self.exclude_from_layer_adaptation)})
+            "epsilon": self.epsilon, "exclude_from_weight_decay": list(self.weight_decay_exclusions),
+            "exclude_from_layer_adaptation": list(self.layer_adaptation_exclusions)})
         return config
 
 
