@@ -77,15 +77,11 @@ class WeightsIO(Protocol):
 
 
 def _keyed(variables) -> dict[str, tf.Variable]:
-    """Variables keyed by their Keras path (made unique), as tf.Variables for tf.train.Checkpoint."""
-    out: dict[str, tf.Variable] = {}
-    for v in variables:
-        key = getattr(v, "path", None) or v.name
-        key = key.replace(":", "_")
-        while key in out:
-            key += "_"
-        out[key] = distributed._tf_variable(v)
-    return out
+    """Variables keyed by position, as tf.Variables for tf.train.Checkpoint.
+
+    Not by Keras path: Keras numbers layer names per process (`dense_34`), so a second instance of
+    the same model would not match; the order of a model's variables is fixed by its code."""
+    return {f"{i:05d}": distributed._tf_variable(v) for i, v in enumerate(variables)}
 
 
 class KerasWeightsIO:
@@ -415,6 +411,9 @@ class Trainer:
 
             row = {"step": step, "loss": last_loss, **last_metrics}
             if step % cfg.log_every_steps == 0 or step == cfg.num_train_steps or step == start_step + 1:
+                if dist.size > 1:  # log the mean over ranks, not rank 0's share
+                    last_loss, last_metrics = self._mean_over_ranks(loss_value, mtotals)
+                    row.update({"loss": last_loss, **last_metrics})
                 now = time.perf_counter()
                 sps = per_update * steps_window / max(now - t_window, 1e-9)
                 t_window, steps_window = now, 0
@@ -444,6 +443,14 @@ class Trainer:
             sps = per_update * steps_timed / (time.perf_counter() - t_start_timed)
         return TrainResult(global_step=int(self.global_step.numpy()), loss=last_loss, metrics=last_metrics,
                            sequences_per_second=sps, resumed_from=resumed_from, history=history)
+
+    def _mean_over_ranks(self, loss: float, mtotals: dict) -> tuple[float, dict[str, float]]:
+        names = sorted(mtotals)
+        vec = [loss, 1.0] + [float(x) for k in names for x in mtotals[k]]
+        (summed,) = self.dist.allreduce_sum([tf.constant(vec, tf.float64)])
+        summed = summed.numpy()
+        metrics = {k: float(summed[2 + 2 * i] / summed[3 + 2 * i]) for i, k in enumerate(names)}
+        return float(summed[0] / summed[1]), metrics
 
     @staticmethod
     def _next(iterator):

@@ -79,9 +79,11 @@ def build_model(dropout: float = 0.1, seed: int = 1, hidden: int = 32):
             h = keras.ops.reshape(self.drop(self.mix(flat), training=training), (-1, SEQ, hidden))
             h = self.norm(self.out(h) + x)
             at = keras.ops.take_along_axis(h, f["masked_lm_positions"][..., None], axis=1)
-            table = keras.ops.cast(self.emb.embeddings, "float32")
-            logits = keras.ops.matmul(keras.ops.cast(at, "float32"), keras.ops.transpose(table)) + self.bias
-            return {"mlm_logits": logits, "nsp_logits": self.nsp(h[:, 0])}
+            # Output tied to the input embeddings, as BERT's; variables read here are autocast to the
+            # compute dtype under a mixed policy, so compute there and return float32 logits.
+            at = keras.ops.cast(at, self.compute_dtype)
+            logits = keras.ops.matmul(at, keras.ops.transpose(self.emb.embeddings)) + self.bias
+            return {"mlm_logits": keras.ops.cast(logits, "float32"), "nsp_logits": self.nsp(h[:, 0])}
 
     return Toy()
 
@@ -109,7 +111,8 @@ def toy_loss(outputs, features):
 
 
 def weights(model) -> dict[str, np.ndarray]:
-    return {v.path: np.array(v.numpy()) for v in model.trainable_variables}
+    """Trainable weights by position (Keras numbers layer names per process)."""
+    return {f"{i:03d}": np.array(v.numpy()) for i, v in enumerate(model.trainable_variables)}
 
 
 def main(argv=None) -> int:
@@ -122,6 +125,10 @@ def main(argv=None) -> int:
     p.add_argument("--dropout", type=float, default=0.0)
     p.add_argument("--save_every", type=int, default=1000)
     p.add_argument("--kill_after", type=int, default=0, help="SIGKILL self right after this step's checkpoint")
+    p.add_argument("--kill_in_save", type=int, default=0,
+                   help="SIGKILL self in the middle of writing this step's checkpoint")
+    p.add_argument("--xla", action="store_true")
+    p.add_argument("--fp16_allreduce", action="store_true")
     p.add_argument("--lr", type=float, default=1e-2)
     args = p.parse_args(argv)
 
@@ -134,14 +141,23 @@ def main(argv=None) -> int:
     model = build_model(dropout=args.dropout)
     cfg = training.TrainLoopConfig(output_dir=args.out, num_train_steps=args.steps, dtype=args.dtype,
                                    num_accumulation_steps=args.accum, save_checkpoints_steps=args.save_every,
-                                   log_every_steps=1)
+                                   log_every_steps=1, xla=args.xla, fp16_allreduce=args.fp16_allreduce)
     callbacks = []
     if args.kill_after:
         def kill(trainer, step, row):
             if step == args.kill_after:
                 os.kill(os.getpid(), signal.SIGKILL)
         callbacks.append(kill)
-    trainer = training.Trainer(model, toy_loss, keras.optimizers.Adam(args.lr), cfg, dist=dist, callbacks=callbacks)
+    weights_io = training.KerasWeightsIO()
+    if args.kill_in_save:
+        class KillingWeightsIO(training.KerasWeightsIO):
+            def save(self, model, prefix):
+                super().save(model, prefix)  # half the checkpoint is on disk ...
+                if prefix.endswith(f"-{args.kill_in_save}"):
+                    os.kill(os.getpid(), signal.SIGKILL)  # ... when the process dies
+        weights_io = KillingWeightsIO()
+    trainer = training.Trainer(model, toy_loss, keras.optimizers.Adam(args.lr), cfg, dist=dist, callbacks=callbacks,
+                               weights_io=weights_io)
     ds = make_dataset(make_examples(64), args.batch, dist.rank, dist.size)
     trainer.train(ds)
     np.savez(os.path.join(args.out, f"final_rank{dist.rank}.npz"), **weights(model))
