@@ -486,8 +486,16 @@ def _call(path: str, fn, *args, missing: str = "object", gone: str | None = None
 
 
 def _first_line(err: BaseException) -> str:
-    msg = getattr(err, "message", None) or str(err) or type(err).__name__
+    """'403 <the server's own message, first line>' (which names the principal for a 403)."""
+    msg = None
+    response = getattr(err, "response", None)
+    if response is not None:
+        with contextlib.suppress(Exception):
+            msg = response.json()["error"]["message"]
+    msg = msg or getattr(err, "message", None) or str(err) or type(err).__name__
     code = getattr(err, "code", None)
+    if not isinstance(code, int):
+        code = getattr(response, "status_code", None)
     line = str(msg).strip().splitlines()[0] if str(msg).strip() else type(err).__name__
     return f"{int(code)} {line}" if isinstance(code, int) and not line.startswith(str(code)) else line
 

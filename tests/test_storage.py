@@ -292,7 +292,7 @@ def test_writer_killed_while_writing_leaves_no_object(root, tmp_path):
 
 
 class FaultProxy:
-    """Forwards to `upstream`; `rules` decide per request: ("503", n) answers 503 n times,
+    """Forwards to `upstream`; `rules` decide per request: ("503", n) answers 503 n times (any status),
     ("hang", n) holds the n-th matching request without answering until `release` is set."""
 
     def __init__(self, upstream: str):
@@ -300,6 +300,7 @@ class FaultProxy:
         self.upstream_url = upstream
         self.seen: list[tuple[str, str]] = []
         self.rules: list[list] = []  # [predicate, action, count]
+        self.messages: dict[int, str] = {}
         self.hung = threading.Event()
         self.release = threading.Event()
         self.lock = threading.Lock()
@@ -315,9 +316,11 @@ class FaultProxy:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 action = proxy._decide(self.command, self.path)
-                if action == "503":
-                    err = json.dumps({"error": {"code": 503, "message": "injected fault"}}).encode()
-                    self.send_response(503)
+                if action.isdigit():
+                    code = int(action)
+                    message = proxy.messages.get(code, "injected fault")
+                    err = json.dumps({"error": {"code": code, "message": message}}).encode()
+                    self.send_response(code)
                     self.send_header("Content-Type", "application/json")
                     self.send_header("Content-Length", str(len(err)))
                     self.end_headers()
@@ -348,7 +351,11 @@ class FaultProxy:
 
             do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _handle
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(http.server.ThreadingHTTPServer):
+            def handle_error(self, request, client_address):
+                pass  # clients that drop connections (a killed writer, a hung request) are expected
+
+        self.server = Server(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
@@ -359,9 +366,9 @@ class FaultProxy:
             for rule in self.rules:
                 predicate, action, count = rule
                 if predicate(method, path):
-                    if action == "503" and count > 0:
+                    if action.isdigit() and count > 0:
                         rule[2] -= 1
-                        return "503"
+                        return action
                     if action == "hang":
                         rule[2] -= 1
                         if rule[2] == 0:
@@ -417,6 +424,20 @@ def test_missing_object_and_precondition_are_not_retried(gcs_prefix, proxy):
     with pytest.raises(storage.AlreadyExists):
         storage.write_bytes(path, b"y", exclusive=True)
     assert proxy.count(uploads) == before + 1
+
+
+def test_permission_denied_is_one_line_naming_the_principal_and_not_retried(gcs_prefix, proxy):
+    path = gcs_prefix + "/secret.bin"
+    storage.write_bytes(path, b"x")
+    key = path.split("/", 3)[3]
+    proxy.messages[403] = ("runner@proj.iam.gserviceaccount.com does not have storage.objects.get access "
+                           "to the Google Cloud Storage object.\nPermission 'storage.objects.get' denied.")
+    proxy.rules.append([_media_get(key), "403", 5])
+    with pytest.raises(UserError) as err:
+        storage.read_bytes(path)
+    assert str(err.value) == (f"{path}: permission denied (403 runner@proj.iam.gserviceaccount.com does not "
+                              "have storage.objects.get access to the Google Cloud Storage object.)")
+    assert proxy.count(_media_get(key)) == 1
 
 
 def test_persistent_failure_is_one_line_after_the_deadline(gcs_prefix, proxy, monkeypatch):
