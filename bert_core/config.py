@@ -171,3 +171,67 @@ class DataConfig(StageConfig):
         if self.output_file is not None and self.num_shards != 1:
             raise ValueError("--output_file writes one file; use --output_dir with --num_shards")
         return self
+
+
+# --------------------------------------------------------------------------------------------------
+# Stage 4: evaluation (and the task fields fine-tuning shares)
+# --------------------------------------------------------------------------------------------------
+class TsvTaskFields(BaseModel):
+    """Fields of the generic `--task_name=tsv` task; FinetuneConfig and EvalConfig both take them."""
+
+    text_a_column: str = Field("0", description="tsv task: column of the first text (header name or "
+                                                "0-based index)")
+    text_b_column: str | None = Field(None, description="tsv task: column of the second text, if pairs")
+    label_column: str = Field("1", description="tsv task: column of the label (header name or 0-based index)")
+    has_header: bool = Field(True, description="tsv task: the files start with a header row")
+    labels: str | None = Field(None, description="tsv task: comma-separated label list (default: the "
+                                                 "sorted labels of train.tsv)")
+    regression: bool = Field(False, description="tsv task: the label is a number (regression)")
+    xnli_language: str = Field("zh", description="xnli task: the language to train and evaluate on")
+
+    def task_options(self, task_name: str) -> dict:
+        """Keyword arguments of bert_core.data.glue.get_task for `task_name`."""
+        name = task_name.lower()
+        if name == "tsv":
+            labels = [x.strip() for x in self.labels.split(",") if x.strip()] if self.labels else None
+            return {"text_a_column": self.text_a_column, "text_b_column": self.text_b_column,
+                    "label_column": self.label_column, "has_header": self.has_header,
+                    "labels": labels, "regression": self.regression}
+        if name == "xnli":
+            return {"language": self.xnli_language}
+        return {}
+
+
+SQUAD_TASKS = ("squad", "squad2", "squad_v2")
+
+
+class EvalConfig(TsvTaskFields, StageConfig):
+    task_name: str = Field(description="squad, or a GLUE task: cola, sst-2, mrpc, sts-b, qqp, mnli, qnli, "
+                                       "rte, wnli, xnli; or tsv (your own columns)")
+    output_dir: str = Field(description="Directory for metrics.json")
+    # SQuAD
+    predict_file: str | None = Field(None, description="squad: the dataset JSON with the gold answers "
+                                                       "(dev-v1.1.json, dev-v2.0.json)")
+    prediction_json: str | None = Field(None, description="squad: predictions.json written by predict")
+    null_odds_json: str | None = Field(None, description="squad 2.0: null_odds.json, for the best "
+                                                         "null threshold")
+    version_2_with_negative: bool = Field(False, description="squad: SQuAD 2.0 (questions may have no "
+                                                             "answer)")
+    na_prob_thresh: float = Field(1.0, description="squad 2.0: predict no answer when the null odds "
+                                                   "exceed this (the official script's --na-prob-thresh)")
+    # GLUE and tsv
+    data_dir: str | None = Field(None, description="GLUE/tsv: the task's data directory with the gold dev TSV")
+    predictions_file: str | None = Field(None, description="GLUE/tsv: test_results.tsv (class probabilities, "
+                                                           "one line per example) or one label/value a line")
+    eval_split: str | None = Field(None, description="GLUE/tsv: the gold split (default dev; MNLI "
+                                                     "dev_matched, or dev_mismatched)")
+
+    @model_validator(mode="after")
+    def _check(self) -> "EvalConfig":
+        if self.task_name.lower() in SQUAD_TASKS:
+            missing = [f"--{n}" for n in ("predict_file", "prediction_json") if not getattr(self, n)]
+        else:
+            missing = [f"--{n}" for n in ("data_dir", "predictions_file") if not getattr(self, n)]
+        if missing:
+            raise ValueError(f"task {self.task_name} needs {' and '.join(missing)}")
+        return self

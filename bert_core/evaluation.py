@@ -1,0 +1,120 @@
+"""`bert evaluate`: score predictions against gold data, write metrics.json and print a table.
+
+SQuAD: `--predict_file` (the dataset JSON) + `--prediction_json` (predictions.json) and, for 2.0,
+optionally `--null_odds_json` (null_odds.json) for the best no-answer threshold.
+GLUE and tsv tasks: `--data_dir` (the gold dev TSV is read by the task's reader) + `--predictions_file`
+(test_results.tsv as predict writes it: one line per example with the class probabilities; or one
+label, or one number for regression, a line), in the order of the dev file.
+
+metrics.json is a flat JSON object of numbers (KFP shows each as a metric), written atomically.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+
+import numpy as np
+
+from bert_core import metrics, storage
+from bert_core.config import SQUAD_TASKS, EvalConfig
+from bert_core.errors import UserError, where
+
+METRICS_FILE = "metrics.json"
+
+
+def evaluate_squad(config: EvalConfig) -> dict[str, float]:
+    version_2 = config.version_2_with_negative or config.task_name.lower() != "squad"
+    dataset = storage.read_json(config.predict_file)
+    if not isinstance(dataset, dict) or not isinstance(dataset.get("data"), list):
+        raise UserError(f"{config.predict_file}: expected a SQuAD dataset JSON with a 'data' list")
+    predictions = _read_json_object(config.prediction_json, str)
+    na_probs = _read_json_object(config.null_odds_json, (int, float)) if config.null_odds_json else None
+    try:
+        return metrics.squad_metrics(dataset["data"], predictions, version_2=version_2, na_probs=na_probs,
+                                     na_prob_thresh=config.na_prob_thresh)
+    except (KeyError, TypeError) as err:
+        raise UserError(f"{config.predict_file}: not in the SQuAD format (missing or bad field {err})") from None
+
+
+def _read_json_object(path: str, value_type) -> dict:
+    obj = storage.read_json(path)
+    if not isinstance(obj, dict):
+        raise UserError(f"{path}: expected a JSON object of question id -> value")
+    for key, value in obj.items():
+        if not isinstance(value, value_type) or isinstance(value, bool):
+            raise UserError(f"{path}: question {key!r}: value {value!r} is not a "
+                            f"{'string' if value_type is str else 'number'}")
+    return obj
+
+
+def read_glue_predictions(path: str, labels: list[str] | None) -> np.ndarray:
+    """Predicted label ids (or values, for regression) from a predictions file, one line per example."""
+    try:
+        text = storage.read_text(path)
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not valid UTF-8") from None
+    out: list = []
+    for line_no, row in enumerate(csv.reader(io.StringIO(text), delimiter="\t", quoting=csv.QUOTE_NONE), 1):
+        if not row:
+            continue
+        if labels is None:
+            if len(row) != 1:
+                raise UserError(f"{where(path, line_no)}: expected 1 column (the predicted value), got {len(row)}")
+            out.append(_number(path, line_no, row[0]))
+        elif len(row) == len(labels) and len(row) > 1:
+            out.append(int(np.argmax([_number(path, line_no, x) for x in row])))
+        elif len(row) == 1:
+            if row[0] not in labels:
+                raise UserError(f"{where(path, line_no)}: label {row[0]!r} is not one of {labels}")
+            out.append(labels.index(row[0]))
+        else:
+            raise UserError(f"{where(path, line_no)}: expected {len(labels)} columns (class probabilities) "
+                            f"or 1 (a label), got {len(row)}")
+    if not out:
+        raise UserError(f"{path}: is empty, expected one prediction a line")
+    return np.array(out, dtype=np.float64 if labels is None else np.int64)
+
+
+def _number(path: str, line: int, text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise UserError(f"{where(path, line)}: {text!r} is not a number") from None
+
+
+def evaluate_glue(config: EvalConfig) -> dict[str, float]:
+    from bert_core.data import glue
+
+    task = glue.get_task(config.task_name, **config.task_options(config.task_name))
+    split = config.eval_split or task.dev_splits[0]
+    examples = task.get_examples(config.data_dir, split)
+    labels = task.labels
+    gold = [e.label if labels is None else labels.index(e.label) for e in examples]
+    if any(e.label is None for e in examples):
+        raise UserError(f"{task.path(config.data_dir, split)}: the {split} split has no labels to evaluate against")
+    preds = read_glue_predictions(config.predictions_file, labels)
+    if len(preds) != len(gold):
+        raise UserError(f"{config.predictions_file}: {len(preds)} predictions, but "
+                        f"{task.path(config.data_dir, split)} has {len(gold)} examples")
+    return metrics.glue_metrics(task.name, preds, gold, regression=task.is_regression)
+
+
+def format_table(task: str, values: dict[str, float]) -> str:
+    width = max(len("metric"), *(len(k) for k in values))
+    lines = [f"{task}", f"{'metric':<{width}}  value", f"{'-' * width}  ----------"]
+    for key, value in values.items():
+        shown = str(value) if isinstance(value, int) else f"{value:.4f}"
+        lines.append(f"{key:<{width}}  {shown}")
+    return "\n".join(lines)
+
+
+def evaluate_main(config: EvalConfig) -> int:
+    if config.task_name.lower() in SQUAD_TASKS:
+        values = evaluate_squad(config)
+    else:
+        values = evaluate_glue(config)
+    storage.write_json(os.path.join(config.output_dir, METRICS_FILE), values)
+    print(format_table(config.task_name, values))
+    return 0
