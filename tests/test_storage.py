@@ -161,9 +161,6 @@ def _write_corpus(path: str, rng: random.Random, n_docs: int) -> None:
     storage.write_text(path, "\n".join(lines) + "\n")
 
 
-@pytest.mark.xfail(strict=True, raises=io.UnsupportedOperation,
-                   reason="corpus.iter_documents takes the size from os.fstat(f.fileno()), which a gs:// reader "
-                          "has not; it needs storage.size(path) (or f.seek(0, 2)). Strict: passes once fixed.")
 def test_corpus_byte_ranges_on_gs_read_the_same_documents(gcs_prefix, tmp_path, monkeypatch):
     monkeypatch.setenv("BERT_STORAGE_READ_MB", "0.0625")
     rng = random.Random(7)

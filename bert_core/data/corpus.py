@@ -118,7 +118,7 @@ def iter_documents(path: str, start: int = 0, end: int | None = None, on_bad_utf
     """
     stats = stats if stats is not None else ReadStats()
     with storage.open_read(path, "rb") as f:
-        total = os.fstat(f.fileno()).st_size
+        total = storage.size(path)
         end = total if end is None else min(end, total)
         if start >= end:
             return
