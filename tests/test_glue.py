@@ -286,3 +286,12 @@ def test_regression_labels_are_floats_and_test_labels_are_placeholders(tokenizer
     batch = next(iter(ds))
     assert batch["input_ids"].shape == (2, 16)
     np.testing.assert_array_equal(batch["label_ids"].numpy(), feats.label_ids)
+
+
+def test_our_full_tokenizer_gives_the_same_features(tokenizer, uncased_vocab):
+    tokenization = pytest.importorskip("bert_core.tokenization")
+    ours = tokenization.FullTokenizer(uncased_vocab, do_lower_case=True)
+    a = glue.convert_examples_to_features(HAND_MADE, ["0", "1"], 24, ours)
+    b = glue.convert_examples_to_features(HAND_MADE, ["0", "1"], 24, tokenizer)
+    for k, v in a.arrays().items():
+        np.testing.assert_array_equal(v, b.arrays()[k])
