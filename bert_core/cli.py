@@ -33,6 +33,9 @@ COMMANDS: list[Command] = [
             "Pretraining data: corpus -> masked-LM/NSP TFRecord shards + data_manifest.json"),
     Command("learn-vocab", cfg.VocabConfig, "bert_core.vocab:learn_vocab_main",
             "Learn a WordPiece vocab.txt from a corpus and print its coverage"),
+    Command("pretrain", cfg.PretrainConfig, "bert_core.pretrain:pretrain_main",
+            "Pretraining: TFRecords -> Google-named checkpoints, eval_results.txt, pretrain_metrics.json "
+            "(one process, or N under horovodrun/mpirun)"),
     Command("evaluate", cfg.EvalConfig, "bert_core.evaluation:evaluate_main",
             "Score predictions (SQuAD JSON or GLUE test_results.tsv) -> metrics.json and a table"),
 ]

@@ -174,6 +174,67 @@ class DataConfig(StageConfig):
 
 
 # --------------------------------------------------------------------------------------------------
+# Stage 2: pretraining
+# --------------------------------------------------------------------------------------------------
+class PretrainConfig(StageConfig):
+    """`bert pretrain`: the flags of Google's run_pretraining.py plus precision, XLA, accumulation and
+    Horovod options. Under horovodrun/mpirun, --train_batch_size is per rank (as the seed's)."""
+
+    input_file: str | None = Field(None, description="Pretraining TFRecords: comma-separated files or globs "
+                                                     "(plain or GZIP); each Horovod rank reads its own files")
+    output_dir: str = Field(description="Checkpoints, summaries, eval_results.txt and pretrain_metrics.json; "
+                                        "a run resumes from the latest checkpoint here")
+    bert_config_file: str | None = Field(None, description="Google's bert_config.json (or give --model)")
+    model: str | None = Field(None, description="A named shape instead of --bert_config_file, e.g. bert-mini, "
+                                                "bert-base, bert-L4-H256")
+    vocab_file: str | None = Field(None, description="vocab.txt; sets a --model preset's vocab_size and checks "
+                                                     "the data's token ids (default: the data_manifest.json's)")
+    init_checkpoint: str | None = Field(None, description="Initial weights: a Google/our checkpoint (e.g. phase 1 "
+                                                          "for phase 2) or Hugging Face .safetensors")
+    max_seq_length: int = Field(128, ge=2, description="Sequence length of the records")
+    max_predictions_per_seq: int = Field(20, ge=1, description="Masked LM predictions per sequence in the records")
+    train_batch_size: int = Field(32, ge=1, description="Batch size per rank per micro-batch")
+    eval_batch_size: int = Field(8, ge=1, description="Eval batch size per rank")
+    learning_rate: float = Field(5e-5, gt=0, description="Peak learning rate")
+    num_train_steps: int = Field(100000, ge=0, description="Optimizer updates")
+    num_warmup_steps: int = Field(10000, ge=0, description="Linear warmup updates")
+    save_checkpoints_steps: int = Field(1000, ge=1, description="Write a checkpoint every N updates")
+    max_eval_steps: int = Field(100, ge=1, description="Maximum eval batches (per rank)")
+    do_train: bool = Field(False, description="Train")
+    do_eval: bool = Field(False, description="Evaluate (after training, or the latest checkpoint)")
+    optimizer_type: Literal["adam", "lamb", "nadam", "nlamb"] = Field(
+        "adam", description="AdamW, LAMB, NAdam (AdamW with Nesterov) or NLAMB")
+    dtype: Literal["fp32", "fp16", "bf16"] = Field(
+        "fp32", description="fp32, fp16 (dynamic loss scaling) or bf16 mixed precision")
+    xla: bool = Field(False, description="Compile the forward/backward pass with XLA")
+    num_accumulation_steps: int = Field(1, ge=1, description="Micro-batches per update (one allreduce per update)")
+    keep_checkpoints: int = Field(5, ge=1, description="Checkpoints kept (the newest)")
+    scale_lr_by_workers: bool = Field(False, description="Multiply --learning_rate by the number of ranks")
+    fp16_allreduce: bool = Field(False, description="Send gradients as float16 in the allreduce")
+    log_every_steps: int = Field(100, ge=1, description="Progress line and summaries every N updates")
+    random_seed: int = Field(12345, description="Seed for initialisation, dropout and shuffling")
+    shuffle_buffer_size: int = Field(100, ge=1, description="Records shuffled together (per rank)")
+    check_records: int = Field(1000, ge=0, description="Records per input file checked before training (token "
+                                                       "ids < vocab_size, lengths); 0 skips the check")
+
+    @model_validator(mode="after")
+    def _check(self) -> "PretrainConfig":
+        if not (self.do_train or self.do_eval):
+            raise ValueError("at least one of --do_train or --do_eval must be true")
+        if self.input_file is None:
+            raise ValueError("--input_file is required with --do_train or --do_eval")
+        if (self.model is None) == (self.bert_config_file is None):
+            raise ValueError("give exactly one of --bert_config_file or --model")
+        if self.max_predictions_per_seq > self.max_seq_length:
+            raise ValueError(f"--max_predictions_per_seq={self.max_predictions_per_seq} exceeds "
+                             f"--max_seq_length={self.max_seq_length}")
+        if self.do_train and self.num_warmup_steps > self.num_train_steps:
+            raise ValueError(f"--num_warmup_steps={self.num_warmup_steps} exceeds "
+                             f"--num_train_steps={self.num_train_steps}")
+        return self
+
+
+# --------------------------------------------------------------------------------------------------
 # Stage 4: evaluation (and the task fields fine-tuning shares)
 # --------------------------------------------------------------------------------------------------
 class TsvTaskFields(BaseModel):

@@ -1,0 +1,300 @@
+"""`bert pretrain`: pretraining TFRecords -> BERT checkpoints, as Google's run_pretraining.py.
+
+    bert pretrain --input_file='data/train-*.tfrecord' --output_dir=out --model=bert-mini \
+        --do_train --do_eval --train_batch_size=32 --num_train_steps=10000 --num_warmup_steps=1000
+
+One process without a launcher; N under `horovodrun -np N ...` or `mpirun -np N ...`, where
+--train_batch_size is per rank and each rank reads its own share of the records. The loop is
+bert_core.training (the one fine-tuning uses too); this module turns the config into its inputs:
+
+  data      each rank's records -> shuffle -> repeat -> parse -> batch (drop remainder) -> prefetch
+  model     BertPretrainer from --bert_config_file or --model, weights from --init_checkpoint
+  loss      Google's masked-LM + next-sentence loss (bert_core.modeling.pretraining_loss)
+  outputs   output_dir/ckpt-<step>/model.ckpt-<step> (Google's variable names) + training state,
+            eval_results.txt and eval_results.json, pretrain_metrics.json
+
+Before training, the records are checked (the first --check_records of every file): the features and
+their lengths must match --max_seq_length/--max_predictions_per_seq, and token ids must be below the
+model's vocab_size (an id past the embedding table is a silent NaN or garbage on accelerators, the
+hazard Google's README warns about). Every batch is checked again in the input pipeline.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+
+from bert_core import storage
+from bert_core.config import PretrainConfig
+from bert_core.errors import UserError
+
+FEATURES = ("input_ids", "input_mask", "segment_ids", "masked_lm_positions", "masked_lm_ids",
+            "masked_lm_weights", "next_sentence_labels")
+MANIFEST = "data_manifest.json"
+
+_EVAL_KEYS = ("masked_lm_accuracy", "masked_lm_loss", "next_sentence_accuracy", "next_sentence_loss")
+
+
+# --------------------------------------------------------------------------------------------------
+# Inputs
+# --------------------------------------------------------------------------------------------------
+def input_files(spec: str) -> list[str]:
+    from bert_core.data.corpus import expand_inputs
+
+    files = expand_inputs(spec)
+    files = [f for f in files if os.path.basename(f) != MANIFEST]
+    if not files:
+        raise UserError(f"--input_file={spec}: no TFRecord files")
+    return files
+
+
+def manifest_vocab_size(files: list[str]) -> tuple[int, str] | None:
+    """vocab size recorded by `bert create-data` next to the shards, if there is a manifest."""
+    for d in sorted({os.path.dirname(os.path.abspath(f)) for f in files}):
+        path = os.path.join(d, MANIFEST)
+        if storage.exists(path):
+            size = (storage.read_json(path).get("vocab") or {}).get("size")
+            if size:
+                return int(size), path
+    return None
+
+
+def check_records(files: list[str], max_seq_length: int, max_predictions_per_seq: int, vocab_size: int,
+                  limit: int) -> int:
+    """Read up to `limit` records of every file; raise one UserError line at the first problem."""
+    import numpy as np
+    import tensorflow as tf
+
+    from bert_core.data.tfrecord import detect_compression
+
+    want = {"input_ids": max_seq_length, "input_mask": max_seq_length, "segment_ids": max_seq_length,
+            "masked_lm_positions": max_predictions_per_seq, "masked_lm_ids": max_predictions_per_seq,
+            "masked_lm_weights": max_predictions_per_seq, "next_sentence_labels": 1}
+    checked = 0
+    for path in files:
+        try:
+            comp = "GZIP" if detect_compression(path) == "gzip" else ""
+            records = tf.data.TFRecordDataset(path, compression_type=comp).take(limit)
+            for i, raw in enumerate(records):
+                ex = tf.train.Example.FromString(raw.numpy()).features.feature
+                for name, length in want.items():
+                    if name not in ex:
+                        raise UserError(f"{path}: record {i}: no feature {name!r}; expected the pretraining "
+                                        f"features {', '.join(FEATURES)} (bert create-data writes them)")
+                    f = ex[name]
+                    values = f.float_list.value if name == "masked_lm_weights" else f.int64_list.value
+                    if len(values) != length:
+                        flag = ("--max_predictions_per_seq" if name.startswith("masked_lm")
+                                else "--max_seq_length" if name != "next_sentence_labels" else None)
+                        raise UserError(f"{path}: record {i}: {name} has length {len(values)} but "
+                                        + (f"{flag}={length}; rerun with {flag}={len(values)} or regenerate "
+                                           f"the data" if flag else f"expected {length}"))
+                for name in ("input_ids", "masked_lm_ids"):
+                    ids = np.asarray(ex[name].int64_list.value)
+                    if ids.size and (ids.max() >= vocab_size or ids.min() < 0):
+                        bad = int(ids.max() if ids.max() >= vocab_size else ids.min())
+                        raise UserError(f"{path}: record {i}: {name} holds token id {bad} but the model's "
+                                        f"vocab_size is {vocab_size}; the data was made with a different "
+                                        f"vocab.txt than the model's config")
+                checked += 1
+        except tf.errors.OpError as err:
+            raise UserError(f"{path}: not a readable TFRecord file ({str(err).splitlines()[0]})") from None
+    return checked
+
+
+def make_train_dataset(files: list[str], cfg: PretrainConfig, rank: int, size: int, vocab_size: int,
+                       training: bool = True):
+    """This rank's batches. With as many files as a multiple of the ranks, rank r reads files r, r+N,
+    ...; otherwise every rank reads all files and keeps records r, r+N, ... Either way each record
+    goes to exactly one rank per epoch."""
+    import tensorflow as tf
+
+    from bert_core.data import tfrecord
+
+    if len(files) % size == 0:
+        mine, record_shard = files[rank::size], False
+    else:
+        mine, record_shard = files, size > 1
+    ds = tfrecord.make_dataset(mine, cfg.max_seq_length, cfg.max_predictions_per_seq,
+                               num_parallel_reads=min(4, len(mine)) if len(mine) > 1 else None)
+    if record_shard:
+        ds = ds.shard(size, rank)
+    if training:
+        ds = ds.shuffle(cfg.shuffle_buffer_size, seed=cfg.random_seed + rank, reshuffle_each_iteration=True)
+        ds = ds.repeat()
+        batch = cfg.train_batch_size
+    else:
+        batch = cfg.eval_batch_size
+    ds = ds.batch(batch, drop_remainder=True)
+
+    def check_ids(features):
+        # The pre-training check reads a sample; this guards every batch (cheap: two max reductions).
+        for name in ("input_ids", "masked_lm_ids"):
+            tf.debugging.assert_less(features[name], tf.cast(vocab_size, features[name].dtype),
+                                     message=f"{name} holds a token id >= vocab_size={vocab_size}")
+        return features
+
+    ds = ds.map(check_ids, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+# --------------------------------------------------------------------------------------------------
+# Model and loss
+# --------------------------------------------------------------------------------------------------
+def vocab_size_hint(cfg: PretrainConfig, files: list[str]) -> int | None:
+    if cfg.vocab_file:
+        with storage.open_read(cfg.vocab_file, "rb") as f:
+            return sum(1 for line in f if line.strip())
+    found = manifest_vocab_size(files)
+    return found[0] if found else None
+
+
+def pretraining_loss_fn(outputs, features):
+    """Google's loss; metrics as (total, count) so evaluation gets the exact weighted means that
+    run_pretraining.py's tf.metrics.accuracy / tf.metrics.mean report."""
+    from bert_core.modeling import pretraining_loss
+
+    loss, m = pretraining_loss(outputs, features)
+    return loss, {
+        "masked_lm_accuracy": (m["masked_lm_correct"], m["masked_lm_weight_sum"]),
+        "masked_lm_loss": (m["masked_lm_loss_sum"], m["masked_lm_weight_sum"]),
+        "next_sentence_accuracy": (m["next_sentence_correct"], m["next_sentence_count"]),
+        "next_sentence_loss": (m["next_sentence_loss_sum"], m["next_sentence_count"]),
+    }
+
+
+class GoogleWeightsIO:
+    """Checkpoint weights under Google's TF1 names, so Google's code and other tools read ours."""
+
+    def save(self, model, prefix):
+        from bert_core.checkpoints import save_google_checkpoint
+
+        save_google_checkpoint(model, prefix)
+
+    def restore(self, model, prefix):
+        from bert_core.checkpoints import load_google_checkpoint
+
+        load_google_checkpoint(model, prefix, strict=True)
+
+
+def load_init_checkpoint(model, path: str) -> str:
+    from bert_core import checkpoints
+
+    if path.endswith(".safetensors") or (storage.isdir(path) and storage.exists(os.path.join(path, "model.safetensors"))):
+        report = checkpoints.load_hf_safetensors(model, path, strict=False)
+    else:
+        report = checkpoints.load_google_checkpoint(model, path, strict=False)
+    line = report.summary()
+    if report.missing:
+        line += f"; not in the checkpoint (kept as initialised): {', '.join(report.missing[:8])}" + (
+            " ..." if len(report.missing) > 8 else "")
+    return line
+
+
+# --------------------------------------------------------------------------------------------------
+# The command
+# --------------------------------------------------------------------------------------------------
+def write_eval_results(output_dir: str, results: dict) -> None:
+    """eval_results.txt as run_pretraining.py writes it (`key = value`, sorted), and the same as JSON."""
+    lines = ["***** Eval results *****"] + [f"  {k} = {results[k]}" for k in sorted(results)]
+    print("\n".join(lines), flush=True)
+    storage.write_text(os.path.join(output_dir, "eval_results.txt"),
+                       "".join(f"{k} = {results[k]}\n" for k in sorted(results)))
+    storage.write_json(os.path.join(output_dir, "eval_results.json"), results)
+
+
+def pretrain_main(cfg: PretrainConfig) -> int:
+    files = input_files(cfg.input_file)
+
+    import keras
+    import tensorflow as tf
+
+    from bert_core import distributed, training
+    from bert_core.modeling import BertPretrainer
+    from bert_core.optimization import OPTIMIZER_TYPES, create_optimizer
+    from bert_core.presets import resolve_bert_config
+
+    assert set(OPTIMIZER_TYPES) == set(PretrainConfig.model_fields["optimizer_type"].annotation.__args__)
+    dist = distributed.initialize()
+    bert_config = resolve_bert_config(cfg.model, cfg.bert_config_file, vocab_size_hint(cfg, files))
+    if cfg.max_seq_length > bert_config.max_position_embeddings:
+        raise UserError(f"--max_seq_length={cfg.max_seq_length} exceeds the model's max_position_embeddings="
+                        f"{bert_config.max_position_embeddings}")
+    if cfg.check_records:
+        # Each rank checks a share of the files; a problem anywhere stops every rank before training
+        # (a rank that raised alone would leave the others waiting in the first allreduce).
+        problem = None
+        try:
+            check_records(files[dist.rank::dist.size], cfg.max_seq_length, cfg.max_predictions_per_seq,
+                          bert_config.vocab_size, cfg.check_records)
+        except UserError as err:
+            problem = err
+        if dist.size > 1:
+            (bad,) = dist.allreduce_sum([tf.constant(0.0 if problem is None else 1.0)])
+            if problem is None and float(bad) > 0:
+                problem = UserError("another rank found bad input records (see its message); stopping")
+        if problem is not None:
+            raise problem
+
+    keras.utils.set_random_seed(cfg.random_seed)
+    training.set_precision(cfg.dtype)
+    model = BertPretrainer(bert_config)
+    model.build()
+    learning_rate = cfg.learning_rate * (dist.size if cfg.scale_lr_by_workers else 1)
+    optimizer = create_optimizer(cfg.optimizer_type, learning_rate, max(cfg.num_train_steps, 1),
+                                 cfg.num_warmup_steps)
+    loop_cfg = training.TrainLoopConfig(
+        output_dir=cfg.output_dir, num_train_steps=cfg.num_train_steps,
+        num_accumulation_steps=cfg.num_accumulation_steps, clip_norm=1.0, dtype=cfg.dtype, xla=cfg.xla,
+        save_checkpoints_steps=cfg.save_checkpoints_steps, keep_checkpoints=cfg.keep_checkpoints,
+        log_every_steps=cfg.log_every_steps, fp16_allreduce=cfg.fp16_allreduce)
+    trainer = training.Trainer(model, pretraining_loss_fn, optimizer, loop_cfg, dist=dist,
+                               weights_io=GoogleWeightsIO())
+
+    latest = training.latest_checkpoint(cfg.output_dir) if storage.exists(cfg.output_dir) else None
+    if cfg.init_checkpoint and latest is None:
+        trainer.log(load_init_checkpoint(model, cfg.init_checkpoint))
+    elif cfg.init_checkpoint:
+        trainer.log(f"{cfg.output_dir} holds ckpt-{latest[0]}: resuming from it, not --init_checkpoint")
+
+    metrics: dict = {"world_size": dist.size, "dtype": cfg.dtype, "xla": cfg.xla,
+                     "train_batch_size_per_rank": cfg.train_batch_size,
+                     "num_accumulation_steps": cfg.num_accumulation_steps,
+                     "global_batch_size": cfg.train_batch_size * cfg.num_accumulation_steps * dist.size}
+    t0 = time.time()
+    try:
+        if cfg.do_train:
+            result = trainer.train(make_train_dataset(files, cfg, dist.rank, dist.size, bert_config.vocab_size))
+            metrics.update({"global_step": result.global_step, "train_loss": result.loss,
+                            "sequences_per_second": result.sequences_per_second,
+                            "train_seconds": time.time() - t0,
+                            **{f"train_{k}": v for k, v in result.metrics.items()}})
+        if cfg.do_eval:
+            if not cfg.do_train:
+                latest = training.latest_checkpoint(cfg.output_dir) if storage.exists(cfg.output_dir) else None
+                if latest is not None:
+                    trainer.weights_io.restore(model, os.path.join(latest[1], f"model.ckpt-{latest[0]}"))
+                    trainer.global_step.assign(latest[0])
+                elif not cfg.init_checkpoint:
+                    raise UserError(f"--do_eval without --do_train: {cfg.output_dir} holds no checkpoint "
+                                    f"and no --init_checkpoint was given")
+            eval_ds = make_train_dataset(files, cfg, dist.rank, dist.size, bert_config.vocab_size, training=False)
+            results = trainer.evaluate(eval_ds, max_steps=cfg.max_eval_steps)
+            results = {"global_step": results["global_step"], "loss": results["loss"],
+                       **{k: results[k] for k in _EVAL_KEYS}}
+            if dist.is_chief:
+                write_eval_results(cfg.output_dir, results)
+            metrics["eval"] = results
+    except tf.errors.InvalidArgumentError as err:
+        msg = str(err)
+        if "vocab_size" in msg and "token id" in msg:
+            raise UserError(f"{cfg.input_file}: a record's " + msg[msg.index("input_ids") if "input_ids" in msg
+                                                                    else msg.index("masked_lm_ids"):].splitlines()[0]
+                            + "; the data was made with a different vocab.txt than the model's config") from None
+        raise
+    if dist.is_chief:
+        storage.write_json(os.path.join(cfg.output_dir, "pretrain_metrics.json"),
+                           {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+                            for k, v in metrics.items()})
+    return 0
