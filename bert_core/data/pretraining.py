@@ -1,0 +1,785 @@
+"""`bert create-data`: corpus -> masked-LM / next-sentence TFRecord shards + data_manifest.json.
+
+Semantics are those of Google's create_pretraining_data.py (same flags, same features), re-implemented
+to stream instead of holding the corpus and every instance in memory:
+
+* Sharding. The input bytes are split into `--num_shards` near-equal byte ranges
+  (`corpus.split_ranges`); shard i owns the documents that start in range i and writes
+  `train-0000i-of-N.tfrecord`. Shards are independent units of work: `--num_workers` processes on one
+  host and the ranks of `mpirun -np R` (rank r takes shards r, r+R, ...) share them out. A shard's bytes
+  depend only on the seed, the shard layout and the parameters, never on who ran it.
+* Per shard and per duplication pass (`--dupe_factor`), documents are read in blocks of
+  `--random_doc_pool_size` documents (a short last block is merged into the one before). A block is the
+  pool: its documents are visited in a random order (Google shuffles all documents; we shuffle within a
+  block), and the "random next segment" of an NSP pair comes from another document of the same block.
+  Memory is bounded by the pool, not the corpus. The coin that makes a pair random is the same 50% as the
+  original, so the NSP ratio does not depend on the pool size (tests check this).
+* Sentences are tokenized once per shard (the Rust fast path, identical to BERT's FullTokenizer); with
+  dupe_factor > 1 the token ids are spilled to a temporary file and read back for the later passes.
+* Instances pass through a shuffle buffer of `--shuffle_buffer_size` records before they are written.
+* Each instance: [CLS] A [SEP] B [SEP], pair truncated as the original (drop from the longer side,
+  front or back at random); masking picks num_to_predict = min(max_predictions_per_seq,
+  max(1, round(len * masked_lm_prob))) positions (whole words with --do_whole_word_mask), of which 80%
+  become [MASK], 10% a random vocab id and 10% keep their token.
+* Atomic and resumable: a shard is written under a temporary name and renamed; its statistics go to
+  `.shard_stats/<shard>.json`. A rerun with the same parameters skips finished shards, removes stale
+  temporaries and rebuilds the manifest from the per-shard statistics.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import hashlib
+import itertools
+import json
+import os
+import random
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import numpy as np
+
+import bert_core
+from bert_core import storage
+from bert_core.config import DataConfig
+from bert_core.data import corpus, tfrecord
+from bert_core.errors import UserError
+
+MANIFEST_NAME = "data_manifest.json"
+STATS_DIR = ".shard_stats"
+_TOKENIZE_CHUNK = 4096      # sentences per encode_batch call
+_ENCODE_BATCH = 256         # instances serialized together
+_PROGRESS_SECONDS = float(os.environ.get("BERT_PROGRESS_SECONDS", "5"))
+# Parameters that change the bytes of a shard (everything but where it goes and who computes it).
+_OUTPUT_ONLY = ("output_dir", "output_file", "num_workers")
+
+
+def shard_name(index: int, num_shards: int) -> str:
+    return f"train-{index:05d}-of-{num_shards:05d}.tfrecord"
+
+
+# --------------------------------------------------------------------------------------------------
+# Instances
+# --------------------------------------------------------------------------------------------------
+@dataclass
+class InstanceStats:
+    instances: int = 0
+    tokens: int = 0             # real tokens, [CLS]/[SEP] included (sum of input_mask)
+    masked: int = 0             # masked LM predictions (sum of masked_lm_weights)
+    masked_as_mask: int = 0     # ... replaced by [MASK]
+    masked_as_random: int = 0   # ... replaced by a random vocab id
+    masked_as_kept: int = 0     # ... left as they were
+    random_next: int = 0        # NSP label 1
+
+    def merge(self, other: "InstanceStats") -> None:
+        for k in self.__dataclass_fields__:
+            setattr(self, k, getattr(self, k) + getattr(other, k))
+
+
+class InstanceMaker:
+    """Turns tokenized documents into masked-LM/NSP instances; all randomness from one `random.Random`.
+
+    A document is a list of sentences; a sentence is a sequence of token ids (anything `list.extend`
+    takes). `from_document(pool, i)` yields (tokens, len_a, len_b, positions, labels, is_random_next)
+    for document `pool[i]`, drawing random next segments from the other documents of `pool`."""
+
+    def __init__(self, vocab: dict[str, int], cfg: DataConfig, rng: random.Random):
+        self.rng = rng
+        self.max_seq_length = cfg.max_seq_length
+        self.max_num_tokens = cfg.max_seq_length - 3  # [CLS] A [SEP] B [SEP]
+        self.short_seq_prob = cfg.short_seq_prob
+        self.masked_lm_prob = cfg.masked_lm_prob
+        self.max_predictions = cfg.max_predictions_per_seq
+        self.whole_word = cfg.do_whole_word_mask
+        self.vocab_size = max(vocab.values()) + 1
+        self.cls, self.sep, self.mask = vocab["[CLS]"], vocab["[SEP]"], vocab["[MASK]"]
+        cont = bytearray(self.vocab_size)
+        for token, i in vocab.items():
+            if token.startswith("##"):
+                cont[i] = 1
+        self.continuation = bytes(cont)
+        self.stats = InstanceStats()
+
+    def from_document(self, pool: list, index: int) -> Iterator[tuple]:
+        rng = self.rng
+        document = pool[index]
+        target = self.max_num_tokens
+        if rng.random() < self.short_seq_prob:
+            target = rng.randint(2, self.max_num_tokens)
+        chunk: list = []
+        length = 0
+        i = 0
+        n = len(document)
+        while i < n:
+            chunk.append(document[i])
+            length += len(document[i])
+            if i == n - 1 or length >= target:
+                a_end = rng.randint(1, len(chunk) - 1) if len(chunk) >= 2 else 1
+                tokens_a: list[int] = []
+                for sentence in chunk[:a_end]:
+                    tokens_a.extend(sentence)
+                tokens_b: list[int] = []
+                if len(chunk) == 1 or rng.random() < 0.5:
+                    is_random_next = True
+                    target_b = target - len(tokens_a)
+                    other = index
+                    for _ in range(10):  # another document of the pool, if there is one
+                        other = rng.randint(0, len(pool) - 1)
+                        if other != index:
+                            break
+                    random_doc = pool[other]
+                    for j in range(rng.randint(0, len(random_doc) - 1), len(random_doc)):
+                        tokens_b.extend(random_doc[j])
+                        if len(tokens_b) >= target_b:
+                            break
+                    i -= len(chunk) - a_end  # the unused sentences start the next chunk
+                else:
+                    is_random_next = False
+                    for sentence in chunk[a_end:]:
+                        tokens_b.extend(sentence)
+                yield self._instance(tokens_a, tokens_b, is_random_next)
+                chunk = []
+                length = 0
+            i += 1
+
+    def _instance(self, a: list[int], b: list[int], is_random_next: bool) -> tuple:
+        rng = self.rng
+        a0, a1, b0, b1 = 0, len(a), 0, len(b)
+        while (a1 - a0) + (b1 - b0) > self.max_num_tokens:  # truncate the longer, front or back
+            if a1 - a0 > b1 - b0:
+                if rng.random() < 0.5:
+                    a0 += 1
+                else:
+                    a1 -= 1
+            elif rng.random() < 0.5:
+                b0 += 1
+            else:
+                b1 -= 1
+        tokens = [self.cls]
+        tokens += a[a0:a1]
+        tokens.append(self.sep)
+        tokens += b[b0:b1]
+        tokens.append(self.sep)
+        len_a, len_b = a1 - a0, b1 - b0
+        positions, labels = self._mask(tokens, len_a)
+        st = self.stats
+        st.instances += 1
+        st.tokens += len(tokens)
+        st.random_next += is_random_next
+        return tokens, len_a, len_b, positions, labels, is_random_next
+
+    def _mask(self, tokens: list[int], len_a: int) -> tuple[list[int], list[int]]:
+        """Masks `tokens` in place; returns the sorted positions and their original ids."""
+        rng = self.rng
+        n = len(tokens)
+        num_to_predict = min(self.max_predictions, max(1, int(round(n * self.masked_lm_prob))))
+        sep_a = len_a + 1
+        if self.whole_word:
+            cont = self.continuation
+            groups: list[list[int]] = []
+            for p in range(1, n - 1):
+                if p == sep_a:
+                    continue
+                if groups and cont[tokens[p]]:
+                    groups[-1].append(p)
+                else:
+                    groups.append([p])
+            rng.shuffle(groups)
+            picked: list[int] = []
+            for g in groups:
+                if len(picked) >= num_to_predict:
+                    break
+                if len(picked) + len(g) > num_to_predict:
+                    continue  # a whole word that does not fit is skipped, not split
+                picked.extend(g)
+        else:
+            candidates = list(range(1, sep_a))
+            candidates += range(sep_a + 1, n - 1)
+            picked = rng.sample(candidates, min(num_to_predict, len(candidates)))
+        st = self.stats
+        labels_at = {}
+        for p in picked:
+            labels_at[p] = tokens[p]
+            if rng.random() < 0.8:
+                tokens[p] = self.mask
+                st.masked_as_mask += 1
+            elif rng.random() < 0.5:
+                st.masked_as_kept += 1
+            else:
+                tokens[p] = rng.randint(0, self.vocab_size - 1)
+                st.masked_as_random += 1
+        positions = sorted(labels_at)
+        st.masked += len(positions)
+        return positions, [labels_at[p] for p in positions]
+
+
+def encode_instances(instances: list[tuple], max_seq_length: int, max_predictions: int) -> list[bytes]:
+    """Instances -> serialized tf.train.Examples with exactly Google's features, in Google's order."""
+    b, L, P = len(instances), max_seq_length, max_predictions
+    input_ids = np.zeros((b, L), dtype=np.int64)
+    positions = np.zeros((b, P), dtype=np.int64)
+    label_ids = np.zeros((b, P), dtype=np.int64)
+    n_real = np.empty(b, dtype=np.int64)
+    b_start = np.empty(b, dtype=np.int64)
+    n_pred = np.empty(b, dtype=np.int64)
+    nsp = np.empty((b, 1), dtype=np.int64)
+    for r, (tokens, len_a, _len_b, pos, labels, is_random_next) in enumerate(instances):
+        n = len(tokens)
+        input_ids[r, :n] = tokens
+        n_real[r] = n
+        b_start[r] = len_a + 2
+        k = len(pos)
+        positions[r, :k] = pos
+        label_ids[r, :k] = labels
+        n_pred[r] = k
+        nsp[r, 0] = is_random_next
+    cols = np.arange(L)
+    input_mask = (cols < n_real[:, None]).astype(np.int64)
+    segment_ids = ((cols >= b_start[:, None]) & (cols < n_real[:, None])).astype(np.int64)
+    weights = (np.arange(P) < n_pred[:, None]).astype(np.float32)
+    features = {"input_ids": input_ids, "input_mask": input_mask, "segment_ids": segment_ids,
+                "masked_lm_positions": positions, "masked_lm_ids": label_ids,
+                "masked_lm_weights": weights, "next_sentence_labels": nsp}
+    return tfrecord.encode_examples(features, tfrecord.FLOAT_FEATURES)
+
+
+class ShuffleBuffer:
+    """Bounded shuffle: each new item replaces a random held one, which is emitted."""
+
+    def __init__(self, size: int, rng: random.Random):
+        self.size, self.rng, self.items = size, rng, []
+
+    def add_many(self, items: list) -> list:
+        out = []
+        held = self.items
+        for item in items:
+            if len(held) < self.size:
+                held.append(item)
+            else:
+                j = self.rng.randrange(self.size)
+                out.append(held[j])
+                held[j] = item
+        return out
+
+    def drain(self) -> list:
+        held, self.items = self.items, []
+        self.rng.shuffle(held)
+        return held
+
+
+# --------------------------------------------------------------------------------------------------
+# Documents: read by byte range, tokenized in blocks (the random-document pool), spilled for later passes
+# --------------------------------------------------------------------------------------------------
+@dataclass
+class Block:
+    ids: np.ndarray          # int32 token ids of all sentences, concatenated
+    sentence_lengths: np.ndarray
+    doc_sentences: np.ndarray  # sentences per document
+    raw_bytes: int           # input bytes the block came from (progress)
+
+    def documents(self) -> list[list[memoryview]]:
+        view = memoryview(self.ids)
+        ends = np.cumsum(self.sentence_lengths).tolist()
+        starts = [0] + ends[:-1]
+        sentences = [view[s:e] for s, e in zip(starts, ends)]
+        docs, k = [], 0
+        for count in self.doc_sentences.tolist():
+            docs.append(sentences[k:k + count])
+            k += count
+        return docs
+
+    def save(self, f) -> None:
+        for arr in (self.ids, self.sentence_lengths, self.doc_sentences, np.array([self.raw_bytes])):
+            np.save(f, arr, allow_pickle=False)
+
+    @classmethod
+    def load(cls, f) -> "Block | None":
+        try:
+            ids = np.load(f, allow_pickle=False)
+        except EOFError:
+            return None
+        lengths, docs, raw = (np.load(f, allow_pickle=False) for _ in range(3))
+        return cls(ids, lengths, docs, int(raw[0]))
+
+
+def _raw_document_blocks(pieces, pool_size: int, on_bad_utf8: str, stats: corpus.ReadStats):
+    """Lists of up to pool_size raw documents; a last block under half the pool joins the one before."""
+    def documents():
+        for path, start, end in pieces:
+            yield from corpus.iter_documents(path, start, end, on_bad_utf8=on_bad_utf8, stats=stats)
+
+    it = documents()
+    current = list(itertools.islice(it, pool_size))
+    seen = 0
+    while current:
+        nxt = list(itertools.islice(it, pool_size))
+        if nxt and len(nxt) < max(1, pool_size // 2):
+            current += nxt
+            nxt = []
+        yield current, stats.bytes_read - seen  # bytes read since the last block (for progress)
+        seen = stats.bytes_read
+        current = nxt
+
+
+def _tokenize_block(docs: list[list[str]], tokenizer, raw_bytes: int) -> Block:
+    sentences = [s for d in docs for s in d]
+    ids: list[list[int]] = []
+    for k in range(0, len(sentences), _TOKENIZE_CHUNK):
+        ids += tokenizer.encode_batch(sentences[k:k + _TOKENIZE_CHUNK])
+    lengths, doc_counts, k = [], [], 0
+    kept = []
+    for d in docs:  # sentences with no tokens are dropped, then documents with no sentences
+        count = 0
+        for seq in ids[k:k + len(d)]:
+            if seq:
+                kept.append(seq)
+                lengths.append(len(seq))
+                count += 1
+        k += len(d)
+        if count:
+            doc_counts.append(count)
+    flat = np.fromiter(itertools.chain.from_iterable(kept), dtype=np.int32, count=sum(lengths))
+    return Block(flat, np.array(lengths, dtype=np.int64), np.array(doc_counts, dtype=np.int64), raw_bytes)
+
+
+# --------------------------------------------------------------------------------------------------
+# One shard
+# --------------------------------------------------------------------------------------------------
+_REPORT: Callable[[int, int], None] = lambda nbytes, ninstances: None
+
+
+def _shard_seed(seed: int, index: int, num_shards: int) -> int:
+    digest = hashlib.sha256(f"bert-create-data:{seed}:{index}:{num_shards}".encode()).digest()
+    return int.from_bytes(digest[:8], "little")
+
+
+class _HashingFile:
+    """File wrapper counting and hashing what is written (the shard's sha256 without re-reading it)."""
+
+    def __init__(self, f):
+        self.f, self.sha, self.bytes = f, hashlib.sha256(), 0
+
+    def write(self, data) -> int:
+        self.sha.update(data)
+        self.bytes += len(data)
+        return self.f.write(data)
+
+    def flush(self) -> None:
+        self.f.flush()
+
+
+def _readable_by_all(f) -> None:
+    """Temporary files are created 0600; a finished shard gets the usual 0666 & ~umask."""
+    mask = os.umask(0)
+    os.umask(mask)
+    with contextlib.suppress(OSError, AttributeError):
+        os.fchmod(f.fileno(), 0o666 & ~mask)
+
+
+@dataclass
+class ShardTask:
+    config: dict
+    index: int
+    num_shards: int
+    pieces: list
+    output: str
+    stats_path: str | None
+    fingerprint: str
+
+
+def run_shard(task: ShardTask) -> dict:
+    """Generate one shard (atomically) and return its statistics; also written to task.stats_path."""
+    from bert_core.tokenization import FastTokenizer, load_vocab
+
+    cfg = DataConfig(**task.config)
+    vocab = load_vocab(cfg.vocab_file)
+    tokenizer = FastTokenizer(vocab, cfg.do_lower_case)
+    seed = _shard_seed(cfg.random_seed, task.index, task.num_shards)
+    maker = InstanceMaker(vocab, cfg, random.Random(seed))
+    buffer = ShuffleBuffer(cfg.shuffle_buffer_size, random.Random(seed ^ 0x5DEECE66D))
+    order_rng = random.Random(seed ^ 0xB5297A4D)
+    read_stats = corpus.ReadStats()
+    documents = sentences = 0
+    shard_bytes = sum(e - s for _, s, e in task.pieces)
+    out_dir = os.path.dirname(os.path.abspath(task.output))
+    spill_path = None
+    try:
+        with storage.atomic_open(task.output, "wb") as raw_out:
+            _readable_by_all(raw_out)
+            out = _HashingFile(raw_out)
+            writer = tfrecord.RecordWriter(out, cfg.compression)
+            spill = None
+            if cfg.dupe_factor > 1:
+                fd, spill_path = tempfile.mkstemp(prefix=f".{os.path.basename(task.output)}.tokens.",
+                                                  suffix=".tmp", dir=out_dir)
+                spill = os.fdopen(fd, "w+b")
+            for dupe in range(cfg.dupe_factor):
+                if dupe == 0:
+                    def blocks():
+                        for docs, raw in _raw_document_blocks(task.pieces, cfg.random_doc_pool_size,
+                                                              cfg.on_bad_utf8, read_stats):
+                            yield _tokenize_block(docs, tokenizer, raw)
+                else:
+                    spill.flush()
+                    spill.seek(0)
+
+                    def blocks():
+                        while (blk := Block.load(spill)) is not None:
+                            yield blk
+                done_bytes = 0
+                for block in blocks():
+                    if dupe == 0 and spill is not None:
+                        block.save(spill)
+                    pool = block.documents()
+                    if dupe == 0:
+                        documents += len(pool)
+                        sentences += len(block.sentence_lengths)
+                    order = list(range(len(pool)))
+                    order_rng.shuffle(order)
+                    before = maker.stats.instances
+                    pending: list[tuple] = []
+                    for d in order:
+                        for inst in maker.from_document(pool, d):
+                            pending.append(inst)
+                            if len(pending) >= _ENCODE_BATCH:
+                                writer.write_many(buffer.add_many(
+                                    encode_instances(pending, cfg.max_seq_length, cfg.max_predictions_per_seq)))
+                                pending = []
+                    if pending:
+                        writer.write_many(buffer.add_many(
+                            encode_instances(pending, cfg.max_seq_length, cfg.max_predictions_per_seq)))
+                    done_bytes += block.raw_bytes
+                    _REPORT(block.raw_bytes, maker.stats.instances - before)
+                _REPORT(max(0, shard_bytes - done_bytes), 0)  # blank lines and the range tail
+            writer.write_many(buffer.drain())
+            writer.close()
+            if spill is not None:
+                spill.close()
+    finally:
+        if spill_path:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(spill_path)
+    stats = {
+        "file": os.path.basename(task.output),
+        "shard": task.index,
+        "num_shards": task.num_shards,
+        "fingerprint": task.fingerprint,
+        "bytes": out.bytes,
+        "sha256": out.sha.hexdigest(),
+        **vars(maker.stats),
+        "documents": documents,
+        "sentences": sentences,
+        "input_bytes": shard_bytes,
+        "input_ranges": [[p, s, e] for p, s, e in task.pieces],
+        "bad_utf8_lines": read_stats.bad_utf8_lines,
+        "first_bad_utf8": read_stats.first_bad,
+    }
+    if task.stats_path:
+        storage.write_json(task.stats_path, stats)
+    return stats
+
+
+def _worker_init(counters, threads: int) -> None:
+    """In a worker process (spawned by forkserver; no TensorFlow): report progress to the parent."""
+    global _REPORT
+    os.environ.setdefault("RAYON_NUM_THREADS", str(threads))  # tokenizers' thread pool per worker
+
+    def report(nbytes: int, ninstances: int) -> None:
+        with counters.get_lock():
+            counters[0] += nbytes
+            counters[1] += ninstances
+
+    _REPORT = report
+
+
+# --------------------------------------------------------------------------------------------------
+# Progress
+# --------------------------------------------------------------------------------------------------
+class Progress:
+    def __init__(self, total_bytes: int, label: str = "create-data"):
+        self.total_bytes = max(1, total_bytes)
+        self.label = label
+        self.start = self.last = time.monotonic()
+        self.bytes = 0
+        self.instances = 0
+
+    def add(self, nbytes: int, ninstances: int) -> None:
+        self.bytes += nbytes
+        self.instances += ninstances
+        self.maybe_print()
+
+    def set(self, nbytes: float, ninstances: float) -> None:
+        self.bytes, self.instances = int(nbytes), int(ninstances)
+        self.maybe_print()
+
+    def maybe_print(self, final: bool = False) -> None:
+        now = time.monotonic()
+        if not final and now - self.last < _PROGRESS_SECONDS:
+            return
+        self.last = now
+        elapsed = max(now - self.start, 1e-9)
+        frac = min(1.0, self.bytes / self.total_bytes)
+        rate = self.instances / elapsed
+        if final:
+            tail = f"done in {elapsed:.1f}s"
+        else:
+            eta = elapsed * (1 - frac) / frac if frac > 0 else float("nan")
+            tail = f"ETA {_hms(eta)}"
+        print(f"{self.label}: {100 * frac:5.1f}% of input, {self.instances:,} instances, "
+              f"{rate:,.0f} instances/s, {tail}", file=sys.stderr, flush=True)
+
+
+def _hms(seconds: float) -> str:
+    if seconds != seconds:
+        return "?"
+    s = int(seconds + 0.5)
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+
+# --------------------------------------------------------------------------------------------------
+# MPI
+# --------------------------------------------------------------------------------------------------
+def _mpi_comm():
+    """COMM_WORLD when launched by mpirun with more than one rank, else None (mpi4py not imported)."""
+    launched = any(os.environ.get(k) for k in ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS"))
+    if not launched:
+        return None
+    from mpi4py import MPI
+
+    comm = MPI.COMM_WORLD
+    return comm if comm.Get_size() > 1 else None
+
+
+# --------------------------------------------------------------------------------------------------
+# Entry point
+# --------------------------------------------------------------------------------------------------
+def _sha256_file(path: str) -> str:
+    h = hashlib.sha256()
+    with storage.open_read(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _check_inputs(cfg: DataConfig) -> list[tuple[str, int]]:
+    paths = corpus.expand_inputs(cfg.input_file)
+    inputs = []
+    for p in paths:
+        n = storage.size(p)
+        if n == 0:
+            raise UserError(f"{p}: empty input file, expected text (one sentence a line)")
+        inputs.append((p, n))
+    return inputs
+
+
+def _remove_stale(directory: str, names: list[str]) -> int:
+    """Temporaries a killed run left for our own files (never other tools' files)."""
+    removed = 0
+    for name in names:
+        for tmp in glob.glob(os.path.join(glob.escape(directory), f".{glob.escape(name)}.*.tmp")):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+                removed += 1
+    return removed
+
+
+def _load_done(stats_path: str, output: str, fingerprint: str) -> dict | None:
+    """A finished shard's statistics, if the shard and its stats exist and match these parameters."""
+    if not (os.path.exists(stats_path) and os.path.exists(output)):
+        return None
+    try:
+        stats = json.loads(open(stats_path, encoding="utf-8").read())
+    except (OSError, ValueError):
+        return None
+    if stats.get("fingerprint") != fingerprint or stats.get("bytes") != os.path.getsize(output):
+        return None
+    return stats
+
+
+def _totals(shards: list[dict]) -> dict:
+    keys = list(InstanceStats.__dataclass_fields__) + ["documents", "sentences", "input_bytes", "bad_utf8_lines"]
+    totals = {k: sum(s[k] for s in shards) for k in keys}
+    totals["bytes"] = sum(s["bytes"] for s in shards)
+    totals["first_bad_utf8"] = [x for s in shards for x in s["first_bad_utf8"]][:5]
+    return totals
+
+
+def _run_tasks(tasks: list[ShardTask], cfg: DataConfig, progress: Progress) -> list[dict]:
+    global _REPORT
+    workers = min(cfg.num_workers, len(tasks))
+    if workers <= 1:
+        _REPORT = progress.add
+        try:
+            return [run_shard(t) for t in tasks]
+        finally:
+            _REPORT = lambda nbytes, ninstances: None
+    import multiprocessing as mp
+
+    methods = mp.get_all_start_methods()
+    ctx = mp.get_context("forkserver" if "forkserver" in methods else "spawn")
+    counters = ctx.Array("d", 2)
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    with ctx.Pool(workers, initializer=_worker_init, initargs=(counters, threads)) as pool:
+        pending = [pool.apply_async(run_shard, (t,)) for t in tasks]
+        while not all(r.ready() for r in pending):
+            time.sleep(0.1)
+            progress.set(counters[0], counters[1])
+            for r in pending:  # fail fast: the first error stops the run
+                if r.ready() and not r.successful():
+                    r.get()
+        results = [r.get() for r in pending]
+    progress.set(counters[0], counters[1])
+    return results
+
+
+def create_data_main(config: DataConfig) -> int:
+    """`bert create-data`: see the module docstring. Prints progress on stderr, a summary on stdout."""
+    from bert_core.tokenization import load_vocab
+
+    cfg = config
+    t0 = time.monotonic()
+    comm = _mpi_comm()
+    rank, world = (comm.Get_rank(), comm.Get_size()) if comm is not None else (0, 1)
+
+    inputs = _check_inputs(cfg)
+    vocab = load_vocab(cfg.vocab_file)
+    vocab_sha = _sha256_file(cfg.vocab_file)
+
+    if cfg.output_file is not None:
+        if storage.isdir(cfg.output_file):
+            raise UserError(f"--output_file={cfg.output_file}: is a directory, expected a file name")
+        out_dir, stats_dir = os.path.dirname(os.path.abspath(cfg.output_file)), None
+        outputs = [cfg.output_file]
+    else:
+        out_dir = cfg.output_dir
+        if storage.exists(out_dir) and not storage.isdir(out_dir):
+            raise UserError(f"--output_dir={out_dir}: exists and is not a directory")
+        stats_dir = os.path.join(out_dir, STATS_DIR)
+        outputs = [os.path.join(out_dir, shard_name(i, cfg.num_shards)) for i in range(cfg.num_shards)]
+    try:
+        os.makedirs(stats_dir or out_dir, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"{stats_dir or out_dir}: cannot create the output directory ({err.strerror})") from None
+
+    params = cfg.model_dump()
+    layout = corpus.split_ranges([p for p, _ in inputs], cfg.num_shards)
+    shard_params = {k: v for k, v in params.items() if k not in _OUTPUT_ONLY}
+    base = json.dumps({"params": shard_params, "vocab_sha256": vocab_sha, "inputs": inputs,
+                       "version": bert_core.__version__}, sort_keys=True)
+
+    names = [os.path.basename(o) for o in outputs]
+    if rank == 0:
+        removed = _remove_stale(out_dir, names + [MANIFEST_NAME])
+        if stats_dir:
+            removed += _remove_stale(stats_dir, [n.replace(".tfrecord", ".json") for n in names])
+        if removed:
+            print(f"create-data: removed {removed} temporary file(s) left by an interrupted run",
+                  file=sys.stderr)
+    if comm is not None:
+        comm.Barrier()
+
+    tasks, done = [], []
+    for i in range(rank, cfg.num_shards, world):
+        fp = hashlib.sha256(f"{base}:{i}:{cfg.num_shards}".encode()).hexdigest()
+        stats_path = os.path.join(stats_dir, names[i].replace(".tfrecord", ".json")) if stats_dir else None
+        prior = _load_done(stats_path, outputs[i], fp) if stats_path else None
+        if prior is not None:
+            done.append(prior)
+        else:
+            tasks.append(ShardTask(cfg.model_dump(), i, cfg.num_shards, layout[i], outputs[i], stats_path, fp))
+    label = "create-data" if world == 1 else f"create-data[rank {rank}/{world}]"
+    if done:
+        print(f"{label}: {len(done)} finished shard(s) kept from an earlier run, {len(tasks)} to go",
+              file=sys.stderr)
+    progress = Progress(sum(sum(e - s for _, s, e in t.pieces) for t in tasks) * cfg.dupe_factor, label)
+    error = None
+    try:
+        results = _run_tasks(tasks, cfg, progress) if tasks else []
+    except UserError as err:
+        if comm is None:
+            raise
+        error, results = str(err), []
+
+    mine = done + results
+    if comm is not None:
+        gathered = comm.allgather((error, mine))
+        errors = [e for e, _ in gathered if e]
+        if errors:
+            raise UserError(errors[0])
+        shards = [s for _, part in gathered for s in part]
+    else:
+        shards = mine
+    shards.sort(key=lambda s: s["shard"])
+    totals = _totals(shards)
+    if totals["instances"] == 0:
+        if rank == 0:
+            for o in outputs:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(o)
+        raise UserError(f"{cfg.input_file}: the corpus has no text (only blank lines, or characters the "
+                        f"tokenizer drops); expected one sentence a line")
+    if tasks:
+        progress.maybe_print(final=True)
+    if rank != 0:
+        return 0
+    if totals["bad_utf8_lines"]:
+        print(f"create-data: replaced invalid UTF-8 on {totals['bad_utf8_lines']} line(s), first at "
+              f"{', '.join(totals['first_bad_utf8'])}", file=sys.stderr)
+    manifest = {
+        "tool": "bert create-data",
+        "version": bert_core.__version__,
+        "format": {"type": "tfrecord", "compression": cfg.compression,
+                   "features": {k: ("float32" if k in tfrecord.FLOAT_FEATURES else "int64")
+                                for k in tfrecord.PRETRAINING_FEATURES},
+                   "shapes": {"input_ids": cfg.max_seq_length, "input_mask": cfg.max_seq_length,
+                              "segment_ids": cfg.max_seq_length,
+                              "masked_lm_positions": cfg.max_predictions_per_seq,
+                              "masked_lm_ids": cfg.max_predictions_per_seq,
+                              "masked_lm_weights": cfg.max_predictions_per_seq, "next_sentence_labels": 1}},
+        "parameters": params,
+        "vocab": {"path": cfg.vocab_file, "sha256": vocab_sha, "size": len(vocab)},
+        "inputs": [{"path": p, "bytes": n} for p, n in inputs],
+        "totals": totals,
+        "shards": [{k: v for k, v in s.items() if k != "fingerprint"} for s in shards],
+    }
+    elapsed = time.monotonic() - t0
+    where = cfg.output_file or cfg.output_dir
+    if cfg.output_file is None:
+        storage.write_json(os.path.join(cfg.output_dir, MANIFEST_NAME), manifest)
+        where = f"{len(outputs)} shard(s) in {cfg.output_dir} (manifest {os.path.join(cfg.output_dir, MANIFEST_NAME)})"
+    print(f"wrote {totals['instances']:,} instances ({totals['tokens']:,} tokens, {totals['masked']:,} masked) "
+          f"to {where} in {elapsed:.1f}s")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------
+# Checking records (parity tables, tests): statistics of any pretraining TFRecords, ours or Google's
+# --------------------------------------------------------------------------------------------------
+def measure_records(paths: list[str], mask_id: int) -> dict:
+    """Instance count, mean real tokens, masked fraction, the [MASK]/random/kept split and the NSP ratio
+    of pretraining records, read without TensorFlow. A masked position counts as [MASK] if its input id is
+    [MASK], kept if it equals the label, random otherwise (a random id that happens to be one of those
+    is counted as it looks: 2 in 30k of the random 10%)."""
+    n = tokens = masked = as_mask = as_kept = random_next = 0
+    for path in paths:
+        for record in tfrecord.iter_records(path):
+            ex = tfrecord.decode_example(record)
+            ids = ex["input_ids"]
+            n += 1
+            tokens += sum(ex["input_mask"])
+            k = int(sum(ex["masked_lm_weights"]))
+            masked += k
+            for p, label in zip(ex["masked_lm_positions"][:k], ex["masked_lm_ids"][:k]):
+                if ids[p] == mask_id:
+                    as_mask += 1
+                elif ids[p] == label:
+                    as_kept += 1
+            random_next += ex["next_sentence_labels"][0]
+    m = max(masked, 1)
+    return {"instances": n, "mean_tokens": tokens / max(n, 1), "masked_fraction": masked / max(tokens, 1),
+            "mask": as_mask / m, "random": (masked - as_mask - as_kept) / m, "kept": as_kept / m,
+            "nsp_random": random_next / max(n, 1)}

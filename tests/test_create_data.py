@@ -1,0 +1,367 @@
+"""`bert create-data`: instance semantics, records TensorFlow reads, streaming/sharding/determinism,
+atomic resumable output (real SIGKILL), one-line user errors, and statistical parity with Google's
+create_pretraining_data.py run on the same corpus and flags."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from bert_core.config import DataConfig
+from bert_core.data import tfrecord
+from bert_core.data.pretraining import InstanceMaker, measure_records, shard_name
+from conftest import ROOT, run_bert
+
+SMALL = ["--max_seq_length=64", "--max_predictions_per_seq=10"]
+
+
+def _subset(brown: str, path, docs: int, copies: int = 1) -> str:
+    """The first `docs` documents of the Brown corpus (repeated `copies` times)."""
+    text = open(brown, encoding="utf-8").read().split("\n\n")[:docs]
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("\n\n".join(text * copies).rstrip("\n") + "\n")
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def brown_small(brown_corpus, tmp_path_factory) -> str:
+    return _subset(brown_corpus, tmp_path_factory.mktemp("brown") / "brown60.txt", 60)
+
+
+def _create(corpus: str, vocab: str, out, *flags: str, env=None) -> subprocess.CompletedProcess:
+    return run_bert("create-data", f"--input_file={corpus}", f"--vocab_file={vocab}", f"--output_dir={out}",
+                    *flags, check=True, env=env)
+
+
+def _shards(out) -> dict[str, bytes]:
+    return {n: open(os.path.join(out, n), "rb").read() for n in sorted(os.listdir(out)) if n.startswith("train-")}
+
+
+# --------------------------------------------------------------------------------------------------
+# Instance semantics on synthetic documents (every token id unique, so origins can be traced)
+# --------------------------------------------------------------------------------------------------
+def _toy_vocab(n_words: int = 30000) -> dict[str, int]:
+    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tokens += [f"w{i}" if i % 3 else f"##w{i}" for i in range(n_words)]
+    return {t: i for i, t in enumerate(tokens)}
+
+
+def _toy_docs(rng: random.Random, n_docs: int = 40) -> list[list[list[int]]]:
+    next_id, docs = 5, []
+    for _ in range(n_docs):
+        doc = []
+        for _ in range(rng.randint(1, 15)):
+            n = rng.randint(1, 40)
+            doc.append(list(range(next_id, next_id + n)))
+            next_id += n
+        docs.append(doc)
+    return docs
+
+
+@pytest.mark.parametrize("whole_word", [False, True])
+def test_instances_follow_the_original_semantics(whole_word):
+    vocab = _toy_vocab()
+    cont = {i for t, i in vocab.items() if t.startswith("##")}
+    rng = random.Random(7)
+    docs = _toy_docs(rng)
+    owner = {tok: d for d, doc in enumerate(docs) for s in doc for tok in s}
+    cfg = DataConfig(input_file="x", output_dir="y", vocab_file="v", max_seq_length=48,
+                     max_predictions_per_seq=8, do_whole_word_mask=whole_word)
+    maker = InstanceMaker(vocab, cfg, random.Random(1))
+    decisions = {"mask": 0, "kept": 0, "random": 0}
+    n = 0
+    for d in list(range(len(docs))) * 6:
+        for tokens, len_a, len_b, positions, labels, is_random_next in maker.from_document(docs, d):
+            n += 1
+            assert len(tokens) == len_a + len_b + 3 <= 48
+            assert tokens[0] == vocab["[CLS]"] and tokens[len_a + 1] == vocab["[SEP]"] and tokens[-1] == vocab["[SEP]"]
+            assert len_a >= 1 and len_b >= 1
+            want = min(8, max(1, int(round(len(tokens) * 0.15))))
+            assert positions == sorted(set(positions))
+            assert len(positions) <= want and (whole_word or len(positions) == want)
+            assert all(0 < p < len(tokens) - 1 and p != len_a + 1 for p in positions)
+            original = list(tokens)
+            for p, label in zip(positions, labels):
+                original[p] = label
+                decisions["mask" if tokens[p] == vocab["[MASK]"] else "kept" if tokens[p] == label else "random"] += 1
+            a, b = original[1:len_a + 1], original[len_a + 2:-1]
+            # A and B are contiguous runs of real text (truncation only trims the ends)
+            assert a == list(range(a[0], a[0] + len(a))) and all(owner[t] == d for t in a)
+            if is_random_next:
+                assert b == list(range(b[0], b[0] + len(b)))
+                assert any(owner[t] != d for t in b) or len(docs) == 1
+            else:
+                assert b == list(range(b[0], b[0] + len(b))) and all(owner[t] == d for t in b)
+                assert b[0] > a[-1]
+            if whole_word:  # a masked piece's whole word is masked with it
+                masked = set(positions)
+                for p in positions:
+                    if original[p] in cont and p - 1 not in (0, len_a + 1):
+                        assert p - 1 in masked
+                    if p + 1 < len(original) - 1 and p + 1 != len_a + 1 and original[p + 1] in cont:
+                        assert p + 1 in masked
+    total = sum(decisions.values())
+    assert n > 300 and total > 1500
+    assert abs(decisions["mask"] / total - 0.8) < 0.03
+    assert abs(decisions["kept"] / total - 0.1) < 0.025
+    assert abs(decisions["random"] / total - 0.1) < 0.025
+
+
+def test_long_pairs_are_truncated_from_both_ends():
+    vocab = _toy_vocab()
+    cfg = DataConfig(input_file="x", output_dir="y", vocab_file="v", max_seq_length=16, max_predictions_per_seq=3,
+                     short_seq_prob=0)
+    maker = InstanceMaker(vocab, cfg, random.Random(3))
+    docs = [[list(range(100, 160)), list(range(200, 260))], [list(range(300, 400))]]
+    fronts = backs = 0
+    for _ in range(200):
+        for tokens, len_a, len_b, positions, labels, _ in maker.from_document(docs, 0):
+            assert len(tokens) == 16 and abs(len_a - len_b) <= 1
+            original = list(tokens)
+            for p, label in zip(positions, labels):
+                original[p] = label
+            a = original[1:len_a + 1]
+            fronts += a[0] > 100
+            backs += a[-1] < 159
+    assert fronts > 50 and backs > 50
+
+
+# --------------------------------------------------------------------------------------------------
+# End to end through the CLI
+# --------------------------------------------------------------------------------------------------
+def test_shards_manifest_and_tensorflow_parsing(brown_small, uncased_vocab, tmp_path):
+    out = tmp_path / "out"
+    proc = _create(brown_small, uncased_vocab, out, "--num_shards=3", "--dupe_factor=2", *SMALL)
+    assert "instances" in proc.stdout
+    assert "instances/s" in proc.stderr and "100.0% of input" in proc.stderr
+    names = sorted(_shards(out))
+    assert names == [shard_name(i, 3) for i in range(3)] == ["train-00000-of-00003.tfrecord",
+                                                              "train-00001-of-00003.tfrecord",
+                                                              "train-00002-of-00003.tfrecord"]
+    m = json.loads((out / "data_manifest.json").read_text())
+    assert m["parameters"]["max_seq_length"] == 64 and m["parameters"]["dupe_factor"] == 2
+    assert m["vocab"]["sha256"] and m["vocab"]["size"] == 30522
+    assert m["inputs"] == [{"path": brown_small, "bytes": os.path.getsize(brown_small)}]
+    assert m["totals"]["documents"] == 60 and m["totals"]["bad_utf8_lines"] == 0
+    assert m["version"] and [s["file"] for s in m["shards"]] == names
+    assert sum(s["instances"] for s in m["shards"]) == m["totals"]["instances"]
+
+    tf = pytest.importorskip("tensorflow")
+    files = [str(out / n) for n in names]
+    count = tokens = masked = 0
+    for ex in tfrecord.make_dataset(files, 64, 10).as_numpy_iterator():
+        count += 1
+        tokens += int(ex["input_mask"].sum())
+        masked += int(ex["masked_lm_weights"].sum())
+        n = int(ex["input_mask"].sum())
+        assert ex["input_ids"][0] == 101 and ex["input_ids"][n - 1] == 102 and not ex["input_ids"][n:].any()
+        assert ex["next_sentence_labels"].shape == (1,)
+    assert (count, tokens, masked) == (m["totals"]["instances"], m["totals"]["tokens"], m["totals"]["masked"])
+    # the files are plain TFRecords: TF's own record reader agrees with ours
+    assert [r.numpy() for r in tf.data.TFRecordDataset(files[:1])] == list(tfrecord.iter_records(files[0]))
+
+
+def test_deterministic_across_workers_and_gzip(brown_small, uncased_vocab, tmp_path):
+    one = tmp_path / "one"
+    _create(brown_small, uncased_vocab, one, "--num_shards=3", "--dupe_factor=2", "--num_workers=1", *SMALL)
+    two = tmp_path / "two"
+    _create(brown_small, uncased_vocab, two, "--num_shards=3", "--dupe_factor=2", "--num_workers=2", *SMALL)
+    assert _shards(one) == _shards(two)
+    m1, m2 = (json.loads((d / "data_manifest.json").read_text()) for d in (one, two))
+    assert m1["totals"] == m2["totals"] and m1["shards"] == m2["shards"]
+    other_seed = tmp_path / "seed"
+    _create(brown_small, uncased_vocab, other_seed, "--num_shards=3", "--dupe_factor=2", "--random_seed=1", *SMALL)
+    assert _shards(other_seed) != _shards(one)
+    gz = tmp_path / "gz"
+    _create(brown_small, uncased_vocab, gz, "--num_shards=3", "--dupe_factor=2", "--compression=gzip", *SMALL)
+    for name, data in _shards(gz).items():
+        assert data[:2] == b"\x1f\x8b"
+        assert list(tfrecord.iter_records(str(gz / name))) == list(tfrecord.iter_records(str(one / name)))
+
+
+def test_output_file_writes_exactly_that_file(brown_small, uncased_vocab, tmp_path):
+    target = tmp_path / "o" / "brown.tfrecord"
+    run_bert("create-data", f"--input_file={brown_small}", f"--vocab_file={uncased_vocab}",
+             f"--output_file={target}", "--dupe_factor=1", *SMALL, check=True)
+    assert os.listdir(target.parent) == ["brown.tfrecord"]
+    assert len(list(tfrecord.iter_records(str(target)))) > 500
+
+
+def test_nsp_ratio_does_not_depend_on_the_random_document_pool(brown_small, uncased_vocab, tmp_path):
+    ratios = {}
+    for pool in (2, 8, 1000):
+        out = tmp_path / f"pool{pool}"
+        # short_seq_prob=0: a short target makes every sentence its own (randomly paired) chunk, and on 60
+        # documents which ones draw it is seed noise that would hide what this test looks at: the pool.
+        _create(brown_small, uncased_vocab, out, f"--random_doc_pool_size={pool}", "--dupe_factor=3",
+                "--short_seq_prob=0", *SMALL)
+        t = json.loads((out / "data_manifest.json").read_text())["totals"]
+        ratios[pool] = t["random_next"] / t["instances"]
+        assert t["instances"] > 3000
+    # Half the pairs are random by the coin; a chunk of one sentence is always paired at random (as in the
+    # original), which puts the ratio a little above one half whatever the pool.
+    for pool, r in ratios.items():
+        assert 0.49 < r < 0.56, ratios
+    assert max(ratios.values()) - min(ratios.values()) < 0.02, ratios
+
+
+def test_sigkill_leaves_no_partial_shard_and_rerun_completes(brown_corpus, uncased_vocab, tmp_path):
+    flags = ["--num_shards=4", "--dupe_factor=3", *SMALL]
+    clean = tmp_path / "clean"
+    _create(brown_corpus, uncased_vocab, clean, *flags)
+    expected = _shards(clean)
+
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "bert_core.cli", "create-data", f"--input_file={brown_corpus}",
+           f"--vocab_file={uncased_vocab}", f"--output_dir={out}", *flags]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+    first_done = out / ".shard_stats" / "train-00000-of-00004.json"
+    deadline = time.time() + 120
+    while not first_done.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.3)  # well inside shard 1
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    left = sorted(os.listdir(out))
+    temporaries = [n for n in left if n.endswith(".tmp")]
+    assert temporaries, f"the kill should land mid-shard: {left}"
+    for name, data in _shards(out).items():  # anything under a final name is complete
+        assert data == expected[name], name
+    assert len(_shards(out)) < 4 and "data_manifest.json" not in left
+
+    rerun = _create(brown_corpus, uncased_vocab, out, *flags)
+    assert "removed" in rerun.stderr and "kept from an earlier run" in rerun.stderr
+    assert _shards(out) == expected
+    assert not [n for n in os.listdir(out) if n.endswith(".tmp")]
+    assert json.loads((out / "data_manifest.json").read_text())["totals"] == \
+        json.loads((clean / "data_manifest.json").read_text())["totals"]
+    # a rerun of a finished job redoes nothing; different parameters redo every shard
+    again = _create(brown_corpus, uncased_vocab, out, *flags)
+    assert "4 finished shard(s) kept from an earlier run, 0 to go" in again.stderr
+    assert _shards(out) == expected
+    _create(brown_corpus, uncased_vocab, out, *flags[:-1], "--max_predictions_per_seq=12")
+    assert _shards(out) != expected
+
+
+@pytest.mark.skipif(shutil.which("mpirun") is None, reason="no mpirun")
+def test_mpi_ranks_split_the_shards(brown_small, uncased_vocab, tmp_path):
+    single = tmp_path / "single"
+    _create(brown_small, uncased_vocab, single, "--num_shards=3", *SMALL)
+    out = tmp_path / "mpi"
+    cmd = ["mpirun", "--allow-run-as-root", "--oversubscribe", "-np", "2", sys.executable, "-m", "bert_core.cli",
+           "create-data", f"--input_file={brown_small}", f"--vocab_file={uncased_vocab}", f"--output_dir={out}",
+           "--num_shards=3", *SMALL]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "rank 0/2" in proc.stderr and "rank 1/2" in proc.stderr
+    assert _shards(out) == _shards(single)
+    m = json.loads((out / "data_manifest.json").read_text())
+    assert m["totals"] == json.loads((single / "data_manifest.json").read_text())["totals"]
+
+
+# --------------------------------------------------------------------------------------------------
+# A user's mistakes: one line, exit 2, no traceback
+# --------------------------------------------------------------------------------------------------
+def _write(path, data: bytes) -> str:
+    path.write_bytes(data)
+    return str(path)
+
+
+def _user_error(*args: str) -> str:
+    proc = run_bert("create-data", *args)
+    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("bert: error: "), proc.stderr
+    assert "Traceback" not in proc.stderr
+    return lines[0]
+
+
+def test_user_errors_are_one_line(tmp_path, uncased_vocab):
+    good = _write(tmp_path / "good.txt", b"One sentence here.\nAnother one.\n\nSecond doc.\n")
+    out = f"--output_dir={tmp_path / 'out'}"
+    vocab = f"--vocab_file={uncased_vocab}"
+    assert "nope.txt: no such file" in _user_error(f"--input_file={tmp_path / 'nope.txt'}", vocab, out)
+    assert "matches no file" in _user_error(f"--input_file={tmp_path / '*.xyz'}", vocab, out)
+    empty = _write(tmp_path / "empty.txt", b"")
+    assert "empty.txt: empty input file" in _user_error(f"--input_file={empty}", vocab, out)
+    blank = _write(tmp_path / "blank.txt", b"\n \n\t\n\n")
+    assert "no text" in _user_error(f"--input_file={blank}", vocab, out)
+    bad = _write(tmp_path / "bad.txt", b"fine\n\nstill fine\nbad \xff here\n")
+    assert "bad.txt:4: invalid UTF-8" in _user_error(f"--input_file={bad}", vocab, out)
+    no_mask = _write(tmp_path / "v1.txt", b"[PAD]\n[UNK]\n[CLS]\n[SEP]\nhello\n")
+    assert "[MASK]" in _user_error(f"--input_file={good}", f"--vocab_file={no_mask}", out)
+    dup = _write(tmp_path / "v2.txt", b"[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\nhello\nhello\n")
+    assert "duplicate" in _user_error(f"--input_file={good}", f"--vocab_file={dup}", out)
+    assert "no such file" in _user_error(f"--input_file={good}", f"--vocab_file={tmp_path / 'v.txt'}", out)
+    msg = _user_error(f"--input_file={good}", vocab, out, "--max_seq_length=512", "--max_predictions_per_seq=20")
+    assert "--max_predictions_per_seq=20" in msg and "76.8" in msg
+    assert "exactly one of" in _user_error(f"--input_file={good}", vocab)
+    assert "--masked_lm_prob" in _user_error(f"--input_file={good}", vocab, out, "--masked_lm_prob=1.5")
+    a_file = _write(tmp_path / "afile", b"x")
+    assert "not a directory" in _user_error(f"--input_file={good}", vocab, f"--output_dir={a_file}")
+    assert not (tmp_path / "out").exists() or not [n for n in os.listdir(tmp_path / "out") if n.startswith("train")]
+
+
+def test_bad_utf8_replace_is_counted_in_the_manifest(tmp_path, uncased_vocab):
+    bad = _write(tmp_path / "bad.txt", b"fine words here\nmore words\n\nbad \xff here\nand more\n")
+    out = tmp_path / "out"
+    proc = _create(bad, uncased_vocab, out, "--on_bad_utf8=replace", "--dupe_factor=1", *SMALL)
+    assert "bad.txt:4" in proc.stderr
+    t = json.loads((out / "data_manifest.json").read_text())["totals"]
+    assert t["bad_utf8_lines"] == 1 and t["first_bad_utf8"] == [f"{bad}:4"] and t["instances"] > 0
+
+
+# --------------------------------------------------------------------------------------------------
+# Statistical parity with Google's create_pretraining_data.py (bert-tensorflow 1.0.4, tf.compat.v1)
+# --------------------------------------------------------------------------------------------------
+def run_google(corpus: str, vocab: str, output: str, **flags) -> subprocess.CompletedProcess:
+    args = [f"--{k}={v}" for k, v in flags.items()]
+    cmd = [sys.executable, "-m", "bert.create_pretraining_data", f"--input_file={corpus}",
+           f"--output_file={output}", f"--vocab_file={vocab}", *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=os.path.dirname(output), timeout=1800)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def _parity(corpus: str, vocab: str, tmp_path, **flags) -> tuple[dict, dict]:
+    google_out = tmp_path / "google.tfrecord"
+    run_google(corpus, vocab, str(google_out), **flags)
+    ours = tmp_path / "ours"
+    _create(corpus, vocab, ours, *[f"--{k}={v}" for k, v in flags.items()])
+    files = [str(ours / n) for n in _shards(ours)]
+    return measure_records([str(google_out)], 103), measure_records(files, 103)
+
+
+def _assert_parity(g: dict, o: dict) -> None:
+    assert abs(o["instances"] / g["instances"] - 1) < 0.02, (g, o)
+    assert abs(o["mean_tokens"] / g["mean_tokens"] - 1) < 0.015, (g, o)
+    assert abs(o["masked_fraction"] - g["masked_fraction"]) < 0.003, (g, o)
+    for k, want in (("mask", 0.8), ("random", 0.1), ("kept", 0.1)):
+        assert abs(o[k] - want) < 0.01 and abs(o[k] - g[k]) < 0.015, (k, g, o)
+    assert abs(o["nsp_random"] - g["nsp_random"]) < 0.02, (g, o)
+
+
+def test_statistical_parity_with_google_on_a_brown_subset(brown_corpus, uncased_vocab, tmp_path):
+    # short_seq_prob=0 keeps the instance count's noise well under the 2% bound on a small corpus: with
+    # the default 0.1 a whole document gets a short target, and on 120 documents that alone moves the count
+    # by several percent from seed to seed (for both tools). The slow test covers the default flags.
+    corpus = _subset(brown_corpus, tmp_path / "brown120.txt", 120)
+    g, o = _parity(corpus, uncased_vocab, tmp_path, max_seq_length=128, max_predictions_per_seq=20,
+                   masked_lm_prob=0.15, dupe_factor=3, short_seq_prob=0.0, random_seed=12345)
+    _assert_parity(g, o)
+
+
+@pytest.mark.slow
+def test_statistical_parity_with_google_on_full_brown(brown_corpus, uncased_vocab, tmp_path):
+    g, o = _parity(brown_corpus, uncased_vocab, tmp_path, max_seq_length=128, max_predictions_per_seq=20,
+                   masked_lm_prob=0.15, dupe_factor=10, short_seq_prob=0.1, random_seed=12345)
+    print(json.dumps({"google": g, "ours": o}, indent=1))
+    _assert_parity(g, o)
