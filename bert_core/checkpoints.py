@@ -271,13 +271,34 @@ def hf_to_google_name(name: str) -> tuple[str | None, bool]:
     return path, False
 
 
+def _hf_files(path: str) -> list[str]:
+    """A .safetensors file, or a model directory: its model.safetensors, or the shards that
+    model.safetensors.index.json lists."""
+    path = str(path)
+    if not tf.io.gfile.isdir(path):
+        return [path]
+    single = os.path.join(path, "model.safetensors")
+    if tf.io.gfile.exists(single):
+        return [single]
+    index = os.path.join(path, "model.safetensors.index.json")
+    if tf.io.gfile.exists(index):
+        with tf.io.gfile.GFile(index) as f:
+            shards = sorted(set(json.load(f)["weight_map"].values()))
+        return [os.path.join(path, s) for s in shards]
+    raise UserError(f"{path}: directory holds no model.safetensors (or model.safetensors.index.json)")
+
+
 def load_hf_safetensors(model, path: str, strict: bool = True) -> LoadReport:
-    """Assign a model's variables from a Hugging Face BERT safetensors file (BertModel,
-    BertForMaskedLM or BertForPreTraining; with or without the `bert.` prefix)."""
+    """Assign a model's variables from Hugging Face BERT weights in safetensors (BertModel,
+    BertForMaskedLM or BertForPreTraining; with or without the `bert.` prefix). `path`: the file, or
+    a model directory (single file or shards)."""
     model_vars = _model_variables(model)
     report = LoadReport(source=str(path))
     values, file_names = {}, {}
-    for hf_name, value in read_safetensors(path).items():
+    tensors = {}
+    for file in _hf_files(path):
+        tensors.update(read_safetensors(file))
+    for hf_name, value in tensors.items():
         if _HF_IGNORED.search(hf_name):
             report.ignored.append(hf_name)
             continue

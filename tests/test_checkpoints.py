@@ -256,7 +256,7 @@ def test_minilm_safetensors_matches_transformers(minilm_dir):
 
     config = BertConfig.from_json_file(os.path.join(minilm_dir, "config.json"))
     model = modeling.BertModel(config)
-    report = checkpoints.load_hf_safetensors(model, os.path.join(minilm_dir, "model.safetensors"))
+    report = checkpoints.load_hf_safetensors(model, minilm_dir)  # the directory: finds model.safetensors
     assert report.missing == [] and report.unexpected == [] and len(report.loaded) == len(model.weights)
     ours = model({"input_ids": batch["input_ids"], "input_mask": batch["attention_mask"],
                   "segment_ids": batch["token_type_ids"]})
@@ -351,6 +351,7 @@ def test_hf_spellings_prefixes_and_reports(hf_pretraining, tmp_path):
     assert "4 missing: bert/pooler/dense/bias" in str(info.value)
     assert "1 unexpected: some.other.weight" in str(info.value) and "\n" not in str(info.value)
     report = checkpoints.load_hf_safetensors(modeling.BertPretrainer(hf_pretraining["config"]), str(path), strict=False)
+    assert report.unexpected == ["some.other.weight"]
     assert report.missing == ["bert/pooler/dense/bias", "bert/pooler/dense/kernel",
                               "cls/seq_relationship/output_bias", "cls/seq_relationship/output_weights"]
 
@@ -369,6 +370,12 @@ def test_read_safetensors_matches_the_library(tmp_path):
     for k, v in tensors.items():
         assert got[k].dtype == v.dtype and got[k].shape == v.shape
         np.testing.assert_array_equal(got[k].astype(np.float64), v.astype(np.float64))
+    empty = tmp_path / "empty_model_dir"
+    empty.mkdir()
+    with pytest.raises(UserError, match="no model.safetensors"):
+        checkpoints.load_hf_safetensors(modeling.BertModel(our_config()), str(empty))
+    with pytest.raises(UserError, match="no such file"):
+        checkpoints.read_safetensors(str(tmp_path / "absent.safetensors"))
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"\x05\x00")
     with pytest.raises(UserError, match="not a safetensors file"):
