@@ -26,6 +26,7 @@ Two paths, one result:
 from __future__ import annotations
 
 import unicodedata
+from itertools import chain
 from typing import Iterable, Mapping, Sequence
 
 from bert_core import storage
@@ -294,20 +295,16 @@ class FastTokenizer:
         lower = self.do_lower_case
         words = [basic_normalize(t, lower).split() for t in texts]
         cache = self._cache
-        new = list({w for ws in words for w in ws if w not in cache})
+        new = set(chain.from_iterable(words)).difference(cache)
         if new and len(cache) + len(new) > self.CACHE_WORDS:
             cache.clear()
-            new = list({w for ws in words for w in ws})
+            new = set(chain.from_iterable(words))
         if new:
+            new = list(new)
             for word, enc in zip(new, self._wordpiece.encode_batch_fast(new, add_special_tokens=False)):
                 cache[word] = enc.ids
-        out = []
-        for ws in words:
-            ids: list[int] = []
-            for w in ws:
-                ids += cache[w]
-            out.append(ids)
-        return out
+        get = cache.__getitem__
+        return [list(chain.from_iterable(map(get, ws))) for ws in words]
 
     def encode_batch(self, texts: Sequence[str | bytes]) -> list[list[int]]:
         return self._encode(texts)
