@@ -41,11 +41,17 @@ _EVAL_KEYS = ("masked_lm_accuracy", "masked_lm_loss", "next_sentence_accuracy", 
 # --------------------------------------------------------------------------------------------------
 def input_files(spec: str) -> list[str]:
     from bert_core.data.corpus import expand_inputs
+    from bert_core.data.tfrecord import detect_compression
 
     files = expand_inputs(spec)
     files = [f for f in files if os.path.basename(f) != MANIFEST]
     if not files:
         raise UserError(f"--input_file={spec}: no TFRecord files")
+    kinds = {f: detect_compression(f) for f in files}
+    if len(set(kinds.values())) > 1:
+        gz = next(f for f, k in kinds.items() if k == "gzip")
+        plain = next(f for f, k in kinds.items() if k == "none")
+        raise UserError(f"--input_file mixes GZIP ({gz}) and plain ({plain}) TFRecords; use one kind per run")
     return files
 
 
