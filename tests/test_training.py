@@ -215,3 +215,26 @@ def test_progress_lines_and_summaries(tmp_path):
     assert [l.split()[1] for l in steps] == ["1/4", "2/4", "4/4"]
     assert all(k in steps[-1] for k in ("loss ", "lr ", "seq/s", "ETA"))
     assert list((tmp_path / "train").glob("events.out.tfevents.*"))
+
+
+class CountingDistributed(distributed.Distributed):
+    """One process that counts the allreduces the loop runs (inside its tf.function)."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = tf.Variable(0, dtype=tf.int64, trainable=False)
+
+    def allreduce(self, tensors, fp16=False):
+        self.calls.assign_add(1)
+        return super().allreduce(tensors, fp16)
+
+
+def test_one_allreduce_per_update_not_per_micro_batch(tmp_path):
+    training.set_precision("fp32")
+    dist = CountingDistributed()
+    cfg = training.TrainLoopConfig(output_dir=str(tmp_path), num_train_steps=3, num_accumulation_steps=4,
+                                   summaries=False)
+    tr = training.Trainer(train_toy.build_model(), train_toy.toy_loss, keras.optimizers.Adam(1e-3), cfg, dist=dist,
+                          log=lambda s: None)
+    tr.train(train_toy.make_dataset(train_toy.make_examples(32), 4))
+    assert int(dist.calls.numpy()) == 3
