@@ -1,0 +1,47 @@
+"""Stage 1, data generation: the corpus (given, or the embedded default, minus held-out documents for
+the fine-tuning task) and `bert create-data` (TFRecord shards + data_manifest.json)."""
+
+
+from kfp import dsl
+from kfp.dsl import Artifact, Dataset, Input, Output
+
+from components.common import base_image
+
+
+@dsl.component(base_image=base_image("data"), install_kfp_package=False)
+def prepare_corpus(corpus_uri: str, heldout_fraction: float, seed: int,
+                   corpus: Output[Dataset], task_data: Output[Dataset]):
+    """The pretraining corpus (one sentence a line) and, from held-out documents, a sentence-pair task
+    (train/dev/test.tsv: does sentence B follow A?). An empty corpus_uri means Python's own docs."""
+    from bert_core.data.heldout_task import split_corpus
+
+    summary = split_corpus(corpus.path, task_data.path if heldout_fraction > 0 else None,
+                           corpus=corpus_uri or None, heldout_fraction=heldout_fraction, seed=seed)
+    corpus.metadata.update({k: v for k, v in summary["corpus"].items() if k != "path"})
+    if "task" in summary:
+        task_data.metadata.update({"documents": summary["task"]["documents"], **{
+            f"{k}_examples": v for k, v in summary["task"]["examples"].items()}})
+
+
+@dsl.component(base_image=base_image("data"), install_kfp_package=False)
+def create_data(corpus: Input[Dataset], vocab: Input[Artifact], do_lower_case: bool, max_seq_length: int,
+                max_predictions_per_seq: int, masked_lm_prob: float, dupe_factor: int, short_seq_prob: float,
+                do_whole_word_mask: bool, num_shards: int, num_workers: int, random_seed: int,
+                data: Output[Dataset]):
+    """`bert create-data`: masked-LM/NSP TFRecord shards and data_manifest.json; its counts as metadata."""
+    import os
+
+    from bert_core import storage
+    from components.common import run_stage, stage_config
+
+    config = stage_config(
+        "create-data", input_file=corpus.path, vocab_file=vocab.path, output_dir=data.path,
+        do_lower_case=do_lower_case, max_seq_length=max_seq_length,
+        max_predictions_per_seq=max_predictions_per_seq, masked_lm_prob=masked_lm_prob,
+        dupe_factor=dupe_factor, short_seq_prob=short_seq_prob, do_whole_word_mask=do_whole_word_mask,
+        num_shards=num_shards, num_workers=num_workers, random_seed=random_seed)
+    run_stage("create-data", config)
+    manifest = storage.read_json(os.path.join(data.path, "data_manifest.json"))
+    data.metadata.update({**manifest["totals"], "shards": len(manifest["shards"]),
+                          "max_seq_length": max_seq_length, "max_predictions_per_seq": max_predictions_per_seq,
+                          "vocab_size": manifest["vocab"]["size"]})

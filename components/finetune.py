@@ -1,0 +1,35 @@
+"""Stage 3, fine-tuning: `bert finetune` from the pretrained Model on a task's data (a GLUE task, or
+the generic tsv task such as the held-out sentence-pair task), then predict on its test split."""
+
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Metrics, Model, Output
+
+from components.common import base_image
+
+
+@dsl.component(base_image=base_image("finetune"), install_kfp_package=False)
+def finetune(pretrained: Input[Model], task_data: Input[Dataset], task_data_uri: str, task_name: str,
+             text_a_column: str, text_b_column: str, label_column: str, has_header: bool, labels: str,
+             max_seq_length: int, train_batch_size: int, eval_batch_size: int, learning_rate: float,
+             num_train_epochs: float, warmup_proportion: float, do_lower_case: bool, num_processes: int,
+             model: Output[Model], predictions: Output[Dataset], metrics: Output[Metrics]):
+    """`bert finetune --do_train --do_eval --do_predict`; test_results.tsv as the predictions."""
+    from bert_core import storage
+    from components.common import log_numbers, run_stage, stage_config
+
+    data_dir = task_data_uri or task_data.path
+    config = stage_config(
+        "finetune", task_name=task_name, data_dir=data_dir, output_dir=model.path,
+        vocab_file=storage.join(pretrained.path, "vocab.txt"),
+        bert_config_file=storage.join(pretrained.path, "bert_config.json"), init_checkpoint=pretrained.path,
+        do_train=True, do_eval=True, do_predict=True, max_seq_length=max_seq_length,
+        train_batch_size=train_batch_size, eval_batch_size=eval_batch_size, learning_rate=learning_rate,
+        num_train_epochs=num_train_epochs, warmup_proportion=warmup_proportion, do_lower_case=do_lower_case,
+        text_a_column=text_a_column, text_b_column=text_b_column or None, label_column=label_column,
+        has_header=has_header, labels=labels or None)
+    run_stage("finetune", config, num_processes=num_processes)
+    storage.copy(storage.join(model.path, "test_results.tsv"), predictions.path)
+    for name in ("eval_results.json", "finetune_metrics.json"):
+        if storage.exists(storage.join(model.path, name)):
+            log_numbers(metrics, storage.read_json(storage.join(model.path, name)))
+    model.metadata.update({"task_name": task_name, "max_seq_length": max_seq_length})

@@ -1,0 +1,184 @@
+"""bert_pipeline: the four stages of DESIGN.md as one KFP v2 pipeline.
+
+    corpus ──> vocab (given, or learned)
+      │          │
+      └──> create-data ──> pretrain (phase 1) [──> create-data-512 ──> pretrain (phase 2)]
+                                 │
+      corpus's held-out task ──> finetune ──> evaluate
+
+The parameter defaults are the embedded default job (`bert-pipeline run`): Python's own docs as the
+corpus, a vocab learned from it, a tiny BERT pretrained by 2 Horovod ranks on the step's host, and a
+sentence-pair task from held-out documents. On a cluster, override them (corpus_uri, launcher=mpijob,
+bert_model, ...).
+
+Phase 2 is chosen when the pipeline is built (`build_pipeline(phase2=True)`, `--phase2` on the command
+line), not by a runtime `dsl.If`: kfp 2.13's local runner does not run conditions, and `bert-pipeline
+run` must run the very graph the cluster runs. The same holds for "vocab given, or learned" and "task
+given, or held out": a step's parameter (`vocab_uri`, `task_data_uri`) decides, not a branch.
+"""
+
+
+from kfp import dsl, kubernetes
+
+from components.data import create_data, prepare_corpus
+from components.evaluate import evaluate
+from components.finetune import finetune
+from components.mpijob import GPU_RESOURCE, PretrainJob
+from components.pretrain import pretrain, pretrain_phase2
+from components.vocab import learn_vocab
+
+PIPELINE_NAME = "bert-pipeline"
+PIPELINE_NAME_PHASE2 = "bert-pipeline-two-phase"
+DESCRIPTION = ("BERT: corpus + vocab -> create-data -> pretrain (TensorFlow 2 + Horovod) -> finetune -> "
+               "evaluate")
+
+# GPU nodes: the same selector and toleration as the pretraining MPIJob's workers (one source).
+GPU_NODE_SELECTOR: dict = PretrainJob.model_fields["node_selector"].default_factory()
+GPU_TOLERATIONS: list = [t.model_dump(exclude_none=True)
+                         for t in PretrainJob.model_fields["tolerations"].default_factory()]
+
+
+def _on_gpu_nodes(task: dsl.PipelineTask, gpus) -> dsl.PipelineTask:
+    task.set_accelerator_type(GPU_RESOURCE).set_accelerator_limit(gpus)
+    for key, value in GPU_NODE_SELECTOR.items():
+        kubernetes.add_node_selector(task, label_key=key, label_value=value)
+    for toleration in GPU_TOLERATIONS:
+        kubernetes.add_toleration(task, **toleration)
+    return task
+
+
+def _cpu_step(task: dsl.PipelineTask, name: str, cpu: str, memory: str, cache: bool, retries: int):
+    task.set_display_name(name).set_cpu_request(cpu).set_memory_request(memory)
+    task.set_caching_options(cache)
+    if retries:
+        task.set_retry(num_retries=retries, backoff_duration="30s", backoff_factor=2)
+    return task
+
+
+def build_pipeline(phase2: bool = False):
+    """The pipeline function (phase 1 only, or phases 1 and 2)."""
+
+    @dsl.pipeline(name=PIPELINE_NAME_PHASE2 if phase2 else PIPELINE_NAME, description=DESCRIPTION)
+    def bert_pipeline(
+        # corpus and vocab
+        corpus_uri: str = "",
+        heldout_fraction: float = 0.3,
+        vocab_uri: str = "",
+        vocab_size: int = 2000,
+        do_lower_case: bool = True,
+        # create-data
+        max_seq_length: int = 64,
+        max_predictions_per_seq: int = 10,
+        masked_lm_prob: float = 0.15,
+        dupe_factor: int = 5,
+        short_seq_prob: float = 0.1,
+        do_whole_word_mask: bool = False,
+        num_shards: int = 2,
+        data_workers: int = 2,
+        random_seed: int = 12345,
+        # pretraining
+        bert_model: str = "bert-tiny",
+        bert_config: dict = {},
+        init_checkpoint: str = "",
+        launcher: str = "local",
+        num_processes: int = 2,
+        pretrain_gpus: int = 0,
+        mpijob_workers: int = 1,
+        mpijob_gpus_per_worker: int = 8,
+        pretrain_timeout_seconds: int = 0,
+        train_batch_size: int = 16,
+        learning_rate: float = 1e-3,
+        num_train_steps: int = 300,
+        num_warmup_steps: int = 30,
+        optimizer_type: str = "adam",
+        dtype: str = "fp32",
+        num_accumulation_steps: int = 1,
+        save_checkpoints_steps: int = 1000,
+        log_every_steps: int = 50,
+        max_eval_steps: int = 20,
+        # phase 2 (used by the two-phase pipeline)
+        phase2_max_seq_length: int = 512,
+        phase2_max_predictions_per_seq: int = 80,
+        phase2_train_batch_size: int = 4,
+        phase2_learning_rate: float = 5e-4,
+        phase2_num_train_steps: int = 100,
+        phase2_num_warmup_steps: int = 10,
+        # fine-tuning task: empty task_data_uri = the corpus's held-out sentence-pair task
+        task_data_uri: str = "",
+        task_name: str = "tsv",
+        text_a_column: str = "sentence_a",
+        text_b_column: str = "sentence_b",
+        label_column: str = "label",
+        has_header: bool = True,
+        labels: str = "0,1",
+        eval_split: str = "test",
+        finetune_max_seq_length: int = 64,
+        finetune_batch_size: int = 16,
+        finetune_eval_batch_size: int = 32,
+        finetune_learning_rate: float = 5e-4,
+        num_train_epochs: float = 3.0,
+        warmup_proportion: float = 0.1,
+        finetune_processes: int = 1,
+        finetune_gpus: int = 0,
+    ):
+        corpus = _cpu_step(prepare_corpus(corpus_uri=corpus_uri, heldout_fraction=heldout_fraction,
+                                          seed=random_seed), "corpus", "1", "2Gi", cache=True, retries=2)
+        vocab = _cpu_step(learn_vocab(corpus=corpus.outputs["corpus"], vocab_uri=vocab_uri,
+                                      vocab_size=vocab_size, do_lower_case=do_lower_case),
+                          "vocab", "2", "4Gi", cache=True, retries=2)
+
+        def data_step(name: str, seq: int, predictions: int):
+            return _cpu_step(create_data(
+                corpus=corpus.outputs["corpus"], vocab=vocab.outputs["vocab"], do_lower_case=do_lower_case,
+                max_seq_length=seq, max_predictions_per_seq=predictions, masked_lm_prob=masked_lm_prob,
+                dupe_factor=dupe_factor, short_seq_prob=short_seq_prob, do_whole_word_mask=do_whole_word_mask,
+                num_shards=num_shards, num_workers=data_workers, random_seed=random_seed),
+                name, "2", "8Gi", cache=True, retries=2)
+
+        def pretrain_step(name: str, data, seq, predictions, batch, lr, steps, warmup, init_model=None):
+            if init_model is None:
+                component, extra = pretrain, {"init_checkpoint": init_checkpoint}
+            else:
+                component, extra = pretrain_phase2, {"init_model": init_model}
+            task = component(
+                data=data.outputs["data"], vocab=vocab.outputs["vocab"], launcher=launcher,
+                num_processes=num_processes, bert_model=bert_model, bert_config=bert_config,
+                max_seq_length=seq, max_predictions_per_seq=predictions, train_batch_size=batch,
+                learning_rate=lr, num_train_steps=steps, num_warmup_steps=warmup, optimizer_type=optimizer_type,
+                dtype=dtype, num_accumulation_steps=num_accumulation_steps,
+                save_checkpoints_steps=save_checkpoints_steps, log_every_steps=log_every_steps,
+                max_eval_steps=max_eval_steps, random_seed=random_seed, mpijob_workers=mpijob_workers,
+                mpijob_gpus_per_worker=mpijob_gpus_per_worker, timeout_seconds=pretrain_timeout_seconds,
+                **extra)
+            # A rerun resumes from the latest checkpoint in the output, so a retry is safe; a cached
+            # result would make a scheduled re-pretraining a no-op, so no caching.
+            _cpu_step(task, name, "4", "16Gi", cache=False, retries=1)
+            return _on_gpu_nodes(task, pretrain_gpus)
+
+        data = data_step("create-data", max_seq_length, max_predictions_per_seq)
+        pretrained = pretrain_step("pretrain", data, max_seq_length, max_predictions_per_seq, train_batch_size,
+                                   learning_rate, num_train_steps, num_warmup_steps)
+        if phase2:
+            data2 = data_step("create-data-phase2", phase2_max_seq_length, phase2_max_predictions_per_seq)
+            pretrained = pretrain_step("pretrain-phase2", data2, phase2_max_seq_length,
+                                       phase2_max_predictions_per_seq, phase2_train_batch_size,
+                                       phase2_learning_rate, phase2_num_train_steps, phase2_num_warmup_steps,
+                                       init_model=pretrained.outputs["model"])
+
+        task = dict(task_data_uri=task_data_uri, task_name=task_name, text_a_column=text_a_column,
+                    text_b_column=text_b_column, label_column=label_column, has_header=has_header, labels=labels)
+        tuned = finetune(
+            pretrained=pretrained.outputs["model"], task_data=corpus.outputs["task_data"],
+            max_seq_length=finetune_max_seq_length, train_batch_size=finetune_batch_size,
+            eval_batch_size=finetune_eval_batch_size, learning_rate=finetune_learning_rate,
+            num_train_epochs=num_train_epochs, warmup_proportion=warmup_proportion, do_lower_case=do_lower_case,
+            num_processes=finetune_processes, **task)
+        _on_gpu_nodes(_cpu_step(tuned, "finetune", "4", "16Gi", cache=False, retries=0), finetune_gpus)
+        _cpu_step(evaluate(task_data=corpus.outputs["task_data"], predictions=tuned.outputs["predictions"],
+                           eval_split=eval_split, **task), "evaluate", "1", "2Gi", cache=False, retries=2)
+
+    return bert_pipeline
+
+
+#: The phase-1 pipeline, as `bert-pipeline compile` writes it by default.
+bert_pipeline = build_pipeline(phase2=False)
