@@ -257,7 +257,7 @@ class PretrainJob(BaseModel):
 
 
 def check_pretrain_flags(flags: dict[str, FlagValue]) -> None:
-    """Flag names must be fields of bert_core.config.PretrainConfig, and its required fields present.
+    """Flag names must be fields of bert_core.config.PretrainConfig, and the flags a valid PretrainConfig.
 
     PretrainConfig is imported here, lazily, so this module stays importable without TensorFlow and
     before the class exists; until it does, only the shape of each name is checked.
@@ -275,10 +275,14 @@ def check_pretrain_flags(flags: dict[str, FlagValue]) -> None:
     if unknown:
         raise ValueError(f"--{unknown[0]} is not a `bert pretrain` flag (a field of PretrainConfig); "
                          f"known: {', '.join(sorted(fields))}")
-    missing = [n for n, f in fields.items() if f.is_required() and n not in flags]
-    if missing:
-        raise ValueError(f"pretrain_flags lacks required `bert pretrain` flag(s): "
-                         f"{', '.join('--' + n for n in missing)}")
+    # The whole flag set, as `bert pretrain` would build it: required fields, types and the config's
+    # own cross-field rules (e.g. exactly one of --bert_config_file/--model), before any GPU is scheduled.
+    import pydantic
+    try:
+        model.model_validate(flags)
+    except pydantic.ValidationError as err:
+        from bert_core.config import describe_validation_error
+        raise ValueError(f"`bert pretrain` would refuse these flags: {describe_validation_error(err)}") from None
 
 
 def pretrain_config_class():
@@ -318,7 +322,10 @@ def mpirun_command(job: PretrainJob) -> list[str]:
     for name in [*rank_env(job), "PATH", "LD_LIBRARY_PATH", "PYTHONPATH"]:
         cmd += ["-x", name]
     cmd += list(job.mpirun_args)
-    cmd += ["bert", "pretrain"] + [_flag(k, v) for k, v in job.pretrain_flags.items()]
+    # input_file and output_dir first, then the rest by name: the command does not depend on dict order.
+    first = [k for k in ("input_file", "output_dir") if k in job.pretrain_flags]
+    names = first + sorted(k for k in job.pretrain_flags if k not in first)
+    cmd += ["bert", "pretrain"] + [_flag(k, job.pretrain_flags[k]) for k in names]
     return cmd
 
 

@@ -41,6 +41,8 @@ JOB_SPEC_FILE = "pretrain-job.yaml"
 
 # Flags of `bert pretrain` (field names of bert_core.config.PretrainConfig, after Google's run_pretraining.py).
 _COMMON_FLAGS = {
+    "do_train": True,
+    "dtype": "bf16",
     "max_seq_length": 128,
     "max_predictions_per_seq": 20,
     "learning_rate": 1e-4,
@@ -76,6 +78,8 @@ def overlay_jobs() -> dict[str, PretrainJob]:
             "train_batch_size": 64,
             "num_train_steps": 1000000,
             **_COMMON_FLAGS,
+            "optimizer_type": "lamb",   # large global batch (32 ranks x 64)
+            "learning_rate": 1e-3,
         },
     )
     return {"small": small, "large": large}
