@@ -28,6 +28,7 @@ to stream instead of holding the corpus and every instance in memory:
 
 from __future__ import annotations
 
+import array
 import contextlib
 import glob
 import hashlib
@@ -81,14 +82,18 @@ class InstanceStats:
 
 
 class InstanceMaker:
-    """Turns tokenized documents into masked-LM/NSP instances; all randomness from one `random.Random`.
+    """Turns tokenized documents into masked-LM/NSP instances and their features.
 
     A document is a list of sentences; a sentence is a sequence of token ids (anything `list.extend`
-    takes). `from_document(pool, i)` yields (tokens, len_a, len_b, positions, labels, is_random_next)
-    for document `pool[i]`, drawing random next segments from the other documents of `pool`."""
+    takes). `from_document(pool, i)` yields unmasked instances (tokens, len_a, is_random_next) for
+    document `pool[i]`, drawing random next segments from the other documents of `pool`; `features(batch)`
+    masks a batch of them and returns Google's seven features as arrays. Segment choice uses
+    `random.Random(seed)`; masking uses numpy's generator (seed + 1), vectorized over the batch, except
+    for whole-word masking, which walks each instance's words with the Python generator."""
 
-    def __init__(self, vocab: dict[str, int], cfg: DataConfig, rng: random.Random):
-        self.rng = rng
+    def __init__(self, vocab: dict[str, int], cfg: DataConfig, seed: int):
+        self.rng = random.Random(seed)
+        self.np_rng = np.random.default_rng(seed + 1)
         self.max_seq_length = cfg.max_seq_length
         self.max_num_tokens = cfg.max_seq_length - 3  # [CLS] A [SEP] B [SEP]
         self.short_seq_prob = cfg.short_seq_prob
@@ -104,7 +109,8 @@ class InstanceMaker:
         self.continuation = bytes(cont)
         self.stats = InstanceStats()
 
-    def from_document(self, pool: list, index: int) -> Iterator[tuple]:
+    # -- segments A and B (as Google's create_instances_from_document) -----------------------------
+    def from_document(self, pool: list, index: int) -> Iterator[tuple[list[int], int, bool]]:
         rng = self.rng
         document = pool[index]
         target = self.max_num_tokens
@@ -141,12 +147,12 @@ class InstanceMaker:
                     is_random_next = False
                     for sentence in chunk[a_end:]:
                         tokens_b.extend(sentence)
-                yield self._instance(tokens_a, tokens_b, is_random_next)
+                yield self._pair(tokens_a, tokens_b, is_random_next)
                 chunk = []
                 length = 0
             i += 1
 
-    def _instance(self, a: list[int], b: list[int], is_random_next: bool) -> tuple:
+    def _pair(self, a: list[int], b: list[int], is_random_next: bool) -> tuple[list[int], int, bool]:
         rng = self.rng
         a0, a1, b0, b1 = 0, len(a), 0, len(b)
         while (a1 - a0) + (b1 - b0) > self.max_num_tokens:  # truncate the longer, front or back
@@ -164,87 +170,88 @@ class InstanceMaker:
         tokens.append(self.sep)
         tokens += b[b0:b1]
         tokens.append(self.sep)
-        len_a, len_b = a1 - a0, b1 - b0
-        positions, labels = self._mask(tokens, len_a)
-        st = self.stats
-        st.instances += 1
-        st.tokens += len(tokens)
-        st.random_next += is_random_next
-        return tokens, len_a, len_b, positions, labels, is_random_next
+        return tokens, a1 - a0, is_random_next
 
-    def _mask(self, tokens: list[int], len_a: int) -> tuple[list[int], list[int]]:
-        """Masks `tokens` in place; returns the sorted positions and their original ids."""
-        rng = self.rng
-        n = len(tokens)
-        num_to_predict = min(self.max_predictions, max(1, int(round(n * self.masked_lm_prob))))
-        sep_a = len_a + 1
+    # -- masking and features -----------------------------------------------------------------------
+    def features(self, batch: list[tuple[list[int], int, bool]]) -> dict[str, np.ndarray]:
+        """Mask a batch of instances; Google's features as [B, n] arrays (zero-padded), in Google's order."""
+        B, L, P = len(batch), self.max_seq_length, self.max_predictions
+        n_real = np.fromiter((len(t) for t, _, _ in batch), dtype=np.int64, count=B)
+        b_start = np.fromiter((la + 2 for _, la, _ in batch), dtype=np.int64, count=B)
+        nsp = np.fromiter((r for _, _, r in batch), dtype=np.int64, count=B)[:, None]
+        cols = np.arange(L)
+        real = cols < n_real[:, None]
+        input_ids = np.zeros((B, L), dtype=np.int64)
+        input_ids[real] = np.fromiter(itertools.chain.from_iterable(t for t, _, _ in batch), dtype=np.int64,
+                                      count=int(n_real.sum()))
+        segment_ids = (real & (cols >= b_start[:, None])).astype(np.int64)
+        # num_to_predict = min(max_predictions, max(1, round(len * prob))); np.round rounds half to even,
+        # as Python's round does
+        want = np.minimum(P, np.maximum(1, np.round(n_real * self.masked_lm_prob))).astype(np.int64)
         if self.whole_word:
-            cont = self.continuation
-            groups: list[list[int]] = []
-            for p in range(1, n - 1):
-                if p == sep_a:
-                    continue
-                if groups and cont[tokens[p]]:
-                    groups[-1].append(p)
-                else:
-                    groups.append([p])
-            rng.shuffle(groups)
-            picked: list[int] = []
-            for g in groups:
-                if len(picked) >= num_to_predict:
-                    break
-                if len(picked) + len(g) > num_to_predict:
-                    continue  # a whole word that does not fit is skipped, not split
-                picked.extend(g)
+            positions = np.zeros((B, P), dtype=np.int64)
+            n_pred = np.zeros(B, dtype=np.int64)
+            for r, (tokens, len_a, _) in enumerate(batch):
+                pos = self._whole_word_positions(tokens, len_a, int(want[r]))
+                positions[r, :len(pos)] = pos
+                n_pred[r] = len(pos)
         else:
-            candidates = list(range(1, sep_a))
-            candidates += range(sep_a + 1, n - 1)
-            picked = rng.sample(candidates, min(num_to_predict, len(candidates)))
+            candidate = real & (cols > 0) & (cols != b_start[:, None] - 1) & (cols != n_real[:, None] - 1)
+            keys = self.np_rng.random((B, L))
+            keys[~candidate] = 2.0  # never ordered before a candidate
+            order = np.argsort(keys, axis=1)[:, :P]  # a uniformly random ordering of the candidates
+            n_pred = np.minimum(want, candidate.sum(axis=1))
+            take = np.arange(P) < n_pred[:, None]
+            positions = np.sort(np.where(take, order, L), axis=1)  # the chosen positions, ascending
+            positions[positions == L] = 0
+        valid = np.arange(P) < n_pred[:, None]
+        rows = np.broadcast_to(np.arange(B)[:, None], (B, P))
+        label_ids = np.where(valid, input_ids[rows, positions], 0)
+        # 80% [MASK], 10% a random vocab id, 10% unchanged
+        u = self.np_rng.random((B, P))
+        random_ids = self.np_rng.integers(0, self.vocab_size, size=(B, P))
+        as_mask = valid & (u < 0.8)
+        as_random = valid & (u >= 0.9)
+        new_ids = np.where(as_mask, self.mask, np.where(as_random, random_ids, label_ids))
+        vr, vc = np.nonzero(valid)
+        input_ids[vr, positions[vr, vc]] = new_ids[vr, vc]
         st = self.stats
-        labels_at = {}
-        for p in picked:
-            labels_at[p] = tokens[p]
-            if rng.random() < 0.8:
-                tokens[p] = self.mask
-                st.masked_as_mask += 1
-            elif rng.random() < 0.5:
-                st.masked_as_kept += 1
-            else:
-                tokens[p] = rng.randint(0, self.vocab_size - 1)
-                st.masked_as_random += 1
-        positions = sorted(labels_at)
-        st.masked += len(positions)
-        return positions, [labels_at[p] for p in positions]
-
-
-def encode_instances(instances: list[tuple], max_seq_length: int, max_predictions: int) -> list[bytes]:
-    """Instances -> serialized tf.train.Examples with exactly Google's features, in Google's order."""
-    b, L, P = len(instances), max_seq_length, max_predictions
-    input_ids = np.zeros((b, L), dtype=np.int64)
-    positions = np.zeros((b, P), dtype=np.int64)
-    label_ids = np.zeros((b, P), dtype=np.int64)
-    n_real = np.empty(b, dtype=np.int64)
-    b_start = np.empty(b, dtype=np.int64)
-    n_pred = np.empty(b, dtype=np.int64)
-    nsp = np.empty((b, 1), dtype=np.int64)
-    for r, (tokens, len_a, _len_b, pos, labels, is_random_next) in enumerate(instances):
-        n = len(tokens)
-        input_ids[r, :n] = tokens
-        n_real[r] = n
-        b_start[r] = len_a + 2
-        k = len(pos)
-        positions[r, :k] = pos
-        label_ids[r, :k] = labels
-        n_pred[r] = k
-        nsp[r, 0] = is_random_next
-    cols = np.arange(L)
-    input_mask = (cols < n_real[:, None]).astype(np.int64)
-    segment_ids = ((cols >= b_start[:, None]) & (cols < n_real[:, None])).astype(np.int64)
-    weights = (np.arange(P) < n_pred[:, None]).astype(np.float32)
-    features = {"input_ids": input_ids, "input_mask": input_mask, "segment_ids": segment_ids,
+        st.instances += B
+        st.tokens += int(n_real.sum())
+        st.masked += int(valid.sum())
+        st.masked_as_mask += int(as_mask.sum())
+        st.masked_as_random += int(as_random.sum())
+        st.masked_as_kept += int(valid.sum() - as_mask.sum() - as_random.sum())
+        st.random_next += int(nsp.sum())
+        return {"input_ids": input_ids, "input_mask": real.astype(np.int64), "segment_ids": segment_ids,
                 "masked_lm_positions": positions, "masked_lm_ids": label_ids,
-                "masked_lm_weights": weights, "next_sentence_labels": nsp}
-    return tfrecord.encode_examples(features, tfrecord.FLOAT_FEATURES)
+                "masked_lm_weights": valid.astype(np.float32), "next_sentence_labels": nsp}
+
+    def _whole_word_positions(self, tokens: list[int], len_a: int, num_to_predict: int) -> list[int]:
+        """Whole words in random order; a word that would overflow num_to_predict is skipped, not split."""
+        cont = self.continuation
+        sep_a = len_a + 1
+        groups: list[list[int]] = []
+        for p in range(1, len(tokens) - 1):
+            if p == sep_a:
+                continue
+            if groups and cont[tokens[p]]:
+                groups[-1].append(p)
+            else:
+                groups.append([p])
+        self.rng.shuffle(groups)
+        picked: list[int] = []
+        for g in groups:
+            if len(picked) >= num_to_predict:
+                break
+            if len(picked) + len(g) > num_to_predict:
+                continue
+            picked.extend(g)
+        return sorted(picked)
+
+    def encode(self, batch: list[tuple[list[int], int, bool]]) -> list[bytes]:
+        """A batch of instances -> serialized tf.train.Examples."""
+        return tfrecord.encode_examples(self.features(batch), tfrecord.FLOAT_FEATURES)
 
 
 class ShuffleBuffer:
@@ -274,23 +281,46 @@ class ShuffleBuffer:
 # --------------------------------------------------------------------------------------------------
 # Documents: read by byte range, tokenized in blocks (the random-document pool), spilled for later passes
 # --------------------------------------------------------------------------------------------------
+class _Document:
+    """A tokenized document as views into its block's id array: len() sentences, [i] -> token ids."""
+
+    __slots__ = ("view", "bounds")
+
+    def __init__(self, view: memoryview, bounds: array.array):
+        self.view, self.bounds = view, bounds
+
+    def __len__(self) -> int:
+        return len(self.bounds) - 1
+
+    def __getitem__(self, i: int) -> memoryview:
+        return self.view[self.bounds[i]:self.bounds[i + 1]]
+
+
 @dataclass
 class Block:
-    ids: np.ndarray          # int32 token ids of all sentences, concatenated
-    sentence_lengths: np.ndarray
-    doc_sentences: np.ndarray  # sentences per document
-    raw_bytes: int           # input bytes the block came from (progress)
+    """Tokenized documents held together: the random-document pool. About 4 bytes a token."""
 
-    def documents(self) -> list[list[memoryview]]:
+    ids: np.ndarray               # int32 token ids of all sentences, concatenated
+    sentence_lengths: np.ndarray  # tokens per sentence
+    doc_sentences: np.ndarray     # sentences per document
+    raw_bytes: int = 0            # input bytes read for it (progress)
+    raw_documents: int = 0        # documents read, before dropping those without tokens
+
+    def documents(self) -> list[_Document]:
         view = memoryview(self.ids)
-        ends = np.cumsum(self.sentence_lengths).tolist()
-        starts = [0] + ends[:-1]
-        sentences = [view[s:e] for s, e in zip(starts, ends)]
+        ends = np.concatenate([[0], np.cumsum(self.sentence_lengths)]).tolist()
         docs, k = [], 0
         for count in self.doc_sentences.tolist():
-            docs.append(sentences[k:k + count])
+            docs.append(_Document(view, array.array("q", ends[k:k + count + 1])))
             k += count
         return docs
+
+    @classmethod
+    def concat(cls, parts: list["Block"]) -> "Block":
+        return cls(np.concatenate([p.ids for p in parts]),
+                   np.concatenate([p.sentence_lengths for p in parts]),
+                   np.concatenate([p.doc_sentences for p in parts]),
+                   sum(p.raw_bytes for p in parts), sum(p.raw_documents for p in parts))
 
     def save(self, f) -> None:
         for arr in (self.ids, self.sentence_lengths, self.doc_sentences, np.array([self.raw_bytes])):
@@ -306,33 +336,17 @@ class Block:
         return cls(ids, lengths, docs, int(raw[0]))
 
 
-def _raw_document_blocks(pieces, pool_size: int, on_bad_utf8: str, stats: corpus.ReadStats):
-    """Lists of up to pool_size raw documents; a last block under half the pool joins the one before."""
-    def documents():
-        for path, start, end in pieces:
-            yield from corpus.iter_documents(path, start, end, on_bad_utf8=on_bad_utf8, stats=stats)
-
-    it = documents()
-    current = list(itertools.islice(it, pool_size))
-    seen = 0
-    while current:
-        nxt = list(itertools.islice(it, pool_size))
-        if nxt and len(nxt) < max(1, pool_size // 2):
-            current += nxt
-            nxt = []
-        yield current, stats.bytes_read - seen  # bytes read since the last block (for progress)
-        seen = stats.bytes_read
-        current = nxt
+_DOCS_PER_TOKENIZE = 64  # raw documents tokenized together (bounds the Python lists of ids in flight)
 
 
-def _tokenize_block(docs: list[list[str]], tokenizer, raw_bytes: int) -> Block:
-    sentences = [s for d in docs for s in d]
-    ids: list[list[int]] = []
-    for k in range(0, len(sentences), _TOKENIZE_CHUNK):
-        ids += tokenizer.encode_batch(sentences[k:k + _TOKENIZE_CHUNK])
-    lengths, doc_counts, k = [], [], 0
-    kept = []
-    for d in docs:  # sentences with no tokens are dropped, then documents with no sentences
+def _tokenize(docs: list[list[str]], tokenizer) -> Block:
+    """Sentences with no tokens are dropped, then documents with no sentences (as the original)."""
+    ids = tokenizer.encode_batch([s for d in docs for s in d])
+    lengths: list[int] = []
+    doc_counts: list[int] = []
+    kept: list[list[int]] = []
+    k = 0
+    for d in docs:
         count = 0
         for seq in ids[k:k + len(d)]:
             if seq:
@@ -343,7 +357,54 @@ def _tokenize_block(docs: list[list[str]], tokenizer, raw_bytes: int) -> Block:
         if count:
             doc_counts.append(count)
     flat = np.fromiter(itertools.chain.from_iterable(kept), dtype=np.int32, count=sum(lengths))
-    return Block(flat, np.array(lengths, dtype=np.int64), np.array(doc_counts, dtype=np.int64), raw_bytes)
+    return Block(flat, np.array(lengths, dtype=np.int64), np.array(doc_counts, dtype=np.int64), 0, len(docs))
+
+
+def _blocks(pieces, pool_size: int, on_bad_utf8: str, stats: corpus.ReadStats, tokenizer) -> Iterator[Block]:
+    """Tokenized blocks of up to `pool_size` documents read from byte ranges; a last block of under half
+    the pool joins the one before, so no document's random-next pool is tiny."""
+    def documents():
+        for path, start, end in pieces:
+            yield from corpus.iter_documents(path, start, end, on_bad_utf8=on_bad_utf8, stats=stats)
+
+    it = documents()
+
+    def fill() -> Block | None:
+        parts, count, before = [], 0, stats.bytes_read
+        while count < pool_size:
+            raw = list(itertools.islice(it, min(_DOCS_PER_TOKENIZE, pool_size - count)))
+            if not raw:
+                break
+            count += len(raw)
+            parts.append(_tokenize(raw, tokenizer))
+        if not parts:
+            return None
+        block = Block.concat(parts)
+        block.raw_bytes = stats.bytes_read - before
+        return block
+
+    current = fill()
+    while current is not None:
+        nxt = fill()
+        if nxt is not None and nxt.raw_documents < max(1, pool_size // 2):
+            current, nxt = Block.concat([current, nxt]), None
+        yield current
+        current = nxt
+
+
+_TOKENIZERS: dict = {}
+
+
+def _tokenizer(vocab_file: str, do_lower_case: bool):
+    """(vocab, FastTokenizer), one per process and vocab: its word cache carries over between shards."""
+    key = (vocab_file, do_lower_case)
+    if key not in _TOKENIZERS:
+        from bert_core.tokenization import FastTokenizer, load_vocab
+
+        vocab = load_vocab(vocab_file)
+        _TOKENIZERS.clear()
+        _TOKENIZERS[key] = (vocab, FastTokenizer(vocab, do_lower_case))
+    return _TOKENIZERS[key]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -393,19 +454,18 @@ class ShardTask:
 
 def run_shard(task: ShardTask) -> dict:
     """Generate one shard (atomically) and return its statistics; also written to task.stats_path."""
-    from bert_core.tokenization import FastTokenizer, load_vocab
-
     cfg = DataConfig(**task.config)
-    vocab = load_vocab(cfg.vocab_file)
-    tokenizer = FastTokenizer(vocab, cfg.do_lower_case)
+    vocab, tokenizer = _tokenizer(cfg.vocab_file, cfg.do_lower_case)
     seed = _shard_seed(cfg.random_seed, task.index, task.num_shards)
-    maker = InstanceMaker(vocab, cfg, random.Random(seed))
+    maker = InstanceMaker(vocab, cfg, seed)
     buffer = ShuffleBuffer(cfg.shuffle_buffer_size, random.Random(seed ^ 0x5DEECE66D))
     order_rng = random.Random(seed ^ 0xB5297A4D)
     read_stats = corpus.ReadStats()
     documents = sentences = 0
     shard_bytes = sum(e - s for _, s, e in task.pieces)
-    out_dir = os.path.dirname(os.path.abspath(task.output))
+    # The token spill sits beside a local output (same disk, removed with stale temporaries);
+    # for gs:// output it goes to the local temp directory.
+    out_dir = None if storage.is_gcs(task.output) else os.path.dirname(os.path.abspath(task.output))
     spill_path = None
     try:
         with storage.atomic_open(task.output, "wb") as raw_out:
@@ -414,15 +474,14 @@ def run_shard(task: ShardTask) -> dict:
             writer = tfrecord.RecordWriter(out, cfg.compression)
             spill = None
             if cfg.dupe_factor > 1:
-                fd, spill_path = tempfile.mkstemp(prefix=f".{os.path.basename(task.output)}.tokens.",
+                fd, spill_path = tempfile.mkstemp(prefix=f".{storage.basename(task.output)}.tokens.",
                                                   suffix=".tmp", dir=out_dir)
                 spill = os.fdopen(fd, "w+b")
             for dupe in range(cfg.dupe_factor):
                 if dupe == 0:
                     def blocks():
-                        for docs, raw in _raw_document_blocks(task.pieces, cfg.random_doc_pool_size,
-                                                              cfg.on_bad_utf8, read_stats):
-                            yield _tokenize_block(docs, tokenizer, raw)
+                        return _blocks(task.pieces, cfg.random_doc_pool_size, cfg.on_bad_utf8, read_stats,
+                                       tokenizer)
                 else:
                     spill.flush()
                     spill.seek(0)
@@ -446,12 +505,10 @@ def run_shard(task: ShardTask) -> dict:
                         for inst in maker.from_document(pool, d):
                             pending.append(inst)
                             if len(pending) >= _ENCODE_BATCH:
-                                writer.write_many(buffer.add_many(
-                                    encode_instances(pending, cfg.max_seq_length, cfg.max_predictions_per_seq)))
+                                writer.write_many(buffer.add_many(maker.encode(pending)))
                                 pending = []
                     if pending:
-                        writer.write_many(buffer.add_many(
-                            encode_instances(pending, cfg.max_seq_length, cfg.max_predictions_per_seq)))
+                        writer.write_many(buffer.add_many(maker.encode(pending)))
                     done_bytes += block.raw_bytes
                     _REPORT(block.raw_bytes, maker.stats.instances - before)
                 _REPORT(max(0, shard_bytes - done_bytes), 0)  # blank lines and the range tail
@@ -464,7 +521,7 @@ def run_shard(task: ShardTask) -> dict:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(spill_path)
     stats = {
-        "file": os.path.basename(task.output),
+        "file": storage.basename(task.output),
         "shard": task.index,
         "num_shards": task.num_shards,
         "fingerprint": task.fingerprint,
@@ -578,6 +635,8 @@ def _check_inputs(cfg: DataConfig) -> list[tuple[str, int]]:
 
 def _remove_stale(directory: str, names: list[str]) -> int:
     """Temporaries a killed run left for our own files (never other tools' files)."""
+    if storage.is_gcs(directory):  # gs:// writers keep their temporaries on local disk
+        return 0
     removed = 0
     for name in names:
         for tmp in glob.glob(os.path.join(glob.escape(directory), f".{glob.escape(name)}.*.tmp")):
@@ -589,13 +648,13 @@ def _remove_stale(directory: str, names: list[str]) -> int:
 
 def _load_done(stats_path: str, output: str, fingerprint: str) -> dict | None:
     """A finished shard's statistics, if the shard and its stats exist and match these parameters."""
-    if not (os.path.exists(stats_path) and os.path.exists(output)):
+    if not (storage.exists(stats_path) and storage.exists(output)):
         return None
     try:
-        stats = json.loads(open(stats_path, encoding="utf-8").read())
-    except (OSError, ValueError):
+        stats = json.loads(storage.read_bytes(stats_path))
+    except (OSError, ValueError, UserError):
         return None
-    if stats.get("fingerprint") != fingerprint or stats.get("bytes") != os.path.getsize(output):
+    if stats.get("fingerprint") != fingerprint or stats.get("bytes") != storage.size(output):
         return None
     return stats
 
@@ -638,30 +697,28 @@ def _run_tasks(tasks: list[ShardTask], cfg: DataConfig, progress: Progress) -> l
 
 def create_data_main(config: DataConfig) -> int:
     """`bert create-data`: see the module docstring. Prints progress on stderr, a summary on stdout."""
-    from bert_core.tokenization import load_vocab
-
     cfg = config
     t0 = time.monotonic()
     comm = _mpi_comm()
     rank, world = (comm.Get_rank(), comm.Get_size()) if comm is not None else (0, 1)
 
     inputs = _check_inputs(cfg)
-    vocab = load_vocab(cfg.vocab_file)
+    vocab, _ = _tokenizer(cfg.vocab_file, cfg.do_lower_case)  # validates the vocab; reused in-process
     vocab_sha = _sha256_file(cfg.vocab_file)
 
     if cfg.output_file is not None:
         if storage.isdir(cfg.output_file):
             raise UserError(f"--output_file={cfg.output_file}: is a directory, expected a file name")
-        out_dir, stats_dir = os.path.dirname(os.path.abspath(cfg.output_file)), None
+        out_dir, stats_dir = storage.dirname(cfg.output_file) or ".", None
         outputs = [cfg.output_file]
     else:
         out_dir = cfg.output_dir
         if storage.exists(out_dir) and not storage.isdir(out_dir):
             raise UserError(f"--output_dir={out_dir}: exists and is not a directory")
-        stats_dir = os.path.join(out_dir, STATS_DIR)
-        outputs = [os.path.join(out_dir, shard_name(i, cfg.num_shards)) for i in range(cfg.num_shards)]
+        stats_dir = storage.join(out_dir, STATS_DIR)
+        outputs = [storage.join(out_dir, shard_name(i, cfg.num_shards)) for i in range(cfg.num_shards)]
     try:
-        os.makedirs(stats_dir or out_dir, exist_ok=True)
+        storage.makedirs(stats_dir or out_dir)
     except OSError as err:
         raise UserError(f"{stats_dir or out_dir}: cannot create the output directory ({err.strerror})") from None
 
@@ -671,11 +728,16 @@ def create_data_main(config: DataConfig) -> int:
     base = json.dumps({"params": shard_params, "vocab_sha256": vocab_sha, "inputs": inputs,
                        "version": bert_core.__version__}, sort_keys=True)
 
-    names = [os.path.basename(o) for o in outputs]
-    if rank == 0:
+    names = [storage.basename(o) for o in outputs]
+
+    def remove_stale() -> int:
         removed = _remove_stale(out_dir, names + [MANIFEST_NAME])
         if stats_dir:
             removed += _remove_stale(stats_dir, [n.replace(".tfrecord", ".json") for n in names])
+        return removed
+
+    if rank == 0:
+        removed = remove_stale()
         if removed:
             print(f"create-data: removed {removed} temporary file(s) left by an interrupted run",
                   file=sys.stderr)
@@ -685,7 +747,7 @@ def create_data_main(config: DataConfig) -> int:
     tasks, done = [], []
     for i in range(rank, cfg.num_shards, world):
         fp = hashlib.sha256(f"{base}:{i}:{cfg.num_shards}".encode()).hexdigest()
-        stats_path = os.path.join(stats_dir, names[i].replace(".tfrecord", ".json")) if stats_dir else None
+        stats_path = storage.join(stats_dir, names[i].replace(".tfrecord", ".json")) if stats_dir else None
         prior = _load_done(stats_path, outputs[i], fp) if stats_path else None
         if prior is not None:
             done.append(prior)
@@ -701,8 +763,13 @@ def create_data_main(config: DataConfig) -> int:
         results = _run_tasks(tasks, cfg, progress) if tasks else []
     except UserError as err:
         if comm is None:
+            remove_stale()  # terminated workers cannot clean up after themselves
             raise
         error, results = str(err), []
+    except BaseException:
+        if comm is None:
+            remove_stale()
+        raise
 
     mine = done + results
     if comm is not None:
@@ -718,8 +785,7 @@ def create_data_main(config: DataConfig) -> int:
     if totals["instances"] == 0:
         if rank == 0:
             for o in outputs:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(o)
+                storage.remove(o)
         raise UserError(f"{cfg.input_file}: the corpus has no text (only blank lines, or characters the "
                         f"tokenizer drops); expected one sentence a line")
     if tasks:
@@ -749,8 +815,9 @@ def create_data_main(config: DataConfig) -> int:
     elapsed = time.monotonic() - t0
     where = cfg.output_file or cfg.output_dir
     if cfg.output_file is None:
-        storage.write_json(os.path.join(cfg.output_dir, MANIFEST_NAME), manifest)
-        where = f"{len(outputs)} shard(s) in {cfg.output_dir} (manifest {os.path.join(cfg.output_dir, MANIFEST_NAME)})"
+        manifest_path = storage.join(cfg.output_dir, MANIFEST_NAME)
+        storage.write_json(manifest_path, manifest)
+        where = f"{len(outputs)} shard(s) in {cfg.output_dir} (manifest {manifest_path})"
     print(f"wrote {totals['instances']:,} instances ({totals['tokens']:,} tokens, {totals['masked']:,} masked) "
           f"to {where} in {elapsed:.1f}s")
     return 0

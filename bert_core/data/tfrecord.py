@@ -129,7 +129,10 @@ def encode_varints(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     Returns (bytes as uint8 array, byte length of each value)."""
     v = np.ascontiguousarray(values, dtype=np.int64).ravel().view(np.uint64)
     nbytes = np.ones(v.shape, dtype=np.int64)
+    top = v.max(initial=np.uint64(0))
     for k in range(1, 10):
+        if top < np.uint64(1 << (7 * k)):
+            break
         nbytes += v >= np.uint64(1 << (7 * k))
     starts = np.zeros_like(nbytes)
     np.cumsum(nbytes[:-1], out=starts[1:])
@@ -162,10 +165,17 @@ def _float_rows(matrix: np.ndarray) -> list[bytes]:
     return [data[i * step:(i + 1) * step] for i in range(b)]
 
 
-def _feature(payload: bytes, is_float: bool) -> bytes:
-    # Int64List{value=1 packed} / FloatList{value=1 packed}; empty lists serialize to nothing.
-    inner = (b"\x0a" + varint(len(payload)) + payload) if payload else b""
-    return (b"\x12" if is_float else b"\x1a") + varint(len(inner)) + inner
+def _entry_prefix(key: bytes, payload_len: int, is_float: bool) -> bytes:
+    """Everything of a map entry before its packed payload:
+    entry{key=1: name, value=2: Feature{int64_list=3 | float_list=2: List{value=1: packed}}}.
+    An empty list serializes to an empty List message."""
+    list_len = (1 + len(varint(payload_len)) + payload_len) if payload_len else 0
+    list_head = (b"\x0a" + varint(payload_len)) if payload_len else b""
+    feature_len = 1 + len(varint(list_len)) + list_len
+    key_field = b"\x0a" + varint(len(key)) + key
+    entry_len = len(key_field) + 1 + len(varint(feature_len)) + feature_len
+    return (b"\x0a" + varint(entry_len) + key_field + b"\x12" + varint(feature_len)
+            + (b"\x12" if is_float else b"\x1a") + varint(list_len) + list_head)
 
 
 def encode_examples(features: Mapping[str, np.ndarray], float_features: Iterable[str] = ()) -> list[bytes]:
@@ -185,18 +195,21 @@ def encode_examples(features: Mapping[str, np.ndarray], float_features: Iterable
             batch = m.shape[0]
         elif m.shape[0] != batch:
             raise ValueError(f"feature {name!r} has {m.shape[0]} rows, expected {batch}")
-        rows = _float_rows(m) if name in floats else _int64_rows(m)
-        key = name.encode("utf-8")
-        key_field = b"\x0a" + varint(len(key)) + key
-        columns.append((key_field, rows, name in floats))
+        is_float = name in floats
+        rows = _float_rows(m) if is_float else _int64_rows(m)
+        columns.append((rows, {}, name.encode("utf-8"), is_float))
     out = []
     for i in range(batch or 0):
-        entries = []
-        for key_field, rows, is_float in columns:
-            feat = _feature(rows[i], is_float)
-            entry = key_field + b"\x12" + varint(len(feat)) + feat
-            entries.append(b"\x0a" + varint(len(entry)) + entry)
-        body = b"".join(entries)
+        parts = []
+        for rows, prefixes, key, is_float in columns:
+            payload = rows[i]
+            n = len(payload)
+            prefix = prefixes.get(n)
+            if prefix is None:
+                prefix = prefixes[n] = _entry_prefix(key, n, is_float)
+            parts.append(prefix)
+            parts.append(payload)
+        body = b"".join(parts)
         out.append(b"\x0a" + varint(len(body)) + body)
     return out
 
@@ -206,6 +219,74 @@ def encode_example(features: Mapping[str, Sequence[float] | Sequence[int]], floa
     floats = set(float_features)
     return encode_examples({k: np.asarray([list(v)], dtype=np.float32 if k in floats else np.int64)
                             for k, v in features.items()}, floats)[0]
+
+
+def _read_varint(buf: bytes, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        b = buf[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if b < 0x80:
+            return result, pos
+        shift += 7
+
+
+def _fields(buf: bytes):
+    """(field number, wire type, value) of a protobuf message; LEN values as bytes."""
+    pos, end = 0, len(buf)
+    while pos < end:
+        key, pos = _read_varint(buf, pos)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            value, pos = _read_varint(buf, pos)
+        elif wire == 2:
+            n, pos = _read_varint(buf, pos)
+            value, pos = buf[pos:pos + n], pos + n
+        elif wire == 5:
+            value, pos = buf[pos:pos + 4], pos + 4
+        elif wire == 1:
+            value, pos = buf[pos:pos + 8], pos + 8
+        else:
+            raise ValueError(f"unsupported protobuf wire type {wire}")
+        yield number, wire, value
+
+
+def decode_example(record: bytes) -> dict[str, list]:
+    """A serialized tf.train.Example -> {name: list of ints, floats or bytes}. No TensorFlow.
+
+    For inspecting and checking records (ours or anyone's); training reads with `make_dataset`."""
+    out: dict[str, list] = {}
+    for number, _, features in _fields(record):
+        if number != 1:
+            continue
+        for fnum, _, entry in _fields(features):
+            if fnum != 1:
+                continue
+            name, feature = "", b""
+            for enum, _, value in _fields(entry):
+                if enum == 1:
+                    name = value.decode("utf-8")
+                elif enum == 2:
+                    feature = value
+            values: list = []
+            for kind, _, lst in _fields(feature):  # 1 bytes_list, 2 float_list, 3 int64_list
+                for vnum, wire, v in _fields(lst):
+                    if vnum != 1:
+                        continue
+                    if kind == 1:
+                        values.append(v)
+                    elif kind == 2:
+                        values.extend(np.frombuffer(v, "<f4").tolist())
+                    elif wire == 0:
+                        values.append(v - (1 << 64) if v >= 1 << 63 else v)
+                    else:
+                        pos = 0
+                        while pos < len(v):
+                            x, pos = _read_varint(v, pos)
+                            values.append(x - (1 << 64) if x >= 1 << 63 else x)
+            out[name] = values
+    return out
 
 
 # --------------------------------------------------------------------------------------------------
