@@ -170,20 +170,6 @@ def pretraining_loss_fn(outputs, features):
     }
 
 
-class GoogleWeightsIO:
-    """Checkpoint weights under Google's TF1 names, so Google's code and other tools read ours."""
-
-    def save(self, model, prefix):
-        from bert_core.checkpoints import save_google_checkpoint
-
-        save_google_checkpoint(model, prefix)
-
-    def restore(self, model, prefix):
-        from bert_core.checkpoints import load_google_checkpoint
-
-        load_google_checkpoint(model, prefix, strict=True)
-
-
 def load_init_checkpoint(model, path: str) -> str:
     from bert_core import checkpoints
 
@@ -256,7 +242,7 @@ def pretrain_main(cfg: PretrainConfig) -> int:
         save_checkpoints_steps=cfg.save_checkpoints_steps, keep_checkpoints=cfg.keep_checkpoints,
         log_every_steps=cfg.log_every_steps, fp16_allreduce=cfg.fp16_allreduce)
     trainer = training.Trainer(model, pretraining_loss_fn, optimizer, loop_cfg, dist=dist,
-                               weights_io=GoogleWeightsIO())
+                               weights_io=training.GoogleWeightsIO())
 
     latest = training.latest_checkpoint(cfg.output_dir) if storage.exists(cfg.output_dir) else None
     if cfg.init_checkpoint and latest is None:

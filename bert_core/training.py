@@ -29,6 +29,7 @@ during a save leaves the previous checkpoint as the latest one.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import datetime
 import glob
@@ -94,6 +95,21 @@ class KerasWeightsIO:
         tf.train.Checkpoint(variables=_keyed(model.variables)).read(prefix).assert_existing_objects_matched()
 
 
+class GoogleWeightsIO:
+    """Weights under Google's TF1 names (bert_core.checkpoints), so Google's code and other tools read
+    our checkpoints. For bert_core.modeling models (they list their names in checkpoint_variables)."""
+
+    def save(self, model, prefix):
+        from bert_core.checkpoints import save_google_checkpoint
+
+        save_google_checkpoint(model, prefix)
+
+    def restore(self, model, prefix):
+        from bert_core.checkpoints import load_google_checkpoint
+
+        load_google_checkpoint(model, prefix, strict=True)
+
+
 @dataclasses.dataclass
 class TrainLoopConfig:
     output_dir: str
@@ -108,6 +124,7 @@ class TrainLoopConfig:
     fp16_allreduce: bool = False
     summaries: bool = True
     stop_on_nonfinite_loss: bool = True  # fp32/bf16: a NaN loss stops the run (fp16 skips the step)
+    history_limit: int = 10000  # rows of per-step history kept in TrainResult (the most recent)
 
     def __post_init__(self):
         if self.num_train_steps < 0:
@@ -378,7 +395,7 @@ class Trainer:
                  f"{per_update} sequences per update ({first_batch_size(first)} x {cfg.num_accumulation_steps} "
                  f"micro-batches x {dist.size} ranks), dtype {cfg.dtype}, xla {cfg.xla}")
 
-        history: list[dict[str, float]] = []
+        history: collections.deque = collections.deque(maxlen=cfg.history_limit)
         last_loss, last_metrics = float("nan"), {}
         t_window, steps_window = time.perf_counter(), 0
         t_start_timed, steps_timed = None, 0
@@ -400,7 +417,8 @@ class Trainer:
             step = int(self.global_step.numpy())
             loss_value = float(tf.add_n(losses).numpy()) / len(losses)
             if cfg.stop_on_nonfinite_loss and not self.fp16 and not math.isfinite(loss_value):
-                raise FloatingPointError(f"loss became {loss_value} at step {step}")
+                raise UserError(f"the training loss became {loss_value} at step {step} (dtype {cfg.dtype}); "
+                                f"lower --learning_rate or raise --num_warmup_steps")
             last_loss = loss_value
             last_metrics = {k: float(t / c) if c else float("nan") for k, (t, c) in mtotals.items()}
             steps_window += 1
@@ -442,7 +460,7 @@ class Trainer:
         if t_start_timed is not None and steps_timed > 0:
             sps = per_update * steps_timed / (time.perf_counter() - t_start_timed)
         return TrainResult(global_step=int(self.global_step.numpy()), loss=last_loss, metrics=last_metrics,
-                           sequences_per_second=sps, resumed_from=resumed_from, history=history)
+                           sequences_per_second=sps, resumed_from=resumed_from, history=list(history))
 
     def _mean_over_ranks(self, loss: float, mtotals: dict) -> tuple[float, dict[str, float]]:
         names = sorted(mtotals)

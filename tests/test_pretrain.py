@@ -135,7 +135,7 @@ def _pretrainer_trainer(out, files, steps, callbacks=()):
     loop = training.TrainLoopConfig(output_dir=str(out), num_train_steps=steps, save_checkpoints_steps=5,
                                     summaries=False)
     tr = training.Trainer(model, pretrain.pretraining_loss_fn, create_optimizer("lamb", 1e-3, steps, 2), loop,
-                          weights_io=pretrain.GoogleWeightsIO(), callbacks=list(callbacks), log=lambda s: None)
+                          weights_io=training.GoogleWeightsIO(), callbacks=list(callbacks), log=lambda s: None)
     return tr, pretrain.make_train_dataset(files, cfg, 0, 1, VOCAB)
 
 
