@@ -1,0 +1,613 @@
+"""`bert-pipeline`: compile, run locally, submit and schedule on Kubeflow Pipelines, inspect artifacts.
+
+    bert-pipeline compile [-o bert_pipeline.yaml] [--phase2]
+    bert-pipeline run [--config FILE] [--param NAME=VALUE ...] [--ci] [--output-dir DIR]
+    bert-pipeline submit --host URL [--experiment NAME] [--config FILE] [--param NAME=VALUE ...]
+    bert-pipeline schedule --host URL (--cron "0 0 3 * * *" | --interval 24h) [...]
+    bert-pipeline list --host URL [--experiment NAME]
+    bert-pipeline status --host URL RUN_ID
+    bert-pipeline artifacts ls PREFIX | artifacts show PATH
+
+A user's mistake is one line, `bert-pipeline: error: ...`, and exit status 2.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import re
+import sys
+import tempfile
+import time
+import warnings
+
+from bert_core.errors import UserError
+
+PROG = "bert-pipeline"
+
+
+# --------------------------------------------------------------------------------------------------
+# Pipeline arguments: defaults, a config file, --param overrides, each checked against the pipeline
+# --------------------------------------------------------------------------------------------------
+def _pipeline(phase2: bool):
+    from pipelines.pipeline import build_pipeline
+
+    return build_pipeline(phase2=phase2)
+
+
+def _parse_bool(text: str, where: str) -> bool:
+    low = str(text).strip().lower()
+    if low in ("1", "true", "yes", "y", "on"):
+        return True
+    if low in ("0", "false", "no", "n", "off"):
+        return False
+    raise UserError(f"{where}: expected true or false, got {text!r}")
+
+
+def coerce(name: str, value, kind: str, where: str):
+    """A parameter value as the pipeline's type for it (strings from --param are parsed)."""
+    try:
+        if kind == "Integer":
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            return int(value)
+        if kind == "Float":
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if kind == "Boolean":
+            return value if isinstance(value, bool) else _parse_bool(value, f"{where}: {name}")
+        if kind == "Dict":
+            value = json.loads(value) if isinstance(value, str) else value
+            if not isinstance(value, dict):
+                raise ValueError
+            return value
+        if kind == "String":
+            if isinstance(value, (dict, list)):
+                raise ValueError
+            return str(value)
+    except (ValueError, TypeError, json.JSONDecodeError):
+        pass
+    expected = {"Integer": "an integer", "Float": "a number", "Dict": "a JSON object",
+                "String": "a string", "Boolean": "true or false"}.get(kind, kind)
+    raise UserError(f"{where}: {name}: expected {expected}, got {value!r}")
+
+
+def read_config(path: str) -> dict:
+    """A YAML or JSON mapping of pipeline parameters (plus `phase2`)."""
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file") from None
+    except OSError as err:
+        raise UserError(f"{path}: cannot read ({err.strerror})") from None
+    try:
+        data = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as err:
+        raise UserError(f"{path}: not valid {'JSON' if path.endswith('.json') else 'YAML'} "
+                        f"({str(err).splitlines()[0]})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a mapping of pipeline parameters, got {type(data).__name__}")
+    return data
+
+
+def pipeline_arguments(args, base: dict | None = None) -> tuple[bool, dict]:
+    """(phase2, arguments): `base`, then --config, then --param; every name and value checked."""
+    values: dict = dict(base or {})
+    sources: dict = {k: "defaults" for k in values}
+    if getattr(args, "config", None):
+        for k, v in read_config(args.config).items():
+            values[k], sources[k] = v, args.config
+    for item in getattr(args, "param", None) or []:
+        if "=" not in item:
+            raise UserError(f"--param {item!r}: expected NAME=VALUE")
+        k, v = item.split("=", 1)
+        values[k.strip()], sources[k.strip()] = v, "--param"
+    phase2 = getattr(args, "phase2", False)
+    if "phase2" in values:
+        phase2 = phase2 or coerce("phase2", values.pop("phase2"), "Boolean", sources.pop("phase2"))
+    inputs = _pipeline(phase2).component_spec.inputs
+    out = {}
+    for name, value in values.items():
+        if name not in inputs:
+            close = [n for n in inputs if n.split("_")[0] == name.split("_")[0]][:4]
+            raise UserError(f"{sources[name]}: unknown pipeline parameter {name!r}"
+                            + (f" (did you mean {', '.join(close)}?)" if close else
+                               f"; see `{PROG} run --help-params`"))
+        out[name] = coerce(name, value, inputs[name].type, sources[name])
+    return phase2, out
+
+
+def parameters_table(phase2: bool = True) -> str:
+    from bert_core.artifacts import render_table
+
+    inputs = _pipeline(phase2).component_spec.inputs
+    rows = [[name, spec.type, json.dumps(spec.default)] for name, spec in inputs.items()]
+    return render_table(["parameter", "type", "default"], rows, align="lll")
+
+
+# --------------------------------------------------------------------------------------------------
+# compile
+# --------------------------------------------------------------------------------------------------
+def compile_pipeline(output: str, phase2: bool = False) -> str:
+    from kfp import compiler
+
+    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+    compiler.Compiler().compile(_pipeline(phase2), output)
+    return output
+
+
+def cmd_compile(args) -> int:
+    path = compile_pipeline(args.output, args.phase2)
+    print(f"wrote {path} (pipeline {_pipeline(args.phase2).name}); upload it in the KFP UI, or "
+          f"`{PROG} submit --host URL`")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------
+# run: the same pipeline on this machine, with kfp.local's SubprocessRunner
+# --------------------------------------------------------------------------------------------------
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_STARTED = re.compile(r"Executing task '([^']+)'")
+_FINISHED = re.compile(r"Task '([^']+)' finished with status (\w+)")
+_PROGRESS = re.compile(r"^\s*(?:\[\d+\]<stdout>:)?\s*(step \d+/\d+.*|saved .*|wrote .*|create-data: 100.0%.*)$")
+_USER_ERROR = re.compile(r"bert_core\.errors\.UserError: (.*)$|(?:^|\.)(?:LaunchError|MPIJobFailed): (.*)$")
+
+
+class StageProgress:
+    """Takes kfp.local's stdout: everything to the log file, one line per stage (and the training
+    progress lines) to the terminal."""
+
+    def __init__(self, log, terminal, total: int, verbose: bool = False):
+        self.log, self.terminal, self.total, self.verbose = log, terminal, total, verbose
+        self.buffer, self.done, self.started, self.error = "", 0, {}, None
+
+    def write(self, text: str) -> int:
+        self.log.write(text)
+        if self.verbose:
+            self.terminal.write(text)
+        self.buffer += text
+        while "\n" in self.buffer:
+            line, self.buffer = self.buffer.split("\n", 1)
+            self._line(_ANSI.sub("", line))
+        return len(text)
+
+    def _say(self, text: str) -> None:
+        if not self.verbose:
+            self.terminal.write(text + "\n")
+            self.terminal.flush()
+
+    def _line(self, line: str) -> None:
+        if m := _STARTED.search(line):
+            self.started[m.group(1)] = time.monotonic()
+            self._say(f"[{self.done + 1}/{self.total}] {m.group(1)} ...")
+        elif m := _FINISHED.search(line):
+            self.done += 1
+            seconds = time.monotonic() - self.started.get(m.group(1), time.monotonic())
+            self._say(f"      {m.group(1)}: {m.group(2).lower()} in {seconds:.1f} s")
+        elif m := _USER_ERROR.search(line):
+            self.error = (m.group(1) or m.group(2)).strip()
+        elif m := _PROGRESS.match(line):
+            self._say(f"      {m.group(1)}")
+
+    def flush(self) -> None:
+        self.log.flush()
+        self.terminal.flush()
+
+
+def stage_outputs(run_dir: str) -> dict[str, dict[str, dict]]:
+    """{task: {output: metadata}} from the executor_output.json files of a local run."""
+    out: dict = {}
+    for task in sorted(os.listdir(run_dir)):
+        path = os.path.join(run_dir, task, "executor_output.json")
+        if not os.path.exists(path):
+            continue
+        with open(path) as f:
+            doc = json.load(f)
+        out[task] = {name: (entry.get("artifacts") or [{}])[0].get("metadata", {})
+                     for name, entry in doc.get("artifacts", {}).items()}
+    return out
+
+
+#: What the final table shows of the pretraining metrics (fine-tuning and evaluation: everything).
+PRETRAIN_SHOWN = ("global_step", "train_loss", "eval.loss", "eval.masked_lm_accuracy",
+                  "eval.next_sentence_accuracy", "sequences_per_second", "train_seconds")
+
+
+def metrics_table(outputs: dict) -> str:
+    from bert_core.artifacts import render_table
+
+    rows = []
+    for task, artifacts in outputs.items():
+        for name, meta in artifacts.items():
+            if name != "metrics":
+                continue
+            shown = PRETRAIN_SHOWN if task.startswith("pretrain") else sorted(meta)
+            rows += [[task, key, meta[key]] for key in shown if key in meta]
+    return render_table(["stage", "metric", "value"], rows, align="llr")
+
+
+def run_local(arguments: dict, phase2: bool, output_dir: str, verbose: bool = False) -> tuple[str, dict]:
+    """Run the pipeline with kfp.local (this venv, one subprocess per step); (run_dir, outputs)."""
+    from kfp import local
+
+    pipeline = _pipeline(phase2)
+    os.makedirs(output_dir, exist_ok=True)
+    before = set(os.listdir(output_dir))
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=os.path.abspath(output_dir),
+               raise_on_error=True)
+    total = len(pipeline.pipeline_spec.root.dag.tasks)
+    log_path = os.path.join(output_dir, "pipeline.log")
+    started = time.monotonic()
+    terminal = sys.stdout
+    with open(log_path, "a", encoding="utf-8") as log:
+        progress = StageProgress(log, terminal, total, verbose)
+        terminal.write(f"{pipeline.name}: {total} stages, artifacts in {output_dir} (log: {log_path})\n")
+        sys.stdout = progress
+        failure = None
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "custom base image in a Python environment": intended
+                pipeline(**arguments)
+        except RuntimeError as err:
+            failure = _ANSI.sub("", str(err)).splitlines()[0]
+        finally:
+            sys.stdout = terminal
+    runs = sorted(set(os.listdir(output_dir)) - before - {"pipeline.log"})
+    run_dir = os.path.join(output_dir, runs[-1]) if runs else output_dir
+    if failure:
+        raise UserError(f"{failure} {progress.error or ''} (log: {log_path})".replace("  ", " "))
+    terminal.write(f"done in {time.monotonic() - started:.0f} s; artifacts in {run_dir}\n")
+    return run_dir, stage_outputs(run_dir)
+
+
+def cmd_run(args) -> int:
+    if args.help_params:
+        print(parameters_table())
+        return 0
+    from pipelines import defaults
+
+    phase2, arguments = pipeline_arguments(args, defaults.CI if args.ci else defaults.DEFAULT)
+    run_dir, outputs = run_local(arguments, phase2, args.output_dir, args.verbose)
+    print()
+    print(metrics_table(outputs))
+    print(f"\ninspect: {PROG} artifacts ls {run_dir}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------
+# A KFP server: submit, schedule, list, status
+# --------------------------------------------------------------------------------------------------
+def client(args):
+    import kfp
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return kfp.Client(host=args.host, namespace=args.namespace, existing_token=args.token or None)
+
+
+def _api_call(what: str, fn, *a, **kw):
+    """A KFP API error or an unreachable host as one line."""
+    import urllib3
+    from kfp_server_api.exceptions import ApiException
+
+    try:
+        return fn(*a, **kw)
+    except ApiException as err:
+        detail = ""
+        try:
+            body = json.loads(err.body or "{}")
+            detail = body.get("message") or body.get("error") or ""
+        except (ValueError, AttributeError):
+            detail = str(err.body or "")[:200]
+        raise UserError(f"{what}: the KFP server answered {err.status} {err.reason}"
+                        + (f": {detail.splitlines()[0]}" if detail else "")) from None
+    except urllib3.exceptions.HTTPError as err:
+        raise UserError(f"{what}: cannot reach the KFP server ({type(err).__name__}: "
+                        f"{str(err).splitlines()[0][:200]})") from None
+
+
+def ensure_pipeline(kfp_client, package: str, name: str, description: str) -> tuple[str, str]:
+    """Upload the pipeline under `name`, or a new version of it when it exists: (pipeline_id, version_id)."""
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    pipeline_id = _api_call("find pipeline", kfp_client.get_pipeline_id, name)
+    if pipeline_id is None:
+        pipeline = _api_call("upload pipeline", kfp_client.upload_pipeline, package, pipeline_name=name,
+                             description=description)
+        pipeline_id = pipeline.pipeline_id
+        versions = _api_call("list pipeline versions", kfp_client.list_pipeline_versions, pipeline_id,
+                             sort_by="created_at desc", page_size=1)
+        if not versions.pipeline_versions:
+            raise UserError(f"pipeline {name} ({pipeline_id}) was uploaded but has no version")
+        return pipeline_id, versions.pipeline_versions[0].pipeline_version_id
+    version = _api_call("upload pipeline version", kfp_client.upload_pipeline_version, package,
+                        pipeline_version_name=f"{name}-{stamp}", pipeline_id=pipeline_id,
+                        description=description)
+    return pipeline_id, version.pipeline_version_id
+
+
+def _prepare(args):
+    phase2, arguments = pipeline_arguments(args)
+    pipeline = _pipeline(phase2)
+    kfp_client = client(args)
+    with tempfile.TemporaryDirectory() as tmp:
+        package = compile_pipeline(os.path.join(tmp, "pipeline.yaml"), phase2)
+        pipeline_id, version_id = ensure_pipeline(kfp_client, package, pipeline.name, pipeline.description or "")
+    experiment = _api_call("create experiment", kfp_client.create_experiment, args.experiment,
+                           namespace=args.namespace)
+    return kfp_client, pipeline, arguments, pipeline_id, version_id, experiment
+
+
+def cmd_submit(args) -> int:
+    kfp_client, pipeline, arguments, pipeline_id, version_id, experiment = _prepare(args)
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    run = _api_call("create run", kfp_client.run_pipeline, experiment.experiment_id,
+                    args.run_name or f"{pipeline.name}-{stamp}", params=arguments, pipeline_id=pipeline_id,
+                    version_id=version_id, pipeline_root=args.pipeline_root or None,
+                    service_account=args.service_account or None)
+    print(f"run {run.run_id} created in experiment {args.experiment} (pipeline {pipeline.name}, "
+          f"version {version_id})")
+    print(f"status: {PROG} status --host {args.host} {run.run_id}")
+    return 0
+
+
+# KFP schedules with robfig/cron: six fields, seconds first; Kubernetes CronJobs and crontab use five.
+CRON_FIELDS = (("second", 0, 59), ("minute", 0, 59), ("hour", 0, 23), ("day of month", 1, 31),
+               ("month", 1, 12), ("day of week", 0, 6))
+_NAMES = {3: {m: i + 1 for i, m in enumerate("JAN FEB MAR APR MAY JUN JUL AUG SEP OCT NOV DEC".split())},
+          5: {d: i for i, d in enumerate("SUN MON TUE WED THU FRI SAT".split())}}
+CRON_DESCRIPTORS = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
+
+
+def validate_cron(expr: str) -> str:
+    """Check a KFP cron expression (6 fields, seconds first); explain the 5-field mistake."""
+    text = " ".join(expr.split())
+    if text.lower() in CRON_DESCRIPTORS:
+        return text.lower()
+    if text.lower().startswith("@every"):
+        raise UserError(f"--cron {expr!r}: for a fixed period use --interval (e.g. --interval 24h)")
+    fields = text.split(" ")
+    if len(fields) == 5:
+        raise UserError(
+            f"--cron {expr!r} has 5 fields (Kubernetes/crontab: minute hour day month weekday), but KFP's "
+            f"cron has 6 with seconds first (second minute hour day month weekday): write "
+            f"'0 {text}'")
+    if len(fields) != 6:
+        raise UserError(f"--cron {expr!r}: expected 6 fields (second minute hour day-of-month month "
+                        f"day-of-week), got {len(fields)}")
+    for index, (field, (label, low, high)) in enumerate(zip(fields, CRON_FIELDS)):
+        for item in field.split(","):
+            problem = _cron_item_problem(item, index, low, high)
+            if problem:
+                raise UserError(f"--cron {expr!r}: {label} field {field!r}: {problem}")
+    return text
+
+
+def _cron_item_problem(item: str, index: int, low: int, high: int) -> str | None:
+    base, _, step = item.partition("/")
+    if step and not (step.isdigit() and int(step) > 0):
+        return f"step {step!r} is not a positive integer"
+    if base in ("*",) or (base == "?" and index in (3, 5)):
+        return None
+    names = _NAMES.get(index, {})
+
+    def number(text: str) -> int | None:
+        if text.upper() in names:
+            return names[text.upper()]
+        return int(text) if text.isdigit() else None
+
+    lo_text, _, hi_text = base.partition("-")
+    lo, hi = number(lo_text), number(hi_text) if hi_text else None
+    if lo is None or (hi_text and hi is None):
+        return f"{item!r} is not a number, range, '*'" + (" or '?'" if index in (3, 5) else "")
+    for value in (lo, hi):
+        if value is not None and not low <= value <= high:
+            return f"{value} is outside {low}-{high}"
+    if hi is not None and hi < lo:
+        return f"range {base!r} runs backwards"
+    return None
+
+
+_DURATION = re.compile(r"(\d+)\s*([smhd])")
+
+
+def parse_interval(text: str) -> int:
+    """'24h', '90m', '1h30m', '3600s', '2d' or plain seconds -> seconds."""
+    compact = text.strip().lower().replace(" ", "")
+    if compact.isdigit():
+        seconds = int(compact)
+    elif compact and _DURATION.sub("", compact) == "":
+        seconds = sum(int(n) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[u] for n, u in _DURATION.findall(compact))
+    else:
+        raise UserError(f"--interval {text!r}: expected a duration like 24h, 90m, 1h30m, 2d or seconds")
+    if seconds <= 0:
+        raise UserError(f"--interval {text!r}: must be longer than 0 seconds")
+    return seconds
+
+
+def cmd_schedule(args) -> int:
+    if (args.cron is None) == (args.interval is None):
+        raise UserError("give exactly one of --cron (KFP's 6-field cron) or --interval (e.g. 24h)")
+    cron = validate_cron(args.cron) if args.cron is not None else None
+    interval = parse_interval(args.interval) if args.interval is not None else None
+    kfp_client, pipeline, arguments, pipeline_id, version_id, experiment = _prepare(args)
+    job = _api_call("create recurring run", kfp_client.create_recurring_run, experiment.experiment_id,
+                    args.name or f"{pipeline.name}-schedule", cron_expression=cron, interval_second=interval,
+                    max_concurrency=args.max_concurrency, no_catchup=not args.catchup, params=arguments,
+                    pipeline_id=pipeline_id, version_id=version_id, start_time=args.start_time,
+                    pipeline_root=args.pipeline_root or None, service_account=args.service_account or None)
+    when = f"cron '{cron}'" if cron else f"every {interval} s"
+    print(f"recurring run {job.recurring_run_id} created in experiment {args.experiment}: {when}, "
+          f"at most {args.max_concurrency} at a time")
+    return 0
+
+
+def _when(value) -> str:
+    if not value:
+        return "-"
+    if isinstance(value, str):
+        return value
+    return value.astimezone(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def cmd_list(args) -> int:
+    from bert_core.artifacts import render_table
+
+    kfp_client = client(args)
+    experiment_id = None
+    if args.experiment:
+        experiment_id = _api_call("find experiment", kfp_client.get_experiment, experiment_name=args.experiment,
+                                  namespace=args.namespace).experiment_id
+    if args.recurring:
+        page = _api_call("list recurring runs", kfp_client.list_recurring_runs, experiment_id=experiment_id,
+                         page_size=args.limit, sort_by="created_at desc", namespace=args.namespace)
+        rows = [[j.recurring_run_id, j.display_name, j.status or "-",
+                 (j.trigger.cron_schedule.cron if j.trigger and j.trigger.cron_schedule else
+                  f"every {j.trigger.periodic_schedule.interval_second} s" if j.trigger and j.trigger.periodic_schedule
+                  else "-"), _when(j.created_at)] for j in page.recurring_runs or []]
+        print(render_table(["recurring run", "name", "status", "schedule", "created (UTC)"], rows, align="lllll"))
+        return 0
+    page = _api_call("list runs", kfp_client.list_runs, experiment_id=experiment_id, page_size=args.limit,
+                     sort_by="created_at desc", namespace=args.namespace)
+    rows = [[r.run_id, r.display_name, r.state or "-", _when(r.created_at), _when(r.finished_at)]
+            for r in page.runs or []]
+    print(render_table(["run", "name", "state", "created (UTC)", "finished (UTC)"], rows, align="lllll")
+          if rows else "no runs")
+    return 0
+
+
+def cmd_status(args) -> int:
+    from bert_core.artifacts import render_table
+
+    run = _api_call(f"run {args.run_id}", client(args).get_run, args.run_id)
+    print(f"run {run.run_id}  {run.display_name}")
+    print(f"state     {run.state or '-'}")
+    print(f"created   {_when(run.created_at)}")
+    print(f"finished  {_when(run.finished_at)}")
+    if run.error and (run.error.message or run.error.code):
+        print(f"error     {run.error.message or run.error.code}")
+    tasks = (run.run_details.task_details if run.run_details else None) or []
+    if tasks:
+        rows = [[t.display_name or t.task_id, t.state or "-", _when(t.start_time), _when(t.end_time)]
+                for t in tasks]
+        print()
+        print(render_table(["task", "state", "started (UTC)", "ended (UTC)"], rows, align="llll"))
+    return 0 if (run.state or "") not in ("FAILED", "CANCELED") else 1
+
+
+# --------------------------------------------------------------------------------------------------
+# artifacts
+# --------------------------------------------------------------------------------------------------
+def cmd_artifacts(args) -> int:
+    from bert_core import artifacts
+
+    if args.action == "ls":
+        print(artifacts.format_listing(artifacts.list_artifacts(args.path), prefix=args.path))
+    else:
+        print(artifacts.describe_artifact(args.path))
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------
+# The command line
+# --------------------------------------------------------------------------------------------------
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # argparse's own usage errors: one line, exit 2, as ours
+        raise UserError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=PROG, description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_Parser)
+
+    def arguments(p):
+        p.add_argument("--config", metavar="FILE", help="YAML or JSON mapping of pipeline parameters "
+                                                        "(and phase2: true)")
+        p.add_argument("--param", "-p", action="append", metavar="NAME=VALUE", help="one pipeline parameter "
+                                                                                    "(repeatable; wins over --config)")
+        p.add_argument("--phase2", action="store_true", help="the two-phase pipeline (phase 2 at seq 512)")
+
+    def server(p):
+        p.add_argument("--host", required=True, help="KFP API endpoint, e.g. http://localhost:8080")
+        p.add_argument("--namespace", default="kubeflow", help="Kubeflow namespace (multi-user installs)")
+        p.add_argument("--token", default=os.environ.get("KF_PIPELINES_TOKEN", ""),
+                       help="bearer token (default: $KF_PIPELINES_TOKEN)")
+
+    p = sub.add_parser("compile", help="write the pipeline's IR YAML (upload it in the KFP UI)")
+    p.add_argument("--output", "-o", default="bert_pipeline.yaml")
+    p.add_argument("--phase2", action="store_true", help="the two-phase pipeline (phase 2 at seq 512)")
+    p.set_defaults(func=cmd_compile)
+
+    p = sub.add_parser("run", help="run the pipeline on this machine (kfp.local, this Python environment)")
+    arguments(p)
+    p.add_argument("--ci", action="store_true", help="the smaller CI configuration (end-to-end test)")
+    from pipelines.defaults import RUN_DIR
+    p.add_argument("--output-dir", default=RUN_DIR, help=f"pipeline root for the artifacts (default {RUN_DIR})")
+    p.add_argument("--verbose", "-v", action="store_true", help="stream every step's full log")
+    p.add_argument("--help-params", action="store_true", help="list the pipeline parameters and defaults")
+    p.set_defaults(func=cmd_run)
+
+    for name, func, text in (("submit", cmd_submit, "upload (or add a version) and start a run on a KFP server"),
+                             ("schedule", cmd_schedule, "create a KFP recurring run (scheduled re-pretraining)")):
+        p = sub.add_parser(name, help=text)
+        server(p)
+        arguments(p)
+        p.add_argument("--experiment", default="bert", help="experiment name (created if missing)")
+        p.add_argument("--pipeline-root", default="", help="pipeline root, e.g. gs://bucket/kfp (launcher=mpijob "
+                                                           "needs gs://)")
+        p.add_argument("--service-account", default="", help="Kubernetes service account of the run's pods")
+        if name == "submit":
+            p.add_argument("--run-name", default="")
+        else:
+            p.add_argument("--cron", help="KFP cron: 6 fields, seconds first, e.g. '0 0 3 * * *' (03:00 daily)")
+            p.add_argument("--interval", help="a fixed period instead: 24h, 90m, 1h30m, 2d")
+            p.add_argument("--name", default="", help="recurring run name")
+            p.add_argument("--start-time", default=None, help="RFC 3339 start time")
+            p.add_argument("--max-concurrency", type=int, default=1)
+            p.add_argument("--catchup", action="store_true", help="backfill missed intervals")
+        p.set_defaults(func=func)
+
+    p = sub.add_parser("list", help="runs (or --recurring runs) on a KFP server, newest first")
+    server(p)
+    p.add_argument("--experiment", default="", help="only this experiment's")
+    p.add_argument("--recurring", action="store_true")
+    p.add_argument("--limit", type=int, default=20)
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("status", help="a run's state and its tasks")
+    server(p)
+    p.add_argument("run_id")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("artifacts", help="a run's artifacts (local or gs://): ls PREFIX, show PATH")
+    p.add_argument("action", choices=("ls", "show"))
+    p.add_argument("path")
+    p.set_defaults(func=cmd_artifacts)
+    return parser
+
+
+def run(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        code = run(argv)
+    except UserError as err:
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        code = err.exit_code
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        code = 130
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()
