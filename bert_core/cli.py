@@ -36,6 +36,11 @@ COMMANDS: list[Command] = [
     Command("pretrain", cfg.PretrainConfig, "bert_core.pretrain:pretrain_main",
             "Pretraining: TFRecords -> Google-named checkpoints, eval_results.txt, pretrain_metrics.json "
             "(one process, or N under horovodrun/mpirun)"),
+    Command("finetune", cfg.FinetuneConfig, "bert_core.finetune:finetune_main",
+            "Fine-tuning: a GLUE/tsv classifier or SQuAD -> checkpoints, eval_results.txt, test_results.tsv or "
+            "predictions.json, optionally a SavedModel (one process, or N under horovodrun/mpirun)"),
+    Command("extract-features", cfg.FeaturesConfig, "bert_core.features:extract_features_main",
+            "Per-token encoder outputs of chosen layers as JSON lines, as Google's extract_features.py"),
     Command("evaluate", cfg.EvalConfig, "bert_core.evaluation:evaluate_main",
             "Score predictions (SQuAD JSON or GLUE test_results.tsv) -> metrics.json and a table"),
 ]

@@ -296,3 +296,113 @@ class EvalConfig(TsvTaskFields, StageConfig):
         if missing:
             raise ValueError(f"task {self.task_name} needs {' and '.join(missing)}")
         return self
+
+
+# --------------------------------------------------------------------------------------------------
+# Stage 3: fine-tuning (and feature extraction)
+# --------------------------------------------------------------------------------------------------
+class FinetuneConfig(TsvTaskFields, StageConfig):
+    """`bert finetune`: the flags of Google's run_classifier.py and run_squad.py, plus precision, XLA,
+    accumulation and export. Under horovodrun/mpirun the batch sizes are per rank."""
+
+    task_name: str = Field(description="A GLUE task (cola, sst-2, mrpc, sts-b, qqp, mnli, qnli, rte, wnli, "
+                                       "xnli), tsv (your own columns), or squad (1.1; 2.0 with "
+                                       "--version_2_with_negative)")
+    output_dir: str = Field(description="Checkpoints, eval_results.txt/json, test_results.tsv or the SQuAD "
+                                        "predictions; a run resumes from the latest checkpoint here")
+    data_dir: str | None = Field(None, description="GLUE/tsv: the task's directory of TSV files")
+    train_file: str | None = Field(None, description="squad: training JSON (train-v1.1.json, train-v2.0.json)")
+    predict_file: str | None = Field(None, description="squad: JSON to predict (and, with --do_eval, to score)")
+    vocab_file: str = Field(description="WordPiece vocab.txt the model was trained with")
+    bert_config_file: str | None = Field(None, description="Google's bert_config.json or HF's config.json "
+                                                           "(or give --model; default: the config.json "
+                                                           "next to a Hugging Face --init_checkpoint)")
+    model: str | None = Field(None, description="A named shape instead of --bert_config_file, e.g. bert-base")
+    init_checkpoint: str | None = Field(None, description="Initial weights: a Google checkpoint, our pretraining "
+                                                          "output dir or prefix, or HF .safetensors (file or dir)")
+    do_lower_case: bool = Field(True, description="Lower-case and strip accents (uncased models)")
+    max_seq_length: int = Field(128, ge=3, description="Maximum sequence length in WordPieces")
+    do_train: bool = Field(False, description="Fine-tune on the train split / --train_file")
+    do_eval: bool = Field(False, description="Evaluate on the dev split(s) / --predict_file")
+    do_predict: bool = Field(False, description="Predict the test split(s) / --predict_file")
+    train_batch_size: int = Field(32, ge=1, description="Training batch size (per rank, per micro-batch)")
+    eval_batch_size: int = Field(8, ge=1, description="Eval batch size")
+    predict_batch_size: int = Field(8, ge=1, description="Predict batch size")
+    learning_rate: float = Field(5e-5, gt=0, description="Peak learning rate (AdamW)")
+    num_train_epochs: float = Field(3.0, gt=0, description="Epochs over the training data")
+    warmup_proportion: float = Field(0.1, ge=0, le=1, description="Fraction of the updates with linear warmup")
+    weight_decay_rate: float = Field(0.01, ge=0, description="Decoupled weight decay (not on LayerNorm, biases)")
+    save_checkpoints_steps: int = Field(1000, ge=1, description="Write a checkpoint every N updates")
+    keep_checkpoints: int = Field(2, ge=1, description="Checkpoints kept (the newest)")
+    log_every_steps: int = Field(50, ge=1, description="Progress line every N updates")
+    # SQuAD
+    doc_stride: int = Field(128, ge=1, description="squad: stride between context windows, in tokens")
+    max_query_length: int = Field(64, ge=1, description="squad: question tokens kept")
+    max_answer_length: int = Field(30, ge=1, description="squad: longest answer, in tokens")
+    n_best_size: int = Field(20, ge=1, description="squad: candidates in nbest_predictions.json")
+    version_2_with_negative: bool = Field(False, description="squad: SQuAD 2.0 (questions may have no answer)")
+    null_score_diff_threshold: float = Field(0.0, description="squad 2.0: answer \"\" when null score minus "
+                                                              "best span score exceeds this")
+    # Ours
+    optimizer_type: Literal["adam", "lamb", "nadam", "nlamb"] = Field(
+        "adam", description="AdamW (Google's), LAMB, NAdam or NLAMB")
+    dtype: Literal["fp32", "fp16", "bf16"] = Field("fp32", description="fp32, fp16 or bf16 mixed precision")
+    xla: bool = Field(False, description="Compile the forward/backward pass with XLA")
+    num_accumulation_steps: int = Field(1, ge=1, description="Micro-batches per update")
+    seed: int = Field(12345, description="Seed for the head's initialisation, dropout and shuffling")
+    export_dir: str | None = Field(None, description="Write a SavedModel with a serving signature here "
+                                                     "(after training, or from the latest checkpoint)")
+
+    @property
+    def is_squad(self) -> bool:
+        return self.task_name.lower() in SQUAD_TASKS
+
+    @model_validator(mode="after")
+    def _check(self) -> "FinetuneConfig":
+        if not (self.do_train or self.do_eval or self.do_predict or self.export_dir):
+            raise ValueError("at least one of --do_train, --do_eval, --do_predict or --export_dir is needed")
+        if self.model is not None and self.bert_config_file is not None:
+            raise ValueError("give only one of --bert_config_file or --model")
+        if self.is_squad:
+            if self.do_train and not self.train_file:
+                raise ValueError("task squad: --do_train needs --train_file")
+            if (self.do_eval or self.do_predict) and not self.predict_file:
+                raise ValueError("task squad: --do_eval/--do_predict need --predict_file")
+            if self.max_seq_length <= self.max_query_length + 3:
+                raise ValueError(f"--max_seq_length={self.max_seq_length} must exceed --max_query_length + 3 "
+                                 f"= {self.max_query_length + 3}")
+        elif (self.do_train or self.do_eval or self.do_predict) and not self.data_dir:
+            raise ValueError(f"task {self.task_name} needs --data_dir")
+        return self
+
+
+class FeaturesConfig(StageConfig):
+    """`bert extract-features`: the flags of Google's extract_features.py."""
+
+    input_file: str = Field(description="Text, one input a line; 'a ||| b' is a sentence pair")
+    output_file: str = Field(description="JSON lines: one object per input with each token's layer values")
+    vocab_file: str = Field(description="WordPiece vocab.txt")
+    bert_config_file: str | None = Field(None, description="bert_config.json / HF config.json (or --model)")
+    model: str | None = Field(None, description="A named shape instead of --bert_config_file")
+    init_checkpoint: str | None = Field(None, description="Weights: Google checkpoint, our output, or HF "
+                                                          "safetensors (file or dir)")
+    layers: str = Field("-1,-2,-3,-4", description="Comma-separated layer indexes (-1 is the last layer)")
+    max_seq_length: int = Field(128, ge=3, description="Maximum sequence length in WordPieces")
+    batch_size: int = Field(32, ge=1, description="Inputs per forward pass")
+    do_lower_case: bool = Field(True, description="Lower-case and strip accents (uncased models)")
+
+    @model_validator(mode="after")
+    def _check(self) -> "FeaturesConfig":
+        if self.model is not None and self.bert_config_file is not None:
+            raise ValueError("give only one of --bert_config_file or --model")
+        try:
+            idx = [int(x) for x in self.layers.split(",") if x.strip()]
+        except ValueError:
+            raise ValueError(f"--layers: expected comma-separated integers like -1,-2 (got {self.layers!r})")
+        if not idx:
+            raise ValueError("--layers: give at least one layer index")
+        return self
+
+    @property
+    def layer_indexes(self) -> list[int]:
+        return [int(x) for x in self.layers.split(",") if x.strip()]
