@@ -132,10 +132,17 @@ def unique_name(base: str, workers: int) -> str:
 def owner_reference(core, namespace: str, env: dict | None = None) -> dict | None:
     """An ownerReference to the pod this code runs in, or None when not in a pod.
 
-    No blockOwnerDeletion: setting it needs 'update' on pods/finalizers, which the Role does not grant.
+    The pod is named by the downward API (POD_NAME/POD_UID, as the CronJob sets them), by KFP's own
+    KFP_POD_NAME/KFP_POD_UID, or, inside a cluster, by HOSTNAME (a pod's hostname is its name) with the
+    uid read from the API. No blockOwnerDeletion: setting it needs 'update' on pods/finalizers, which the
+    Role does not grant.
     """
     env = os.environ if env is None else env
-    name, uid = env.get("POD_NAME"), env.get("POD_UID")
+    name = env.get("POD_NAME") or env.get("KFP_POD_NAME")
+    uid = env.get("POD_UID") or env.get("KFP_POD_UID")
+    guessed = False
+    if not name and env.get("KUBERNETES_SERVICE_HOST") and env.get("HOSTNAME"):
+        name, uid, guessed = env["HOSTNAME"], None, True
     if not name:
         return None
     if not uid:
@@ -145,6 +152,8 @@ def owner_reference(core, namespace: str, env: dict | None = None) -> dict | Non
         except ApiException as err:
             if err.status == 403:
                 raise permission_error(err, "get", "", "pods", namespace) from None
+            if err.status == 404 and guessed:
+                return None
             raise LaunchError(f"cannot read this step's pod {namespace}/{name}: {err.status} {err.reason}") from None
         uid = pod.metadata.uid
     return {"apiVersion": "v1", "kind": "Pod", "name": name, "uid": uid, "controller": False}
@@ -223,8 +232,8 @@ def launch(job: PretrainJob, *, api=None, namespace: str | None = None, timeout_
     if owner:
         manifest["metadata"]["ownerReferences"] = [owner]
     else:
-        log(f"launcher: not in a pod (no POD_NAME): MPIJob {name} has no owner; it is deleted on "
-            f"cancel or timeout only")
+        log(f"launcher: not in a pod (no POD_NAME, KFP_POD_NAME or pod HOSTNAME): MPIJob {name} has no "
+            f"owner; it is deleted on cancel or timeout only")
 
     cancel = cancel or threading.Event()
     previous = None

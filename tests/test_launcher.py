@@ -207,6 +207,19 @@ def test_names_are_unique_per_run_and_the_owner_uid_can_come_from_the_api(cluste
     assert len(names) == 2
 
 
+def test_owner_from_kfps_env_or_the_pods_hostname(cluster):
+    from components.launcher import owner_reference
+    kfp = {"KFP_POD_NAME": "bert-pipeline-x-system-container-impl-1", "KFP_POD_UID": "uid-kfp"}
+    assert owner_reference(cluster.core, NS, kfp)["uid"] == "uid-kfp"
+    cluster.core.create_namespaced_pod(NS, {"apiVersion": "v1", "kind": "Pod",
+                                            "metadata": {"name": "step-pod", "namespace": NS, "uid": "uid-host"},
+                                            "spec": {"containers": [{"name": "c", "image": "x"}]}})
+    in_cluster = {"KUBERNETES_SERVICE_HOST": "10.0.0.1", "HOSTNAME": "step-pod"}
+    assert owner_reference(cluster.core, NS, in_cluster)["uid"] == "uid-host"
+    assert owner_reference(cluster.core, NS, {**in_cluster, "HOSTNAME": "not-a-pod"}) is None
+    assert owner_reference(cluster.core, NS, {"HOSTNAME": "laptop"}) is None
+
+
 def test_failure_raises_the_conditions_reason_and_message_in_one_line(cluster, in_pod):
     FakeOperator(cluster, "Failed", log=b"Traceback ...\nRuntimeError: NCCL error\n")
     lines: list[str] = []
