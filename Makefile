@@ -6,13 +6,18 @@ BERT := $(VENV)/bin/bert
 RUN_DIR ?= runs/default
 PYTEST_ARGS ?=
 
-.PHONY: setup setup-test run test test-slow test-data bench-data clean help
+include make/cluster.mk
+
+.PHONY: setup setup-test run test test-slow test-data bench bench-data bench-train bench-finetune clean help
 
 help:
 	@echo "make run         set up on first use, then run the main job on the embedded default corpus"
 	@echo "make test        set up (with test extras) and run the test suite"
 	@echo "make test-slow   the slow checks (minutes)"
 	@echo "make bench-data  data generation benchmark against Google's create_pretraining_data.py"
+	@echo "make bench-train training step benchmark against Hugging Face BertForPreTraining (PyTorch)"
+	@echo "make bench-finetune  fine-tuning quality and time against Hugging Face (PyTorch)"
+	@echo "make images | push | manifests   the cluster side (see docs/cluster.md)"
 
 $(VENV)/.ready: pyproject.toml scripts/setup_env.sh
 	bash scripts/setup_env.sh $(VENV)
@@ -25,8 +30,10 @@ $(VENV)/.ready-test: pyproject.toml scripts/setup_env.sh
 setup: $(VENV)/.ready
 setup-test: $(VENV)/.ready-test
 
+# Real data and the reference environment (TF 2.15.1 runs Google's TF1-era modeling.py) for parity tests.
 test-data: setup-test
 	bash scripts/fetch_test_data.sh $(VENV)
+	bash scripts/setup_reference_env.sh
 
 # The main job: until the pipeline lands, data generation on the default corpus (Python's own docs),
 # with a vocab learned from it.
@@ -46,6 +53,14 @@ test-slow: test-data
 
 bench-data: test-data
 	$(PY) benchmarks/bench_data.py
+
+bench-train: test-data
+	$(PY) benchmarks/bench_train.py
+
+bench-finetune: test-data
+	$(PY) benchmarks/bench_finetune.py
+
+bench: bench-data bench-train bench-finetune
 
 clean:
 	rm -rf $(RUN_DIR) .pytest_cache

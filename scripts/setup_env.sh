@@ -45,10 +45,10 @@ PYEOF
 
 say "installing bert-kubeflow and its pinned dependencies"
 if [ "$WITH_TEST" = "--test" ]; then
-  "$PIP" install -q -e ".[test]"
+  "$PIP" install -q -e ".[test,cluster]"
   "$PIP" install -q --no-deps "${NO_DEPS_TEST[@]}"
 else
-  "$PIP" install -q -e .
+  "$PIP" install -q -e ".[cluster]"
 fi
 
 if ! "$PY" -c "import horovod.tensorflow" >/dev/null 2>&1; then
