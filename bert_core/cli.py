@@ -98,7 +98,9 @@ def config_from_args(model: type[pydantic.BaseModel], args: argparse.Namespace) 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="bert", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="bert", description="BERT pretraining and fine-tuning (TensorFlow 2 + Horovod), one subcommand per "
+                                 "stage. Flags follow Google's BERT scripts; `bert COMMAND --help` lists them.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for command in COMMANDS:
         p = sub.add_parser(command.name, help=command.help, description=command.help)

@@ -207,6 +207,8 @@ class _AtomicPath:
             try:
                 with open(self.tmp, "rb+") as f:
                     os.fsync(f.fileno())
+                    # mkstemp creates 0600; a published artifact gets the usual 0666 & ~umask
+                    os.fchmod(f.fileno(), 0o666 & ~_umask())
                 if self.exclusive:
                     try:
                         os.link(self.tmp, self.path)  # atomic create-only: fails if path exists
@@ -336,7 +338,14 @@ def atomic_dir(path: str) -> Iterator[str]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _local_publish_dir(target: str, tmp: str, marker: str) -> None:
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp creates 0700
     with open(os.path.join(tmp, COMPLETE_MARKER), "w") as f:
         f.write(marker)
         f.flush()
