@@ -540,10 +540,14 @@ def run_shard(task: ShardTask) -> dict:
     return stats
 
 
-def _worker_init(counters, threads: int) -> None:
-    """In a worker process (spawned by forkserver; no TensorFlow): report progress to the parent."""
-    global _REPORT
+_NEXT_TASK = None  # shared counter: the next task index to claim
+
+
+def _worker_init(counters, next_task, threads: int) -> None:
+    """In a worker process (forkserver; no TensorFlow): report progress to the parent, claim tasks."""
+    global _REPORT, _NEXT_TASK
     os.environ.setdefault("RAYON_NUM_THREADS", str(threads))  # tokenizers' thread pool per worker
+    _NEXT_TASK = next_task
 
     def report(nbytes: int, ninstances: int) -> None:
         with counters.get_lock():
@@ -551,6 +555,18 @@ def _worker_init(counters, threads: int) -> None:
             counters[1] += ninstances
 
     _REPORT = report
+
+
+def _claim_and_run(tasks: list[ShardTask]) -> list[dict]:
+    """Run tasks until none is left, claiming them one at a time from the shared counter."""
+    done = []
+    while True:
+        with _NEXT_TASK.get_lock():
+            i = _NEXT_TASK.value
+            _NEXT_TASK.value += 1
+        if i >= len(tasks):
+            return done
+        done.append(run_shard(tasks[i]))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -668,6 +684,7 @@ def _totals(shards: list[dict]) -> dict:
 
 
 def _run_tasks(tasks: list[ShardTask], cfg: DataConfig, progress: Progress) -> list[dict]:
+    """Run the shard tasks: in this process, helped by num_workers - 1 worker processes."""
     global _REPORT
     workers = min(cfg.num_workers, len(tasks))
     if workers <= 1:
@@ -681,18 +698,37 @@ def _run_tasks(tasks: list[ShardTask], cfg: DataConfig, progress: Progress) -> l
     methods = mp.get_all_start_methods()
     ctx = mp.get_context("forkserver" if "forkserver" in methods else "spawn")
     counters = ctx.Array("d", 2)
+    next_task = ctx.Value("i", 0)
     threads = max(1, (os.cpu_count() or 1) // workers)
-    with ctx.Pool(workers, initializer=_worker_init, initargs=(counters, threads)) as pool:
-        pending = [pool.apply_async(run_shard, (t,)) for t in tasks]
-        while not all(r.ready() for r in pending):
-            time.sleep(0.1)
-            progress.set(counters[0], counters[1])
-            for r in pending:  # fail fast: the first error stops the run
+    with ctx.Pool(workers - 1, initializer=_worker_init, initargs=(counters, next_task, threads)) as pool:
+        helpers = [pool.apply_async(_claim_and_run, (tasks,)) for _ in range(workers - 1)]
+
+        def check_helpers() -> None:
+            for r in helpers:  # fail fast: a helper's error stops the run
                 if r.ready() and not r.successful():
                     r.get()
-        results = [r.get() for r in pending]
+
+        def report(nbytes: int, ninstances: int) -> None:
+            with counters.get_lock():
+                counters[0] += nbytes
+                counters[1] += ninstances
+            progress.set(counters[0], counters[1])
+            check_helpers()
+
+        global _NEXT_TASK
+        _REPORT, _NEXT_TASK = report, next_task
+        try:
+            results = _claim_and_run(tasks)  # this process works too: one process fewer to start and feed
+        finally:
+            _REPORT, _NEXT_TASK = (lambda nbytes, ninstances: None), None
+        while not all(r.ready() for r in helpers):
+            time.sleep(0.1)
+            progress.set(counters[0], counters[1])
+            check_helpers()
+        for r in helpers:
+            results += r.get()
     progress.set(counters[0], counters[1])
-    return results
+    return sorted(results, key=lambda st: st["shard"])
 
 
 def create_data_main(config: DataConfig) -> int:
