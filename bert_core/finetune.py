@@ -196,8 +196,8 @@ class ClassifierJob:
         return self._train_examples
 
     def num_labels(self) -> int:
-        if self.task.labels is None and not self.task.is_regression:
-            self.train_examples()  # the tsv task learns its labels from train.tsv
+        if self.task.name == "tsv" and self.task.labels is None and not self.task.regression:
+            self.train_examples()  # the tsv task learns its labels from train.tsv (is_regression until then)
         return self.task.num_labels
 
     def features(self, examples):
