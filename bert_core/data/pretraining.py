@@ -14,13 +14,15 @@ to stream instead of holding the corpus and every instance in memory:
   block), and the "random next segment" of an NSP pair comes from another document of the same block.
   Memory is bounded by the pool, not the corpus. The coin that makes a pair random is the same 50% as the
   original, so the NSP ratio does not depend on the pool size (tests check this).
-* Sentences are tokenized once per shard (the Rust fast path, identical to BERT's FullTokenizer); with
-  dupe_factor > 1 the token ids are spilled to a temporary file and read back for the later passes.
+* Sentences are tokenized once per shard (`tokenization.FastTokenizer`, identical to BERT's
+  FullTokenizer) and held as int32 arrays; with dupe_factor > 1 the token ids are spilled to a temporary
+  file and read back for the later passes.
 * Instances pass through a shuffle buffer of `--shuffle_buffer_size` records before they are written.
 * Each instance: [CLS] A [SEP] B [SEP], pair truncated as the original (drop from the longer side,
   front or back at random); masking picks num_to_predict = min(max_predictions_per_seq,
   max(1, round(len * masked_lm_prob))) positions (whole words with --do_whole_word_mask), of which 80%
-  become [MASK], 10% a random vocab id and 10% keep their token.
+  become [MASK], 10% a random vocab id and 10% keep their token. Masking and serialization run on
+  batches of instances with numpy; records are encoded without TensorFlow (`tfrecord`).
 * Atomic and resumable: a shard is written under a temporary name and renamed; its statistics go to
   `.shard_stats/<shard>.json`. A rerun with the same parameters skips finished shards, removes stale
   temporaries and rebuilds the manifest from the per-shard statistics.
@@ -52,7 +54,6 @@ from bert_core.errors import UserError
 
 MANIFEST_NAME = "data_manifest.json"
 STATS_DIR = ".shard_stats"
-_TOKENIZE_CHUNK = 4096      # sentences per encode_batch call
 _ENCODE_BATCH = 256         # instances serialized together
 _PROGRESS_SECONDS = float(os.environ.get("BERT_PROGRESS_SECONDS", "5"))
 # Parameters that change the bytes of a shard (everything but where it goes and who computes it).
@@ -75,10 +76,6 @@ class InstanceStats:
     masked_as_random: int = 0   # ... replaced by a random vocab id
     masked_as_kept: int = 0     # ... left as they were
     random_next: int = 0        # NSP label 1
-
-    def merge(self, other: "InstanceStats") -> None:
-        for k in self.__dataclass_fields__:
-            setattr(self, k, getattr(self, k) + getattr(other, k))
 
 
 class InstanceMaker:
@@ -361,18 +358,22 @@ def _tokenize(docs: list[list[str]], tokenizer) -> Block:
 
 
 def _blocks(pieces, pool_size: int, on_bad_utf8: str, stats: corpus.ReadStats, tokenizer) -> Iterator[Block]:
-    """Tokenized blocks of up to `pool_size` documents read from byte ranges; a last block of under half
-    the pool joins the one before, so no document's random-next pool is tiny."""
+    """Tokenized blocks of up to `pool_size` documents read from byte ranges. When what is left of the
+    ranges is under half a block's bytes, it joins that block, so no block at the end of a shard is tiny
+    (its documents would have few others to draw random next segments from); there is no lookahead, so
+    at most 1.5 pools are held."""
     def documents():
         for path, start, end in pieces:
             yield from corpus.iter_documents(path, start, end, on_bad_utf8=on_bad_utf8, stats=stats)
 
     it = documents()
+    total = sum(end - start for _, start, end in pieces)
 
-    def fill() -> Block | None:
+    def fill(limit: int | None) -> Block | None:
         parts, count, before = [], 0, stats.bytes_read
-        while count < pool_size:
-            raw = list(itertools.islice(it, min(_DOCS_PER_TOKENIZE, pool_size - count)))
+        while limit is None or count < limit:
+            step = _DOCS_PER_TOKENIZE if limit is None else min(_DOCS_PER_TOKENIZE, limit - count)
+            raw = list(itertools.islice(it, step))
             if not raw:
                 break
             count += len(raw)
@@ -383,13 +384,13 @@ def _blocks(pieces, pool_size: int, on_bad_utf8: str, stats: corpus.ReadStats, t
         block.raw_bytes = stats.bytes_read - before
         return block
 
-    current = fill()
-    while current is not None:
-        nxt = fill()
-        if nxt is not None and nxt.raw_documents < max(1, pool_size // 2):
-            current, nxt = Block.concat([current, nxt]), None
-        yield current
-        current = nxt
+    while (block := fill(pool_size)) is not None:
+        left = total - stats.bytes_read
+        if 0 < left < block.raw_bytes / 2:
+            rest = fill(None)
+            if rest is not None:
+                block = Block.concat([block, rest])
+        yield block
 
 
 _TOKENIZERS: dict = {}
@@ -433,14 +434,6 @@ class _HashingFile:
         self.f.flush()
 
 
-def _readable_by_all(f) -> None:
-    """Temporary files are created 0600; a finished shard gets the usual 0666 & ~umask."""
-    mask = os.umask(0)
-    os.umask(mask)
-    with contextlib.suppress(OSError, AttributeError):
-        os.fchmod(f.fileno(), 0o666 & ~mask)
-
-
 @dataclass
 class ShardTask:
     config: dict
@@ -469,7 +462,6 @@ def run_shard(task: ShardTask) -> dict:
     spill_path = None
     try:
         with storage.atomic_open(task.output, "wb") as raw_out:
-            _readable_by_all(raw_out)
             out = _HashingFile(raw_out)
             writer = tfrecord.RecordWriter(out, cfg.compression)
             spill = None
