@@ -35,15 +35,10 @@ test-data: setup-test
 	bash scripts/fetch_test_data.sh $(VENV)
 	bash scripts/setup_reference_env.sh
 
-# The main job: until the pipeline lands, data generation on the default corpus (Python's own docs),
-# with a vocab learned from it.
+# The main job: the whole pipeline (data -> pretrain on 2 Horovod ranks -> fine-tune -> evaluate) run
+# locally by kfp.local on the embedded default (Python's own docs), no download and no cluster.
 run: setup
-	@mkdir -p $(RUN_DIR)
-	$(PY) -m bert_core.data.corpora default $(RUN_DIR)/corpus.txt
-	$(BERT) learn-vocab --input_file=$(RUN_DIR)/corpus.txt --output_file=$(RUN_DIR)/vocab.txt --vocab_size=4000
-	$(BERT) create-data --input_file=$(RUN_DIR)/corpus.txt --vocab_file=$(RUN_DIR)/vocab.txt \
-	  --output_dir=$(RUN_DIR)/data --num_shards=4 --num_workers=2 --dupe_factor=5 \
-	  --max_seq_length=128 --max_predictions_per_seq=20
+	$(VENV)/bin/bert-pipeline run --output-dir $(RUN_DIR)
 
 test: test-data
 	$(PY) -m pytest -q $(PYTEST_ARGS)
