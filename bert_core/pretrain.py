@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import time
 
 from bert_core import storage
@@ -279,11 +280,10 @@ def pretrain_main(cfg: PretrainConfig) -> int:
                 write_eval_results(cfg.output_dir, results)
             metrics["eval"] = results
     except tf.errors.InvalidArgumentError as err:
-        msg = str(err)
-        if "vocab_size" in msg and "token id" in msg:
-            raise UserError(f"{cfg.input_file}: a record's " + msg[msg.index("input_ids") if "input_ids" in msg
-                                                                    else msg.index("masked_lm_ids"):].splitlines()[0]
-                            + "; the data was made with a different vocab.txt than the model's config") from None
+        found = re.search(r"(input_ids|masked_lm_ids) holds a token id >= vocab_size=\d+", str(err))
+        if found:
+            raise UserError(f"{cfg.input_file}: a record's {found.group(0)}; the data was made with a different "
+                            f"vocab.txt than the model's config") from None
         raise
     if dist.is_chief:
         storage.write_json(os.path.join(cfg.output_dir, "pretrain_metrics.json"),

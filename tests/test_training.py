@@ -238,3 +238,15 @@ def test_one_allreduce_per_update_not_per_micro_batch(tmp_path):
                           log=lambda s: None)
     tr.train(train_toy.make_dataset(train_toy.make_examples(32), 4))
     assert int(dist.calls.numpy()) == 3
+
+
+def test_launcher_without_horovod_is_one_clear_error(monkeypatch):
+    from bert_core.errors import UserError
+
+    monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "2")
+    monkeypatch.setitem(sys.modules, "horovod", None)
+    monkeypatch.setitem(sys.modules, "horovod.tensorflow", None)
+    monkeypatch.setattr(distributed, "_CURRENT", None)
+    with pytest.raises(UserError, match="launcher with 2 processes but Horovod is not importable"):
+        distributed.initialize()
+    monkeypatch.setattr(distributed, "_CURRENT", None)
