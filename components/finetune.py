@@ -11,9 +11,12 @@ from components.common import base_image
 def finetune(pretrained: Input[Model], task_data: Input[Dataset], task_data_uri: str, task_name: str,
              text_a_column: str, text_b_column: str, label_column: str, has_header: bool, labels: str,
              max_seq_length: int, train_batch_size: int, eval_batch_size: int, learning_rate: float,
-             num_train_epochs: float, warmup_proportion: float, do_lower_case: bool, num_processes: int,
+             num_train_epochs: float, warmup_proportion: float, do_lower_case: bool, log_every_steps: int,
+             seed: int, num_processes: int,
              model: Output[Model], predictions: Output[Dataset], metrics: Output[Metrics]):
-    """`bert finetune --do_train --do_eval --do_predict`; test_results.tsv as the predictions."""
+    """`bert finetune --do_train --do_eval --do_predict --export_dir`: checkpoints and a SavedModel
+    (model/saved_model) as the Model, test_results.tsv as the predictions, finetune_metrics.json's
+    numbers as Metrics."""
     from bert_core import storage
     from components.common import log_numbers, run_stage, stage_config
 
@@ -26,10 +29,11 @@ def finetune(pretrained: Input[Model], task_data: Input[Dataset], task_data_uri:
         train_batch_size=train_batch_size, eval_batch_size=eval_batch_size, learning_rate=learning_rate,
         num_train_epochs=num_train_epochs, warmup_proportion=warmup_proportion, do_lower_case=do_lower_case,
         text_a_column=text_a_column, text_b_column=text_b_column or None, label_column=label_column,
-        has_header=has_header, labels=labels or None)
+        has_header=has_header, labels=labels or None, log_every_steps=log_every_steps, seed=seed,
+        export_dir=storage.join(model.path, "saved_model"))
     run_stage("finetune", config, num_processes=num_processes)
     storage.copy(storage.join(model.path, "test_results.tsv"), predictions.path)
-    for name in ("eval_results.json", "finetune_metrics.json"):
-        if storage.exists(storage.join(model.path, name)):
-            log_numbers(metrics, storage.read_json(storage.join(model.path, name)))
-    model.metadata.update({"task_name": task_name, "max_seq_length": max_seq_length})
+    results = storage.read_json(storage.join(model.path, "finetune_metrics.json"))
+    log_numbers(metrics, results)
+    model.metadata.update({"task_name": task_name, "max_seq_length": max_seq_length,
+                           "global_step": results.get("global_step"), "saved_model": "saved_model"})

@@ -172,7 +172,7 @@ def build_pipeline(phase2: bool = False):
             max_seq_length=finetune_max_seq_length, train_batch_size=finetune_batch_size,
             eval_batch_size=finetune_eval_batch_size, learning_rate=finetune_learning_rate,
             num_train_epochs=num_train_epochs, warmup_proportion=warmup_proportion, do_lower_case=do_lower_case,
-            num_processes=finetune_processes, **task)
+            log_every_steps=log_every_steps, seed=random_seed, num_processes=finetune_processes, **task)
         _on_gpu_nodes(_cpu_step(tuned, "finetune", "4", "16Gi", cache=False, retries=0), finetune_gpus)
         _cpu_step(evaluate(task_data=corpus.outputs["task_data"], predictions=tuned.outputs["predictions"],
                            eval_split=eval_split, **task), "evaluate", "1", "2Gi", cache=False, retries=2)

@@ -1,0 +1,185 @@
+"""The stage components: thin wrappers that run a `bert` subcommand's own config and target, their
+images, the local Horovod launch, metrics for KFP, and the held-out fine-tuning task."""
+
+import csv
+import math
+import os
+import subprocess
+
+import pytest
+
+from bert_core.errors import UserError
+from components import common
+
+
+# --------------------------------------------------------------------------------------------------
+# common: configs, argv, launching
+# --------------------------------------------------------------------------------------------------
+def test_bert_argv_is_what_the_bert_command_parses_back():
+    from bert_core.cli import build_parser, config_from_args
+
+    config = common.stage_config("pretrain", input_file="gs://b/data/train-*", output_dir="/tmp/o", model="bert-tiny",
+                                 do_train=True, do_eval=False, learning_rate=2.5e-4, num_train_steps=7, num_warmup_steps=1,
+                                 optimizer_type="lamb")
+    argv = common.bert_argv("pretrain", config)
+    assert argv[0] == "pretrain"
+    assert "--do_eval=false" in argv and "--learning_rate=0.00025" in argv
+    assert not any(a.startswith("--dtype") for a in argv)  # only the fields given
+    parsed = config_from_args(type(config), build_parser().parse_args(argv))
+    assert parsed == config
+
+
+def test_stage_config_errors_are_one_line():
+    with pytest.raises(UserError) as err:
+        common.stage_config("create-data", input_file="c.txt", vocab_file="v.txt", output_dir="o",
+                            max_seq_length=128, max_predictions_per_seq=5)
+    assert "\n" not in str(err.value)
+    assert str(err.value).startswith("create-data: ") and "max_predictions_per_seq" in str(err.value)
+    with pytest.raises(UserError, match="no `nope` subcommand"):
+        common.stage_config("nope")
+
+
+def test_local_launcher_runs_horovodrun_with_the_stage_flags(monkeypatch):
+    calls = []
+
+    def fake_run(cmd, **kw):
+        calls.append(cmd)
+        return subprocess.CompletedProcess(cmd, 3 if len(calls) > 1 else 0)
+
+    monkeypatch.setattr(common.subprocess, "run", fake_run)
+    config = common.stage_config("pretrain", input_file="d/*", output_dir="o", model="bert-tiny", do_train=True)
+    common.run_stage("pretrain", config, num_processes=2)
+    cmd = calls[0]
+    assert os.path.basename(cmd[0]) == "horovodrun"
+    assert cmd[1:6] == ["-np", "2", "-H", "localhost:2", "--gloo"]
+    assert cmd[cmd.index("bert_core.cli") + 1:] == common.bert_argv("pretrain", config)
+    with pytest.raises(UserError, match="exited with status 3"):
+        common.run_stage("pretrain", config, num_processes=2)
+
+
+def test_one_process_runs_the_commands_target_in_process(tmp_path, default_corpus):
+    vocab = tmp_path / "vocab.txt"
+    common.run_stage("learn-vocab", common.stage_config("learn-vocab", input_file=default_corpus,
+                                                        output_file=str(vocab), vocab_size=500))
+    assert len(vocab.read_text().splitlines()) == 500
+
+
+def test_numbers_flatten_and_drop_what_kfp_cannot_show():
+    doc = {"loss": 1.5, "steps": 3, "ok": True, "name": "x", "eval": {"acc": 0.5, "bad": float("nan")},
+           "inf": math.inf}
+    assert common.numbers(doc) == {"loss": 1.5, "steps": 3.0, "eval.acc": 0.5}
+
+
+def test_every_component_runs_in_its_stage_image():
+    from components import data, evaluate, finetune, images, pretrain, vocab
+
+    expected = {data.prepare_corpus: "data", data.create_data: "data", vocab.learn_vocab: "data",
+                pretrain.pretrain: "pretrain", pretrain.pretrain_phase2: "pretrain",
+                finetune.finetune: "finetune", evaluate.evaluate: "evaluate"}
+    for component, stage in expected.items():
+        container = component.component_spec.implementation.container
+        assert container.image == images.image(stage)
+        assert "pip install" not in " ".join(container.command)
+
+
+# --------------------------------------------------------------------------------------------------
+# The data stage's components, run by kfp.local as the pipeline runs them
+# --------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def local_kfp(tmp_path_factory):
+    from kfp import local
+
+    root = tmp_path_factory.mktemp("kfp-root")
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True)
+    return root
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_data_components_chain_and_carry_the_manifest_counts(local_kfp):
+    from kfp import dsl
+
+    from bert_core import storage
+    from components.data import create_data, prepare_corpus
+    from components.vocab import learn_vocab
+    from pipelines.cli import stage_outputs
+
+    @dsl.pipeline(name="data-stage")
+    def data_stage():
+        corpus = prepare_corpus(corpus_uri="", heldout_fraction=0.3, seed=7)
+        vocab = learn_vocab(corpus=corpus.outputs["corpus"], vocab_uri="", vocab_size=800, do_lower_case=True)
+        create_data(corpus=corpus.outputs["corpus"], vocab=vocab.output, do_lower_case=True, max_seq_length=32,
+                    max_predictions_per_seq=5, masked_lm_prob=0.15, dupe_factor=1, short_seq_prob=0.1,
+                    do_whole_word_mask=False, num_shards=2, num_workers=1, random_seed=1)
+        # a given vocab is copied as is, not learned
+        learn_vocab(corpus=corpus.outputs["corpus"], vocab_uri=str(local_kfp / "given.txt"), vocab_size=30000,
+                    do_lower_case=True)
+
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    (local_kfp / "given.txt").write_text("".join(f"{w}\n" for w in specials + [f"w{i}" for i in range(118)]))
+    data_stage()
+    run_dir = max((local_kfp / d for d in os.listdir(local_kfp) if d.startswith("data-stage")), key=os.path.getmtime)
+    out = stage_outputs(str(run_dir))
+    assert set(out) == {"prepare-corpus", "learn-vocab", "learn-vocab-2", "create-data"}
+    task = out["prepare-corpus"]["task_data"]
+    assert task["train_examples"] > 0 and task["dev_examples"] > 0 and task["test_examples"] > 0
+    assert out["learn-vocab"]["vocab"] == {"size": 800, "source": "learned"}
+    assert out["learn-vocab-2"]["vocab"] == {"size": 123, "source": str(local_kfp / "given.txt")}
+    manifest = storage.read_json(str(run_dir / "create-data" / "data" / "data_manifest.json"))
+    for key in ("instances", "tokens", "masked"):
+        assert out["create-data"]["data"][key] == manifest["totals"][key] > 0
+    assert out["create-data"]["data"]["shards"] == 2 and out["create-data"]["data"]["vocab_size"] == 800
+
+
+# --------------------------------------------------------------------------------------------------
+# The held-out task (bert_core.data.heldout_task)
+# --------------------------------------------------------------------------------------------------
+def _rows(path):
+    with open(path, encoding="utf-8") as f:
+        return list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+
+
+def test_heldout_task_is_balanced_unseen_by_pretraining_and_readable(tmp_path):
+    from bert_core.data import glue
+    from bert_core.data.corpora import python_docs_documents
+    from bert_core.data.heldout_task import TASK_FIELDS, split_corpus
+
+    summary = split_corpus(str(tmp_path / "corpus.txt"), str(tmp_path / "task"), heldout_fraction=0.3, seed=3)
+    documents = [tuple(" ".join(x.split()) for x in d) for d in python_docs_documents()]
+    kept = {tuple(block.splitlines()) for block in (tmp_path / "corpus.txt").read_text().split("\n\n")}
+    held = {d for d in documents if d not in kept}  # (the docs repeat some sections word for word)
+    assert 0 < len(held) <= summary["task"]["documents"]
+    assert len((tmp_path / "corpus.txt").read_text().split("\n\n")) == summary["corpus"]["documents"]
+    in_held = {s for d in held for s in d}
+    in_kept = {s for d in kept for s in d}
+    sentences_by_split = {}
+    for split in ("train", "dev", "test"):
+        rows = _rows(tmp_path / "task" / f"{split}.tsv")
+        assert rows[0] == ["sentence_a", "sentence_b", "label"]
+        labels = [r[2] for r in rows[1:]]
+        assert len(labels) == summary["task"]["examples"][split]
+        assert labels.count("1") == labels.count("0")  # balanced
+        sentences_by_split[split] = {r[1] for r in rows[1:]}
+    # a sentence in two splits (or in pretraining) is one the corpus repeats in several documents
+    repeated = {s for d in documents for s in d if sum(s in d2 for d2 in documents) > 1}
+    for split, sentences in sentences_by_split.items():
+        assert sentences <= in_held | repeated, split  # from held-out documents only
+    assert sentences_by_split["train"] & (sentences_by_split["dev"] | sentences_by_split["test"]) <= repeated
+    assert in_held & in_kept <= repeated
+    fields = {k: v for k, v in TASK_FIELDS.items() if k not in ("task_name", "labels")}
+    task = glue.get_task("tsv", labels=TASK_FIELDS["labels"].split(","), **fields)
+    examples = task.get_examples(str(tmp_path / "task"), "test")
+    assert len(examples) == summary["task"]["examples"]["test"] and examples[0].text_b
+
+
+def test_heldout_split_of_a_users_corpus_and_its_errors(tmp_path):
+    from bert_core.data.heldout_task import split_corpus
+
+    corpus = tmp_path / "mine.txt"
+    corpus.write_text("\n\n".join("\n".join(f"Doc {d} says thing {i}." for i in range(4)) for d in range(40)) + "\n")
+    summary = split_corpus(str(tmp_path / "c.txt"), str(tmp_path / "t"), corpus=str(corpus), heldout_fraction=0.5)
+    assert summary["corpus"]["documents"] + summary["task"]["documents"] == 40
+    assert split_corpus(str(tmp_path / "c2.txt"), None, corpus=str(corpus))["corpus"]["documents"] == 40
+    with pytest.raises(UserError, match="no such file"):
+        split_corpus(str(tmp_path / "c3.txt"), str(tmp_path / "t3"), corpus=str(tmp_path / "missing.txt"))
+    with pytest.raises(UserError, match="held-out documents"):
+        split_corpus(str(tmp_path / "c4.txt"), str(tmp_path / "t4"), corpus=str(corpus), heldout_fraction=0.01)

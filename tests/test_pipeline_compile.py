@@ -1,0 +1,148 @@
+"""`bert-pipeline compile`: the IR YAML a user uploads holds the stages in DESIGN.md's order, typed
+artifacts between them, the parameter defaults of bert_pipeline, each stage's image and its
+resources, GPU scheduling, caching and retries."""
+
+import inspect
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT
+
+STAGES = ["prepare-corpus", "learn-vocab", "create-data", "pretrain", "finetune", "evaluate"]
+
+
+def _compile(tmp_path, *extra) -> tuple[dict, dict]:
+    out = tmp_path / "pipeline.yaml"
+    proc = subprocess.run([sys.executable, "-m", "pipelines.cli", "compile", "-o", str(out), *extra],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    assert f"wrote {out}" in proc.stdout
+    docs = list(yaml.safe_load_all(out.read_text()))
+    return docs[0], (docs[1] if len(docs) > 1 else {})
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory):
+    return _compile(tmp_path_factory.mktemp("compile"))
+
+
+def _upstream(task: dict) -> set[str]:
+    """Tasks whose outputs this task consumes (artifacts or parameters)."""
+    inputs = task.get("inputs", {})
+    found = set(task.get("dependentTasks", []))
+    for kind in ("artifacts", "parameters"):
+        for value in inputs.get(kind, {}).values():
+            producer = value.get("taskOutputArtifact") or value.get("taskOutputParameter")
+            if producer:
+                found.add(producer["producerTask"])
+    return found
+
+
+def test_stages_follow_the_design_diagram(compiled):
+    spec, _ = compiled
+    tasks = spec["root"]["dag"]["tasks"]
+    assert sorted(tasks) == sorted(STAGES)
+    assert {name: _upstream(task) for name, task in tasks.items()} == {
+        "prepare-corpus": set(),
+        "learn-vocab": {"prepare-corpus"},
+        "create-data": {"prepare-corpus", "learn-vocab"},
+        "pretrain": {"create-data", "learn-vocab"},
+        "finetune": {"pretrain", "prepare-corpus"},
+        "evaluate": {"finetune", "prepare-corpus"},
+    }
+    # the artifacts that carry each arrow
+    assert tasks["pretrain"]["inputs"]["artifacts"]["data"]["taskOutputArtifact"] == {
+        "producerTask": "create-data", "outputArtifactKey": "data"}
+    assert tasks["finetune"]["inputs"]["artifacts"]["pretrained"]["taskOutputArtifact"] == {
+        "producerTask": "pretrain", "outputArtifactKey": "model"}
+    assert tasks["evaluate"]["inputs"]["artifacts"]["predictions"]["taskOutputArtifact"] == {
+        "producerTask": "finetune", "outputArtifactKey": "predictions"}
+    assert [tasks[s]["taskInfo"]["name"] for s in STAGES] == [
+        "corpus", "vocab", "create-data", "pretrain", "finetune", "evaluate"]
+
+
+def test_artifact_types(compiled):
+    spec, _ = compiled
+    comps = spec["components"]
+
+    def outputs(comp):
+        return {k: v["artifactType"]["schemaTitle"] for k, v in comps[comp]["outputDefinitions"]["artifacts"].items()}
+
+    assert outputs("comp-prepare-corpus") == {"corpus": "system.Dataset", "task_data": "system.Dataset"}
+    assert outputs("comp-learn-vocab") == {"vocab": "system.Artifact"}
+    assert outputs("comp-create-data") == {"data": "system.Dataset"}
+    assert outputs("comp-pretrain") == {"model": "system.Model", "metrics": "system.Metrics"}
+    assert outputs("comp-finetune") == {"model": "system.Model", "predictions": "system.Dataset",
+                                        "metrics": "system.Metrics"}
+    assert outputs("comp-evaluate") == {"metrics": "system.Metrics", "report": "system.Markdown"}
+    assert comps["comp-finetune"]["inputDefinitions"]["artifacts"]["pretrained"]["artifactType"][
+        "schemaTitle"] == "system.Model"
+
+
+def test_parameter_defaults_are_the_pipeline_functions(compiled):
+    from pipelines.pipeline import bert_pipeline
+
+    spec, _ = compiled
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    signature = inspect.signature(bert_pipeline.pipeline_func).parameters
+    assert set(params) == set(signature)
+    kinds = {str: "STRING", int: "NUMBER_INTEGER", float: "NUMBER_DOUBLE", bool: "BOOLEAN", dict: "STRUCT"}
+    for name, p in signature.items():
+        assert params[name]["parameterType"] == kinds[p.annotation], name
+        assert params[name]["defaultValue"] == p.default, name
+    # the embedded default job, as documented
+    assert params["launcher"]["defaultValue"] == "local"
+    assert params["num_processes"]["defaultValue"] == 2
+    assert params["bert_model"]["defaultValue"] == "bert-tiny"
+    assert params["corpus_uri"]["defaultValue"] == ""
+    assert params["vocab_uri"]["defaultValue"] == ""
+    assert params["phase2_max_seq_length"]["defaultValue"] == 512
+
+
+def test_images_resources_caching_and_retries(compiled):
+    from components import images
+
+    spec, platform = compiled
+    executors = spec["deploymentSpec"]["executors"]
+    expected = {"prepare-corpus": "data", "learn-vocab": "data", "create-data": "data", "pretrain": "pretrain",
+                "finetune": "finetune", "evaluate": "evaluate"}
+    for task, stage in expected.items():
+        container = executors[f"exec-{task}"]["container"]
+        assert container["image"] == images.image(stage), task
+        assert "pip install" not in " ".join(container["command"]), task  # the image carries kfp
+        assert container["resources"]["cpuRequest"] > 0 and container["resources"]["memoryRequest"] > 0
+    for task in ("pretrain", "finetune"):
+        assert executors[f"exec-{task}"]["container"]["resources"]["accelerator"]["resourceType"] == "amd.com/gpu"
+    tasks = spec["root"]["dag"]["tasks"]
+    for task in ("prepare-corpus", "learn-vocab", "create-data"):
+        assert tasks[task]["cachingOptions"].get("enableCache") is True, task
+        assert tasks[task]["retryPolicy"]["maxRetryCount"] == 2, task
+    for task in ("pretrain", "finetune", "evaluate"):
+        assert not tasks[task]["cachingOptions"].get("enableCache"), task
+    assert tasks["pretrain"]["retryPolicy"]["maxRetryCount"] == 1
+
+    from components.mpijob import PretrainJob
+
+    job = PretrainJob(pretrain_flags={"input_file": "gs://b/d/*", "output_dir": "gs://b/o", "model": "bert-tiny",
+                                      "do_train": True})
+    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    for task in ("exec-pretrain", "exec-finetune"):
+        assert k8s[task]["nodeSelector"]["labels"] == job.node_selector
+        assert k8s[task]["tolerations"] == [t.model_dump(exclude_none=True) for t in job.tolerations]
+    assert "exec-create-data" not in k8s  # CPU steps go anywhere
+
+
+def test_two_phase_pipeline(tmp_path):
+    spec, _ = _compile(tmp_path, "--phase2")
+    assert spec["pipelineInfo"]["name"] == "bert-pipeline-two-phase"
+    tasks = spec["root"]["dag"]["tasks"]
+    assert _upstream(tasks["pretrain-phase2"]) == {"create-data-2", "learn-vocab", "pretrain"}
+    assert tasks["pretrain-phase2"]["inputs"]["artifacts"]["init_model"]["taskOutputArtifact"] == {
+        "producerTask": "pretrain", "outputArtifactKey": "model"}
+    assert tasks["create-data-2"]["inputs"]["parameters"]["max_seq_length"] == {
+        "componentInputParameter": "phase2_max_seq_length"}
+    assert tasks["finetune"]["inputs"]["artifacts"]["pretrained"]["taskOutputArtifact"]["producerTask"] == \
+        "pretrain-phase2"
