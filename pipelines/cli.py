@@ -289,7 +289,8 @@ def client(args):
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        return kfp.Client(host=args.host, namespace=args.namespace, existing_token=args.token or None)
+        return _api_call(f"connect to {args.host}", kfp.Client, host=args.host, namespace=args.namespace,
+                         existing_token=args.token or None)
 
 
 def _api_call(what: str, fn, *a, **kw):
@@ -360,7 +361,7 @@ def cmd_submit(args) -> int:
 # KFP schedules with robfig/cron: six fields, seconds first; Kubernetes CronJobs and crontab use five.
 CRON_FIELDS = (("second", 0, 59), ("minute", 0, 59), ("hour", 0, 23), ("day of month", 1, 31),
                ("month", 1, 12), ("day of week", 0, 6))
-_NAMES = {3: {m: i + 1 for i, m in enumerate("JAN FEB MAR APR MAY JUN JUL AUG SEP OCT NOV DEC".split())},
+_NAMES = {4: {m: i + 1 for i, m in enumerate("JAN FEB MAR APR MAY JUN JUL AUG SEP OCT NOV DEC".split())},
           5: {d: i for i, d in enumerate("SUN MON TUE WED THU FRI SAT".split())}}
 CRON_DESCRIPTORS = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
 

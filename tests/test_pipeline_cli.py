@@ -1,0 +1,208 @@
+"""`bert-pipeline submit / schedule / list / status` against a KFP server, and `artifacts ls / show`.
+
+No Kubeflow Pipelines server can run here, so these tests talk to tests/kfp_api_server.py: a local
+HTTP server on 127.0.0.1 that serves the few KFP v2beta1 REST endpoints the commands call and checks
+every request against kfp-server-api's own v2beta1 models (unknown or mistyped fields, bad enums,
+required fields; the uploaded package must parse as a PipelineSpec; a run's parameters must be inputs
+of the uploaded pipeline). It is a stand-in for the real API server's request checking, not for its
+scheduling: runs stay PENDING. The artifacts commands run against the fake GCS server (tests/gcs_server.py).
+"""
+
+import json
+
+import pytest
+
+from pipelines import cli
+from tests.kfp_api_server import kfp_server  # noqa: F401  (fixture)
+
+pytest_plugins = ["tests.gcs_server"]
+
+
+def bp(capsys, *argv) -> tuple[int, str, str]:
+    """Run `bert-pipeline ARGV` in this process: (exit status, stdout, stderr)."""
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return exit_.value.code, out, err
+
+
+@pytest.fixture(autouse=True)
+def _no_kfp_context(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))  # kfp.Client reads ~/.config/kfp/context.json
+
+
+def test_submit_uploads_once_then_adds_versions_and_runs_with_parameters(kfp_server, capsys):
+    code, out, err = bp(capsys, "submit", "--host", kfp_server.url, "--experiment", "nightly",
+                        "-p", "num_train_steps=50", "-p", "launcher=mpijob", "-p", "bert_config={\"vocab_size\": 10}")
+    assert code == 0, err
+    assert kfp_server.state.errors == []
+    (pipeline,) = kfp_server.state.pipelines.values()
+    assert pipeline.display_name == "bert-pipeline"
+    (run,) = kfp_server.state.runs.values()
+    assert f"run {run.run_id} created in experiment nightly" in out
+    assert run.runtime_config.parameters == {"num_train_steps": 50, "launcher": "mpijob",
+                                             "bert_config": {"vocab_size": 10}}
+    assert run.pipeline_version_reference.pipeline_id == pipeline.pipeline_id
+
+    code, out, err = bp(capsys, "submit", "--host", kfp_server.url, "--experiment", "nightly")
+    assert code == 0, err
+    assert kfp_server.state.errors == []
+    assert len(kfp_server.state.pipelines) == 1 and len(kfp_server.state.versions[pipeline.pipeline_id]) == 2
+    assert len(kfp_server.state.experiments) == 1  # reused by name
+    second = [r for r in kfp_server.state.runs.values() if r.run_id != run.run_id][0]
+    assert second.pipeline_version_reference.pipeline_version_id == \
+        kfp_server.state.versions[pipeline.pipeline_id][1].pipeline_version_id
+    assert [p for m, p, _, _ in kfp_server.state.requests if m == "POST"].count("/apis/v2beta1/pipelines/upload") == 1
+
+
+def test_submit_config_file_and_two_phase(kfp_server, capsys, tmp_path):
+    config = tmp_path / "mine.yaml"
+    config.write_text("corpus_uri: gs://bucket/wiki/*.txt\nphase2: true\nphase2_num_train_steps: 20\n")
+    code, out, err = bp(capsys, "submit", "--host", kfp_server.url, "--config", str(config))
+    assert code == 0, err
+    (pipeline,) = kfp_server.state.pipelines.values()
+    assert pipeline.display_name == "bert-pipeline-two-phase"
+    (run,) = kfp_server.state.runs.values()
+    assert run.runtime_config.parameters == {"corpus_uri": "gs://bucket/wiki/*.txt", "phase2_num_train_steps": 20}
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["-p", "num_train_step=5"], "--param: unknown pipeline parameter 'num_train_step' (did you mean "),
+    (["-p", "num_train_steps=many"], "--param: num_train_steps: expected an integer, got 'many'"),
+    (["-p", "bert_config=[1]"], "--param: bert_config: expected a JSON object"),
+    (["-p", "oops"], "--param 'oops': expected NAME=VALUE"),
+])
+def test_bad_parameters_are_one_line_before_any_request(kfp_server, capsys, argv, message):
+    code, out, err = bp(capsys, "submit", "--host", kfp_server.url, *argv)
+    assert code == 2
+    assert err.startswith("bert-pipeline: error: ") and message in err and err.count("\n") == 1
+    assert kfp_server.state.requests == []
+
+
+def test_bad_config_file(capsys, tmp_path):
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({"launcher": "local", "learning_rte": 1}))
+    code, _, err = bp(capsys, "run", "--config", str(config))
+    assert code == 2 and f"{config}: unknown pipeline parameter 'learning_rte'" in err
+    config.write_text("{not json")
+    code, _, err = bp(capsys, "run", "--config", str(config))
+    assert code == 2 and f"{config}: not valid JSON" in err
+    code, _, err = bp(capsys, "run", "--config", str(tmp_path / "none.yaml"))
+    assert code == 2 and "none.yaml: no such file" in err
+
+
+def test_unreachable_server_is_one_line(capsys):
+    code, _, err = bp(capsys, "list", "--host", "http://127.0.0.1:9")
+    assert code == 2 and err.startswith("bert-pipeline: error: ") and "cannot reach the KFP server" in err
+    assert err.count("\n") == 1
+
+
+def test_schedule_with_kfp_cron_and_interval(kfp_server, capsys):
+    code, out, err = bp(capsys, "schedule", "--host", kfp_server.url, "--cron", "0 0 3 * * MON-FRI",
+                        "-p", "num_train_steps=1000")
+    assert code == 0, err
+    assert kfp_server.state.errors == []
+    (job,) = kfp_server.state.recurring_runs.values()
+    assert job.trigger.cron_schedule.cron == "0 0 3 * * MON-FRI" and job.trigger.periodic_schedule is None
+    assert job.mode == "ENABLE" and job.no_catchup is True and int(job.max_concurrency) == 1
+    assert job.runtime_config.parameters == {"num_train_steps": 1000}
+    assert "cron '0 0 3 * * MON-FRI'" in out
+
+    code, out, err = bp(capsys, "schedule", "--host", kfp_server.url, "--interval", "1d12h", "--name", "every-36h")
+    assert code == 0, err
+    job = [j for j in kfp_server.state.recurring_runs.values() if j.display_name == "every-36h"][0]
+    assert int(job.trigger.periodic_schedule.interval_second) == 36 * 3600
+
+    code, out, _ = bp(capsys, "list", "--host", kfp_server.url, "--recurring")
+    assert code == 0 and "every 129600 s" in out and "0 0 3 * * MON-FRI" in out
+
+
+def test_schedule_explains_kubernetes_five_field_cron(kfp_server, capsys):
+    code, _, err = bp(capsys, "schedule", "--host", kfp_server.url, "--cron", "30 2 * * *")
+    assert code == 2
+    assert "has 5 fields" in err and "seconds first" in err and "write '0 30 2 * * *'" in err
+    assert kfp_server.state.requests == []
+    code, _, err = bp(capsys, "schedule", "--host", kfp_server.url, "--cron", "0 0 3 * * *", "--interval", "1h")
+    assert code == 2 and "exactly one of --cron" in err
+
+
+@pytest.mark.parametrize("expr, problem", [
+    ("0 0 24 * * *", "hour field '24': 24 is outside 0-23"),
+    ("0 61 * * * *", "minute field '61'"),
+    ("0 0 0 ? * ?", None),
+    ("*/15 * * * * *", None),
+    ("0 0 12 1-15 JAN,JUL SUN", None),
+    ("0 0 12 15-1 * *", "runs backwards"),
+    ("0 0 12 * * 7", "7 is outside 0-6"),
+    ("0 0 ? * * *", "hour field '?'"),
+    ("0 0 12 * * * 2026", "expected 6 fields"),
+    ("@daily", None),
+    ("@every 1h", "use --interval"),
+])
+def test_validate_cron(expr, problem):
+    if problem is None:
+        assert cli.validate_cron(expr) == " ".join(expr.split())
+    else:
+        with pytest.raises(cli.UserError, match=problem.replace("?", r"\?").replace("*", r"\*")):
+            cli.validate_cron(expr)
+
+
+@pytest.mark.parametrize("text, seconds", [("24h", 86400), ("90m", 5400), ("1h30m", 5400), ("2d", 172800),
+                                           ("3600", 3600), ("45s", 45)])
+def test_parse_interval(text, seconds):
+    assert cli.parse_interval(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "0h", "1w", "h", "-5m", "1.5h"])
+def test_parse_interval_rejects(text):
+    with pytest.raises(cli.UserError, match="--interval"):
+        cli.parse_interval(text)
+
+
+def test_list_and_status(kfp_server, capsys):
+    assert bp(capsys, "submit", "--host", kfp_server.url, "--run-name", "first")[0] == 0
+    assert bp(capsys, "submit", "--host", kfp_server.url, "--run-name", "second", "--experiment", "other")[0] == 0
+    code, out, _ = bp(capsys, "list", "--host", kfp_server.url)
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].split()[:3] == ["run", "name", "state"]
+    assert [line.split()[1] for line in lines[2:]] == ["second", "first"]  # newest first
+    code, out, _ = bp(capsys, "list", "--host", kfp_server.url, "--experiment", "other")
+    assert code == 0 and "second" in out and "first" not in out
+
+    run = next(r for r in kfp_server.state.runs.values() if r.display_name == "first")
+    code, out, _ = bp(capsys, "status", "--host", kfp_server.url, run.run_id)
+    assert code == 0 and f"run {run.run_id}  first" in out and "state     PENDING" in out
+    run.state = "FAILED"
+    assert bp(capsys, "status", "--host", kfp_server.url, run.run_id)[0] == 1
+    code, _, err = bp(capsys, "status", "--host", kfp_server.url, "no-such-run")
+    assert code == 2 and "run no-such-run: the KFP server answered 404" in err
+
+
+# --------------------------------------------------------------------------------------------------
+# artifacts ls / show over bert_core.artifacts, on gs:// (fake GCS server) and locally
+# --------------------------------------------------------------------------------------------------
+def test_artifacts_ls_and_show_on_gcs(gcs_prefix, capsys):
+    from bert_core import storage
+
+    manifest = {"tool": "bert create-data", "totals": {"instances": 1234, "tokens": 99},
+                "shards": [{"shard": 0, "instances": 600}, {"shard": 1, "instances": 634}]}
+    storage.write_json(f"{gcs_prefix}/create-data/data/data_manifest.json", manifest)
+    storage.write_bytes(f"{gcs_prefix}/create-data/data/train-00000-of-00002.tfrecord", b"x" * 2048)
+    storage.write_json(f"{gcs_prefix}/evaluate/metrics/metrics.json", {"accuracy": 0.75})
+
+    code, out, err = bp(capsys, "artifacts", "ls", gcs_prefix)
+    assert code == 0, err
+    assert "create-data/data/train-00000-of-00002.tfrecord  2.0 KiB" in out
+    assert "evaluate/metrics/metrics.json" in out and out.rstrip().endswith("3 files, " + out.rstrip().split(", ")[-1])
+
+    code, out, _ = bp(capsys, "artifacts", "show", f"{gcs_prefix}/create-data/data")
+    assert code == 0
+    assert "data_manifest.json" in out and "totals.instances" in out and "1234" in out
+    assert "shards (2 rows)" in out
+
+    code, out, _ = bp(capsys, "artifacts", "show", f"{gcs_prefix}/evaluate/metrics/metrics.json")
+    assert code == 0 and "accuracy" in out and "0.75" in out
+
+    code, _, err = bp(capsys, "artifacts", "ls", f"{gcs_prefix}/nothing-here")
+    assert code == 2 and err.startswith("bert-pipeline: error: ") and "no artifacts there" in err
