@@ -104,3 +104,16 @@ def test_iter_records_detects_corruption(tmp_path):
     path.write_bytes(bytes(data))
     with pytest.raises(ValueError, match="corrupt"):
         list(tfrecord.iter_records(str(path)))
+
+
+def test_decode_example_reads_tensorflow_serialization():
+    values = {"input_ids": [101, 2023, 30000, 0], "masked_lm_weights": [1.0, 0.5, 0.0],
+              "next_sentence_labels": [1], "neg": [-3, 2**40], "empty": []}
+    for deterministic in (False, True):
+        feats = collections.OrderedDict()
+        for k, v in values.items():
+            feats[k] = (tf.train.Feature(float_list=tf.train.FloatList(value=v)) if k == "masked_lm_weights"
+                        else tf.train.Feature(int64_list=tf.train.Int64List(value=v)))
+        data = tf.train.Example(features=tf.train.Features(feature=feats)).SerializeToString(
+            deterministic=deterministic)
+        assert tfrecord.decode_example(data) == values
