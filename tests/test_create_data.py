@@ -341,6 +341,7 @@ def test_user_errors_are_one_line(tmp_path, uncased_vocab):
     assert "--max_predictions_per_seq=20" in msg and "76.8" in msg
     assert "exactly one of" in _user_error(f"--input_file={good}", vocab)
     assert "--masked_lm_prob" in _user_error(f"--input_file={good}", vocab, out, "--masked_lm_prob=1.5")
+    assert "give one file" in _user_error(f"--input_file={good}", vocab, f"--output_file={tmp_path}/a,{tmp_path}/b")
     a_file = _write(tmp_path / "afile", b"x")
     assert "not a directory" in _user_error(f"--input_file={good}", vocab, f"--output_dir={a_file}")
     assert not (tmp_path / "out").exists() or not [n for n in os.listdir(tmp_path / "out") if n.startswith("train")]

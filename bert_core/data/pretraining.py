@@ -735,6 +735,9 @@ def create_data_main(config: DataConfig) -> int:
     vocab_sha = _sha256_file(cfg.vocab_file)
 
     if cfg.output_file is not None:
+        if "," in cfg.output_file:
+            raise UserError(f"--output_file={cfg.output_file}: give one file; for several, use --output_dir "
+                            f"with --num_shards")
         if storage.isdir(cfg.output_file):
             raise UserError(f"--output_file={cfg.output_file}: is a directory, expected a file name")
         out_dir, stats_dir = storage.dirname(cfg.output_file) or ".", None
