@@ -1,17 +1,19 @@
-"""A fine-tuning task made from held-out documents of the pretraining corpus: does sentence B follow A?
+"""A fine-tuning task made from held-out documents of the pretraining corpus: does B follow A?
 
 The pipeline's embedded default needs a labelled task without a download. This module splits a
 corpus (one sentence a line, a blank line between documents) into
 
   corpus.txt           the documents pretraining sees
   task/train.tsv       sentence pairs from held-out documents pretraining never sees,
-  task/dev.tsv         in the generic tsv task's layout: a header `sentence_a  sentence_b  label`,
-  task/test.tsv        label 1 when B is the sentence after A in its document, 0 when B is a
-                       sentence of another held-out document of the same split
+  task/dev.tsv         in the generic tsv task's layout: a header `sentence_a  sentence_b  label`;
+  task/test.tsv        sentence_a is up to `context` consecutive sentences, and sentence_b is the
+                       sentence right after them (label 1) or a sentence of another held-out
+                       document of the same split (label 0); each sentence_a comes with both
   task/task.json       what was written (counts per split, the columns to name, the seed)
 
-Documents, not sentences, are split between train, dev and test, so no sentence of a dev or test pair
-appears in training. Every split is balanced (about half of each label). Read with
+Documents, not sentences, are split between train, dev and test, so no pair of a dev or test split
+shares a document with training. Every split is balanced, and since each sentence_a appears with
+both labels, only the relation between the two sentences tells them apart. Read with
 `bert_core.data.glue.get_task("tsv", text_a_column="sentence_a", text_b_column="sentence_b",
 label_column="label")`, i.e. `bert finetune --task_name=tsv --text_a_column=sentence_a ...`.
 
@@ -51,18 +53,19 @@ def _clean(sentence: str) -> str:
     return " ".join(sentence.replace("\t", " ").split())
 
 
-def sentence_pairs(documents: list[list[str]], rng: random.Random) -> list[tuple[str, str, str]]:
-    """One pair per adjacent (A, B) in each document: B itself (label 1) or, with probability 1/2, a
-    sentence of another document of the list (label 0)."""
+def sentence_pairs(documents: list[list[str]], rng: random.Random, context: int = 2) -> list[tuple[str, str, str]]:
+    """Two pairs per sentence B that has a sentence before it: (A, B, "1") with A the up to `context`
+    sentences right before B, and (A, C, "0") with C a random sentence of another document of the
+    list. Every A appears once with each label, so the split is balanced and A alone tells nothing."""
     pairs = []
     for d, doc in enumerate(documents):
-        for i in range(len(doc) - 1):
-            if rng.random() < 0.5 or len(documents) < 2:
-                pairs.append((doc[i], doc[i + 1], "1"))
-            else:
-                other = rng.randrange(len(documents) - 1)
-                other += other >= d
-                pairs.append((doc[i], rng.choice(documents[other]), "0"))
+        for i in range(1, len(doc)):
+            a = " ".join(doc[max(0, i - context):i])
+            other = rng.randrange(len(documents) - 1)
+            other += other >= d
+            pairs.append((a, doc[i], "1"))
+            pairs.append((a, rng.choice(documents[other]), "0"))
+    rng.shuffle(pairs)
     return pairs
 
 
@@ -78,7 +81,7 @@ def _write_tsv(path: str, rows: Iterable[tuple[str, str, str]]) -> int:
 
 def split_corpus(corpus_out: str, task_dir: str | None, corpus: str | None = None,
                  heldout_fraction: float = 0.3, max_heldout_documents: int = 2000,
-                 seed: int = 12345) -> dict:
+                 seed: int = 12345, context: int = 2) -> dict:
     """Write the pretraining corpus to `corpus_out` and, unless `task_dir` is None or the fraction
     is 0, the held-out task there. Returns the counts (also written to task_dir/task.json)."""
     if not 0 <= heldout_fraction < 1:
@@ -118,11 +121,11 @@ def split_corpus(corpus_out: str, task_dir: str | None, corpus: str | None = Non
     start = 0
     for i, (name, share) in enumerate(SPLITS):
         end = len(held) if i == len(SPLITS) - 1 else start + max(2, round(share * len(held)))
-        pairs = sentence_pairs(held[start:end], rng)
+        pairs = sentence_pairs(held[start:end], rng, context)
         splits[name] = _write_tsv(storage.join(task_dir, f"{name}.tsv"), pairs)
         start = end
     summary["task"] = {"path": task_dir, "documents": len(held), "examples": splits, "seed": seed,
-                       "fields": TASK_FIELDS,
-                       "question": "does sentence_b follow sentence_a in its document? (1 yes, 0 no)"}
+                       "context": context, "fields": TASK_FIELDS,
+                       "question": "does sentence_b come right after sentence_a in its document? (1 yes, 0 no)"}
     storage.write_json(storage.join(task_dir, "task.json"), summary)
     return summary
