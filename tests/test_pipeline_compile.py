@@ -146,3 +146,17 @@ def test_two_phase_pipeline(tmp_path):
         "componentInputParameter": "phase2_max_seq_length"}
     assert tasks["finetune"]["inputs"]["artifacts"]["pretrained"]["taskOutputArtifact"]["producerTask"] == \
         "pretrain-phase2"
+
+
+def test_docs_list_every_parameter_with_its_default():
+    import json
+    import re
+
+    from pipelines.pipeline import bert_pipeline
+
+    text = (ROOT / "docs" / "pipeline.md").read_text()
+    documented = dict(re.findall(r"^\| `(\w+)` \| `([^`]*)` \|", text, flags=re.M))
+    signature = inspect.signature(bert_pipeline.pipeline_func).parameters
+    assert set(documented) == set(signature)
+    for name, p in signature.items():
+        assert json.loads(documented[name]) == p.default, name

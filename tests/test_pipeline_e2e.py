@@ -1,0 +1,94 @@
+"""End to end: `bert-pipeline run --ci` runs the whole pipeline on this machine (kfp.local, this
+Python environment, 2 Horovod ranks for pretraining) on the embedded corpus, and every stage leaves
+its artifacts and sane metrics. The CI configuration is the default job made smaller (fewer masks and
+pretraining steps); it takes about 2-3 minutes on 2 cores."""
+
+import glob
+import math
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import ROOT
+
+STAGES = ("prepare-corpus", "learn-vocab", "create-data", "pretrain", "finetune", "evaluate")
+
+
+@pytest.fixture(scope="module")
+def pipeline_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("pipeline")
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "pipelines.cli", "run", "--ci", "--output-dir", str(out)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=600)
+    seconds = time.monotonic() - started
+    assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}\n(log: {out}/pipeline.log)"
+    (run_dir,) = glob.glob(str(out / "bert-pipeline-*"))
+    from pipelines.cli import stage_outputs
+
+    return {"dir": run_dir, "stdout": proc.stdout, "seconds": seconds, "outputs": stage_outputs(run_dir)}
+
+
+def test_every_stage_leaves_its_artifacts(pipeline_run):
+    d, outputs = pipeline_run["dir"], pipeline_run["outputs"]
+    assert pipeline_run["seconds"] < 300
+    assert set(outputs) == set(STAGES)
+    # progress per stage, and the table at the end
+    for i, stage in enumerate(STAGES, 1):
+        assert f"[{i}/6] {stage} ..." in pipeline_run["stdout"]
+        assert f"{stage}: success in" in pipeline_run["stdout"]
+    assert "stage     metric" in pipeline_run["stdout"] and "evaluate  accuracy" in pipeline_run["stdout"]
+
+    corpus = os.path.join(d, "prepare-corpus", "corpus")
+    assert os.path.getsize(corpus) > 100_000
+    for split in ("train", "dev", "test"):
+        assert os.path.getsize(os.path.join(d, "prepare-corpus", "task_data", f"{split}.tsv")) > 1000
+    vocab = os.path.join(d, "learn-vocab", "vocab")
+    assert len(open(vocab, encoding="utf-8").read().splitlines()) == outputs["learn-vocab"]["vocab"]["size"] == 2000
+
+    data = os.path.join(d, "create-data", "data")
+    shards = sorted(glob.glob(os.path.join(data, "train-*.tfrecord")))
+    assert len(shards) == outputs["create-data"]["data"]["shards"] == 2
+    assert os.path.exists(os.path.join(data, "data_manifest.json"))
+    assert outputs["create-data"]["data"]["instances"] > 1000
+
+    model = os.path.join(d, "pretrain", "model")
+    for name in ("bert_config.json", "vocab.txt", "pretrain_metrics.json", "eval_results.txt", "checkpoint"):
+        assert os.path.exists(os.path.join(model, name)), name
+    assert glob.glob(os.path.join(model, "ckpt-300", "model.ckpt-300.index"))
+
+    tuned = os.path.join(d, "finetune", "model")
+    assert os.path.exists(os.path.join(tuned, "saved_model", "saved_model.pb"))
+    assert os.path.exists(os.path.join(tuned, "finetune_metrics.json"))
+    n_test = len(open(os.path.join(d, "prepare-corpus", "task_data", "test.tsv")).read().splitlines()) - 1
+    assert len(open(os.path.join(d, "finetune", "predictions")).read().splitlines()) == n_test
+    assert os.path.exists(os.path.join(d, "evaluate", "metrics", "metrics.json"))
+    assert "## Evaluation: tsv" in open(os.path.join(d, "evaluate", "report")).read()
+
+
+def test_metrics_are_sane(pipeline_run):
+    outputs = pipeline_run["outputs"]
+    pre = outputs["pretrain"]["metrics"]
+    assert pre["global_step"] == 300 and pre["world_size"] == 2  # two Horovod ranks
+    # Loss fell: from the uniform guess's ln(vocab) + ln(2) at step 0 to well below it.
+    start = math.log(2000) + math.log(2)
+    assert pre["train_loss"] < start - 1.0, pre
+    assert pre["eval.masked_lm_accuracy"] > 5 / 2000  # far above guessing a token
+    assert 0 <= pre["eval.next_sentence_accuracy"] <= 1
+    tuned = outputs["finetune"]["metrics"]
+    assert tuned["global_step"] > 0 and math.isfinite(tuned["train_loss"])
+    ev = outputs["evaluate"]["metrics"]
+    assert set(ev) == {"accuracy"} and 0 <= ev["accuracy"] <= 1
+
+
+@pytest.mark.xfail(strict=False, reason=(
+    "fine-tuning from our tiny pretraining stays at chance on the held-out pair task: the loss stays at "
+    "ln 2 for this and for two other pair tasks tried (abridged-sentence, replaced-word), from 150- and "
+    "1500-step checkpoints, while it learns a trivial pair task; see the pipeline docs"))
+def test_accuracy_above_chance(pipeline_run):
+    n_test = pipeline_run["outputs"]["prepare-corpus"]["task_data"]["test_examples"]
+    accuracy = pipeline_run["outputs"]["evaluate"]["metrics"]["accuracy"]
+    # above chance (a balanced task: 0.5) by two standard errors of a coin on n_test examples
+    assert accuracy > 0.5 + 2 * math.sqrt(0.25 / n_test), accuracy
