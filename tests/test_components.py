@@ -11,6 +11,8 @@ import pytest
 from bert_core.errors import UserError
 from components import common
 
+pytest_plugins = ["tests.gcs_server"]
+
 
 # --------------------------------------------------------------------------------------------------
 # common: configs, argv, launching
@@ -183,3 +185,63 @@ def test_heldout_split_of_a_users_corpus_and_its_errors(tmp_path):
         split_corpus(str(tmp_path / "c3.txt"), str(tmp_path / "t3"), corpus=str(tmp_path / "missing.txt"))
     with pytest.raises(UserError, match="held-out documents"):
         split_corpus(str(tmp_path / "c4.txt"), str(tmp_path / "t4"), corpus=str(corpus), heldout_fraction=0.01)
+
+
+# --------------------------------------------------------------------------------------------------
+# launcher=mpijob: the MPIJob gets the artifacts' gs:// URIs (the step's local paths mean nothing there)
+# --------------------------------------------------------------------------------------------------
+class _Artifact:
+    def __init__(self, uri: str, path: str = ""):
+        self.uri, self.path, self.metadata, self.logged = uri, path, {}, {}
+
+    def log_metric(self, key, value):
+        self.logged[key] = value
+
+
+def test_mpijob_launcher_hands_the_job_object_storage_paths(gcs_prefix, tmp_path, uncased_vocab, monkeypatch):
+    from bert_core import storage
+    from components import launcher
+
+    jobs = []
+
+    def fake_launch(job, **kw):  # the MPIJob "runs": bert pretrain writes its metrics to --output_dir
+        jobs.append((job, kw))
+        storage.write_json(storage.join(job.pretrain_flags["output_dir"], "pretrain_metrics.json"),
+                           {"global_step": 10, "world_size": 16, "train_loss": 3.5, "eval": {"loss": 3.6}})
+        return job.checkpoint_location
+
+    monkeypatch.setattr(launcher, "launch", fake_launch)
+    data = _Artifact(f"{gcs_prefix}/create-data/data", str(tmp_path / "local-data"))
+    vocab = _Artifact(f"{gcs_prefix}/learn-vocab/vocab", uncased_vocab)
+    model = _Artifact(f"{gcs_prefix}/pretrain/model", str(tmp_path / "local-model"))
+    metrics = _Artifact(f"{gcs_prefix}/pretrain/metrics")
+    common.run_pretraining(
+        data=data, vocab=vocab, model=model, metrics=metrics, launcher="mpijob", num_processes=1,
+        bert_model="bert-base", bert_config={}, mpijob_workers=2, mpijob_gpus_per_worker=8, timeout_seconds=600,
+        init_checkpoint="gs://weights/uncased_L-12_H-768_A-12/bert_model.ckpt", max_seq_length=128,
+        max_predictions_per_seq=20, train_batch_size=32, learning_rate=1e-4, num_train_steps=10, num_warmup_steps=1,
+        optimizer_type="lamb", dtype="bf16", num_accumulation_steps=1, save_checkpoints_steps=5, log_every_steps=5,
+        max_eval_steps=2, random_seed=1)
+    ((job, kw),) = jobs
+    assert kw == {"timeout_seconds": 600}
+    assert job.workers == 2 and job.gpus_per_worker == 8 and job.num_ranks == 16
+    flags = job.pretrain_flags
+    assert flags["input_file"] == f"{gcs_prefix}/create-data/data/train-*.tfrecord*"
+    assert flags["output_dir"] == model.uri
+    assert flags["bert_config_file"] == f"{model.uri}/bert_config.json"
+    assert flags["vocab_file"] == f"{model.uri}/vocab.txt"
+    assert flags["init_checkpoint"].startswith("gs://weights/")
+    assert flags["optimizer_type"] == "lamb" and flags["dtype"] == "bf16" and flags["do_train"] is True
+    # the Model on gs:// is self-contained: the config the job trained and the vocab
+    assert storage.read_json(f"{model.uri}/bert_config.json")["hidden_size"] == 768
+    assert storage.read_bytes(f"{model.uri}/vocab.txt") == open(uncased_vocab, "rb").read()
+    assert metrics.logged == {"global_step": 10.0, "world_size": 16.0, "train_loss": 3.5, "eval.loss": 3.6}
+    assert model.metadata["world_size"] == 16 and model.metadata["hidden_size"] == 768
+    assert not os.path.exists(model.path)  # nothing written to the step's local path
+
+
+def test_unknown_launcher_is_one_line():
+    with pytest.raises(UserError, match="launcher='k8s': expected local or mpijob"):
+        common.run_pretraining(data=None, vocab=None, model=None, metrics=None, launcher="k8s", num_processes=1,
+                               bert_model="bert-tiny", bert_config={}, mpijob_workers=1, mpijob_gpus_per_worker=1,
+                               timeout_seconds=0)
