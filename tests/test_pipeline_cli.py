@@ -206,3 +206,13 @@ def test_artifacts_ls_and_show_on_gcs(gcs_prefix, capsys):
 
     code, _, err = bp(capsys, "artifacts", "ls", f"{gcs_prefix}/nothing-here")
     assert code == 2 and err.startswith("bert-pipeline: error: ") and "no artifacts there" in err
+
+
+def test_run_names_the_failed_step_and_its_error(tmp_path, capsys):
+    code, out, err = bp(capsys, "run", "--output-dir", str(tmp_path), "-p", f"corpus_uri={tmp_path}/missing.txt")
+    assert code == 2
+    assert "[1/6] prepare-corpus ..." in out and "prepare-corpus: failure" in out
+    assert err.startswith("bert-pipeline: error: Pipeline 'bert-pipeline' finished with status FAILURE. "
+                          "Inner task failed: 'prepare-corpus'.")
+    assert f"{tmp_path}/missing.txt: no such file" in err and f"(log: {tmp_path}/pipeline.log)" in err
+    assert err.count("\n") == 1
