@@ -11,7 +11,8 @@ from components.common import base_image
 def finetune(pretrained: Input[Model], task_data: Input[Dataset], task_data_uri: str, task_name: str,
              text_a_column: str, text_b_column: str, label_column: str, has_header: bool, labels: str,
              max_seq_length: int, train_batch_size: int, eval_batch_size: int, learning_rate: float,
-             num_train_epochs: float, warmup_proportion: float, do_lower_case: bool, log_every_steps: int,
+             num_train_epochs: float, warmup_proportion: float, optimizer_type: str, do_lower_case: bool,
+             log_every_steps: int,
              seed: int, num_processes: int,
              model: Output[Model], predictions: Output[Dataset], metrics: Output[Metrics]):
     """`bert finetune --do_train --do_eval --do_predict --export_dir`: checkpoints and a SavedModel
@@ -27,7 +28,8 @@ def finetune(pretrained: Input[Model], task_data: Input[Dataset], task_data_uri:
         bert_config_file=storage.join(pretrained.path, "bert_config.json"), init_checkpoint=pretrained.path,
         do_train=True, do_eval=True, do_predict=True, max_seq_length=max_seq_length,
         train_batch_size=train_batch_size, eval_batch_size=eval_batch_size, learning_rate=learning_rate,
-        num_train_epochs=num_train_epochs, warmup_proportion=warmup_proportion, do_lower_case=do_lower_case,
+        num_train_epochs=num_train_epochs, warmup_proportion=warmup_proportion, optimizer_type=optimizer_type,
+        do_lower_case=do_lower_case,
         text_a_column=text_a_column, text_b_column=text_b_column or None, label_column=label_column,
         has_header=has_header, labels=labels or None, log_every_steps=log_every_steps, seed=seed,
         export_dir=storage.join(model.path, "saved_model"))

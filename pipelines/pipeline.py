@@ -116,7 +116,8 @@ def build_pipeline(phase2: bool = False):
         finetune_batch_size: int = 16,
         finetune_eval_batch_size: int = 32,
         finetune_learning_rate: float = 1e-4,
-        num_train_epochs: float = 3.0,
+        finetune_optimizer_type: str = "nadam",
+        num_train_epochs: float = 8.0,
         warmup_proportion: float = 0.1,
         finetune_processes: int = 1,
         finetune_gpus: int = 0,
@@ -171,7 +172,8 @@ def build_pipeline(phase2: bool = False):
             pretrained=pretrained.outputs["model"], task_data=corpus.outputs["task_data"],
             max_seq_length=finetune_max_seq_length, train_batch_size=finetune_batch_size,
             eval_batch_size=finetune_eval_batch_size, learning_rate=finetune_learning_rate,
-            num_train_epochs=num_train_epochs, warmup_proportion=warmup_proportion, do_lower_case=do_lower_case,
+            num_train_epochs=num_train_epochs, warmup_proportion=warmup_proportion,
+            optimizer_type=finetune_optimizer_type, do_lower_case=do_lower_case,
             log_every_steps=log_every_steps, seed=random_seed, num_processes=finetune_processes, **task)
         _on_gpu_nodes(_cpu_step(tuned, "finetune", "4", "16Gi", cache=False, retries=0), finetune_gpus)
         _cpu_step(evaluate(task_data=corpus.outputs["task_data"], predictions=tuned.outputs["predictions"],

@@ -84,9 +84,8 @@ def test_metrics_are_sane(pipeline_run):
 
 
 @pytest.mark.xfail(strict=False, reason=(
-    "fine-tuning from our tiny pretraining stays at chance on the held-out pair task: the loss stays at "
-    "ln 2 for this and for two other pair tasks tried (abridged-sentence, replaced-word), from 150- and "
-    "1500-step checkpoints, while it learns a trivial pair task; see the pipeline docs"))
+    "fine-tuning from the tiny default pretraining reaches 0.50-0.55 on the held-out pair task (about 1,200 "
+    "training pairs, pretrained on 1,500 sentences), under the two-standard-error bar; see docs/pipeline.md"))
 def test_accuracy_above_chance(pipeline_run):
     n_test = pipeline_run["outputs"]["prepare-corpus"]["task_data"]["test_examples"]
     accuracy = pipeline_run["outputs"]["evaluate"]["metrics"]["accuracy"]
