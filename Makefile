@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 
 include make/cluster.mk
 
-.PHONY: setup setup-test run test test-slow test-data bench bench-data bench-train bench-finetune clean help
+.PHONY: setup setup-test run compile test test-slow test-data bench bench-data bench-train bench-finetune clean help
 
 help:
 	@echo "make run         set up on first use, then run the main job on the embedded default corpus"
@@ -39,6 +39,10 @@ test-data: setup-test
 # locally by kfp.local on the embedded default (Python's own docs), no download and no cluster.
 run: setup
 	$(VENV)/bin/bert-pipeline run --output-dir $(RUN_DIR)
+
+# The pipeline's IR YAML, to upload in the KFP UI.
+compile: setup
+	$(VENV)/bin/bert-pipeline compile -o bert_pipeline.yaml
 
 test: test-data
 	$(PY) -m pytest -q $(PYTEST_ARGS)
