@@ -33,7 +33,7 @@ import shutil
 import tempfile
 import threading
 import warnings
-from typing import IO, Iterator
+from typing import IO, Callable, Iterator
 
 from bert_core.errors import UserError
 
@@ -58,6 +58,7 @@ class FileInfo:
     path: str
     size: int
     updated: datetime.datetime | None  # timezone-aware UTC
+    generation: int | None = None  # gs:// only: the object generation (changes on every rewrite)
 
 
 def is_gcs(path) -> bool:
@@ -132,6 +133,17 @@ def size(path: str) -> int:
     if is_gcs(path):
         return _gcs_stat(path).size
     return os.path.getsize(_local(path))
+
+
+def stat(path: str) -> FileInfo:
+    """Size, time and (gs://) generation of one file or object; a missing one is a one-line UserError."""
+    if is_gcs(path):
+        blob = _gcs_stat(path)
+        return FileInfo(path, int(blob.size or 0), blob.updated, blob.generation)
+    try:
+        return _local_info(_local(path))
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file") from None
 
 
 def open_read(path: str, mode: str = "rb") -> IO:
@@ -250,8 +262,26 @@ def copy(src: str, dst: str, exclusive: bool = False) -> None:
             pass
         _gcs_upload(dst, filename=_local(src), exclusive=exclusive)
         return
+    if is_gcs(src):
+        download(src, dst, exclusive=exclusive)
+        return
     with open_read(src, "rb") as fin, atomic_open(dst, "wb", exclusive=exclusive) as fout:
         shutil.copyfileobj(fin, fout, 1 << 20)
+
+
+def download(src: str, dst: str, exclusive: bool = False) -> FileInfo:
+    """Copy a file/object to the local path `dst` atomically; returns what was copied (for gs://: the
+    one generation that was read, in one request, so `dst` never mixes two versions)."""
+    if not is_gcs(src):
+        info = stat(src)
+        copy(src, dst, exclusive=exclusive)
+        return info
+    meta = _gcs_stat(src)
+    pinned = _blob(src, generation=meta.generation)
+    with atomic_path(_local(dst), exclusive=exclusive) as tmp:
+        _call(src, pinned.download_to_filename, tmp, retry=_retry(),
+              gone=f"replaced or deleted while being read (generation {meta.generation} is gone); read it again")
+    return FileInfo(src, int(meta.size or 0), meta.updated, meta.generation)
 
 
 def remove(path: str) -> bool:
@@ -302,7 +332,7 @@ def _local_info(path: str) -> FileInfo:
 
 
 @contextlib.contextmanager
-def atomic_dir(path: str) -> Iterator[str]:
+def atomic_dir(path: str, others: Callable[[str], bool] | None = None) -> Iterator[str]:
     """Yield an empty local temporary directory that becomes the directory / prefix `path` on success.
 
     For checkpoints and other multi-file artifacts. On success the files are moved (local) or
@@ -310,7 +340,11 @@ def atomic_dir(path: str) -> Iterator[str]:
     removed, and `path/_COMPLETE` (a JSON list of the files and sizes) is written LAST. Readers call
     `is_complete(path)` before trusting the directory: a writer killed at any point leaves no marker
     (a rewrite removes the old marker before touching anything else). Locally the directory is also
-    swapped in by rename, so a local reader never sees a half-written directory."""
+    swapped in by rename, so a local reader never sees a half-written directory.
+
+    `others(relative_name)`: names that other writers (e.g. other ranks of a job, on other hosts)
+    have already put under `path` for this version: they are kept as found and listed in the marker,
+    and never taken from the temporary directory."""
     gcs = is_gcs(path)
     if gcs:
         tmp = tempfile.mkdtemp(prefix="bert-atomic-dir-")
@@ -327,15 +361,57 @@ def atomic_dir(path: str) -> Iterator[str]:
                 rel = os.path.relpath(full, tmp).replace(os.sep, "/")
                 if rel == COMPLETE_MARKER:
                     raise ValueError(f"atomic_dir: {COMPLETE_MARKER} is reserved for the marker")
+                if others is not None and others(rel):
+                    continue  # another writer's file: published by that writer
                 files.append({"path": rel, "size": os.path.getsize(full)})
-        files.sort(key=lambda f: f["path"])
-        marker = json.dumps({"files": files}, indent=1) + "\n"
         if gcs:
-            _gcs_publish_dir(path, tmp, files, marker)
+            _gcs_publish_dir(path, tmp, files, others)
         else:
-            _local_publish_dir(target, tmp, marker)
+            if others is not None and os.path.isdir(target):
+                for info in list_files(target):
+                    rel = os.path.relpath(info.path, target).replace(os.sep, "/")
+                    if rel != COMPLETE_MARKER and others(rel):
+                        os.makedirs(os.path.dirname(os.path.join(tmp, rel)), exist_ok=True)
+                        os.replace(info.path, os.path.join(tmp, rel))
+                        files.append({"path": rel, "size": info.size})
+            _local_publish_dir(target, tmp, _marker(files))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def publish_dir(local_dir: str, path: str, others: Callable[[str], bool] | None = None) -> None:
+    """Publish the files of a finished local directory as `path`, with `atomic_dir`'s guarantees
+    (marker last; `others` as there). The local directory is left as it is."""
+    local_dir = _local(local_dir)
+    with atomic_dir(path, others=others) as tmp:
+        for info in list_files(local_dir):
+            rel = os.path.relpath(info.path, local_dir)
+            if others is not None and others(rel.replace(os.sep, "/")):
+                continue
+            os.makedirs(os.path.dirname(os.path.join(tmp, rel)), exist_ok=True)
+            try:
+                os.link(info.path, os.path.join(tmp, rel))  # no copy of the bytes where it can be helped
+            except OSError:
+                shutil.copyfile(info.path, os.path.join(tmp, rel))
+
+
+def remove_dir(path: str) -> int:
+    """Delete a directory / every object under a gs:// prefix; returns how many files went. The
+    `_COMPLETE` marker goes first, so a directory being removed already reads as incomplete."""
+    remove(join(path, COMPLETE_MARKER))
+    if is_gcs(path):
+        removed = 0
+        for info in _gcs_list_files(path.rstrip("/") + "/"):
+            removed += _gcs_delete(info.path)
+        return removed
+    local = _local(path)
+    n = len(list_files(local)) if os.path.isdir(local) else 0
+    shutil.rmtree(local, ignore_errors=True)
+    return n
+
+
+def _marker(files: list[dict]) -> str:
+    return json.dumps({"files": sorted(files, key=lambda f: f["path"])}, indent=1) + "\n"
 
 
 def _umask() -> int:
@@ -615,9 +691,9 @@ def _gcs_list_files(prefix: str) -> list[FileInfo]:
         blob = _blob(prefix)
         if _call(prefix, blob.exists):
             _call(prefix, blob.reload)
-            single = [FileInfo(prefix, int(blob.size or 0), blob.updated)]
+            single = [FileInfo(prefix, int(blob.size or 0), blob.updated, blob.generation)]
     under = key.rstrip("/") + "/" if key.strip("/") else ""
-    rows = [FileInfo(f"gs://{bucket}/{b.name}", int(b.size or 0), b.updated)
+    rows = [FileInfo(f"gs://{bucket}/{b.name}", int(b.size or 0), b.updated, b.generation)
             for b in _list(prefix, under) if not b.name.endswith("/")]
     return sorted(single + rows, key=lambda i: i.path)
 
@@ -707,17 +783,22 @@ def _gcs_delete(path: str) -> bool:
         raise UserError(f"{path}: permission denied ({_first_line(err)})") from None
 
 
-def _gcs_publish_dir(path: str, tmp: str, files: list[dict], marker: str) -> None:
+def _gcs_publish_dir(path: str, tmp: str, files: list[dict], others: Callable[[str], bool] | None) -> None:
     prefix = path.rstrip("/")
     _gcs_delete(join(prefix, COMPLETE_MARKER))  # from here on readers see "incomplete"
     new = {f["path"] for f in files}
     for f in files:
         _gcs_upload(join(prefix, f["path"]), filename=os.path.join(tmp, *f["path"].split("/")))
+    listed = list(files)
     for info in _gcs_list_files(prefix + "/"):
         rel = info.path[len(prefix) + 1:]
-        if rel not in new and rel != COMPLETE_MARKER:
+        if rel == COMPLETE_MARKER or rel in new:
+            continue
+        if others is not None and others(rel):
+            listed.append({"path": rel, "size": info.size})
+        else:
             _gcs_delete(info.path)
-    _gcs_upload(join(prefix, COMPLETE_MARKER), data=marker.encode("utf-8"))
+    _gcs_upload(join(prefix, COMPLETE_MARKER), data=_marker(listed).encode("utf-8"))
 
 
 class _GCSRawReader(io.RawIOBase):
