@@ -58,8 +58,9 @@ def input_files(spec: str) -> list[str]:
 
 def manifest_vocab_size(files: list[str]) -> tuple[int, str] | None:
     """vocab size recorded by `bert create-data` next to the shards, if there is a manifest."""
-    for d in sorted({os.path.dirname(os.path.abspath(f)) for f in files}):
-        path = os.path.join(d, MANIFEST)
+    for d in sorted({storage.dirname(f) if storage.is_gcs(f) else os.path.dirname(os.path.abspath(f))
+                     for f in files}):
+        path = storage.join(d, MANIFEST)
         if storage.exists(path):
             size = (storage.read_json(path).get("vocab") or {}).get("size")
             if size:
@@ -69,11 +70,15 @@ def manifest_vocab_size(files: list[str]) -> tuple[int, str] | None:
 
 def check_records(files: list[str], max_seq_length: int, max_predictions_per_seq: int, vocab_size: int,
                   limit: int) -> int:
-    """Read up to `limit` records of every file; raise one UserError line at the first problem."""
+    """Read up to `limit` records of every file (local or gs://, through bert_core.storage: only the
+    first records are fetched); raise one UserError line at the first problem."""
+    import itertools
+
     import numpy as np
     import tensorflow as tf
+    from google.protobuf.message import DecodeError
 
-    from bert_core.data.tfrecord import detect_compression
+    from bert_core.data.tfrecord import iter_records
 
     want = {"input_ids": max_seq_length, "input_mask": max_seq_length, "segment_ids": max_seq_length,
             "masked_lm_positions": max_predictions_per_seq, "masked_lm_ids": max_predictions_per_seq,
@@ -81,10 +86,8 @@ def check_records(files: list[str], max_seq_length: int, max_predictions_per_seq
     checked = 0
     for path in files:
         try:
-            comp = "GZIP" if detect_compression(path) == "gzip" else ""
-            records = tf.data.TFRecordDataset(path, compression_type=comp).take(limit)
-            for i, raw in enumerate(records):
-                ex = tf.train.Example.FromString(raw.numpy()).features.feature
+            for i, raw in enumerate(itertools.islice(iter_records(path), limit)):
+                ex = tf.train.Example.FromString(raw).features.feature
                 for name, length in want.items():
                     if name not in ex:
                         raise UserError(f"{path}: record {i}: no feature {name!r}; expected the pretraining "
@@ -105,7 +108,7 @@ def check_records(files: list[str], max_seq_length: int, max_predictions_per_seq
                                         f"vocab_size is {vocab_size}; the data was made with a different "
                                         f"vocab.txt than the model's config")
                 checked += 1
-        except tf.errors.OpError as err:
+        except (ValueError, OSError, EOFError, DecodeError) as err:  # framing, checksums, gzip, protobuf
             raise UserError(f"{path}: not a readable TFRecord file ({str(err).splitlines()[0]})") from None
     return checked
 
@@ -117,12 +120,15 @@ def make_train_dataset(files: list[str], cfg: PretrainConfig, rank: int, size: i
     goes to exactly one rank per epoch."""
     import tensorflow as tf
 
+    from bert_core import staging
     from bert_core.data import tfrecord
 
     if len(files) % size == 0:
         mine, record_shard = files[rank::size], False
     else:
         mine, record_shard = files, size > 1
+    # tf.data reads through TF's own filesystem: gs:// files are read from a node-local copy.
+    mine = staging.stage(mine, log=(lambda line: print(line, flush=True)) if rank == 0 else None)
     ds = tfrecord.make_dataset(mine, cfg.max_seq_length, cfg.max_predictions_per_seq,
                                num_parallel_reads=min(4, len(mine)) if len(mine) > 1 else None)
     if record_shard:
@@ -265,7 +271,7 @@ def pretrain_main(cfg: PretrainConfig) -> int:
                             **{f"train_{k}": v for k, v in result.metrics.items()}})
         if cfg.do_eval:
             if not cfg.do_train:
-                latest = training.latest_checkpoint(cfg.output_dir) if storage.exists(cfg.output_dir) else None
+                latest = trainer.sync_checkpoints()  # local (step, dir); a gs:// one is downloaded
                 if latest is not None:
                     trainer.weights_io.restore(model, os.path.join(latest[1], f"model.ckpt-{latest[0]}"))
                     trainer.global_step.assign(latest[0])

@@ -85,8 +85,11 @@ class RecordWriter:
 
 
 def iter_records(path: str) -> Iterable[bytes]:
-    """The raw records of a TFRecord file (plain or gzip), with both checksums verified. No TensorFlow."""
-    with open(path, "rb") as raw:
+    """The raw records of a TFRecord file (plain or gzip; local or gs://), with both checksums verified.
+    No TensorFlow."""
+    from bert_core import storage
+
+    with storage.open_read(path, "rb") as raw:
         f = gzip.GzipFile(fileobj=raw, mode="rb") if raw.read(2) == _GZIP_MAGIC else raw
         raw.seek(0)
         while True:
@@ -296,9 +299,12 @@ def detect_compression(path: str) -> str:
     """'gzip' if the file starts with the gzip magic bytes, else 'none'.
 
     A plain TFRecord starts with its first record's length; it could only look like gzip if that record
-    were at least 35,615 bytes long with those exact low bytes, far above a pretraining example (~1 KB)."""
-    with open(path, "rb") as f:
-        return "gzip" if f.read(2) == _GZIP_MAGIC else "none"
+    were at least 35,615 bytes long with those exact low bytes, far above a pretraining example (~1 KB). Local or gs:// (two bytes are read)."""
+    from bert_core import storage
+
+    with storage.open_read(path, "rb") as f:
+        head = getattr(f, "raw", f).read(2)  # unbuffered: on gs:// a 2-byte range, not a 2 MiB buffer
+        return "gzip" if head == _GZIP_MAGIC else "none"
 
 
 def make_dataset(files: str | Sequence[str], max_seq_length: int, max_predictions_per_seq: int,
