@@ -25,6 +25,14 @@ Checkpoints (only rank 0 writes, except each rank's input-pipeline position):
   output_dir/checkpoint        TF's pointer to the latest model.ckpt (tf.train.latest_checkpoint works)
 A checkpoint is written under .ckpt-<step>.tmp and renamed into place only when complete, so a kill
 during a save leaves the previous checkpoint as the latest one.
+
+A gs:// output_dir: the loop above runs in a node-local work directory (config.work_dir, default
+bert_core.staging.local_dir_for(output_dir, "work")), and each checkpoint is then published to
+output_dir/ckpt-<step>/ with storage.atomic_dir's guarantees: every other rank uploads its own
+data-rank<r> files first (ranks on other hosts share no disk with the chief), then the chief uploads
+the rest and the `_COMPLETE` marker last, rewrites output_dir/checkpoint and prunes. On start the
+newest gs:// checkpoint with a marker is downloaded into the work directory (once per host) and
+resumed from; summaries (train/) are uploaded at every checkpoint and at the end.
 """
 
 from __future__ import annotations
@@ -44,7 +52,7 @@ from typing import Any, Callable, Literal, Mapping, Protocol
 import keras
 import tensorflow as tf
 
-from bert_core import distributed, storage
+from bert_core import distributed, staging, storage
 from bert_core.errors import UserError
 
 Precision = Literal["fp32", "fp16", "bf16"]
@@ -125,6 +133,7 @@ class TrainLoopConfig:
     summaries: bool = True
     stop_on_nonfinite_loss: bool = True  # fp32/bf16: a NaN loss stops the run (fp16 skips the step)
     history_limit: int = 10000  # rows of per-step history kept in TrainResult (the most recent)
+    work_dir: str | None = None  # gs:// output_dir only: the node-local directory the loop works in
 
     def __post_init__(self):
         if self.num_train_steps < 0:
@@ -151,8 +160,15 @@ _CKPT_RE = re.compile(r"^ckpt-(\d+)$")
 
 
 def list_checkpoints(output_dir: str) -> list[tuple[int, str]]:
-    """Complete checkpoints in output_dir as (step, directory), oldest first."""
+    """Complete checkpoints in output_dir as (step, directory), oldest first (gs://: with a marker)."""
     found = []
+    if storage.is_gcs(output_dir):
+        for marker in storage.glob(storage.join(output_dir, "ckpt-*", storage.COMPLETE_MARKER)):
+            d = storage.dirname(marker)
+            m = _CKPT_RE.match(storage.basename(d))
+            if m:
+                found.append((int(m.group(1)), d))
+        return sorted(found)
     for d in glob.glob(os.path.join(output_dir, "ckpt-*")):
         m = _CKPT_RE.match(os.path.basename(d))
         if m and os.path.exists(os.path.join(d, "COMPLETE.json")):
@@ -163,6 +179,28 @@ def list_checkpoints(output_dir: str) -> list[tuple[int, str]]:
 def latest_checkpoint(output_dir: str) -> tuple[int, str] | None:
     ckpts = list_checkpoints(output_dir)
     return ckpts[-1] if ckpts else None
+
+
+def _rank_of(name: str) -> int | None:
+    """r for a rank's input-position file `data-rank<r>.*`, else None."""
+    m = re.match(r"^data-rank(\d+)\.", name)
+    return int(m.group(1)) if m else None
+
+
+def _download_checkpoint(remote: str, local: str) -> None:
+    """Make the local directory hold the gs:// checkpoint its marker lists; reuse files already there
+    when the local COMPLETE.json is the remote one; COMPLETE.json last (it makes `local` count)."""
+    files = {f["path"]: f["size"] for f in storage.read_json(storage.join(remote, storage.COMPLETE_MARKER))["files"]}
+    done = os.path.join(local, "COMPLETE.json")
+    same = os.path.exists(done) and storage.read_bytes(done) == storage.read_bytes(storage.join(remote, "COMPLETE.json"))
+    if not same:
+        shutil.rmtree(local, ignore_errors=True)
+    for rel, size in files.items():
+        path = os.path.join(local, *rel.split("/"))
+        if rel != "COMPLETE.json" and not (os.path.exists(path) and os.path.getsize(path) == size):
+            storage.copy(storage.join(remote, rel), path)
+    if not same:
+        storage.copy(storage.join(remote, "COMPLETE.json"), done)
 
 
 def _fsync_tree(path: str) -> None:
@@ -201,6 +239,11 @@ class Trainer:
         self.weights_name = weights_name
         self.callbacks = list(callbacks or [])
         self._log = log or (lambda line: print(line, flush=True))
+        # A gs:// output_dir: checkpoints and summaries are made in a local work dir, then published.
+        self.remote = storage.is_gcs(config.output_dir)
+        self.work_dir = (config.work_dir or staging.local_dir_for(config.output_dir, "work")) if self.remote \
+            else config.output_dir
+        self._uploaded: dict[str, int] = {}  # summary file -> size last uploaded
         self.global_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
         self.fp16 = isinstance(self.optimizer, keras.mixed_precision.LossScaleOptimizer)
         self._built = False
@@ -296,15 +339,21 @@ class Trainer:
         """Write ckpt-<step> atomically (chief), each rank's iterator state into it; prune old ones."""
         cfg, dist = self.config, self.dist
         step = int(self.global_step.numpy())
-        final = os.path.join(cfg.output_dir, f"ckpt-{step}")
-        tmp = os.path.join(cfg.output_dir, f".ckpt-{step}.tmp")
+        final = os.path.join(self.work_dir, f"ckpt-{step}")
+        tmp = os.path.join(self.work_dir, f".ckpt-{step}.tmp")
+        remote = storage.join(cfg.output_dir, f"ckpt-{step}") if self.remote else None
         if dist.is_chief:
             if os.path.exists(tmp):
                 shutil.rmtree(tmp)
             os.makedirs(tmp)
+            if remote:  # an earlier version of this step reads as incomplete before any rank uploads
+                storage.remove(storage.join(remote, storage.COMPLETE_MARKER))
         dist.barrier()
         if iterator is not None:
-            tf.train.Checkpoint(iterator=iterator).write(os.path.join(tmp, f"data-rank{dist.rank}"))
+            if remote and not dist.is_chief:
+                self._upload_input_position(iterator, step, remote)
+            else:
+                tf.train.Checkpoint(iterator=iterator).write(os.path.join(tmp, f"data-rank{dist.rank}"))
         dist.barrier()
         if dist.is_chief:
             self.weights_io.save(self.model, os.path.join(tmp, f"{self.weights_name}-{step}"))
@@ -317,19 +366,84 @@ class Trainer:
             if os.path.exists(final):
                 shutil.rmtree(final)
             os.replace(tmp, final)
-            storage.write_text(os.path.join(cfg.output_dir, "checkpoint"),
-                               f'model_checkpoint_path: "ckpt-{step}/{self.weights_name}-{step}"\n'
-                               f'all_model_checkpoint_paths: "ckpt-{step}/{self.weights_name}-{step}"\n')
-            for _, old in list_checkpoints(cfg.output_dir)[:-cfg.keep_checkpoints]:
+            pointer = (f'model_checkpoint_path: "ckpt-{step}/{self.weights_name}-{step}"\n'
+                       f'all_model_checkpoint_paths: "ckpt-{step}/{self.weights_name}-{step}"\n')
+            storage.write_text(os.path.join(self.work_dir, "checkpoint"), pointer)
+            for _, old in list_checkpoints(self.work_dir)[:-cfg.keep_checkpoints]:
                 shutil.rmtree(old, ignore_errors=True)
+            if remote:
+                self._publish(final, remote, pointer)
         dist.barrier()
-        return final if dist.is_chief else None
+        if not dist.is_chief:
+            return None
+        return remote or final
+
+    # ------------------------------------------------------------------ gs:// output_dir
+    def _upload_input_position(self, iterator, step: int, remote: str) -> None:
+        """A non-chief rank's data-rank<r> files, straight to the gs:// checkpoint (another host's
+        rank shares no disk with the chief), through a private local directory."""
+        own = os.path.join(self.work_dir, f".ckpt-{step}.rank{self.dist.rank}.tmp")
+        shutil.rmtree(own, ignore_errors=True)
+        try:
+            tf.train.Checkpoint(iterator=iterator).write(os.path.join(own, f"data-rank{self.dist.rank}"))
+            for name in sorted(os.listdir(own)):
+                storage.copy(os.path.join(own, name), storage.join(remote, name))
+        finally:
+            shutil.rmtree(own, ignore_errors=True)
+
+    def _publish(self, local: str, remote: str, pointer: str) -> None:
+        """Chief: the local checkpoint -> gs:// (marker last), then the pointer, pruning, summaries."""
+        cfg = self.config
+        storage.publish_dir(local, remote, others=lambda rel: _rank_of(rel) not in (None, 0))
+        storage.write_text(storage.join(cfg.output_dir, "checkpoint"), pointer)
+        for _, old in list_checkpoints(cfg.output_dir)[:-cfg.keep_checkpoints]:
+            storage.remove_dir(old)
+        self._upload_summaries()
+
+    def _upload_summaries(self) -> None:
+        local = os.path.join(self.work_dir, "train")
+        if not (self.remote and self.dist.is_chief and os.path.isdir(local)):
+            return
+        if self._summary_writer is not None:
+            self._summary_writer.flush()
+        for info in storage.list_files(local):
+            if self._uploaded.get(info.path) != info.size:
+                rel = os.path.relpath(info.path, local).replace(os.sep, "/")
+                storage.copy(info.path, storage.join(self.config.output_dir, "train", rel))
+                self._uploaded[info.path] = info.size
+
+    def sync_checkpoints(self) -> tuple[int, str] | None:
+        """The latest checkpoint as a local (step, directory), or None.
+
+        gs:// output_dir: the chief deletes checkpoints a killed run left without a marker; then on
+        every host (its local rank 0) the work dir is made to hold exactly the newest complete gs://
+        checkpoint: other local ones are removed (gs:// is the record), missing or stale files are
+        downloaded, COMPLETE.json last. Every rank must call this."""
+        cfg, dist = self.config, self.dist
+        if not self.remote:
+            return latest_checkpoint(self.work_dir)
+        if dist.is_chief:
+            for d in storage.glob(storage.join(cfg.output_dir, "ckpt-*")):
+                if _CKPT_RE.match(storage.basename(d)) and not storage.is_complete(d):
+                    storage.remove_dir(d)
+                    self.log(f"removed {d}: an incomplete checkpoint (no {storage.COMPLETE_MARKER})")
+        dist.barrier()
+        remote = latest_checkpoint(cfg.output_dir)
+        if dist.local_rank == 0:
+            keep = f"ckpt-{remote[0]}" if remote else None
+            for d in glob.glob(os.path.join(self.work_dir, "ckpt-*")):
+                if os.path.basename(d) != keep:
+                    shutil.rmtree(d, ignore_errors=True)
+            if remote:
+                _download_checkpoint(remote[1], os.path.join(self.work_dir, keep))
+        dist.barrier()
+        return latest_checkpoint(self.work_dir)
 
     def _clean_partial_saves(self) -> None:
-        if self.dist.is_chief:
-            for d in glob.glob(os.path.join(self.config.output_dir, ".ckpt-*.tmp")):
+        if self.dist.is_chief or (self.remote and self.dist.local_rank == 0):
+            for d in glob.glob(os.path.join(self.work_dir, ".ckpt-*.tmp")):
                 shutil.rmtree(d, ignore_errors=True)
-            storage.remove_stale_temporaries(self.config.output_dir)
+            storage.remove_stale_temporaries(self.work_dir)
         self.dist.barrier()
 
     def restore_checkpoint(self, directory: str, iterator=None) -> int:
@@ -351,7 +465,7 @@ class Trainer:
         if not (self.config.summaries and self.dist.is_chief):
             return
         if self._summary_writer is None:
-            self._summary_writer = tf.summary.create_file_writer(os.path.join(self.config.output_dir, "train"))
+            self._summary_writer = tf.summary.create_file_writer(os.path.join(self.work_dir, "train"))
         with self._summary_writer.as_default(step=step):
             for k, v in values.items():
                 tf.summary.scalar(k, v)
@@ -366,11 +480,11 @@ class Trainer:
 
     def train(self, dataset: tf.data.Dataset) -> TrainResult:
         cfg, dist = self.config, self.dist
-        if dist.is_chief:
-            os.makedirs(cfg.output_dir, exist_ok=True)
+        if dist.is_chief or (self.remote and dist.local_rank == 0):
+            os.makedirs(self.work_dir, exist_ok=True)
         self._clean_partial_saves()
         iterator = iter(dataset)
-        latest = latest_checkpoint(cfg.output_dir)
+        latest = self.sync_checkpoints()
 
         if latest is not None:
             # The iterator's position comes first, so the batch used to build the model is the next one.
@@ -382,7 +496,8 @@ class Trainer:
         resumed_from = None
         if latest is not None:
             resumed_from = self.restore_checkpoint(latest[1])
-            self.log(f"resumed from {latest[1]} at step {resumed_from}")
+            source = storage.join(cfg.output_dir, os.path.basename(latest[1])) if self.remote else latest[1]
+            self.log(f"resumed from {source} at step {resumed_from}")
         # Every rank starts from rank 0's weights, optimizer slots, loss scale and step. (All state
         # exists before the first step here, so one broadcast covers it; Horovod's usual "after the
         # first step" is only for optimizers that create their slots lazily.)
@@ -459,6 +574,7 @@ class Trainer:
 
         if t_start_timed is not None and steps_timed > 0:
             sps = per_update * steps_timed / (time.perf_counter() - t_start_timed)
+        self._upload_summaries()
         return TrainResult(global_step=int(self.global_step.numpy()), loss=last_loss, metrics=last_metrics,
                            sequences_per_second=sps, resumed_from=resumed_from, history=list(history))
 
