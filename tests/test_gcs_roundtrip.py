@@ -1,18 +1,27 @@
 """Stages with their inputs and outputs on gs:// (a real fake-gcs-server on loopback): create-data
 reads a corpus and vocab from gs:// and writes shards + data_manifest.json there; pretrain (a few
-steps) reads those shards and writes checkpoints there. Each part skips, saying so, until its `bert`
-subcommand exists; the flags are Google's (create_pretraining_data.py, run_pretraining.py)."""
+steps of a tiny BERT) stages those shards to a node-local cache, publishes whole checkpoints, metrics,
+eval results and summaries there, resumes from them on another "host" (a fresh local cache), and
+survives a SIGKILL. Each part skips, saying so, until its `bert` subcommand exists; the flags are
+Google's (create_pretraining_data.py, run_pretraining.py)."""
 
 from __future__ import annotations
 
 import importlib.util
 import io
 import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
 from bert_core import storage
 from bert_core.data import corpus
+from bert_core.errors import UserError
 from conftest import run_bert
 from gcs_server import gcs, gcs_prefix, gcs_run  # noqa: F401  (fixtures)
 
@@ -62,21 +71,191 @@ def test_create_data_reads_and_writes_gs(gcs_run, default_corpus, uncased_vocab)
     assert all(storage.size(storage.join(out, s)) > 0 for s in shards)
 
 
-def test_pretrain_reads_shards_and_writes_checkpoints_on_gs(gcs_run, default_corpus, uncased_vocab, tmp_path):
+TINY = {"vocab_size": 30522, "hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+        "intermediate_size": 64, "hidden_act": "gelu", "hidden_dropout_prob": 0.1,
+        "attention_probs_dropout_prob": 0.1, "max_position_embeddings": 64, "type_vocab_size": 2,
+        "initializer_range": 0.02}
+
+
+@pytest.fixture
+def gs_data(gcs_run, default_corpus, uncased_vocab, tmp_path):
+    """Shards made by create-data on gs://, and a tiny bert_config.json there (hidden 32, 1 layer)."""
     _command("pretrain")
     data = _create_data(gcs_run, default_corpus, uncased_vocab)
     config = tmp_path / "bert_config.json"
-    config.write_text(json.dumps({
-        "vocab_size": 30522, "hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
-        "intermediate_size": 64, "hidden_act": "gelu", "hidden_dropout_prob": 0.1,
-        "attention_probs_dropout_prob": 0.1, "max_position_embeddings": 64, "type_vocab_size": 2,
-        "initializer_range": 0.02}))
-    bert_config = gcs_run.upload(config, "inputs/bert_config.json")
+    config.write_text(json.dumps(TINY))
+    return data, gcs_run.upload(config, "inputs/bert_config.json")
+
+
+def _pretrain_args(gs_data, out, *extra):
+    data, bert_config = gs_data
+    return ["pretrain", f"--input_file={data}/*.tfrecord*", f"--bert_config_file={bert_config}",
+            f"--output_dir={out}", "--max_seq_length=64", "--max_predictions_per_seq=10",
+            "--train_batch_size=8", "--num_warmup_steps=1", "--log_every_steps=1", *extra]
+
+
+def _env(gcs_run, cache) -> dict:
+    """A node-local cache of its own: a run with a fresh one is a run on another host."""
+    return {**gcs_run.env, "BERT_LOCAL_CACHE": str(cache), "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
+
+
+def _pretrain(gcs_run, gs_data, out, cache, *extra):
+    return run_bert(*_pretrain_args(gs_data, out, *extra), env=_env(gcs_run, cache), check=True, timeout=600)
+
+
+def _assert_published(out: str, step: int) -> None:
+    """ckpt-<step> on gs:// is whole: its marker lists exactly the objects under it, the weights under
+    Google's names, the state and rank 0's input position are there, and the pointer names it."""
+    ckpt = storage.join(out, f"ckpt-{step}")
+    assert storage.is_complete(ckpt)
+    listed = {f["path"]: f["size"] for f in storage.read_json(storage.join(ckpt, storage.COMPLETE_MARKER))["files"]}
+    present = {i.path[len(ckpt) + 1:]: i.size for i in storage.list_files(ckpt + "/")}
+    present.pop(storage.COMPLETE_MARKER)
+    assert listed == present
+    for name in (f"model.ckpt-{step}.index", "state.index", "data-rank0.index", "COMPLETE.json"):
+        assert name in listed, sorted(listed)
+    assert storage.read_json(storage.join(ckpt, "COMPLETE.json"))["global_step"] == step
+    assert f'model_checkpoint_path: "ckpt-{step}/model.ckpt-{step}"' in storage.read_text(storage.join(out, "checkpoint"))
+
+
+def test_pretrain_reads_shards_and_writes_checkpoints_on_gs(gcs_run, gs_data, tmp_path):
+    import tensorflow as tf
+
+    from bert_core import training
+
     out = gcs_run.path("pretrain")
-    run_bert("pretrain", f"--input_file={data}/*.tfrecord*", f"--bert_config_file={bert_config}",
-             f"--output_dir={out}", "--max_seq_length=64", "--max_predictions_per_seq=10",
-             "--train_batch_size=8", "--num_train_steps=3", "--num_warmup_steps=1",
-             env=gcs_run.env, check=True, timeout=600)
+    first = _pretrain(gcs_run, gs_data, out, tmp_path / "host-a", "--do_train", "--do_eval",
+                      "--num_train_steps=4", "--save_checkpoints_steps=2", "--keep_checkpoints=2",
+                      "--max_eval_steps=2")
+    # Inputs: this rank's shards were staged to the node-local cache, byte for byte, then read there.
+    assert "staged 2 file(s)" in first.stdout, first.stdout
+    data, _ = gs_data
+    for shard in storage.glob(f"{data}/*.tfrecord*"):
+        cached = list((tmp_path / "host-a").rglob(storage.basename(shard)))
+        assert len(cached) == 1 and cached[0].read_bytes() == storage.read_bytes(shard)
+    # Outputs: complete checkpoints (marker last), metrics, eval results, summaries, all on gs://.
     names = gcs_run.objects("pretrain")
-    assert any(".index" in n for n in names) and any(".data-" in n for n in names), names
-    assert not [n for n in names if n.endswith(".tmp")]
+    assert not [n for n in names if n.endswith(".tmp") or "/." in n or n.startswith(".")], names
+    assert [s for s, _ in training.list_checkpoints(out)] == [2, 4]
+    _assert_published(out, 4)
+    metrics = storage.read_json(storage.join(out, "pretrain_metrics.json"))
+    assert metrics["global_step"] == 4 and metrics["eval"]["global_step"] == 4
+    evals = storage.read_json(storage.join(out, "eval_results.json"))
+    assert evals["global_step"] == 4 and 0.0 <= evals["masked_lm_accuracy"] <= 1.0
+    assert "global_step = 4" in storage.read_text(storage.join(out, "eval_results.txt"))
+    assert any(n.startswith("train/") and "tfevents" in n for n in names), names
+    # Google's tools read the published weights (downloaded: TF's own filesystem can't reach the emulator).
+    local = gcs_run.download("pretrain/ckpt-4", tmp_path / "ckpt-4")
+    variables = dict(tf.train.list_variables(str(local / "model.ckpt-4")))
+    assert variables["bert/embeddings/word_embeddings"] == [30522, 32]
+
+    # A second run on another host (empty local cache) resumes from the gs:// checkpoint.
+    second = _pretrain(gcs_run, gs_data, out, tmp_path / "host-b", "--do_train", "--num_train_steps=6",
+                       "--save_checkpoints_steps=2", "--keep_checkpoints=2")
+    assert f"resumed from {out}/ckpt-4 at step 4" in second.stdout, second.stdout
+    assert "training: steps 4->6" in second.stdout
+    assert storage.read_json(storage.join(out, "pretrain_metrics.json"))["global_step"] == 6
+    assert [s for s, _ in training.list_checkpoints(out)] == [4, 6]  # ckpt-2 pruned, keep 2
+    assert not gcs_run.objects("pretrain/ckpt-2")
+    _assert_published(out, 6)
+
+    # --do_eval alone evaluates the latest gs:// checkpoint (downloaded on a third host).
+    third = _pretrain(gcs_run, gs_data, out, tmp_path / "host-c", "--do_eval", "--max_eval_steps=2")
+    assert "global_step = 6" in third.stdout
+    assert storage.read_json(storage.join(out, "eval_results.json"))["global_step"] == 6
+
+
+def test_killed_pretrain_on_gs_leaves_the_last_complete_checkpoint_and_reruns(gcs_run, gs_data, tmp_path):
+    from bert_core import training
+
+    out = gcs_run.path("pretrain")
+    env = {**os.environ, **_env(gcs_run, tmp_path / "host-a")}
+    cmd = [sys.executable, "-m", "bert_core.cli", *_pretrain_args(gs_data, out, "--do_train", "--num_train_steps=100000",
+                                                                  "--save_checkpoints_steps=3", "--keep_checkpoints=3")]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    seen = []
+    try:
+        deadline = time.monotonic() + 300
+        saves = 0
+        for line in proc.stdout:  # SIGKILL right after the second save: the run is mid-training
+            seen.append(line)
+            saves += line.startswith(f"saved {out}/ckpt-")
+            if saves == 2 or time.monotonic() > deadline:
+                break
+        assert saves == 2, "".join(seen[-30:])
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+
+    # A kill mid-publish leaves objects without a marker: make one for certain, newer than any real one.
+    storage.write_bytes(storage.join(out, "ckpt-99999", "model.ckpt-99999.index"), b"partial")
+    latest = training.latest_checkpoint(out)
+    assert latest is not None and latest[0] >= 6 and latest[0] % 3 == 0
+    _assert_published(out, latest[0])
+    pointer = storage.read_text(storage.join(out, "checkpoint"))
+    assert f'"ckpt-{latest[0]}/' in pointer  # the pointer only ever names a complete checkpoint
+
+    rerun = _pretrain(gcs_run, gs_data, out, tmp_path / "host-b", "--do_train",
+                      f"--num_train_steps={latest[0] + 2}", "--save_checkpoints_steps=3", "--keep_checkpoints=3")
+    assert f"resumed from {out}/ckpt-{latest[0]} at step {latest[0]}" in rerun.stdout, rerun.stdout
+    assert f"removed {out}/ckpt-99999: an incomplete checkpoint" in rerun.stdout
+    assert not gcs_run.objects("pretrain/ckpt-99999")
+    assert storage.read_json(storage.join(out, "pretrain_metrics.json"))["global_step"] == latest[0] + 2
+    _assert_published(out, latest[0] + 2)
+    steps = [s for s, _ in training.list_checkpoints(out)]
+    assert steps[-1] == latest[0] + 2 and len(steps) <= 3
+    # No prefix but complete checkpoints is left under the output.
+    assert {n.split("/")[0] for n in gcs_run.objects("pretrain") if n.startswith("ckpt-")} == {f"ckpt-{s}" for s in steps}
+
+
+@pytest.mark.slow
+def test_two_ranks_publish_both_input_positions_and_resume_on_a_fresh_host(gcs_run, gs_data, tmp_path):
+    """horovodrun -np 2 --gloo: rank 1 uploads its own data-rank1 files (it may share no disk with the
+    chief), the marker lists them, and a rerun whose hosts have no local state gets them back."""
+    horovodrun = shutil.which("horovodrun", path=os.path.dirname(sys.executable)) or shutil.which("horovodrun")
+    if horovodrun is None or importlib.util.find_spec("horovod") is None:
+        pytest.skip("horovodrun not installed")
+    out = gcs_run.path("pretrain")
+
+    def run(cache, steps):
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("HOROVOD_", "OMPI_", "PMI_", "PMIX_"))}
+        env.update(_env(gcs_run, cache), OMP_NUM_THREADS="1", TF_NUM_INTRAOP_THREADS="1",
+                   PATH=f"{os.path.dirname(sys.executable)}:{env.get('PATH', '')}")
+        cmd = [horovodrun, "-np", "2", "-H", "localhost:2", "--gloo", sys.executable, "-m", "bert_core.cli",
+               *_pretrain_args(gs_data, out, "--do_train", f"--num_train_steps={steps}", "--save_checkpoints_steps=2")]
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+        assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        return proc
+
+    run(tmp_path / "host-a", 2)
+    _assert_published(out, 2)
+    listed = [f["path"] for f in storage.read_json(storage.join(out, "ckpt-2", storage.COMPLETE_MARKER))["files"]]
+    assert "data-rank1.index" in listed, listed
+    assert storage.read_json(storage.join(out, "ckpt-2", "COMPLETE.json"))["world_size"] == 2
+    second = run(tmp_path / "host-b", 4)
+    assert f"resumed from {out}/ckpt-2 at step 2" in second.stdout
+    assert "no input position saved" not in second.stdout + second.stderr
+    _assert_published(out, 4)
+
+
+def test_staging_downloads_once_and_again_when_the_object_changes(gcs_run, tmp_path, monkeypatch):
+    from bert_core import staging
+
+    monkeypatch.setenv("BERT_LOCAL_CACHE", str(tmp_path / "cache"))
+    src = gcs_run.path("data", "a.tfrecord")
+    storage.write_bytes(src, b"one")
+    local = tmp_path / "local.tfrecord"
+    local.write_bytes(b"here")
+    logs = []
+    (staged, same) = staging.stage([src, str(local)], log=logs.append)
+    assert same == str(local)  # a local input is read where it is
+    assert staged.startswith(str(tmp_path / "cache")) and open(staged, "rb").read() == b"one"
+    assert logs and "staged 1 file(s)" in logs[0]
+    logs.clear()
+    assert staging.stage([src], log=logs.append) == [staged] and not logs  # cached: same size and generation
+    storage.write_bytes(src, b"two")  # a new generation of the same size
+    assert staging.stage([src], log=logs.append) == [staged] and logs
+    assert open(staged, "rb").read() == b"two"
+    with pytest.raises(UserError, match=r"data/b\.tfrecord: no such object$"):
+        staging.stage([gcs_run.path("data", "b.tfrecord")])
