@@ -11,8 +11,9 @@ from components.common import base_image
 @dsl.component(base_image=base_image("data"), install_kfp_package=False)
 def prepare_corpus(corpus_uri: str, heldout_fraction: float, seed: int,
                    corpus: Output[Dataset], task_data: Output[Dataset]):
-    """The pretraining corpus (one sentence a line) and, from held-out documents, a sentence-pair task
-    (train/dev/test.tsv: does sentence B follow A?). An empty corpus_uri means Python's own docs."""
+    """The pretraining corpus (one sentence a line) and, from held-out documents, a single-sentence task
+    (train/dev/test.tsv: which topic group does the sentence come from?). An empty corpus_uri means
+    Python's own docs."""
     from bert_core.data.heldout_task import split_corpus
 
     summary = split_corpus(corpus.path, task_data.path if heldout_fraction > 0 else None,

@@ -8,8 +8,8 @@
 
 The parameter defaults are the embedded default job (`bert-pipeline run`): Python's own docs as the
 corpus, a vocab learned from it, a tiny BERT pretrained by 2 Horovod ranks on the step's host, and a
-sentence-pair task from held-out documents. On a cluster, override them (corpus_uri, launcher=mpijob,
-bert_model, ...).
+single-sentence topic task from held-out documents. On a cluster, override them (corpus_uri,
+launcher=mpijob, bert_model, ...).
 
 Phase 2 is chosen when the pipeline is built (`build_pipeline(phase2=True)`, `--phase2` on the command
 line), not by a runtime `dsl.If`: kfp 2.13's local runner does not run conditions, and `bert-pipeline
@@ -103,21 +103,21 @@ def build_pipeline(phase2: bool = False):
         phase2_learning_rate: float = 5e-4,
         phase2_num_train_steps: int = 100,
         phase2_num_warmup_steps: int = 10,
-        # fine-tuning task: empty task_data_uri = the corpus's held-out sentence-pair task
+        # fine-tuning task: empty task_data_uri = the corpus's held-out topic task (single sentences)
         task_data_uri: str = "",
         task_name: str = "tsv",
-        text_a_column: str = "sentence_a",
-        text_b_column: str = "sentence_b",
+        text_a_column: str = "sentence",
+        text_b_column: str = "",
         label_column: str = "label",
         has_header: bool = True,
         labels: str = "0,1",
         eval_split: str = "test",
-        finetune_max_seq_length: int = 128,
+        finetune_max_seq_length: int = 64,
         finetune_batch_size: int = 16,
         finetune_eval_batch_size: int = 32,
-        finetune_learning_rate: float = 1e-4,
+        finetune_learning_rate: float = 1e-3,
         finetune_optimizer_type: str = "nadam",
-        num_train_epochs: float = 8.0,
+        num_train_epochs: float = 10.0,
         warmup_proportion: float = 0.1,
         finetune_processes: int = 1,
         finetune_gpus: int = 0,

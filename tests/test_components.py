@@ -151,26 +151,46 @@ def test_heldout_task_is_balanced_unseen_by_pretraining_and_readable(tmp_path):
     held = {d for d in documents if d not in kept}  # (the docs repeat some sections word for word)
     assert 0 < len(held) <= summary["task"]["documents"]
     assert len((tmp_path / "corpus.txt").read_text().split("\n\n")) == summary["corpus"]["documents"]
+    assert sum(summary["task"]["documents_per_split"].values()) == summary["task"]["documents"]
+    assert min(summary["task"]["documents_per_group"]) > summary["task"]["documents"] // 4  # two real groups
     in_held = {s for d in held for s in d}
     in_kept = {s for d in kept for s in d}
     sentences_by_split = {}
     for split in ("train", "dev", "test"):
         rows = _rows(tmp_path / "task" / f"{split}.tsv")
-        assert rows[0] == ["sentence_a", "sentence_b", "label"]
-        labels = [r[2] for r in rows[1:]]
-        assert len(labels) == summary["task"]["examples"][split]
+        assert rows[0] == ["sentence", "label"]
+        labels = [r[1] for r in rows[1:]]
+        assert len(labels) == summary["task"]["examples"][split] > 0
         assert labels.count("1") == labels.count("0")  # balanced
-        sentences_by_split[split] = {r[1] for r in rows[1:]}
+        sentences_by_split[split] = {r[0] for r in rows[1:]}
     # a sentence in two splits (or in pretraining) is one the corpus repeats in several documents
     repeated = {s for d in documents for s in d if sum(s in d2 for d2 in documents) > 1}
     for split, sentences in sentences_by_split.items():
         assert sentences <= in_held | repeated, split  # from held-out documents only
     assert sentences_by_split["train"] & (sentences_by_split["dev"] | sentences_by_split["test"]) <= repeated
     assert in_held & in_kept <= repeated
+    # a sentence's label is its document's group: one label per held-out document
+    label_of = {s: r[1] for split in ("train", "dev", "test") for r in _rows(tmp_path / "task" / f"{split}.tsv")[1:]
+                for s in [r[0]]}
+    for doc in held:
+        assert len({label_of[s] for s in doc if s in label_of and s not in repeated}) <= 1
     fields = {k: v for k, v in TASK_FIELDS.items() if k not in ("task_name", "labels")}
+    fields["text_b_column"] = fields["text_b_column"] or None
     task = glue.get_task("tsv", labels=TASK_FIELDS["labels"].split(","), **fields)
     examples = task.get_examples(str(tmp_path / "task"), "test")
-    assert len(examples) == summary["task"]["examples"]["test"] and examples[0].text_b
+    assert len(examples) == summary["task"]["examples"]["test"] and examples[0].text_a and not examples[0].text_b
+
+
+def test_topic_groups_follow_the_words():
+    from bert_core.data.heldout_task import topic_groups
+
+    numbers = [[f"The number {i} is a float literal.", "A float literal has a decimal point."] for i in range(6)]
+    loops = [["The loop statement runs its suite.", f"The else clause of loop {i} runs at the end."]
+             for i in range(6)]
+    groups, axis = topic_groups(numbers + loops)
+    assert len(set(groups[:6])) == 1 and len(set(groups[6:])) == 1 and groups[0] != groups[6]
+    ends = set(axis["0"][:3] + axis["1"][:3])
+    assert ends & {"float", "literal", "decimal", "point"} and ends & {"loop", "suite", "clause", "else", "statement"}
 
 
 def test_heldout_split_of_a_users_corpus_and_its_errors(tmp_path):
