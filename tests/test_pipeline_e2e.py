@@ -1,7 +1,8 @@
 """End to end: `bert-pipeline run --ci` runs the whole pipeline on this machine (kfp.local, this
 Python environment, 2 Horovod ranks for pretraining) on the embedded corpus, and every stage leaves
-its artifacts and sane metrics. The CI configuration is the default job made smaller (fewer masks and
-pretraining steps); it takes about 2-3 minutes on 2 cores."""
+its artifacts and sane metrics, and the fine-tuned model beats chance on the held-out topic task. The
+CI configuration is the default job made smaller (fewer masks, pretraining steps and epochs); it takes
+about 2-3 minutes on 2 cores."""
 
 import glob
 import math
@@ -83,11 +84,17 @@ def test_metrics_are_sane(pipeline_run):
     assert set(ev) == {"accuracy"} and 0 <= ev["accuracy"] <= 1
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "fine-tuning from the tiny default pretraining reaches 0.50-0.55 on the held-out pair task (about 1,200 "
-    "training pairs, pretrained on 1,500 sentences), under the two-standard-error bar; see docs/pipeline.md"))
 def test_accuracy_above_chance(pipeline_run):
-    n_test = pipeline_run["outputs"]["prepare-corpus"]["task_data"]["test_examples"]
+    """The held-out topic task (single sentences of documents pretraining never saw, balanced by
+    construction) is learned: test accuracy at least 0.6 and above chance (0.5) by more than two
+    standard errors of a coin on the test split. Measured 0.69 on this configuration
+    (116 test sentences: the bar is 0.6)."""
+    task = pipeline_run["outputs"]["prepare-corpus"]["task_data"]
+    n_test = task["test_examples"]
+    assert n_test >= 80, task  # enough test sentences for the bound to mean something
     accuracy = pipeline_run["outputs"]["evaluate"]["metrics"]["accuracy"]
-    # above chance (a balanced task: 0.5) by two standard errors of a coin on n_test examples
-    assert accuracy > 0.5 + 2 * math.sqrt(0.25 / n_test), accuracy
+    assert accuracy >= max(0.6, 0.5 + 2 * math.sqrt(0.25 / n_test)), (accuracy, n_test)
+    # and not by predicting one class: a balanced split scored >= 0.6 needs both classes predicted
+    probs = [list(map(float, line.split())) for line in open(os.path.join(pipeline_run["dir"], "finetune", "predictions"))]
+    predicted_1 = sum(p[1] > p[0] for p in probs)
+    assert 0 < predicted_1 < len(probs)
