@@ -118,10 +118,33 @@ def _assign(model_vars: dict, values: dict, report: LoadReport, strict: bool,
 # --------------------------------------------------------------------------------------------------
 # Google TF1 checkpoints
 # --------------------------------------------------------------------------------------------------
+def _stage_google_checkpoint(path: str) -> str:
+    """A gs:// checkpoint prefix, file of it, or directory with a `checkpoint` state object -> the
+    local prefix of a staged copy (bert_core.staging), since TensorFlow's own file layer does not
+    share our storage settings (credentials, emulator, retries)."""
+    from bert_core import staging, storage
+
+    if storage.isdir(path):
+        pointer = storage.join(path, "checkpoint")
+        found = re.search(r'model_checkpoint_path:\s*"([^"]+)"', storage.read_text(pointer)) \
+            if storage.exists(pointer) else None
+        if found is None:
+            raise UserError(f"{path}: directory holds no TF checkpoint (no 'checkpoint' state file)")
+        path = storage.join(path, found.group(1))
+    prefix = re.sub(r"\.(index|meta|data-\d+-of-\d+)$", "", path)
+    index = storage.glob(prefix + ".index")
+    if not index:
+        raise UserError(f"{prefix}: no such checkpoint (expected {prefix}.index)")
+    local = staging.stage(storage.glob(prefix + ".data-*") + index)
+    return os.path.join(os.path.dirname(local[-1]), storage.basename(prefix))
+
+
 def resolve_checkpoint_path(path: str) -> str:
     """A checkpoint prefix (`model.ckpt-1000`), a file of it (`.index`, `.data-...`), or a directory
-    holding a `checkpoint` state file -> the prefix."""
+    holding a `checkpoint` state file -> the prefix (local or gs://, the latter staged locally)."""
     path = str(path)
+    if path.startswith("gs://"):
+        return _stage_google_checkpoint(path)
     if tf.io.gfile.isdir(path):
         latest = tf.train.latest_checkpoint(path)
         if latest is None:
@@ -275,6 +298,16 @@ def _hf_files(path: str) -> list[str]:
     """A .safetensors file, or a model directory: its model.safetensors, or the shards that
     model.safetensors.index.json lists."""
     path = str(path)
+    if path.startswith("gs://"):
+        from bert_core import staging, storage
+
+        if not storage.isdir(path):
+            return staging.stage([path])
+        index = storage.join(path, "model.safetensors.index.json")
+        if storage.exists(index) and not storage.exists(storage.join(path, "model.safetensors")):
+            shards = sorted(set(storage.read_json(index)["weight_map"].values()))
+            return staging.stage([storage.join(path, s) for s in shards])
+        return staging.stage([storage.join(path, "model.safetensors")])
     if not tf.io.gfile.isdir(path):
         return [path]
     single = os.path.join(path, "model.safetensors")

@@ -259,3 +259,48 @@ def test_staging_downloads_once_and_again_when_the_object_changes(gcs_run, tmp_p
     assert open(staged, "rb").read() == b"two"
     with pytest.raises(UserError, match=r"data/b\.tfrecord: no such object$"):
         staging.stage([gcs_run.path("data", "b.tfrecord")])
+
+
+def _tiny_bert(seed: int):
+    import numpy as np
+    import tensorflow as tf
+
+    from bert_core.config import BertConfig
+    from bert_core.modeling import BertModel
+
+    config = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=32, max_position_embeddings=16, type_vocab_size=2)
+    tf.keras.utils.set_random_seed(seed)
+    model = BertModel(config)
+    model({"input_ids": np.ones((1, 4), np.int32)})
+    return model
+
+
+def test_init_checkpoint_on_gs_is_staged_and_loads(gcs_prefix, tmp_path, monkeypatch):
+    """--init_checkpoint=gs://...: a Google-named checkpoint (by prefix, by file, by directory with a
+    `checkpoint` state object) loads through a node-local staged copy; a missing one is one line."""
+    import numpy as np
+
+    from bert_core import checkpoints
+
+    monkeypatch.setenv("BERT_LOCAL_CACHE", str(tmp_path / "cache"))
+    source, target = _tiny_bert(1), _tiny_bert(2)
+    local = checkpoints.save_google_checkpoint(source, str(tmp_path / "ckpt" / "model.ckpt-7"))
+    for f in os.listdir(tmp_path / "ckpt"):
+        storage.copy(str(tmp_path / "ckpt" / f), f"{gcs_prefix}/run/ckpt-7/{f}")
+    storage.write_text(f"{gcs_prefix}/run/checkpoint", 'model_checkpoint_path: "ckpt-7/model.ckpt-7"\n')
+    assert local.endswith("model.ckpt-7")
+
+    names = sorted(source.checkpoint_variables())
+    for spec in (f"{gcs_prefix}/run/ckpt-7/model.ckpt-7", f"{gcs_prefix}/run/ckpt-7/model.ckpt-7.index",
+                 f"{gcs_prefix}/run"):
+        target = _tiny_bert(2)
+        report = checkpoints.load_google_checkpoint(target, spec)
+        assert sorted(report.loaded) == names and not report.missing and not report.unexpected
+        for name in names:
+            np.testing.assert_array_equal(target.checkpoint_variables()[name].numpy(),
+                                          source.checkpoint_variables()[name].numpy())
+    assert str(tmp_path / "cache") in report.source  # read from the staged copy
+
+    with pytest.raises(UserError, match=r"model.ckpt-8: no such checkpoint"):
+        checkpoints.load_google_checkpoint(target, f"{gcs_prefix}/run/ckpt-7/model.ckpt-8")
