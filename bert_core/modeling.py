@@ -424,7 +424,13 @@ class _LogitsLayer(keras.layers.Layer):
         self.output_bias = self.add_weight(name="output_bias", shape=(self.units,), initializer="zeros")
 
     def call(self, x):
-        logits = tf.einsum("...h,nh->...n", x, tf.cast(self.output_weights, self.compute_dtype))
+        # A plain 2-D matmul on [rows, H], not tf.einsum("...h,nh->...n"): on CPU with oneDNN
+        # (TF 2.18) that ellipsis einsum returns wrong logits for every row after the 16th of a
+        # rank-2 input (a [32, H] batch), which silently ruined fine-tuning with batch 32.
+        weights = tf.cast(self.output_weights, self.compute_dtype)
+        rows = tf.reshape(x, [-1, tf.shape(x)[-1]])                                      # [rows, H]
+        logits = tf.matmul(rows, weights, transpose_b=True)                              # [rows, N]
+        logits = tf.reshape(logits, tf.concat([tf.shape(x)[:-1], [self.units]], axis=0))  # [..., N]
         return tf.cast(logits, tf.float32) + tf.cast(self.output_bias, tf.float32)
 
     def checkpoint_variables(self, prefix: str) -> dict:

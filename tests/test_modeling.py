@@ -357,3 +357,29 @@ def test_layer_norm_float32_under_half_inputs():
     assert y.dtype == tf.float16 and ln.gamma.dtype == "float32"
     expected = (x - x.mean()) / np.sqrt(x.var() + 1e-12)
     np.testing.assert_allclose(tf.cast(y, tf.float32), expected, atol=2e-3)
+
+
+@pytest.mark.parametrize("batch", [8, 17, 32, 64])
+def test_head_logits_are_the_pooled_output_times_the_weights_for_every_row(batch):
+    # Regression: tf.einsum("...h,nh->...n") under oneDNN on CPU (TF 2.18) gave wrong logits for every
+    # row after the 16th of a [B, H] input, so fine-tuning with batch 32 learned from garbage for half
+    # of each batch (dev accuracy 0.65 vs 0.84). Checked eagerly and inside a tf.function, as training runs.
+    cfg = small_config()
+    clf = modeling.BertClassifier(cfg, num_labels=2)
+    clf(features())
+    randomize(clf, seed=1)
+    feats = features(batch=batch, seq=12, seed=3)
+    w = clf.classifier.output_weights.numpy()
+    b = clf.classifier.output_bias.numpy()
+    for run in (lambda f: clf(f, training=False), tf.function(lambda f: clf(f, training=False))):
+        out = run(feats)
+        expected = out["pooled_output"].numpy().astype(np.float64) @ w.T.astype(np.float64) + b
+        np.testing.assert_allclose(out["logits"].numpy(), expected, rtol=1e-4, atol=1e-5)
+    span = modeling.BertSpanLabeler(cfg)
+    span(features())
+    randomize(span, seed=2)
+    out = span(feats)
+    expected = out["sequence_output"].numpy().astype(np.float64) @ span.span.output_weights.numpy().T.astype(
+        np.float64) + span.span.output_bias.numpy()
+    np.testing.assert_allclose(out["start_logits"].numpy(), expected[..., 0], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(out["end_logits"].numpy(), expected[..., 1], rtol=1e-4, atol=1e-5)
