@@ -88,6 +88,34 @@ def add_config_flags(parser: argparse.ArgumentParser, model: type[pydantic.BaseM
                                 help=help_text)
 
 
+def flag_text(name: str, value) -> str | None:
+    """`--name=value` as the flags of add_config_flags read it back; None for a None value (left out).
+
+    Booleans are `true`/`false`; a list or tuple is comma-joined (the comma-separated fields, e.g.
+    `--labels`, `--layers`); anything else is formatted as is, so floats keep Python's round-trip spelling."""
+    if value is None:
+        return None
+    return f"--{name}={_flag_value(value)}"
+
+
+def _flag_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return ",".join(_flag_value(v) for v in value)
+    return f"{value}"
+
+
+def config_flags(values: typing.Mapping[str, typing.Any]) -> list[str]:
+    """The `bert` flags for {field: value}, in the mapping's order, None values left out."""
+    return [text for name, value in values.items() if (text := flag_text(name, value)) is not None]
+
+
+def config_argv(config: pydantic.BaseModel) -> list[str]:
+    """The flags that rebuild `config` through the parser: the fields it was given, sorted by name."""
+    return config_flags({name: getattr(config, name) for name in sorted(config.model_fields_set)})
+
+
 def config_from_args(model: type[pydantic.BaseModel], args: argparse.Namespace) -> pydantic.BaseModel:
     """Build and validate the config; a validation error becomes one UserError line per run."""
     values = {k: v for k, v in vars(args).items() if k in model.model_fields}

@@ -48,15 +48,9 @@ def stage_config(name: str, **fields):
 
 def bert_argv(name: str, config) -> list[str]:
     """`bert <name> --field=value ...` for the fields the config was given (the inverse of the CLI)."""
-    argv = [name]
-    for field in sorted(config.model_fields_set):
-        value = getattr(config, field)
-        if value is None:
-            continue
-        if isinstance(value, bool):
-            value = "true" if value else "false"
-        argv.append(f"--{field}={value}")
-    return argv
+    from bert_core.cli import config_argv
+
+    return [name, *config_argv(config)]
 
 
 def run_stage(name: str, config, num_processes: int = 1) -> None:

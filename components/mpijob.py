@@ -291,12 +291,6 @@ def pretrain_config_class():
     return getattr(config, "PretrainConfig", None)
 
 
-def _flag(name: str, value: FlagValue) -> str:
-    if isinstance(value, bool):
-        value = "true" if value else "false"
-    return f"--{name}={value}"
-
-
 def _env_list(env: dict[str, str]) -> list[dict]:
     return [{"name": k, "value": v} for k, v in env.items()]
 
@@ -311,6 +305,8 @@ def rank_env(job: PretrainJob) -> dict[str, str]:
 
 def mpirun_command(job: PretrainJob) -> list[str]:
     """The launcher's command: mpirun with Horovod's recommended OpenMPI flags, then `bert pretrain`."""
+    from bert_core.cli import config_flags  # lazily, as PretrainConfig: see check_pretrain_flags
+
     cmd = ["mpirun", "-np", str(job.num_ranks),
            "--bind-to", "none", "--map-by", "slot",       # Horovod pins one GPU per local rank itself
            "--mca", "pml", "ob1", "--mca", "btl", "^openib"]  # TCP/shared memory, no verbs probing
@@ -325,7 +321,7 @@ def mpirun_command(job: PretrainJob) -> list[str]:
     # input_file and output_dir first, then the rest by name: the command does not depend on dict order.
     first = [k for k in ("input_file", "output_dir") if k in job.pretrain_flags]
     names = first + sorted(k for k in job.pretrain_flags if k not in first)
-    cmd += ["bert", "pretrain"] + [_flag(k, job.pretrain_flags[k]) for k in names]
+    cmd += ["bert", "pretrain"] + config_flags({k: job.pretrain_flags[k] for k in names})
     return cmd
 
 

@@ -31,6 +31,15 @@ def test_bert_argv_is_what_the_bert_command_parses_back():
     assert parsed == config
 
 
+def test_config_flags_render_values_as_the_parser_reads_them():
+    from bert_core.cli import config_flags, flag_text
+
+    assert config_flags({"b": True, "a": False, "n": None, "f": 2.5e-4, "i": 3, "s": "gs://x/*",
+                         "l": ["a", "b", False]}) == [
+        "--b=true", "--a=false", "--f=0.00025", "--i=3", "--s=gs://x/*", "--l=a,b,false"]
+    assert flag_text("init_checkpoint", None) is None
+
+
 def test_stage_config_errors_are_one_line():
     with pytest.raises(UserError) as err:
         common.stage_config("create-data", input_file="c.txt", vocab_file="v.txt", output_dir="o",
