@@ -9,6 +9,7 @@ what we write, and a released BERT checkpoint loads with nothing missing and not
   load_google_checkpoint(model, path, strict=True) -> LoadReport
   save_google_checkpoint(model, prefix) -> prefix
   load_hf_safetensors(model, path, strict=True) -> LoadReport
+  load_init_checkpoint(model, path) -> one-line report   (--init_checkpoint: either format)
 
 A report lists `loaded`, `missing` (the model's names not in the file), `unexpected` (the file's
 names the model has no variable for) and `ignored` (optimizer slots `*/adam_m`, `*/adam_v`, and
@@ -342,3 +343,39 @@ def load_hf_safetensors(model, path: str, strict: bool = True) -> LoadReport:
         values[name] = value.T if transpose else value
         file_names[name] = hf_name
     return _assign(model_vars, values, report, strict, foreign=report.unexpected, file_names=file_names)
+
+
+# --------------------------------------------------------------------------------------------------
+# --init_checkpoint: whichever of the two formats the path holds
+# --------------------------------------------------------------------------------------------------
+def is_hf_safetensors(path: str) -> bool:
+    """A .safetensors file, or a directory (local or gs://) with model.safetensors or the shards'
+    model.safetensors.index.json; anything else is taken for a Google checkpoint."""
+    from bert_core import storage
+
+    path = str(path)
+    if path.endswith(".safetensors"):
+        return True
+    return storage.isdir(path) and (storage.exists(storage.join(path, "model.safetensors"))
+                                    or storage.exists(storage.join(path, "model.safetensors.index.json")))
+
+
+def load_init_checkpoint(model, path: str) -> str:
+    """`--init_checkpoint` for pretraining, fine-tuning and feature extraction: the model's weights
+    from a Google checkpoint, our output or HF safetensors; returns the one-line report to log.
+
+    Shapes must match (one UserError line listing them); every encoder variable must be in the file
+    except the pooler (HF masked-LM exports have none); heads may be missing (a new task, or HF's
+    BertModel): they keep their fresh initialisation and the line names them."""
+    if is_hf_safetensors(path):
+        report = load_hf_safetensors(model, path, strict=False)
+    else:
+        report = load_google_checkpoint(model, path, strict=False)
+    required = [n for n in report.missing if n.startswith("bert/") and not n.startswith("bert/pooler/")]
+    if required:
+        raise UserError(f"{report.source}: does not fit the model: {len(required)} encoder variables missing "
+                        f"from the checkpoint: {_short(required)}")
+    line = report.summary()
+    if report.missing:
+        line += f"; initialised afresh: {_short(report.missing)}"
+    return line

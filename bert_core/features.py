@@ -76,7 +76,7 @@ def convert_inputs(inputs, tokenizer, max_seq_length: int):
 
 def load_encoder_weights(model, path: str) -> str:
     """The encoder's weights from a Google checkpoint, our output or HF safetensors (heads ignored)."""
-    from bert_core.finetune import load_init_checkpoint
+    from bert_core.checkpoints import load_init_checkpoint
 
     return load_init_checkpoint(model, path)
 

@@ -47,13 +47,6 @@ RESULTS_FILE = "test_results.tsv"
 # --------------------------------------------------------------------------------------------------
 # Model config, weights
 # --------------------------------------------------------------------------------------------------
-def _is_hf(path: str) -> bool:
-    if path.endswith(".safetensors"):
-        return True
-    return storage.isdir(path) and (storage.exists(os.path.join(path, "model.safetensors"))
-                                    or storage.exists(os.path.join(path, "model.safetensors.index.json")))
-
-
 def resolve_config(model: str | None, bert_config_file: str | None, init_checkpoint: str | None,
                    vocab_size: int, fallback_dir: str | None = None) -> BertConfig:
     """--model or --bert_config_file; else the config beside the weights (HF config.json, or a
@@ -74,28 +67,6 @@ def resolve_config(model: str | None, bert_config_file: str | None, init_checkpo
             return resolve_bert_config(None, path, vocab_size)
     raise UserError("give --bert_config_file or --model (no config.json/bert_config.json found beside "
                     "--init_checkpoint)")
-
-
-def load_init_checkpoint(model, path: str) -> str:
-    """Encoder (and any matching head) weights from a Google checkpoint, our output or HF safetensors.
-
-    Shapes must match (checkpoints raises one line listing them); every encoder variable must be in
-    the file except the pooler (HF masked-LM exports have none); the head may be missing (new task)."""
-    from bert_core import checkpoints
-
-    if _is_hf(path):
-        report = checkpoints.load_hf_safetensors(model, path, strict=False)
-    else:
-        report = checkpoints.load_google_checkpoint(model, path, strict=False)
-    required = [n for n in report.missing if n.startswith("bert/") and not n.startswith("bert/pooler/")]
-    if required:
-        shown = ", ".join(required[:8]) + (f", ... ({len(required) - 8} more)" if len(required) > 8 else "")
-        raise UserError(f"{report.source}: does not fit the model: {len(required)} encoder variables missing "
-                        f"from the checkpoint: {shown}")
-    line = report.summary()
-    if report.missing:
-        line += f"; initialised afresh: {', '.join(report.missing)}"
-    return line
 
 
 # --------------------------------------------------------------------------------------------------
@@ -431,7 +402,7 @@ def run_finetune(cfg: FinetuneConfig) -> FinetuneRun:
     import keras
     import tensorflow as tf
 
-    from bert_core import distributed, training
+    from bert_core import checkpoints, distributed, training
     from bert_core.optimization import create_optimizer
 
     dist = distributed.initialize()
@@ -466,7 +437,7 @@ def run_finetune(cfg: FinetuneConfig) -> FinetuneRun:
 
     latest = training.latest_checkpoint(cfg.output_dir) if storage.exists(cfg.output_dir) else None
     if cfg.init_checkpoint and latest is None:
-        say(load_init_checkpoint(model, cfg.init_checkpoint))
+        say(checkpoints.load_init_checkpoint(model, cfg.init_checkpoint))
     elif cfg.init_checkpoint:
         say(f"{cfg.output_dir} holds ckpt-{latest[0]}: resuming from it, not --init_checkpoint")
     if dist.is_chief:

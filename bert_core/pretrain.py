@@ -177,20 +177,6 @@ def pretraining_loss_fn(outputs, features):
     }
 
 
-def load_init_checkpoint(model, path: str) -> str:
-    from bert_core import checkpoints
-
-    if path.endswith(".safetensors") or (storage.isdir(path) and storage.exists(os.path.join(path, "model.safetensors"))):
-        report = checkpoints.load_hf_safetensors(model, path, strict=False)
-    else:
-        report = checkpoints.load_google_checkpoint(model, path, strict=False)
-    line = report.summary()
-    if report.missing:
-        line += f"; not in the checkpoint (kept as initialised): {', '.join(report.missing[:8])}" + (
-            " ..." if len(report.missing) > 8 else "")
-    return line
-
-
 # --------------------------------------------------------------------------------------------------
 # The command
 # --------------------------------------------------------------------------------------------------
@@ -209,7 +195,7 @@ def pretrain_main(cfg: PretrainConfig) -> int:
     import keras
     import tensorflow as tf
 
-    from bert_core import distributed, training
+    from bert_core import checkpoints, distributed, training
     from bert_core.modeling import BertPretrainer
     from bert_core.optimization import OPTIMIZER_TYPES, create_optimizer
     from bert_core.presets import resolve_bert_config
@@ -253,7 +239,7 @@ def pretrain_main(cfg: PretrainConfig) -> int:
 
     latest = training.latest_checkpoint(cfg.output_dir) if storage.exists(cfg.output_dir) else None
     if cfg.init_checkpoint and latest is None:
-        trainer.log(load_init_checkpoint(model, cfg.init_checkpoint))
+        trainer.log(checkpoints.load_init_checkpoint(model, cfg.init_checkpoint))
     elif cfg.init_checkpoint:
         trainer.log(f"{cfg.output_dir} holds ckpt-{latest[0]}: resuming from it, not --init_checkpoint")
 

@@ -356,6 +356,35 @@ def test_hf_spellings_prefixes_and_reports(hf_pretraining, tmp_path):
                               "cls/seq_relationship/output_bias", "cls/seq_relationship/output_weights"]
 
 
+def test_load_init_checkpoint_needs_the_encoder_and_names_what_starts_afresh(hf_pretraining, tmp_path):
+    """--init_checkpoint (pretrain, finetune, extract-features): heads and the pooler may be missing
+    and are reported; a missing encoder variable is one line; a Google checkpoint loads the same."""
+    from safetensors.numpy import load_file, save_file
+
+    tensors = load_file(hf_pretraining["path"])
+    mlm_only = {k: v for k, v in tensors.items() if not k.startswith(("bert.pooler", "cls.seq_relationship"))}
+    save_file(mlm_only, str(tmp_path / "mlm.safetensors"))
+    line = checkpoints.load_init_checkpoint(modeling.BertPretrainer(hf_pretraining["config"]),
+                                            str(tmp_path / "mlm.safetensors"))
+    assert "4 missing" in line and line.endswith(
+        "; initialised afresh: bert/pooler/dense/bias, bert/pooler/dense/kernel, "
+        "cls/seq_relationship/output_bias, cls/seq_relationship/output_weights")
+
+    no_layer_1 = {k: v for k, v in tensors.items() if ".layer.1." not in k}
+    save_file(no_layer_1, str(tmp_path / "short.safetensors"))
+    with pytest.raises(UserError, match=r"short.safetensors: does not fit the model: 16 encoder variables "
+                                        r"missing from the checkpoint: bert/encoder/layer_1/") as info:
+        checkpoints.load_init_checkpoint(modeling.BertModel(hf_pretraining["config"]), str(tmp_path / "short.safetensors"))
+    assert "\n" not in str(info.value) and "(4 more)" in str(info.value)
+
+    source = modeling.BertPretrainer(hf_pretraining["config"])
+    checkpoints.load_hf_safetensors(source, hf_pretraining["path"])
+    prefix = checkpoints.save_google_checkpoint(source, str(tmp_path / "ckpt" / "model.ckpt-1"))
+    assert not checkpoints.is_hf_safetensors(prefix)
+    line = checkpoints.load_init_checkpoint(modeling.BertPretrainer(hf_pretraining["config"]), prefix)
+    assert line.endswith("0 missing, 0 unexpected, 0 ignored")
+
+
 def test_read_safetensors_matches_the_library(tmp_path):
     import ml_dtypes
     from safetensors.numpy import save_file

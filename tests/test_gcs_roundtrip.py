@@ -304,3 +304,54 @@ def test_init_checkpoint_on_gs_is_staged_and_loads(gcs_prefix, tmp_path, monkeyp
 
     with pytest.raises(UserError, match=r"model.ckpt-8: no such checkpoint"):
         checkpoints.load_google_checkpoint(target, f"{gcs_prefix}/run/ckpt-7/model.ckpt-8")
+
+
+def _as_hf_safetensors(model, path: str) -> None:
+    """`model`'s weights as Hugging Face names and layouts (what BertModel.save_pretrained writes)."""
+    import re
+
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    from bert_core.checkpoints import hf_to_google_name
+
+    tensors = {}
+    for google, var in model.checkpoint_variables().items():
+        name = re.sub(r"/layer_(\d+)/", r"/layer/\1/", google).replace("/", ".")
+        name = name.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias")
+        transpose = name.endswith(".kernel")
+        name = name.removesuffix(".kernel") + ".weight" if transpose or name.endswith("_embeddings") else name
+        assert hf_to_google_name(name) == (google, transpose)
+        value = var.numpy()
+        tensors[name] = np.ascontiguousarray(value.T if transpose else value)
+    save_file(tensors, path)
+
+
+def test_load_init_checkpoint_tells_the_formats_apart_on_gs(gcs_prefix, tmp_path, monkeypatch):
+    """--init_checkpoint=gs://...: a directory with model.safetensors (or only its shards' index) is
+    Hugging Face's, anything else Google's; both load through the staged copy."""
+    import numpy as np
+
+    from bert_core import checkpoints
+
+    monkeypatch.setenv("BERT_LOCAL_CACHE", str(tmp_path / "cache"))
+    source = _tiny_bert(1)
+    names = sorted(source.checkpoint_variables())
+    _as_hf_safetensors(source, str(tmp_path / "model.safetensors"))
+    storage.copy(str(tmp_path / "model.safetensors"), f"{gcs_prefix}/hf/model.safetensors")
+    storage.copy(str(tmp_path / "model.safetensors"), f"{gcs_prefix}/sharded/model-00001-of-00001.safetensors")
+    storage.write_json(f"{gcs_prefix}/sharded/model.safetensors.index.json",
+                       {"metadata": {}, "weight_map": {"bert.pooler.dense.bias": "model-00001-of-00001.safetensors"}})
+    checkpoints.save_google_checkpoint(source, str(tmp_path / "ckpt" / "model.ckpt-3"))
+    for f in os.listdir(tmp_path / "ckpt"):
+        storage.copy(str(tmp_path / "ckpt" / f), f"{gcs_prefix}/google/{f}")
+
+    for spec in (f"{gcs_prefix}/hf", f"{gcs_prefix}/hf/model.safetensors", f"{gcs_prefix}/sharded",
+                 f"{gcs_prefix}/google/model.ckpt-3"):
+        assert checkpoints.is_hf_safetensors(spec) == ("/google/" not in spec)
+        target = _tiny_bert(2)
+        line = checkpoints.load_init_checkpoint(target, spec)
+        assert f"loaded {len(names)} variables, 0 missing, 0 unexpected" in line, (spec, line)
+        for name in names:
+            np.testing.assert_array_equal(target.checkpoint_variables()[name].numpy(),
+                                          source.checkpoint_variables()[name].numpy(), err_msg=f"{spec}: {name}")
