@@ -24,6 +24,16 @@ from bert_core.errors import UserError, where
 METRICS_FILE = "metrics.json"
 
 
+def write_eval_results(output_dir: str, results: dict) -> None:
+    """eval_results.txt as Google's run_pretraining.py / run_classifier.py write it (`key = value`,
+    sorted), the same as eval_results.json, and the block they print."""
+    lines = ["***** Eval results *****"] + [f"  {k} = {results[k]}" for k in sorted(results)]
+    print("\n".join(lines), flush=True)
+    storage.write_text(os.path.join(output_dir, "eval_results.txt"),
+                       "".join(f"{k} = {results[k]}\n" for k in sorted(results)))
+    storage.write_json(os.path.join(output_dir, "eval_results.json"), results)
+
+
 def evaluate_squad(config: EvalConfig) -> dict[str, float]:
     version_2 = config.version_2_with_negative or config.task_name.lower() != "squad"
     dataset = storage.read_json(config.predict_file)

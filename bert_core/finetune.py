@@ -39,6 +39,7 @@ import numpy as np
 from bert_core import storage
 from bert_core.config import BertConfig, FinetuneConfig
 from bert_core.errors import UserError
+from bert_core.evaluation import write_eval_results
 
 METRICS_FILE = "finetune_metrics.json"
 RESULTS_FILE = "test_results.tsv"
@@ -365,14 +366,6 @@ class FinetuneRun:
     job: object
     bert_config: BertConfig
     metrics: dict
-
-
-def write_eval_results(output_dir: str, results: dict) -> None:
-    lines = ["***** Eval results *****"] + [f"  {k} = {results[k]}" for k in sorted(results)]
-    print("\n".join(lines), flush=True)
-    storage.write_text(os.path.join(output_dir, "eval_results.txt"),
-                       "".join(f"{k} = {results[k]}\n" for k in sorted(results)))
-    storage.write_json(os.path.join(output_dir, "eval_results.json"), results)
 
 
 def _make_tokenizers(cfg: FinetuneConfig):

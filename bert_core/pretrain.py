@@ -29,6 +29,7 @@ import time
 from bert_core import storage
 from bert_core.config import PretrainConfig
 from bert_core.errors import UserError
+from bert_core.evaluation import write_eval_results
 
 FEATURES = ("input_ids", "input_mask", "segment_ids", "masked_lm_positions", "masked_lm_ids",
             "masked_lm_weights", "next_sentence_labels")
@@ -180,15 +181,6 @@ def pretraining_loss_fn(outputs, features):
 # --------------------------------------------------------------------------------------------------
 # The command
 # --------------------------------------------------------------------------------------------------
-def write_eval_results(output_dir: str, results: dict) -> None:
-    """eval_results.txt as run_pretraining.py writes it (`key = value`, sorted), and the same as JSON."""
-    lines = ["***** Eval results *****"] + [f"  {k} = {results[k]}" for k in sorted(results)]
-    print("\n".join(lines), flush=True)
-    storage.write_text(os.path.join(output_dir, "eval_results.txt"),
-                       "".join(f"{k} = {results[k]}\n" for k in sorted(results)))
-    storage.write_json(os.path.join(output_dir, "eval_results.json"), results)
-
-
 def pretrain_main(cfg: PretrainConfig) -> int:
     files = input_files(cfg.input_file)
 
