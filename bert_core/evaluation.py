@@ -61,10 +61,7 @@ def _read_json_object(path: str, value_type) -> dict:
 
 def read_glue_predictions(path: str, labels: list[str] | None) -> np.ndarray:
     """Predicted label ids (or values, for regression) from a predictions file, one line per example."""
-    try:
-        text = storage.read_text(path)
-    except UnicodeDecodeError:
-        raise UserError(f"{path}: not valid UTF-8") from None
+    text = storage.read_text(path)
     out: list = []
     for line_no, row in enumerate(csv.reader(io.StringIO(text), delimiter="\t", quoting=csv.QUOTE_NONE), 1):
         if not row:

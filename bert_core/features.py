@@ -33,10 +33,7 @@ def read_inputs(path: str) -> list[tuple[str, str | None]]:
     """(text_a, text_b) per non-empty line; `|||` separates a pair."""
     if not storage.exists(path):
         raise UserError(f"{path}: no such file (--input_file)")
-    try:
-        text = storage.read_text(path)
-    except UnicodeDecodeError as err:
-        raise UserError(f"{path}: not valid UTF-8 ({err.reason} at byte {err.start})") from None
+    text = storage.read_text(path)
     out = []
     for number, line in enumerate(text.splitlines(), start=1):
         line = line.strip()

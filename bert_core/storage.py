@@ -169,13 +169,18 @@ def read_bytes(path: str) -> bytes:
 
 
 def read_text(path: str) -> str:
-    return read_bytes(path).decode("utf-8")
+    """A whole file as UTF-8 text; a missing file or bytes that are not UTF-8 are one-line UserErrors."""
+    try:
+        return read_bytes(path).decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise UserError(f"{path}: not valid UTF-8 ({err.reason} at byte {err.start})") from None
 
 
 def read_json(path: str):
+    text = read_text(path)
     try:
-        return json.loads(read_text(path))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
         raise UserError(f"{path}: not valid JSON ({err})") from None
 
 

@@ -558,3 +558,18 @@ def test_local_behaviour_is_unchanged(tmp_path):
     assert storage.isdir(str(tmp_path / "a" / "b"))
     (tmp_path / ".x.1.tmp").write_text("")
     assert storage.remove_stale_temporaries(str(tmp_path)) == 1
+
+
+def test_read_text_names_a_missing_or_non_utf8_file_in_one_line(tmp_path):
+    from bert_core.data.glue import read_tsv
+    from bert_core.evaluation import read_glue_predictions
+
+    bad = tmp_path / "dev.tsv"
+    bad.write_bytes(b"sentence\tlabel\ncaf\xe9\t1\n")
+    for read in (storage.read_text, read_tsv, lambda p: read_glue_predictions(p, ["0", "1"]), storage.read_json):
+        with pytest.raises(UserError, match=r"dev.tsv: not valid UTF-8 \(invalid continuation byte at byte 18\)"):
+            read(str(bad))
+    with pytest.raises(UserError, match=r"nothing.tsv: no such file"):
+        read_tsv(str(tmp_path / "nothing.tsv"))
+    bad.write_bytes("sentence\tlabel\ncafé\t1\n".encode())
+    assert storage.read_text(str(bad)).splitlines()[1] == "café\t1"

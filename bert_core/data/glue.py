@@ -24,7 +24,7 @@ import csv
 import io
 import os
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -64,12 +64,7 @@ class Layout:
 
 def read_tsv(path: str) -> list[tuple[int, list[str]]]:
     """Rows of a TSV file as (line number, fields); blank lines are skipped. Tab-delimited, no quoting."""
-    if not storage.exists(path):
-        raise UserError(f"{path}: no such file")
-    try:
-        text = storage.read_text(path)
-    except UnicodeDecodeError as err:
-        raise UserError(f"{path}: not valid UTF-8 ({err.reason} at byte {err.start})") from None
+    text = storage.read_text(path)
     rows = []
     reader = csv.reader(io.StringIO(text, newline=None), delimiter="\t", quoting=csv.QUOTE_NONE)
     for row in reader:
