@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import sys
 import types
 import typing
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ from dataclasses import dataclass
 import pydantic
 
 from bert_core import config as cfg
-from bert_core.errors import UserError
+from bert_core.errors import UserError, exit_from
 
 
 @dataclass(frozen=True)
@@ -148,15 +147,7 @@ def run(argv: list[str] | None = None) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
-    try:
-        code = run(argv)
-    except UserError as err:
-        print(f"bert: error: {err}", file=sys.stderr)
-        code = err.exit_code
-    except KeyboardInterrupt:
-        print("bert: interrupted", file=sys.stderr)
-        code = 130
-    sys.exit(code)
+    exit_from("bert", run, argv)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import tempfile
 import time
 import warnings
 
-from bert_core.errors import UserError
+from bert_core.errors import UserError, exit_from
 
 PROG = "bert-pipeline"
 
@@ -599,15 +599,7 @@ def run(argv: list[str] | None = None) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
-    try:
-        code = run(argv)
-    except UserError as err:
-        print(f"{PROG}: error: {err}", file=sys.stderr)
-        code = err.exit_code
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        code = 130
-    sys.exit(code)
+    exit_from(PROG, run, argv)
 
 
 if __name__ == "__main__":
