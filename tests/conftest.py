@@ -56,3 +56,12 @@ def run_bert(*args: str, check: bool = False, env: dict | None = None, **kw) -> 
     if check and proc.returncode != 0:
         raise AssertionError(f"{cmd} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+def one_line_error(proc: subprocess.CompletedProcess) -> str:
+    """The `bert: error: ...` line of a run that must fail as a user error: exit 2, no traceback, one line."""
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    lines = [l for l in proc.stderr.splitlines() if l.startswith("bert: error:")]
+    assert len(lines) == 1, proc.stderr
+    return lines[0]

@@ -10,8 +10,8 @@ import pytest
 
 tf = pytest.importorskip("tensorflow")
 
-from tests.conftest import run_bert  # noqa: E402
-from tests.test_finetune import QUIET, one_line_error  # noqa: E402
+from tests.conftest import one_line_error, run_bert  # noqa: E402
+from tests.test_finetune import QUIET  # noqa: E402
 
 SENTENCES = ["The quick brown fox jumps over the lazy dog.",
              "Who was Jim Henson? ||| Jim Henson was a puppeteer.",

@@ -13,7 +13,8 @@ import pytest
 
 tf = pytest.importorskip("tensorflow")
 
-from tests.conftest import run_bert  # noqa: E402
+from tests.conftest import one_line_error, run_bert  # noqa: E402
+from tests.tiny_bert import tiny_config  # noqa: E402
 
 QUIET = {"TF_CPP_MIN_LOG_LEVEL": "2", "OMP_NUM_THREADS": "2"}
 POS, NEG = ["good", "great", "fine"], ["bad", "awful", "poor"]
@@ -22,15 +23,6 @@ SQUAD_WORDS = ["who", "what", "where", "when", "wrote", "built", "lives", "in", 
                "alice", "bob", "carol", "dave", "book", "house", "bridge", "song", "1895", "1920", "city",
                "near", "river", "and", "then", "later", "did", "live", "year", "of", "?", ".", ","]
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + POS + NEG + FILLER + SQUAD_WORDS
-
-
-def tiny_config(vocab_size: int = 64, **over) -> dict:
-    cfg = {"vocab_size": vocab_size, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
-           "intermediate_size": 64, "hidden_act": "gelu", "hidden_dropout_prob": 0.0,
-           "attention_probs_dropout_prob": 0.0, "max_position_embeddings": 64, "type_vocab_size": 2,
-           "initializer_range": 0.02}
-    cfg.update(over)
-    return cfg
 
 
 def write_model_files(d: pathlib.Path, **over) -> tuple[str, str]:
@@ -58,14 +50,6 @@ def write_sentiment_tsv(d: pathlib.Path, sizes=(("train", 240), ("dev", 60), ("t
             rows.append(sentiment_sentence(rng, pos) + f"\t{'pos' if pos else 'neg'}")
         (d / f"{split}.tsv").write_text("\n".join(rows) + "\n")
     return d
-
-
-def one_line_error(proc) -> str:
-    assert proc.returncode == 2, proc.stdout + proc.stderr
-    assert "Traceback" not in proc.stderr, proc.stderr
-    lines = [l for l in proc.stderr.splitlines() if l.startswith("bert: error:")]
-    assert len(lines) == 1, proc.stderr
-    return lines[0]
 
 
 def tsv_flags(data, out, vocab, config, *extra):

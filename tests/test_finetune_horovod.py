@@ -5,7 +5,6 @@ batch, and eval/predict outputs are gathered so the chief writes whole files."""
 from __future__ import annotations
 
 import json
-import os
 import pathlib
 import shutil
 import subprocess
@@ -15,9 +14,8 @@ import numpy as np
 import pytest
 
 from tests.test_finetune import squad_file, write_model_files, write_sentiment_tsv
+from tests.tiny_bert import BIN, run_ok
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-BIN = pathlib.Path(sys.executable).parent
 HOROVODRUN = shutil.which("horovodrun", path=str(BIN)) or shutil.which("horovodrun")
 
 pytest.importorskip("horovod.tensorflow")
@@ -37,25 +35,12 @@ np.savez(os.path.join(cfg.output_dir, f"final_rank{r}.npz"),
 """
 
 
-def _env() -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("HOROVOD_", "OMPI_", "PMI_", "PMIX_"))}
-    env.update({"TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(ROOT), "PATH": f"{BIN}:{env.get('PATH', '')}",
-                "OMP_NUM_THREADS": "1", "TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1"})
-    return env
-
-
-def _run(cmd, timeout=300) -> subprocess.CompletedProcess:
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=timeout, cwd=ROOT)
-    assert proc.returncode == 0, f"{cmd}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    return proc
-
-
 def _finetune(out: pathlib.Path, ranks: int, batch: int, **cfg) -> subprocess.CompletedProcess:
     cfg = {**cfg, "output_dir": str(out), "train_batch_size": batch}
     cmd = [sys.executable, "-c", SCRIPT, json.dumps(cfg)]
     if ranks > 1:
         cmd = [HOROVODRUN, "-np", str(ranks), "-H", f"localhost:{ranks}", "--gloo", *cmd]
-    return _run(cmd)
+    return run_ok(cmd, timeout=300)
 
 
 def _max_diff(a, b) -> float:

@@ -8,37 +8,20 @@ examples per update and only the averaging across ranks is under test.
 from __future__ import annotations
 
 import json
-import os
-import pathlib
 import shutil
-import subprocess
 import sys
 
 import numpy as np
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+from tests.tiny_bert import BIN, ROOT, run_ok, tiny_config
+
 TOY = str(ROOT / "tests" / "train_toy.py")
-BIN = pathlib.Path(sys.executable).parent
 HOROVODRUN = shutil.which("horovodrun", path=str(BIN)) or shutil.which("horovodrun")
 MPIRUN = shutil.which("mpirun")
 STEPS = 6
 
 pytest.importorskip("horovod.tensorflow")
-
-
-def _env() -> dict:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("HOROVOD_", "OMPI_", "PMI_", "PMIX_"))}
-    env.update({"TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(ROOT), "PATH": f"{BIN}:{env.get('PATH', '')}",
-                "OMP_NUM_THREADS": "1", "TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1"})
-    return env
-
-
-def _run(cmd, timeout=240) -> subprocess.CompletedProcess:
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=timeout, cwd=ROOT)
-    assert proc.returncode == 0, f"{cmd}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    return proc
 
 
 def _load(path) -> dict:
@@ -53,7 +36,7 @@ def _max_diff(a: dict, b: dict) -> float:
 @pytest.fixture(scope="module")
 def one_process(tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("single")
-    _run([sys.executable, TOY, str(out), "--steps", str(STEPS), "--batch", "8", "--save_every", "3"])
+    run_ok([sys.executable, TOY, str(out), "--steps", str(STEPS), "--batch", "8", "--save_every", "3"])
     return _load(out / "final_rank0.npz")
 
 
@@ -73,7 +56,7 @@ def _check_two_ranks(out, proc, reference):
 @pytest.mark.skipif(HOROVODRUN is None, reason="horovodrun not installed")
 def test_horovodrun_gloo_2x4_equals_1x8(tmp_path, one_process):
     out = tmp_path / "gloo"
-    proc = _run([HOROVODRUN, "-np", "2", "-H", "localhost:2", "--gloo",
+    proc = run_ok([HOROVODRUN, "-np", "2", "-H", "localhost:2", "--gloo",
                  sys.executable, TOY, str(out), "--steps", str(STEPS), "--batch", "4", "--save_every", "3"])
     _check_two_ranks(out, proc, one_process)
 
@@ -83,7 +66,7 @@ def test_mpirun_2x4_equals_1x8(tmp_path, one_process):
     out = tmp_path / "mpi"
     env_flags = [x for k in ("TF_CPP_MIN_LOG_LEVEL", "PYTHONPATH", "OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS",
                              "TF_NUM_INTEROP_THREADS") for x in ("-x", k)]
-    proc = _run([MPIRUN, "--allow-run-as-root", "--oversubscribe", "-np", "2", *env_flags,
+    proc = run_ok([MPIRUN, "--allow-run-as-root", "--oversubscribe", "-np", "2", *env_flags,
                  sys.executable, TOY, str(out), "--steps", str(STEPS), "--batch", "4", "--save_every", "3"])
     _check_two_ranks(out, proc, one_process)
 
@@ -91,7 +74,7 @@ def test_mpirun_2x4_equals_1x8(tmp_path, one_process):
 @pytest.mark.slow
 @pytest.mark.skipif(HOROVODRUN is None, reason="horovodrun not installed")
 def test_bert_pretrain_under_horovodrun_resumes(tmp_path):
-    from tests.test_pretrain import tiny_config, write_records
+    from tests.test_pretrain import write_records
 
     data = tmp_path / "data"
     data.mkdir()
@@ -104,10 +87,10 @@ def test_bert_pretrain_under_horovodrun_resumes(tmp_path):
             f"--bert_config_file={data}/bert_config.json", "--max_seq_length=16", "--max_predictions_per_seq=3",
             "--train_batch_size=4", "--num_warmup_steps=2", "--save_checkpoints_steps=5", "--do_train",
             "--do_eval", "--max_eval_steps=2", "--eval_batch_size=4", "--log_every_steps=5"]
-    _run(args + ["--num_train_steps=10", "--keep_checkpoints=1"])
+    run_ok(args + ["--num_train_steps=10", "--keep_checkpoints=1"])
     metrics = json.loads((out / "pretrain_metrics.json").read_text())
     assert metrics["world_size"] == 2 and metrics["global_batch_size"] == 8 and metrics["global_step"] == 10
     assert [p.name for p in out.glob("ckpt-*")] == ["ckpt-10"]
-    proc = _run(args + ["--num_train_steps=15", "--keep_checkpoints=1"])
+    proc = run_ok(args + ["--num_train_steps=15", "--keep_checkpoints=1"])
     assert "resumed from" in proc.stdout and "at step 10" in proc.stdout
     assert json.loads((out / "eval_results.json").read_text())["global_step"] == 15

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import pathlib
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -16,20 +13,12 @@ import keras  # noqa: E402
 
 from bert_core import pretrain, training  # noqa: E402
 from bert_core.config import BertConfig, PretrainConfig  # noqa: E402
-from tests.conftest import run_bert  # noqa: E402
+from tests.conftest import one_line_error, run_bert  # noqa: E402
+from tests.tiny_bert import tiny_config  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SEQ, PREDS, VOCAB = 16, 3, 64
 QUIET = {"TF_CPP_MIN_LOG_LEVEL": "2"}
-
-
-def tiny_config(**over) -> dict:
-    cfg = {"vocab_size": VOCAB, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
-           "intermediate_size": 64, "hidden_act": "gelu", "hidden_dropout_prob": 0.0,
-           "attention_probs_dropout_prob": 0.0, "max_position_embeddings": 64, "type_vocab_size": 2,
-           "initializer_range": 0.02}
-    cfg.update(over)
-    return cfg
 
 
 def write_records(path, n: int, seq: int = SEQ, preds: int = PREDS, vocab: int = VOCAB, seed: int = 0,
@@ -74,14 +63,6 @@ def flags(data, out, *extra):
             f"--bert_config_file={data}/bert_config.json", f"--max_seq_length={SEQ}",
             f"--max_predictions_per_seq={PREDS}", "--train_batch_size=8", "--eval_batch_size=8",
             "--num_warmup_steps=2", "--learning_rate=3e-3", "--log_every_steps=50", *extra]
-
-
-def one_line_error(proc) -> str:
-    assert proc.returncode == 2, proc.stdout + proc.stderr
-    assert "Traceback" not in proc.stderr, proc.stderr
-    lines = [l for l in proc.stderr.splitlines() if l.startswith("bert: error:")]
-    assert len(lines) == 1, proc.stderr
-    return lines[0]
 
 
 def test_overfits_and_writes_google_checkpoints_and_eval(data, tmp_path):
