@@ -393,7 +393,6 @@ def run_finetune(cfg: FinetuneConfig) -> FinetuneRun:
                         f"{bert_config.max_position_embeddings}")
 
     import keras
-    import tensorflow as tf
 
     from bert_core import checkpoints, distributed, training
     from bert_core.optimization import create_optimizer

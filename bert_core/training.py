@@ -43,7 +43,6 @@ import collections
 import dataclasses
 import datetime
 import glob
-import json
 import math
 import os
 import re

@@ -8,7 +8,6 @@ holding the corpus in memory: a range owns the documents whose first line starts
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from typing import Iterator
 
