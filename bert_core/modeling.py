@@ -37,6 +37,7 @@ from typing import Callable
 import keras
 import tensorflow as tf
 
+from bert_core import kernels
 from bert_core.config import BertConfig
 
 # Google's additive attention mask: padded keys get -10000 before the softmax.
@@ -48,6 +49,8 @@ MASK_ADDER = -10000.0
 # --------------------------------------------------------------------------------------------------
 def gelu(x: tf.Tensor) -> tf.Tensor:
     """Exact GELU, x * Phi(x) with the normal CDF through erf (Google's original, HF's "gelu")."""
+    if kernels.active(x.dtype):
+        return kernels.gelu(x)
     return 0.5 * x * (1.0 + tf.math.erf(x / tf.cast(math.sqrt(2.0), x.dtype)))
 
 
@@ -112,7 +115,9 @@ def layer_norm(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, epsilon: float) 
     """(x - mean) / sqrt(var + epsilon) * gamma + beta over the last axis, with the closed-form
     gradient (dx = r (g - mean(g) - x_hat mean(g x_hat)), g = dy gamma, r = 1 / sqrt(var + eps))
     instead of autodiff through moments: about half the backward ops (measured ~20% less time for
-    forward + backward on CPU)."""
+    forward + backward on CPU). Inside a training step on CPU: the fused kernel (bert_core.kernels)."""
+    if kernels.active(tf.float32):
+        return kernels.layer_norm(x, gamma, beta, epsilon)
 
     @tf.custom_gradient
     def forward(x, gamma, beta):
@@ -132,6 +137,16 @@ def layer_norm(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, epsilon: float) 
     return forward(x, gamma, beta)
 
 
+class Dropout(keras.layers.Dropout):
+    """keras.layers.Dropout, through the fused CPU kernel inside a training step (bert_core.kernels):
+    one pass forward, one backward, 16 random bits an element. Same layer name and seed generator."""
+
+    def call(self, inputs, training=False):
+        if training and self.rate > 0 and self.noise_shape is None and kernels.active(inputs.dtype):
+            return kernels.dropout(inputs, self.rate, self.seed_generator.next())
+        return super().call(inputs, training=training)
+
+
 def _dense(units: int, config: BertConfig, name: str, dtype, activation=None) -> keras.layers.Dense:
     """A dense layer with Google's initializers: kernel [in, out] truncated normal, bias zeros."""
     return keras.layers.Dense(units, activation=activation, kernel_initializer=_initializer(config),
@@ -149,7 +164,7 @@ class BertEmbeddings(keras.layers.Layer):
         super().__init__(name=name, **kwargs)
         self.config = config
         self.layer_norm = LayerNorm(config.layer_norm_eps, dtype=self.dtype_policy)
-        self.dropout = keras.layers.Dropout(config.hidden_dropout_prob, dtype=self.dtype_policy)
+        self.dropout = Dropout(config.hidden_dropout_prob, dtype=self.dtype_policy)
 
     def build(self, input_shape=None):
         c = self.config
@@ -190,7 +205,7 @@ class SelfAttention(keras.layers.Layer):
         self.query = _dense(config.hidden_size, config, "query", self.dtype_policy)
         self.key = _dense(config.hidden_size, config, "key", self.dtype_policy)
         self.value = _dense(config.hidden_size, config, "value", self.dtype_policy)
-        self.dropout = keras.layers.Dropout(config.attention_probs_dropout_prob, dtype=self.dtype_policy)
+        self.dropout = Dropout(config.attention_probs_dropout_prob, dtype=self.dtype_policy)
 
     def build(self, input_shape=None):
         shape = (None, None, self.config.hidden_size)
@@ -237,7 +252,7 @@ class TransformerLayer(keras.layers.Layer):
                                          activation=get_activation(config.hidden_act))
         self.output_dense = _dense(config.hidden_size, config, "dense", dtype)
         self.output_layer_norm = LayerNorm(config.layer_norm_eps, dtype=dtype)
-        self.dropout = keras.layers.Dropout(config.hidden_dropout_prob, dtype=dtype)
+        self.dropout = Dropout(config.hidden_dropout_prob, dtype=dtype)
 
     def build(self, input_shape=None):
         hidden = (None, None, self.config.hidden_size)
@@ -485,7 +500,7 @@ class ClassificationHead(_LogitsLayer):
             raise ValueError(f"num_labels must be >= 1, got {num_labels}")
         super().__init__(config, num_labels, name=name, **kwargs)
         self.num_labels = num_labels
-        self.dropout = keras.layers.Dropout(config.hidden_dropout_prob, dtype=self.dtype_policy)
+        self.dropout = Dropout(config.hidden_dropout_prob, dtype=self.dtype_policy)
 
     def call(self, pooled_output, training=False):
         return super().call(self.dropout(pooled_output, training=training))

@@ -40,6 +40,7 @@ resumed from; summaries (train/) are uploaded at every checkpoint and at the end
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import datetime
 import glob
@@ -53,7 +54,7 @@ from typing import Any, Callable, Literal, Mapping, Protocol
 import keras
 import tensorflow as tf
 
-from bert_core import distributed, staging, storage
+from bert_core import distributed, kernels, staging, storage
 from bert_core.errors import UserError
 
 Precision = Literal["fp32", "fp16", "bf16"]
@@ -281,8 +282,11 @@ class Trainer:
         fp16 = self.fp16
         accumulators = self._accumulators
 
+        # The fused CPU kernels (bert_core.kernels) where they apply; custom ops have no XLA lowering.
+        fused = contextlib.nullcontext if cfg.xla else kernels.training_step
+
         def forward_backward(features):
-            with tf.GradientTape() as tape:
+            with fused(), tf.GradientTape() as tape:
                 outputs = model(features, training=True)
                 loss, metrics = loss_fn(outputs, features)
                 loss = tf.cast(loss, tf.float32)

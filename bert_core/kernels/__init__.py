@@ -1,0 +1,185 @@
+"""Fused CPU kernels for the training step: exact GELU, dropout and LayerNorm, one pass each.
+
+A small BERT on CPU spends a large part of its training step in memory-bound elementwise ops (each TF
+op is a full pass over a [tokens, width] tensor); `fused_ops.cc` does GELU, dropout and LayerNorm
+forward and backward in one pass each with the same math. See docs/benchmarks.md for what it saves.
+
+They are used only where they apply, and only inside a training step that asks for them
+(`with kernels.training_step(): ...`, done by `bert_core.training.Trainer`):
+  * float32 tensors (LayerNorm always computes in float32; fp16/bf16 GELU and dropout use TF ops),
+  * no GPU visible (the ROCm images train with TF's own GPU kernels),
+  * not under XLA (custom ops have no XLA lowering),
+  * the library builds: it is compiled on first use from `fused_ops.cc` with the C++ compiler
+    TensorFlow's headers need (g++; CXX overrides) into a cache keyed by the source, the TensorFlow
+    version and the flags: $BERT_KERNEL_CACHE, else ~/.cache/bert-kubeflow/kernels. The images build
+    it at image build time (`python -m bert_core.kernels`).
+Anything else (or BERT_FUSED_KERNELS=0) runs the TF ops in bert_core.modeling; a build failure is
+reported once, in one line, and training continues on the TF ops. Evaluation, prediction and export
+always use TF ops, so exported SavedModels need no custom op library.
+
+Dropout draws 16 random bits per element: the drop probability is `rate` rounded to a multiple of
+1/65536 (0.1 -> 0.1000061), and kept values are scaled by the exact inverse keep probability.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import hashlib
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+import tensorflow as tf
+
+SOURCE = Path(__file__).with_name("fused_ops.cc")
+CXXFLAGS = ["-std=c++17", "-shared", "-fPIC", "-O3", "-march=x86-64-v3", "-fopenmp-simd"]
+DROPOUT_BITS = 16
+
+log = logging.getLogger(__name__)
+
+_in_training_step: contextvars.ContextVar[bool] = contextvars.ContextVar("bert_fused_kernels", default=False)
+_lock = threading.Lock()
+_state: dict = {"tried": False, "lib": None, "error": None}
+
+
+class KernelBuildError(RuntimeError):
+    """The fused kernel library could not be compiled or loaded."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Build and load
+# --------------------------------------------------------------------------------------------------
+def cache_dir() -> Path:
+    return Path(os.environ.get("BERT_KERNEL_CACHE") or Path.home() / ".cache" / "bert-kubeflow" / "kernels")
+
+
+def _compiler() -> str:
+    return os.environ.get("CXX") or "g++"
+
+
+def _command(output: Path) -> list[str]:
+    return [_compiler(), *CXXFLAGS, str(SOURCE), "-o", str(output),
+            *tf.sysconfig.get_compile_flags(), *tf.sysconfig.get_link_flags()]
+
+
+def library_path() -> Path:
+    """Where the library for this source, TensorFlow and flags lives (built or not)."""
+    key = hashlib.sha256()
+    key.update(SOURCE.read_bytes())
+    key.update(tf.__version__.encode())
+    key.update(" ".join([_compiler(), *CXXFLAGS]).encode())
+    return cache_dir() / f"bert_fused_ops-{tf.__version__}-{key.hexdigest()[:16]}.so"
+
+
+def build() -> Path:
+    """Compile fused_ops.cc unless the cache has it; atomic, so concurrent ranks may race safely."""
+    path = library_path()
+    if path.exists():
+        return path
+    if shutil.which(_compiler()) is None:
+        raise KernelBuildError(f"no C++ compiler {_compiler()!r} on PATH (set CXX or install g++)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=path.parent)
+    os.close(fd)
+    try:
+        proc = subprocess.run(_command(Path(tmp)), capture_output=True, text=True)
+        if proc.returncode != 0:
+            lines = [ln for ln in proc.stderr.splitlines() if "error" in ln] or proc.stderr.splitlines()
+            raise KernelBuildError(f"compiling {SOURCE.name} failed: {(lines or ['?'])[0].strip()}")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def _disabled_by_env() -> bool:
+    return os.environ.get("BERT_FUSED_KERNELS", "1").strip().lower() in ("0", "false", "no", "off")
+
+
+def library():
+    """The loaded op library, or None where the fused kernels do not apply or cannot be built."""
+    if _disabled_by_env():
+        return None
+    with _lock:
+        if not _state["tried"]:
+            _state["tried"] = True
+            if tf.config.list_physical_devices("GPU"):
+                _state["error"] = "a GPU is visible"
+            else:
+                try:
+                    lib = tf.load_op_library(str(build()))
+                    _register_gradients(lib)
+                    _state["lib"] = lib
+                except (KernelBuildError, OSError, tf.errors.OpError) as e:
+                    _state["error"] = str(e).splitlines()[0] if str(e) else type(e).__name__
+                    print(f"bert: fused CPU kernels unavailable ({_state['error']}); using TensorFlow ops",
+                          file=sys.stderr)
+        return _state["lib"]
+
+
+@contextlib.contextmanager
+def training_step():
+    """Lets the model use the fused kernels while a training step is traced (not under XLA)."""
+    token = _in_training_step.set(True)
+    try:
+        yield
+    finally:
+        _in_training_step.reset(token)
+
+
+def active(dtype) -> bool:
+    """True when a model op of this dtype, traced now, should use a fused kernel."""
+    return _in_training_step.get() and tf.as_dtype(dtype) == tf.float32 and library() is not None
+
+
+# --------------------------------------------------------------------------------------------------
+# Ops (call only when active(dtype))
+# --------------------------------------------------------------------------------------------------
+def _register_gradients(lib) -> None:
+    def gelu_grad(op, dy):
+        return lib.bert_gelu_grad(dy, op.inputs[0])
+
+    def dropout_grad(op, dy, _dmask):
+        return lib.bert_dropout_grad(dy, op.outputs[1], threshold=op.get_attr("threshold")), None
+
+    def layer_norm_grad(op, dy, _dmean, _drstd):
+        # mean and rstd are saved for this gradient only; nothing differentiates through them.
+        return lib.bert_layer_norm_grad(dy, op.inputs[0], op.inputs[1], op.outputs[1], op.outputs[2])
+
+    for name, fn in (("BertGelu", gelu_grad), ("BertDropout", dropout_grad), ("BertLayerNorm", layer_norm_grad)):
+        try:
+            tf.RegisterGradient(name)(fn)
+        except KeyError:  # registered already (the library loads once per process)
+            pass
+
+
+def dropout_threshold(rate: float) -> int:
+    """The 16-bit keep threshold for a drop rate: drop where the draw < threshold."""
+    return int(round(float(rate) * (1 << DROPOUT_BITS)))
+
+
+def gelu(x: tf.Tensor) -> tf.Tensor:
+    return library().bert_gelu(x)
+
+
+def dropout(x: tf.Tensor, rate: float, seed: tf.Tensor) -> tf.Tensor:
+    """Inverted dropout of a float32 tensor with a [2] int seed (Keras SeedGenerator.next())."""
+    threshold = dropout_threshold(rate)
+    if threshold <= 0:
+        return x
+    if threshold >= 1 << DROPOUT_BITS:
+        return tf.zeros_like(x)
+    y, _ = library().bert_dropout(x, tf.cast(seed, tf.int64), threshold=threshold)
+    return y
+
+
+def layer_norm(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, epsilon: float) -> tf.Tensor:
+    y, _, _ = library().bert_layer_norm(x, gamma, beta, epsilon=float(epsilon))
+    return y

@@ -1,0 +1,387 @@
+// Fused CPU kernels for the memory-bound part of a BERT training step (float32).
+//
+// On CPU a training step of a small BERT spends much of its time in elementwise ops, each one a full
+// pass over a [tokens, width] tensor: exact GELU is ~5 TF ops forward and ~8 backward, dropout draws
+// a float per element and then compares, selects and multiplies, LayerNorm is moments + normalize.
+// Each op here is one pass (LayerNorm: one pass per row, in cache), with the same math:
+//
+//   BertGelu / BertGeluGrad            y = x Phi(x) (erf form), dx = dy (Phi(x) + x phi(x))
+//   BertDropout / BertDropoutGrad      keep where a 16-bit Philox draw >= threshold, scale the kept by
+//                                      65536 / (65536 - threshold); the mask is kept for the backward
+//   BertLayerNorm / BertLayerNormGrad  over the last axis; mean and 1/sqrt(var + eps) are kept
+//
+// Built and loaded by bert_core/kernels/__init__.py, which also registers the gradients and falls
+// back to TensorFlow ops where these do not apply (GPU, half precision, no compiler).
+
+#define EIGEN_USE_THREADS
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#include "tensorflow/core/framework/op.h"
+#include "tensorflow/core/framework/op_kernel.h"
+#include "tensorflow/core/framework/shape_inference.h"
+#include "tensorflow/core/lib/random/philox_random.h"
+#include "unsupported/Eigen/CXX11/Tensor"
+
+namespace bert_kernels {
+
+using tensorflow::DEVICE_CPU;
+using tensorflow::OpKernel;
+using tensorflow::OpKernelConstruction;
+using tensorflow::OpKernelContext;
+using tensorflow::Tensor;
+using tensorflow::TensorShape;
+using tensorflow::shape_inference::InferenceContext;
+using tensorflow::shape_inference::ShapeHandle;
+using CPUDevice = Eigen::ThreadPoolDevice;
+
+constexpr float kInvSqrt2 = 0.70710678118654752440f;
+constexpr float kInvSqrt2Pi = 0.39894228040143267794f;
+
+absl::Status SameAsInput(InferenceContext* c, int input) {
+  c->set_output(0, c->input(input));
+  return absl::OkStatus();
+}
+
+// ------------------------------------------------------------------------------------------------
+// GELU
+// ------------------------------------------------------------------------------------------------
+REGISTER_OP("BertGelu")
+    .Input("x: float")
+    .Output("y: float")
+    .SetShapeFn([](InferenceContext* c) { return SameAsInput(c, 0); });
+
+REGISTER_OP("BertGeluGrad")
+    .Input("dy: float")
+    .Input("x: float")
+    .Output("dx: float")
+    .SetShapeFn([](InferenceContext* c) { return SameAsInput(c, 1); });
+
+class GeluOp : public OpKernel {
+ public:
+  explicit GeluOp(OpKernelConstruction* c) : OpKernel(c) {}
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor& x = ctx->input(0);
+    Tensor* y = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, x.shape(), &y));
+    auto X = x.flat<float>();
+    y->flat<float>().device(ctx->eigen_device<CPUDevice>()) = X * ((X * kInvSqrt2).erf() * 0.5f + 0.5f);
+  }
+};
+
+class GeluGradOp : public OpKernel {
+ public:
+  explicit GeluGradOp(OpKernelConstruction* c) : OpKernel(c) {}
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor& dy = ctx->input(0);
+    const Tensor& x = ctx->input(1);
+    OP_REQUIRES(ctx, dy.shape() == x.shape(),
+                absl::InvalidArgumentError("BertGeluGrad: dy and x shapes differ"));
+    Tensor* dx = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->forward_input_or_allocate_output({0}, 0, x.shape(), &dx));
+    auto X = x.flat<float>();
+    auto DY = dy.flat<float>();
+    dx->flat<float>().device(ctx->eigen_device<CPUDevice>()) =
+        DY * ((X * kInvSqrt2).erf() * 0.5f + 0.5f + X * kInvSqrt2Pi * (X.square() * -0.5f).exp());
+  }
+};
+
+REGISTER_KERNEL_BUILDER(Name("BertGelu").Device(DEVICE_CPU), GeluOp);
+REGISTER_KERNEL_BUILDER(Name("BertGeluGrad").Device(DEVICE_CPU), GeluGradOp);
+
+// ------------------------------------------------------------------------------------------------
+// Dropout
+// ------------------------------------------------------------------------------------------------
+REGISTER_OP("BertDropout")
+    .Input("x: float")
+    .Input("seed: int64")
+    .Attr("threshold: int")
+    .Output("y: float")
+    .Output("mask: uint8")
+    .SetShapeFn([](InferenceContext* c) {
+      c->set_output(0, c->input(0));
+      c->set_output(1, c->input(0));
+      return absl::OkStatus();
+    });
+
+REGISTER_OP("BertDropoutGrad")
+    .Input("dy: float")
+    .Input("mask: uint8")
+    .Attr("threshold: int")
+    .Output("dx: float")
+    .SetShapeFn([](InferenceContext* c) { return SameAsInput(c, 0); });
+
+float KeptScale(int threshold) { return 65536.0f / static_cast<float>(65536 - threshold); }
+
+class DropoutOp : public OpKernel {
+ public:
+  explicit DropoutOp(OpKernelConstruction* c) : OpKernel(c) {
+    OP_REQUIRES_OK(c, c->GetAttr("threshold", &threshold_));
+    OP_REQUIRES(c, threshold_ > 0 && threshold_ < 65536,
+                absl::InvalidArgumentError("BertDropout: threshold must be in [1, 65535]"));
+  }
+
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor& x = ctx->input(0);
+    const Tensor& seed = ctx->input(1);
+    OP_REQUIRES(ctx, seed.NumElements() == 2,
+                absl::InvalidArgumentError("BertDropout: seed must have 2 elements"));
+    Tensor* y = nullptr;
+    Tensor* mask = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, x.shape(), &y));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, x.shape(), &mask));
+    const auto s = seed.flat<int64_t>();
+    const uint64_t key = static_cast<uint64_t>(s(0));
+    const uint64_t stream = static_cast<uint64_t>(s(1));
+    const float* in = x.flat<float>().data();
+    float* out = y->flat<float>().data();
+    uint8_t* keep = mask->flat<uint8_t>().data();
+    const int64_t n = x.NumElements();
+    const uint32_t threshold = static_cast<uint32_t>(threshold_);
+    const float scale = KeptScale(threshold_);
+    // Element i uses 16 bits of the Philox block i / 8, so the result depends on the seed only,
+    // not on how the work is split between threads.
+    const int64_t blocks = (n + 7) / 8;
+    auto work = [&](Eigen::Index first, Eigen::Index last) {
+      tensorflow::random::PhiloxRandom gen(key, stream);
+      gen.Skip(static_cast<uint64_t>(first));
+      for (Eigen::Index b = first; b < last; ++b) {
+        const auto r = gen();
+        const int64_t base = b * 8;
+        const int64_t count = std::min<int64_t>(8, n - base);
+        for (int64_t j = 0; j < count; ++j) {
+          const uint32_t bits = (j & 1) ? (r[j >> 1] >> 16) : (r[j >> 1] & 0xFFFFu);
+          const bool k = bits >= threshold;
+          keep[base + j] = k;
+          out[base + j] = k ? in[base + j] * scale : 0.0f;
+        }
+      }
+    };
+    ctx->eigen_device<CPUDevice>().parallelFor(blocks, Eigen::TensorOpCost(32, 40, 80), work);
+  }
+
+ private:
+  int threshold_;
+};
+
+class DropoutGradOp : public OpKernel {
+ public:
+  explicit DropoutGradOp(OpKernelConstruction* c) : OpKernel(c) {
+    OP_REQUIRES_OK(c, c->GetAttr("threshold", &threshold_));
+    OP_REQUIRES(c, threshold_ > 0 && threshold_ < 65536,
+                absl::InvalidArgumentError("BertDropoutGrad: threshold must be in [1, 65535]"));
+  }
+
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor& dy = ctx->input(0);
+    const Tensor& mask = ctx->input(1);
+    OP_REQUIRES(ctx, dy.shape() == mask.shape(),
+                absl::InvalidArgumentError("BertDropoutGrad: dy and mask shapes differ"));
+    Tensor* dx = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->forward_input_or_allocate_output({0}, 0, dy.shape(), &dx));
+    dx->flat<float>().device(ctx->eigen_device<CPUDevice>()) =
+        dy.flat<float>() * mask.flat<uint8_t>().cast<float>() * KeptScale(threshold_);
+  }
+
+ private:
+  int threshold_;
+};
+
+REGISTER_KERNEL_BUILDER(Name("BertDropout").Device(DEVICE_CPU).HostMemory("seed"), DropoutOp);
+REGISTER_KERNEL_BUILDER(Name("BertDropoutGrad").Device(DEVICE_CPU), DropoutGradOp);
+
+// ------------------------------------------------------------------------------------------------
+// LayerNorm over the last axis
+// ------------------------------------------------------------------------------------------------
+REGISTER_OP("BertLayerNorm")
+    .Input("x: float")
+    .Input("gamma: float")
+    .Input("beta: float")
+    .Attr("epsilon: float")
+    .Output("y: float")
+    .Output("mean: float")
+    .Output("rstd: float")
+    .SetShapeFn([](InferenceContext* c) {
+      ShapeHandle x = c->input(0);
+      ShapeHandle rows;
+      c->set_output(0, x);
+      if (c->RankKnown(x)) {
+        TF_RETURN_IF_ERROR(c->Subshape(x, 0, -1, &rows));
+      } else {
+        rows = c->UnknownShape();
+      }
+      c->set_output(1, rows);
+      c->set_output(2, rows);
+      return absl::OkStatus();
+    });
+
+REGISTER_OP("BertLayerNormGrad")
+    .Input("dy: float")
+    .Input("x: float")
+    .Input("gamma: float")
+    .Input("mean: float")
+    .Input("rstd: float")
+    .Output("dx: float")
+    .Output("dgamma: float")
+    .Output("dbeta: float")
+    .SetShapeFn([](InferenceContext* c) {
+      c->set_output(0, c->input(1));
+      c->set_output(1, c->input(2));
+      c->set_output(2, c->input(2));
+      return absl::OkStatus();
+    });
+
+// Rows and width of x, checked against gamma.
+void RowsAndWidth(OpKernelContext* ctx, const Tensor& x, const Tensor& gamma, int64_t* rows, int64_t* width) {
+  OP_REQUIRES(ctx, x.dims() >= 1, absl::InvalidArgumentError("LayerNorm: x must have rank >= 1"));
+  *width = x.dim_size(x.dims() - 1);
+  OP_REQUIRES(ctx, gamma.NumElements() == *width,
+              absl::InvalidArgumentError("LayerNorm: gamma/beta size differs from the last axis of x"));
+  *rows = *width == 0 ? 0 : x.NumElements() / *width;
+}
+
+TensorShape RowShape(const Tensor& x) {
+  TensorShape s = x.shape();
+  s.RemoveLastDims(1);
+  return s;
+}
+
+class LayerNormOp : public OpKernel {
+ public:
+  explicit LayerNormOp(OpKernelConstruction* c) : OpKernel(c) {
+    OP_REQUIRES_OK(c, c->GetAttr("epsilon", &epsilon_));
+  }
+
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor& x = ctx->input(0);
+    const Tensor& gamma = ctx->input(1);
+    const Tensor& beta = ctx->input(2);
+    int64_t rows = 0, width = 0;
+    RowsAndWidth(ctx, x, gamma, &rows, &width);
+    if (!ctx->status().ok()) return;
+    OP_REQUIRES(ctx, beta.NumElements() == width,
+                absl::InvalidArgumentError("LayerNorm: beta size differs from the last axis of x"));
+    Tensor *y = nullptr, *mean = nullptr, *rstd = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, x.shape(), &y));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, RowShape(x), &mean));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, RowShape(x), &rstd));
+    const float* in = x.flat<float>().data();
+    const float* g = gamma.flat<float>().data();
+    const float* b = beta.flat<float>().data();
+    float* out = y->flat<float>().data();
+    float* mu = mean->flat<float>().data();
+    float* rs = rstd->flat<float>().data();
+    const float eps = epsilon_;
+    const float inv_w = 1.0f / static_cast<float>(width);
+    auto work = [&](Eigen::Index first, Eigen::Index last) {
+      for (Eigen::Index r = first; r < last; ++r) {
+        const float* xr = in + r * width;
+        float* yr = out + r * width;
+        float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+        for (int64_t j = 0; j < width; ++j) sum += xr[j];
+        const float m = sum * inv_w;
+        float sq = 0.0f;
+#pragma omp simd reduction(+ : sq)
+        for (int64_t j = 0; j < width; ++j) sq += (xr[j] - m) * (xr[j] - m);
+        const float inv = 1.0f / std::sqrt(sq * inv_w + eps);
+#pragma omp simd
+        for (int64_t j = 0; j < width; ++j) yr[j] = (xr[j] - m) * inv * g[j] + b[j];
+        mu[r] = m;
+        rs[r] = inv;
+      }
+    };
+    ctx->eigen_device<CPUDevice>().parallelFor(
+        rows, Eigen::TensorOpCost(4.0 * width, 4.0 * width + 8, 8.0 * width), work);
+  }
+
+ private:
+  float epsilon_;
+};
+
+class LayerNormGradOp : public OpKernel {
+ public:
+  explicit LayerNormGradOp(OpKernelConstruction* c) : OpKernel(c) {}
+
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor& dy = ctx->input(0);
+    const Tensor& x = ctx->input(1);
+    const Tensor& gamma = ctx->input(2);
+    const Tensor& mean = ctx->input(3);
+    const Tensor& rstd = ctx->input(4);
+    int64_t rows = 0, width = 0;
+    RowsAndWidth(ctx, x, gamma, &rows, &width);
+    if (!ctx->status().ok()) return;
+    OP_REQUIRES(ctx, dy.shape() == x.shape() && mean.NumElements() == rows && rstd.NumElements() == rows,
+                absl::InvalidArgumentError("LayerNormGrad: dy, x, mean, rstd shapes disagree"));
+    Tensor *dx = nullptr, *dgamma = nullptr, *dbeta = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, x.shape(), &dx));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, gamma.shape(), &dgamma));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, gamma.shape(), &dbeta));
+    const float* dyp = dy.flat<float>().data();
+    const float* xp = x.flat<float>().data();
+    const float* g = gamma.flat<float>().data();
+    const float* mu = mean.flat<float>().data();
+    const float* rs = rstd.flat<float>().data();
+    float* dxp = dx->flat<float>().data();
+    const float inv_w = width == 0 ? 0.0f : 1.0f / static_cast<float>(width);
+
+    // dgamma and dbeta sum over rows: each of a fixed number of row chunks sums into its own
+    // buffer, then the chunks are added in order, so the result does not depend on threading.
+    const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(rows, 64));
+    const int64_t rows_per_chunk = rows == 0 ? 0 : (rows + chunks - 1) / chunks;
+    std::vector<float> partial(static_cast<size_t>(2 * chunks * width), 0.0f);
+    auto work = [&](Eigen::Index first, Eigen::Index last) {
+      std::vector<float> xhat(static_cast<size_t>(width));
+      for (Eigen::Index c = first; c < last; ++c) {
+        float* pg = partial.data() + 2 * c * width;
+        float* pb = pg + width;
+        const int64_t r0 = c * rows_per_chunk;
+        const int64_t r1 = std::min<int64_t>(rows, r0 + rows_per_chunk);
+        for (int64_t r = r0; r < r1; ++r) {
+          const float* dyr = dyp + r * width;
+          const float* xr = xp + r * width;
+          float* dxr = dxp + r * width;
+          const float m = mu[r], inv = rs[r];
+          float sum_g = 0.0f, sum_gx = 0.0f;
+#pragma omp simd reduction(+ : sum_g, sum_gx)
+          for (int64_t j = 0; j < width; ++j) {
+            const float xh = (xr[j] - m) * inv;
+            const float gj = dyr[j] * g[j];
+            xhat[j] = xh;
+            sum_g += gj;
+            sum_gx += gj * xh;
+            pg[j] += dyr[j] * xh;
+            pb[j] += dyr[j];
+          }
+          const float a = sum_g * inv_w, bb = sum_gx * inv_w;
+#pragma omp simd
+          for (int64_t j = 0; j < width; ++j) dxr[j] = inv * (dyr[j] * g[j] - a - xhat[j] * bb);
+        }
+      }
+    };
+    ctx->eigen_device<CPUDevice>().parallelFor(
+        chunks, Eigen::TensorOpCost(8.0 * width * rows_per_chunk, 4.0 * width * rows_per_chunk,
+                                    16.0 * width * rows_per_chunk),
+        work);
+    float* dg = dgamma->flat<float>().data();
+    float* db = dbeta->flat<float>().data();
+    std::fill(dg, dg + width, 0.0f);
+    std::fill(db, db + width, 0.0f);
+    for (int64_t c = 0; c < chunks; ++c) {
+      const float* pg = partial.data() + 2 * c * width;
+      for (int64_t j = 0; j < width; ++j) {
+        dg[j] += pg[j];
+        db[j] += pg[width + j];
+      }
+    }
+  }
+};
+
+REGISTER_KERNEL_BUILDER(Name("BertLayerNorm").Device(DEVICE_CPU), LayerNormOp);
+REGISTER_KERNEL_BUILDER(Name("BertLayerNormGrad").Device(DEVICE_CPU), LayerNormGradOp);
+
+}  // namespace bert_kernels

@@ -1,0 +1,194 @@
+"""The fused CPU kernels (bert_core/kernels): same values and gradients as the TF ops they replace,
+dropout's statistics and determinism, where they are (not) used, and the fallback when they cannot
+be built."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from bert_core import kernels, modeling
+from bert_core.config import BertConfig
+from tests.tiny_bert import ROOT, tiny_config
+
+
+@pytest.fixture(scope="module")
+def lib():
+    lib = kernels.library()
+    assert lib is not None, f"fused kernels did not build/load: {kernels._state['error']}"
+    return lib
+
+
+def _value_and_grad(fn, *xs, dy=None):
+    xs = [tf.constant(x) for x in xs]
+    with tf.GradientTape() as tape:
+        for x in xs:
+            tape.watch(x)
+        y = fn(*xs)
+    dy = tf.constant(np.random.default_rng(1).normal(size=y.shape).astype(np.float32)) if dy is None else dy
+    return y.numpy(), [g.numpy() for g in tape.gradient(y, xs, output_gradients=dy)]
+
+
+def _in_step(fn):
+    def run(*xs):
+        with kernels.training_step():
+            return fn(*xs)
+    return run
+
+
+def test_gelu_matches_tf_value_and_gradient(lib):
+    x = np.random.default_rng(0).normal(scale=3.0, size=(7, 33, 129)).astype(np.float32)
+    x[0, 0, :5] = [0.0, -12.0, 12.0, 1e-8, -1e-8]
+    ref_y, (ref_dx,) = _value_and_grad(modeling.gelu, x)
+    y, (dx,) = _value_and_grad(_in_step(modeling.gelu), x)
+    assert kernels.active(tf.float32) is False  # only inside training_step()
+    np.testing.assert_allclose(y, ref_y, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(dx, ref_dx, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(4, 3, 384), (17, 256), (5, 2, 7, 30)])
+def test_layer_norm_matches_tf_value_and_gradients(lib, shape):
+    rng = np.random.default_rng(2)
+    x = (rng.normal(size=shape) * 4 + 3).astype(np.float32)
+    gamma = rng.normal(size=shape[-1:]).astype(np.float32)
+    beta = rng.normal(size=shape[-1:]).astype(np.float32)
+
+    def ln(x, g, b):
+        return modeling.layer_norm(x, g, b, 1e-12)
+
+    ref_y, ref_grads = _value_and_grad(ln, x, gamma, beta)
+    y, grads = _value_and_grad(_in_step(ln), x, gamma, beta)
+    np.testing.assert_allclose(y, ref_y, rtol=1e-5, atol=2e-5)
+    for got, want in zip(grads, ref_grads):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_layer_norm_rejects_mismatched_gamma(lib):
+    with pytest.raises(tf.errors.InvalidArgumentError, match="gamma"):
+        kernels.layer_norm(tf.zeros([2, 8]), tf.ones([7]), tf.zeros([7]), 1e-12)
+
+
+def test_dropout_statistics_scale_and_gradient(lib):
+    rate, n = 0.1, 1 << 20
+    x = tf.constant(np.random.default_rng(3).uniform(1.0, 2.0, size=(n // 256, 256)).astype(np.float32))
+    seed = tf.constant([7, 11], tf.int64)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = kernels.dropout(x, rate, seed)
+    dy = tf.ones_like(x) * 3.0
+    dx = tape.gradient(y, x, output_gradients=dy).numpy()
+    y, x = y.numpy(), x.numpy()
+    kept = y != 0
+    scale = 65536 / (65536 - kernels.dropout_threshold(rate))
+    dropped = 1 - kept.mean()
+    assert abs(dropped - rate) < 5 * math.sqrt(rate * (1 - rate) / n), dropped
+    np.testing.assert_allclose(y[kept], x[kept] * np.float32(scale), rtol=1e-7)
+    np.testing.assert_array_equal(dx, np.where(kept, np.float32(3.0) * np.float32(scale), 0).astype(np.float32))
+    # Neighbouring elements and rows are independent (no repeated 16-bit halves or blocks).
+    flat = kept.ravel()
+    both = (flat[:-1] & flat[1:]).mean()
+    assert abs(both - (1 - rate) ** 2) < 0.005
+    assert not np.array_equal(kept[0], kept[1])
+
+
+def test_dropout_depends_on_seed_only(lib):
+    x = tf.ones([64, 130])
+    a = kernels.dropout(x, 0.3, tf.constant([1, 2], tf.int64)).numpy()
+    b = kernels.dropout(x, 0.3, tf.constant([1, 2], tf.int64)).numpy()
+    c = kernels.dropout(x, 0.3, tf.constant([1, 3], tf.int64)).numpy()
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+    assert kernels.dropout(x, 0.0, tf.constant([1, 2], tf.int64)) is x
+    assert float(tf.reduce_max(kernels.dropout(x, 1.0, tf.constant([1, 2], tf.int64)))) == 0.0
+
+
+def test_dropout_layer_uses_kernel_only_in_training_step(lib):
+    layer = modeling.Dropout(0.5, seed=3)
+    x = tf.ones([8, 64])
+    with kernels.training_step():
+        graph = tf.function(lambda t: layer(t, training=True)).get_concrete_function(x).graph
+        eval_graph = tf.function(lambda t: layer(t, training=False)).get_concrete_function(x).graph
+    outside = tf.function(lambda t: layer(t, training=True)).get_concrete_function(x).graph
+    assert "BertDropout" in {op.type for op in graph.get_operations()}
+    assert "BertDropout" not in {op.type for op in eval_graph.get_operations()}
+    assert "BertDropout" not in {op.type for op in outside.get_operations()}
+    with kernels.training_step():
+        y1, y2 = layer(x, training=True).numpy(), layer(x, training=True).numpy()
+    assert not np.array_equal(y1, y2)  # the seed generator advances, as keras.layers.Dropout's
+
+
+def test_pretraining_step_matches_tf_ops_without_dropout(lib):
+    """A whole forward + backward of BertPretrainer (tiny_config: dropout 0): fused kernels == TF ops."""
+    import keras
+
+    from bert_core.pretrain import pretraining_loss_fn
+
+    config = BertConfig(**tiny_config(vocab_size=200))
+    keras.utils.set_random_seed(0)
+    model = modeling.BertPretrainer(config)
+    model.build()
+    rng = np.random.default_rng(4)
+    feats = {"input_ids": rng.integers(0, config.vocab_size, (3, 16)).astype(np.int32),
+             "input_mask": np.ones((3, 16), np.int32), "segment_ids": np.zeros((3, 16), np.int32),
+             "masked_lm_positions": np.tile(np.arange(1, 6, dtype=np.int32), (3, 1)),
+             "masked_lm_ids": rng.integers(0, config.vocab_size, (3, 5)).astype(np.int32),
+             "masked_lm_weights": np.ones((3, 5), np.float32),
+             "next_sentence_labels": np.zeros((3, 1), np.int32)}
+
+    def step():
+        with tf.GradientTape() as tape:
+            loss, _ = pretraining_loss_fn(model(feats, training=True), feats)
+        return loss, tape.gradient(loss, model.trainable_variables)
+
+    ref_loss, ref_grads = tf.function(step)()
+    fused = tf.function(_in_step(step))
+    ops = {op.type for op in fused.get_concrete_function().graph.get_operations()}
+    assert {"BertGelu", "BertLayerNorm"} <= ops
+    loss, grads = fused()
+    np.testing.assert_allclose(loss.numpy(), ref_loss.numpy(), rtol=1e-5)
+    for g, r in zip(grads, ref_grads):
+        np.testing.assert_allclose(tf.convert_to_tensor(g).numpy(), tf.convert_to_tensor(r).numpy(),
+                                   rtol=1e-3, atol=1e-5)
+
+
+def _probe(env: dict) -> subprocess.CompletedProcess:
+    code = ("from bert_core import kernels; import tensorflow as tf\n"
+            "with kernels.training_step(): print('active', kernels.active(tf.float32))")
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **env}, timeout=300)
+
+
+def test_disabled_by_environment():
+    proc = _probe({"BERT_FUSED_KERNELS": "0"})
+    assert proc.returncode == 0, proc.stderr
+    assert "active False" in proc.stdout
+
+
+def test_no_compiler_falls_back_with_one_line(tmp_path):
+    proc = _probe({"CXX": str(tmp_path / "no-such-g++"), "BERT_KERNEL_CACHE": str(tmp_path / "cache")})
+    assert proc.returncode == 0, proc.stderr
+    assert "active False" in proc.stdout
+    lines = [ln for ln in proc.stderr.splitlines() if "fused CPU kernels unavailable" in ln]
+    assert len(lines) == 1 and "no C++ compiler" in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_module_entry_point_builds_and_prints_the_library(lib):
+    proc = subprocess.run([sys.executable, "-m", "bert_core.kernels"], capture_output=True, text=True, cwd=ROOT,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    path = proc.stdout.strip().splitlines()[-1]
+    assert path == str(kernels.library_path()) and os.path.exists(path)
+
+
+def test_kernel_source_ships_with_the_package():
+    import tomllib
+
+    data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    assert any(kernels.SOURCE.match(pattern) for pattern in data["bert_core"])
