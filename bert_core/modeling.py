@@ -220,9 +220,10 @@ class SelfAttention(keras.layers.Layer):
         # Batched matmuls over [B, A, S, D] rather than tf.einsum("bqad,bkad->baqk"): the same
         # products, but measured ~15% faster forward + backward for BERT-Mini's shape on CPU.
         batch, seq = tf.shape(x)[0], tf.shape(x)[1]
-        q = self._split_heads(self.query(x), batch, seq)                                 # [B, A, S, D]
-        k = self._split_heads(self.key(x), batch, seq)                                   # [B, A, S, D]
-        v = self._split_heads(self.value(x), batch, seq)                                 # [B, A, S, D]
+        rows = tf.reshape(x, [-1, self.config.hidden_size])                              # [B * S, H]
+        q = self._split_heads(self.query(rows), batch, seq)                              # [B, A, S, D]
+        k = self._split_heads(self.key(rows), batch, seq)                                # [B, A, S, D]
+        v = self._split_heads(self.value(rows), batch, seq)                              # [B, A, S, D]
         scores = tf.matmul(q, k, transpose_b=True)                                       # [B, A, S, S]
         scores = tf.cast(scores, tf.float32) * (1.0 / math.sqrt(self.head_size))       # softmax in float32
         scores += attention_mask_adder(mask)                                             # [B, A, S, S]
@@ -268,12 +269,16 @@ class TransformerLayer(keras.layers.Layer):
             self.output_layer_norm.build(hidden)
 
     def call(self, x, mask, training=False):
-        context = self.attention(x, mask, training=training)                             # [B, S, H]
+        # The dense layers see [B * S, width] rows: a 2-D matmul + bias is one oneDNN kernel, while
+        # Keras's [B, S, width] path is a tensordot plus a separate bias pass.
+        width = self.config.hidden_size
+        rows = tf.reshape(x, [-1, width])                                                # [B * S, H]
+        context = tf.reshape(self.attention(x, mask, training=training), [-1, width])   # [B * S, H]
         attention_output = self.dropout(self.attention_dense(context), training=training)
-        attention_output = self.attention_layer_norm(attention_output + x)               # [B, S, H]
-        intermediate = self.intermediate_dense(attention_output)                         # [B, S, I]
-        output = self.dropout(self.output_dense(intermediate), training=training)        # [B, S, H]
-        return self.output_layer_norm(output + attention_output)                         # [B, S, H]
+        attention_output = self.attention_layer_norm(attention_output + rows)            # [B * S, H]
+        intermediate = self.intermediate_dense(attention_output)                         # [B * S, I]
+        output = self.dropout(self.output_dense(intermediate), training=training)        # [B * S, H]
+        return tf.reshape(self.output_layer_norm(output + attention_output), tf.shape(x))  # [B, S, H]
 
 
 def attention_mask(input_mask: tf.Tensor) -> tf.Tensor:
@@ -438,8 +443,12 @@ class MaskedLMHead(keras.layers.Layer):
         x = tf.gather(sequence_output, positions, batch_dims=1)                          # [B, P, H]
         x = self.transform_layer_norm(self.transform_dense(x))                           # [B, P, H]
         table = tf.cast(self.embeddings.word_embeddings, self.compute_dtype)             # [V, H]
-        logits = tf.einsum("bph,vh->bpv", x, table)                                      # [B, P, V]
-        return tf.cast(logits, tf.float32) + tf.cast(self.output_bias, tf.float32)
+        # A 2-D matmul + bias_add (which oneDNN fuses into one kernel, and whose gradient is one
+        # BiasAddGrad) rather than an einsum and a broadcast add over the [B * P, V] logits.
+        rows = tf.reshape(x, [-1, self.config.hidden_size])                               # [B * P, H]
+        logits = tf.cast(tf.matmul(rows, table, transpose_b=True), tf.float32)            # [B * P, V]
+        logits = tf.nn.bias_add(logits, tf.cast(self.output_bias, tf.float32))
+        return tf.reshape(logits, tf.concat([tf.shape(x)[:2], [self.config.vocab_size]], 0))  # [B, P, V]
 
     def checkpoint_variables(self) -> dict:
         return {

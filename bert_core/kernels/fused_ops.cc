@@ -136,31 +136,51 @@ class DropoutOp : public OpKernel {
     const auto s = seed.flat<int64_t>();
     const uint64_t key = static_cast<uint64_t>(s(0));
     const uint64_t stream = static_cast<uint64_t>(s(1));
-    const float* in = x.flat<float>().data();
-    float* out = y->flat<float>().data();
-    uint8_t* keep = mask->flat<uint8_t>().data();
+    const float* __restrict in = x.flat<float>().data();
+    float* __restrict out = y->flat<float>().data();
+    uint8_t* __restrict keep = mask->flat<uint8_t>().data();
     const int64_t n = x.NumElements();
     const uint32_t threshold = static_cast<uint32_t>(threshold_);
     const float scale = KeptScale(threshold_);
-    // Element i uses 16 bits of the Philox block i / 8, so the result depends on the seed only,
-    // not on how the work is split between threads.
-    const int64_t blocks = (n + 7) / 8;
+    // Element i uses 16 bits of the Philox draw i / 8, so the result depends on the seed only, not
+    // on how the work is split between threads. Work goes in tiles of 64 elements (8 draws) so
+    // that the keep/scale loop over a tile vectorizes.
+    constexpr int64_t kTile = 64;
+    const int64_t tiles = (n + kTile - 1) / kTile;
     auto work = [&](Eigen::Index first, Eigen::Index last) {
       tensorflow::random::PhiloxRandom gen(key, stream);
-      gen.Skip(static_cast<uint64_t>(first));
-      for (Eigen::Index b = first; b < last; ++b) {
-        const auto r = gen();
-        const int64_t base = b * 8;
-        const int64_t count = std::min<int64_t>(8, n - base);
-        for (int64_t j = 0; j < count; ++j) {
-          const uint32_t bits = (j & 1) ? (r[j >> 1] >> 16) : (r[j >> 1] & 0xFFFFu);
-          const bool k = bits >= threshold;
-          keep[base + j] = k;
-          out[base + j] = k ? in[base + j] * scale : 0.0f;
+      gen.Skip(static_cast<uint64_t>(first) * (kTile / 8));
+      uint32_t bits[kTile];
+      for (Eigen::Index t = first; t < last; ++t) {
+        for (int d = 0; d < kTile / 8; ++d) {
+          const auto r = gen();
+          for (int j = 0; j < 4; ++j) {
+            bits[8 * d + 2 * j] = r[j] & 0xFFFFu;
+            bits[8 * d + 2 * j + 1] = r[j] >> 16;
+          }
+        }
+        const int64_t base = t * kTile;
+        const int64_t count = std::min<int64_t>(kTile, n - base);
+        const float* __restrict xi = in + base;
+        float* __restrict yo = out + base;
+        uint8_t* __restrict mo = keep + base;
+        if (count == kTile) {
+#pragma omp simd
+          for (int64_t j = 0; j < kTile; ++j) {
+            const bool k = bits[j] >= threshold;
+            mo[j] = k;
+            yo[j] = k ? xi[j] * scale : 0.0f;
+          }
+        } else {
+          for (int64_t j = 0; j < count; ++j) {
+            const bool k = bits[j] >= threshold;
+            mo[j] = k;
+            yo[j] = k ? xi[j] * scale : 0.0f;
+          }
         }
       }
     };
-    ctx->eigen_device<CPUDevice>().parallelFor(blocks, Eigen::TensorOpCost(32, 40, 80), work);
+    ctx->eigen_device<CPUDevice>().parallelFor(tiles, Eigen::TensorOpCost(4 * kTile, 5 * kTile, 10 * kTile), work);
   }
 
  private:
