@@ -227,8 +227,14 @@ class SelfAttention(keras.layers.Layer):
         scores = tf.matmul(q, k, transpose_b=True)                                       # [B, A, S, S]
         scores = tf.cast(scores, tf.float32) * (1.0 / math.sqrt(self.head_size))       # softmax in float32
         scores += attention_mask_adder(mask)                                             # [B, A, S, S]
-        probs = tf.cast(tf.nn.softmax(scores, axis=-1), self.compute_dtype)              # [B, A, S, S]
-        probs = self.dropout(probs, training=training)
+        if kernels.active(self.compute_dtype):
+            # Training step on CPU: the dropout kernel, and one fused pass for the backward of both.
+            drop = training and self.dropout.rate > 0
+            seed = self.dropout.seed_generator.next() if drop else None
+            probs = kernels.softmax_dropout(scores, self.dropout.rate, seed)             # [B, A, S, S]
+        else:
+            probs = tf.cast(tf.nn.softmax(scores, axis=-1), self.compute_dtype)          # [B, A, S, S]
+            probs = self.dropout(probs, training=training)
         context = tf.transpose(tf.matmul(probs, v), [0, 2, 1, 3])                        # [B, S, A, D]
         return tf.reshape(context, [batch, seq, self.config.hidden_size])                # [B, S, H]
 

@@ -108,6 +108,31 @@ def test_dropout_depends_on_seed_only(lib):
     assert float(tf.reduce_max(kernels.dropout(x, 1.0, tf.constant([1, 2], tf.int64)))) == 0.0
 
 
+@pytest.mark.parametrize("rate", [0.0, 0.1])
+def test_softmax_dropout_gradient_matches_tf(lib, rate):
+    """dropout(softmax(x)) over the last axis: the fused backward equals TF's autodiff of softmax
+    times the same mask (read off the output: softmax is never exactly 0 here)."""
+    rng = np.random.default_rng(5)
+    x = tf.constant(rng.normal(scale=3.0, size=(2, 3, 17, 130)).astype(np.float32))
+    dq = tf.constant(rng.normal(size=x.shape).astype(np.float32))
+    seed = tf.constant([3, 4], tf.int64) if rate else None
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        q = kernels.softmax_dropout(x, rate, seed)
+    dx = tape.gradient(q, x, output_gradients=dq).numpy()
+    scale = 65536 / (65536 - kernels.dropout_threshold(rate))
+    kept = (q.numpy() != 0).astype(np.float32) * np.float32(scale)
+    if not rate:
+        assert kept.min() == 1.0
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        ref = tf.nn.softmax(x, axis=-1) * kept
+    np.testing.assert_allclose(q.numpy(), ref.numpy(), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(dx, tape.gradient(ref, x, output_gradients=dq).numpy(), rtol=1e-4, atol=1e-6)
+    if rate:
+        assert 0.05 < 1 - (q.numpy() != 0).mean() < 0.15
+
+
 def test_dropout_layer_uses_kernel_only_in_training_step(lib):
     layer = modeling.Dropout(0.5, seed=3)
     x = tf.ones([8, 64])
@@ -149,7 +174,7 @@ def test_pretraining_step_matches_tf_ops_without_dropout(lib):
     ref_loss, ref_grads = tf.function(step)()
     fused = tf.function(_in_step(step))
     ops = {op.type for op in fused.get_concrete_function().graph.get_operations()}
-    assert {"BertGelu", "BertLayerNorm"} <= ops
+    assert {"BertGelu", "BertGeluGrad", "BertLayerNorm", "BertLayerNormGrad", "BertSoftmaxDropoutGrad"} <= ops
     loss, grads = fused()
     np.testing.assert_allclose(loss.numpy(), ref_loss.numpy(), rtol=1e-5)
     for g, r in zip(grads, ref_grads):

@@ -180,6 +180,31 @@ def dropout(x: tf.Tensor, rate: float, seed: tf.Tensor) -> tf.Tensor:
     return y
 
 
+def softmax_dropout(logits: tf.Tensor, rate: float, seed: tf.Tensor | None) -> tf.Tensor:
+    """dropout(softmax(logits)) over the last axis (attention probabilities), float32: TF's softmax
+    and the dropout kernel forward, one fused pass backward instead of ~6 ops. No dropout when
+    seed is None or the rate rounds to 0."""
+    lib = library()
+    threshold = dropout_threshold(rate) if seed is not None else 0
+    if threshold >= 1 << DROPOUT_BITS:
+        return tf.zeros_like(logits)
+
+    @tf.custom_gradient
+    def forward(x):
+        probs = tf.nn.softmax(x, axis=-1)
+        if threshold > 0:
+            out, mask = lib.bert_dropout(probs, tf.cast(seed, tf.int64), threshold=threshold)
+        else:
+            out, mask = probs, tf.zeros([0], tf.uint8)
+
+        def grad(dq):
+            return lib.bert_softmax_dropout_grad(dq, probs, mask, threshold=threshold)
+
+        return out, grad
+
+    return forward(logits)
+
+
 def layer_norm(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, epsilon: float) -> tf.Tensor:
     y, _, _ = library().bert_layer_norm(x, gamma, beta, epsilon=float(epsilon))
     return y

@@ -9,6 +9,8 @@
 //   BertDropout / BertDropoutGrad      keep where a 16-bit Philox draw >= threshold, scale the kept by
 //                                      65536 / (65536 - threshold); the mask is kept for the backward
 //   BertLayerNorm / BertLayerNormGrad  over the last axis; mean and 1/sqrt(var + eps) are kept
+//   BertSoftmaxDropoutGrad             the gradient of dropout(softmax(x)) over the last axis (the
+//                                      attention probabilities): dx = p (g - sum(g p)), g = dq m scale
 //
 // Built and loaded by bert_core/kernels/__init__.py, which also registers the gradients and falls
 // back to TensorFlow ops where these do not apply (GPU, half precision, no compiler).
@@ -403,5 +405,72 @@ class LayerNormGradOp : public OpKernel {
 
 REGISTER_KERNEL_BUILDER(Name("BertLayerNorm").Device(DEVICE_CPU), LayerNormOp);
 REGISTER_KERNEL_BUILDER(Name("BertLayerNormGrad").Device(DEVICE_CPU), LayerNormGradOp);
+
+// ------------------------------------------------------------------------------------------------
+// Gradient of dropout(softmax(x)) over the last axis (attention probabilities)
+// ------------------------------------------------------------------------------------------------
+REGISTER_OP("BertSoftmaxDropoutGrad")
+    .Input("dq: float")
+    .Input("probs: float")
+    .Input("mask: uint8")
+    .Attr("threshold: int")
+    .Output("dx: float")
+    .SetShapeFn([](InferenceContext* c) { return SameAsInput(c, 1); });
+
+class SoftmaxDropoutGradOp : public OpKernel {
+ public:
+  explicit SoftmaxDropoutGradOp(OpKernelConstruction* c) : OpKernel(c) {
+    OP_REQUIRES_OK(c, c->GetAttr("threshold", &threshold_));
+    OP_REQUIRES(c, threshold_ >= 0 && threshold_ < 65536,
+                absl::InvalidArgumentError("BertSoftmaxDropoutGrad: threshold must be in [0, 65535]"));
+  }
+
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor& dq = ctx->input(0);
+    const Tensor& probs = ctx->input(1);
+    const Tensor& mask = ctx->input(2);
+    const bool dropout = threshold_ > 0;
+    OP_REQUIRES(ctx, probs.dims() >= 1 && dq.shape() == probs.shape() && (!dropout || mask.shape() == probs.shape()),
+                absl::InvalidArgumentError("BertSoftmaxDropoutGrad: dq, probs and mask shapes differ"));
+    Tensor* dx = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, probs.shape(), &dx));
+    const int64_t width = probs.dim_size(probs.dims() - 1);
+    const int64_t rows = width == 0 ? 0 : probs.NumElements() / width;
+    const float* __restrict g = dq.flat<float>().data();
+    const float* __restrict p = probs.flat<float>().data();
+    const uint8_t* __restrict m = dropout ? mask.flat<uint8_t>().data() : nullptr;
+    float* __restrict out = dx->flat<float>().data();
+    const float scale = dropout ? KeptScale(threshold_) : 1.0f;
+    auto work = [&](Eigen::Index first, Eigen::Index last) {
+      for (Eigen::Index r = first; r < last; ++r) {
+        const int64_t o = r * width;
+        float dot = 0.0f;
+        if (dropout) {
+#pragma omp simd reduction(+ : dot)
+          for (int64_t j = 0; j < width; ++j) {
+            const float gj = m[o + j] ? g[o + j] * scale : 0.0f;
+            out[o + j] = gj;
+            dot += gj * p[o + j];
+          }
+        } else {
+#pragma omp simd reduction(+ : dot)
+          for (int64_t j = 0; j < width; ++j) {
+            out[o + j] = g[o + j];
+            dot += g[o + j] * p[o + j];
+          }
+        }
+#pragma omp simd
+        for (int64_t j = 0; j < width; ++j) out[o + j] = p[o + j] * (out[o + j] - dot);
+      }
+    };
+    ctx->eigen_device<CPUDevice>().parallelFor(rows, Eigen::TensorOpCost(9.0 * width, 4.0 * width, 6.0 * width),
+                                               work);
+  }
+
+ private:
+  int threshold_;
+};
+
+REGISTER_KERNEL_BUILDER(Name("BertSoftmaxDropoutGrad").Device(DEVICE_CPU), SoftmaxDropoutGradOp);
 
 }  // namespace bert_kernels
