@@ -649,7 +649,10 @@ def sparse_cross_entropy(logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
     logits = tf.cast(logits, tf.float32)
     labels = tf.cast(labels, tf.int32)
     rows = tf.reshape(logits, [-1, tf.shape(logits)[-1]])                                # [N, V]
-    nll = _row_cross_entropy(rows, tf.reshape(labels, [-1]))                             # [N]
+    if kernels.active(tf.float32):
+        nll = kernels.sparse_cross_entropy(rows, tf.reshape(labels, [-1]))              # [N]
+    else:
+        nll = _row_cross_entropy(rows, tf.reshape(labels, [-1]))                         # [N]
     return tf.reshape(nll, tf.shape(labels))
 
 

@@ -74,6 +74,25 @@ def test_layer_norm_rejects_mismatched_gamma(lib):
         kernels.layer_norm(tf.zeros([2, 8]), tf.ones([7]), tf.zeros([7]), 1e-12)
 
 
+def test_sparse_cross_entropy_matches_tf_value_and_gradient(lib):
+    rng = np.random.default_rng(6)
+    logits = (rng.normal(size=(37, 3001)) * 4).astype(np.float32)
+    logits[0, 5] = 200.0  # a hopeless row: the label's probability underflows, the loss must not
+    labels = rng.integers(0, 3001, 37).astype(np.int32)
+    labels[0] = 6
+
+    def ref(x):
+        return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=x)
+
+    want, (want_dx,) = _value_and_grad(ref, logits)
+    got, (dx,) = _value_and_grad(_in_step(lambda x: modeling.sparse_cross_entropy(x, labels)), logits)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    assert np.isclose(got[0], 200.0 - logits[0, 6], rtol=1e-6)
+    np.testing.assert_allclose(dx, want_dx, rtol=1e-4, atol=1e-6)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="outside"):
+        kernels.sparse_cross_entropy(tf.zeros([2, 4]), tf.constant([1, 4]))
+
+
 def test_dropout_statistics_scale_and_gradient(lib):
     rate, n = 0.1, 1 << 20
     x = tf.constant(np.random.default_rng(3).uniform(1.0, 2.0, size=(n // 256, 256)).astype(np.float32))
@@ -174,7 +193,8 @@ def test_pretraining_step_matches_tf_ops_without_dropout(lib):
     ref_loss, ref_grads = tf.function(step)()
     fused = tf.function(_in_step(step))
     ops = {op.type for op in fused.get_concrete_function().graph.get_operations()}
-    assert {"BertGelu", "BertGeluGrad", "BertLayerNorm", "BertLayerNormGrad", "BertSoftmaxDropoutGrad"} <= ops
+    assert {"BertGelu", "BertGeluGrad", "BertLayerNorm", "BertLayerNormGrad", "BertSoftmaxDropoutGrad",
+            "BertSparseCrossEntropy", "BertSparseCrossEntropyGrad"} <= ops
     loss, grads = fused()
     np.testing.assert_allclose(loss.numpy(), ref_loss.numpy(), rtol=1e-5)
     for g, r in zip(grads, ref_grads):

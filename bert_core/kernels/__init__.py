@@ -1,8 +1,9 @@
-"""Fused CPU kernels for the training step: exact GELU, dropout and LayerNorm, one pass each.
+"""Fused CPU kernels for the training step: GELU, dropout, LayerNorm, softmax + dropout backward and
+the masked-LM cross-entropy, one pass each.
 
 A small BERT on CPU spends a large part of its training step in memory-bound elementwise ops (each TF
-op is a full pass over a [tokens, width] tensor); `fused_ops.cc` does GELU, dropout and LayerNorm
-forward and backward in one pass each with the same math. See docs/benchmarks.md for what it saves.
+op is a full pass over a [tokens, width] tensor); `fused_ops.cc` does each of these in one pass with
+the same math. See docs/benchmarks.md for what it saves.
 
 They are used only where they apply, and only inside a training step that asks for them
 (`with kernels.training_step(): ...`, done by `bert_core.training.Trainer`):
@@ -153,7 +154,11 @@ def _register_gradients(lib) -> None:
         # mean and rstd are saved for this gradient only; nothing differentiates through them.
         return lib.bert_layer_norm_grad(dy, op.inputs[0], op.inputs[1], op.outputs[1], op.outputs[2])
 
-    for name, fn in (("BertGelu", gelu_grad), ("BertDropout", dropout_grad), ("BertLayerNorm", layer_norm_grad)):
+    def cross_entropy_grad(op, dnll, _dlse):
+        return lib.bert_sparse_cross_entropy_grad(dnll, op.inputs[0], op.inputs[1], op.outputs[1]), None
+
+    for name, fn in (("BertGelu", gelu_grad), ("BertDropout", dropout_grad), ("BertLayerNorm", layer_norm_grad),
+                     ("BertSparseCrossEntropy", cross_entropy_grad)):
         try:
             tf.RegisterGradient(name)(fn)
         except KeyError:  # registered already (the library loads once per process)
@@ -203,6 +208,12 @@ def softmax_dropout(logits: tf.Tensor, rate: float, seed: tf.Tensor | None) -> t
         return out, grad
 
     return forward(logits)
+
+
+def sparse_cross_entropy(logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
+    """-log softmax(logits)[label] for logits [N, V] float32 and labels [N] int32 -> [N]."""
+    nll, _ = library().bert_sparse_cross_entropy(logits, tf.cast(labels, tf.int32))
+    return nll
 
 
 def layer_norm(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, epsilon: float) -> tf.Tensor:

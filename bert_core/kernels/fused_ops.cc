@@ -9,6 +9,8 @@
 //   BertDropout / BertDropoutGrad      keep where a 16-bit Philox draw >= threshold, scale the kept by
 //                                      65536 / (65536 - threshold); the mask is kept for the backward
 //   BertLayerNorm / BertLayerNormGrad  over the last axis; mean and 1/sqrt(var + eps) are kept
+//   BertSparseCrossEntropy / ...Grad   -log softmax(logits)[label] per row, from the row's max and
+//                                      log-sum-exp; the gradient (softmax - one_hot) dy recomputes exp
 //   BertSoftmaxDropoutGrad             the gradient of dropout(softmax(x)) over the last axis (the
 //                                      attention probabilities): dx = p (g - sum(g p)), g = dq m scale
 //
@@ -20,12 +22,14 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <vector>
 
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/shape_inference.h"
 #include "tensorflow/core/lib/random/philox_random.h"
+#include "Eigen/Core"
 #include "unsupported/Eigen/CXX11/Tensor"
 
 namespace bert_kernels {
@@ -472,5 +476,128 @@ class SoftmaxDropoutGradOp : public OpKernel {
 };
 
 REGISTER_KERNEL_BUILDER(Name("BertSoftmaxDropoutGrad").Device(DEVICE_CPU), SoftmaxDropoutGradOp);
+
+// ------------------------------------------------------------------------------------------------
+// Softmax cross-entropy with integer labels, rows of a [N, V] matrix (the masked-LM's 30k classes)
+// ------------------------------------------------------------------------------------------------
+REGISTER_OP("BertSparseCrossEntropy")
+    .Input("logits: float")
+    .Input("labels: int32")
+    .Output("nll: float")
+    .Output("log_sum_exp: float")
+    .SetShapeFn([](InferenceContext* c) {
+      ShapeHandle logits, rows;
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 2, &logits));
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 1, &rows));
+      c->set_output(0, rows);
+      c->set_output(1, rows);
+      return absl::OkStatus();
+    });
+
+REGISTER_OP("BertSparseCrossEntropyGrad")
+    .Input("dnll: float")
+    .Input("logits: float")
+    .Input("labels: int32")
+    .Input("log_sum_exp: float")
+    .Output("dlogits: float")
+    .SetShapeFn([](InferenceContext* c) { return SameAsInput(c, 1); });
+
+using ConstRow = Eigen::Map<const Eigen::ArrayXf>;
+constexpr int64_t kChunk = 1024;
+
+// Checks shapes and labels; returns false (with the error set) when they are wrong.
+bool CheckRowsAndLabels(OpKernelContext* ctx, const Tensor& logits, const Tensor& labels) {
+  if (logits.dims() != 2 || labels.dims() != 1 || labels.dim_size(0) != logits.dim_size(0)) {
+    ctx->CtxFailure(absl::InvalidArgumentError("BertSparseCrossEntropy: logits must be [N, V] and labels [N]"));
+    return false;
+  }
+  const int64_t classes = logits.dim_size(1);
+  const auto lab = labels.flat<int32_t>();
+  for (int64_t r = 0; r < lab.size(); ++r) {
+    if (lab(r) < 0 || lab(r) >= classes) {
+      ctx->CtxFailure(absl::InvalidArgumentError(absl::StrCat(
+          "BertSparseCrossEntropy: label ", lab(r), " at row ", r, " is outside [0, ", classes, ")")));
+      return false;
+    }
+  }
+  return true;
+}
+
+class SparseCrossEntropyOp : public OpKernel {
+ public:
+  explicit SparseCrossEntropyOp(OpKernelConstruction* c) : OpKernel(c) {}
+
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor& logits = ctx->input(0);
+    const Tensor& labels = ctx->input(1);
+    if (!CheckRowsAndLabels(ctx, logits, labels)) return;
+    const int64_t rows = logits.dim_size(0), classes = logits.dim_size(1);
+    OP_REQUIRES(ctx, classes > 0, absl::InvalidArgumentError("BertSparseCrossEntropy: no classes"));
+    Tensor *nll = nullptr, *lse = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({rows}), &nll));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, TensorShape({rows}), &lse));
+    const float* x = logits.flat<float>().data();
+    const int32_t* lab = labels.flat<int32_t>().data();
+    float* out = nll->flat<float>().data();
+    float* out_lse = lse->flat<float>().data();
+    auto work = [&](Eigen::Index first, Eigen::Index last) {
+      for (Eigen::Index r = first; r < last; ++r) {
+        // One read of the row: max and sum of exp per L1-sized chunk, rescaled when the max grows.
+        const float* row = x + r * classes;
+        float m = -std::numeric_limits<float>::infinity(), sum = 0.0f;
+        for (int64_t c = 0; c < classes; c += kChunk) {
+          ConstRow chunk(row + c, std::min<int64_t>(kChunk, classes - c));
+          const float cm = chunk.maxCoeff();
+          if (cm > m) {
+            sum *= std::exp(m - cm);
+            m = cm;
+          }
+          sum += (chunk - m).exp().sum();
+        }
+        const float l = m + std::log(sum);
+        out_lse[r] = l;
+        out[r] = l - row[lab[r]];
+      }
+    };
+    ctx->eigen_device<CPUDevice>().parallelFor(rows, Eigen::TensorOpCost(8.0 * classes, 8, 12.0 * classes), work);
+  }
+};
+
+class SparseCrossEntropyGradOp : public OpKernel {
+ public:
+  explicit SparseCrossEntropyGradOp(OpKernelConstruction* c) : OpKernel(c) {}
+
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor& dnll = ctx->input(0);
+    const Tensor& logits = ctx->input(1);
+    const Tensor& labels = ctx->input(2);
+    const Tensor& lse = ctx->input(3);
+    if (!CheckRowsAndLabels(ctx, logits, labels)) return;
+    const int64_t rows = logits.dim_size(0), classes = logits.dim_size(1);
+    OP_REQUIRES(ctx, dnll.NumElements() == rows && lse.NumElements() == rows,
+                absl::InvalidArgumentError("BertSparseCrossEntropyGrad: dnll and log_sum_exp must be [N]"));
+    Tensor* dlogits = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, logits.shape(), &dlogits));
+    const float* x = logits.flat<float>().data();
+    const float* dy = dnll.flat<float>().data();
+    const float* l = lse.flat<float>().data();
+    const int32_t* lab = labels.flat<int32_t>().data();
+    float* dx = dlogits->flat<float>().data();
+    auto work = [&](Eigen::Index first, Eigen::Index last) {
+      for (Eigen::Index r = first; r < last; ++r) {
+        ConstRow row(x + r * classes, classes);
+        Eigen::Map<Eigen::ArrayXf> out(dx + r * classes, classes);
+        out = (row - l[r]).exp() * dy[r];
+        out(lab[r]) -= dy[r];
+      }
+    };
+    ctx->eigen_device<CPUDevice>().parallelFor(rows, Eigen::TensorOpCost(4.0 * classes, 4.0 * classes, 10.0 * classes),
+                                               work);
+  }
+};
+
+REGISTER_KERNEL_BUILDER(Name("BertSparseCrossEntropy").Device(DEVICE_CPU), SparseCrossEntropyOp);
+REGISTER_KERNEL_BUILDER(Name("BertSparseCrossEntropyGrad").Device(DEVICE_CPU), SparseCrossEntropyGradOp);
+
 
 }  // namespace bert_kernels
