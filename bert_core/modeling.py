@@ -644,16 +644,23 @@ def sparse_cross_entropy(logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
     masked-LM's 30k-word softmax): the forward is one oneDNN softmax plus two row maxima, the backward
     one scaled pass over the kept probabilities minus dy at each label, instead of the fused op's
     single-threaded softmax-and-gradient (measured 91 -> 51 ms forward + backward for [640, 30522]
-    on 2 CPU cores with an exp-based version of this).
+    on 2 CPU cores with an exp-based version of this). In a training step on CPU: the fused kernel.
     An out-of-range label fails in the gather, as it does in the fused op."""
+    return sparse_cross_entropy_and_argmax(logits, labels)[0]
+
+
+def sparse_cross_entropy_and_argmax(logits: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """(sparse_cross_entropy(logits, labels), argmax(logits, -1) as int32), both shaped like labels.
+    The fused kernel gives both from one read of the logits (TF's ArgMax over [640, 30522] is a
+    single-threaded ~10 ms on 2 CPU cores)."""
     logits = tf.cast(logits, tf.float32)
     labels = tf.cast(labels, tf.int32)
     rows = tf.reshape(logits, [-1, tf.shape(logits)[-1]])                                # [N, V]
     if kernels.active(tf.float32):
-        nll = kernels.sparse_cross_entropy(rows, tf.reshape(labels, [-1]))              # [N]
-    else:
-        nll = _row_cross_entropy(rows, tf.reshape(labels, [-1]))                         # [N]
-    return tf.reshape(nll, tf.shape(labels))
+        nll, argmax = kernels.sparse_cross_entropy(rows, tf.reshape(labels, [-1]))     # [N], [N]
+        return tf.reshape(nll, tf.shape(labels)), tf.reshape(argmax, tf.shape(labels))
+    nll = _row_cross_entropy(rows, tf.reshape(labels, [-1]))                             # [N]
+    return tf.reshape(nll, tf.shape(labels)), tf.argmax(logits, axis=-1, output_type=tf.int32)
 
 
 @tf.custom_gradient
@@ -687,7 +694,7 @@ def pretraining_loss(outputs: dict, features: dict) -> tuple[tf.Tensor, dict]:
     mlm_logits = tf.cast(outputs["mlm_logits"], tf.float32)                              # [B, P, V]
     label_ids = tf.cast(features["masked_lm_ids"], tf.int32)                             # [B, P]
     weights = tf.cast(features["masked_lm_weights"], tf.float32)                         # [B, P]
-    mlm_nll = sparse_cross_entropy(mlm_logits, label_ids)                                # [B, P]
+    mlm_nll, mlm_prediction = sparse_cross_entropy_and_argmax(mlm_logits, label_ids)     # [B, P] each
     weight_sum = tf.reduce_sum(weights)
     mlm_loss_sum = tf.reduce_sum(weights * mlm_nll)
     masked_lm_loss = mlm_loss_sum / (weight_sum + 1e-5)
@@ -697,7 +704,7 @@ def pretraining_loss(outputs: dict, features: dict) -> tuple[tf.Tensor, dict]:
     nsp_nll = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=nsp_labels, logits=nsp_logits)  # [B]
     next_sentence_loss = tf.reduce_mean(nsp_nll)
 
-    mlm_hit = tf.cast(tf.equal(tf.argmax(mlm_logits, axis=-1, output_type=tf.int32), label_ids), tf.float32)
+    mlm_hit = tf.cast(tf.equal(mlm_prediction, label_ids), tf.float32)
     nsp_hit = tf.cast(tf.equal(tf.argmax(nsp_logits, axis=-1, output_type=tf.int32), nsp_labels), tf.float32)
     mlm_correct = tf.reduce_sum(weights * mlm_hit)
     nsp_count = tf.cast(tf.size(nsp_labels), tf.float32)

@@ -84,8 +84,13 @@ def test_sparse_cross_entropy_matches_tf_value_and_gradient(lib):
     def ref(x):
         return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=x)
 
+    logits[1, 7] = logits[1, 9] = 100.0  # a tie: the first maximum is the prediction, as tf.argmax
     want, (want_dx,) = _value_and_grad(ref, logits)
     got, (dx,) = _value_and_grad(_in_step(lambda x: modeling.sparse_cross_entropy(x, labels)), logits)
+    with kernels.training_step():
+        _, prediction = modeling.sparse_cross_entropy_and_argmax(tf.constant(logits), labels)
+    np.testing.assert_array_equal(prediction.numpy(), np.argmax(logits, axis=-1))
+    assert prediction.numpy()[1] == 7
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
     assert np.isclose(got[0], 200.0 - logits[0, 6], rtol=1e-6)
     np.testing.assert_allclose(dx, want_dx, rtol=1e-4, atol=1e-6)

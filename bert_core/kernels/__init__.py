@@ -154,7 +154,7 @@ def _register_gradients(lib) -> None:
         # mean and rstd are saved for this gradient only; nothing differentiates through them.
         return lib.bert_layer_norm_grad(dy, op.inputs[0], op.inputs[1], op.outputs[1], op.outputs[2])
 
-    def cross_entropy_grad(op, dnll, _dlse):
+    def cross_entropy_grad(op, dnll, _dlse, _dargmax):
         return lib.bert_sparse_cross_entropy_grad(dnll, op.inputs[0], op.inputs[1], op.outputs[1]), None
 
     for name, fn in (("BertGelu", gelu_grad), ("BertDropout", dropout_grad), ("BertLayerNorm", layer_norm_grad),
@@ -210,10 +210,11 @@ def softmax_dropout(logits: tf.Tensor, rate: float, seed: tf.Tensor | None) -> t
     return forward(logits)
 
 
-def sparse_cross_entropy(logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
-    """-log softmax(logits)[label] for logits [N, V] float32 and labels [N] int32 -> [N]."""
-    nll, _ = library().bert_sparse_cross_entropy(logits, tf.cast(labels, tf.int32))
-    return nll
+def sparse_cross_entropy(logits: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """-log softmax(logits)[label] and argmax (first maximum, int32) for logits [N, V] float32 and
+    labels [N] int32 -> ([N], [N])."""
+    nll, _, argmax = library().bert_sparse_cross_entropy(logits, tf.cast(labels, tf.int32))
+    return nll, argmax
 
 
 def layer_norm(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, epsilon: float) -> tf.Tensor:

@@ -10,7 +10,8 @@
 //                                      65536 / (65536 - threshold); the mask is kept for the backward
 //   BertLayerNorm / BertLayerNormGrad  over the last axis; mean and 1/sqrt(var + eps) are kept
 //   BertSparseCrossEntropy / ...Grad   -log softmax(logits)[label] per row, from the row's max and
-//                                      log-sum-exp; the gradient (softmax - one_hot) dy recomputes exp
+//                                      log-sum-exp, and the row's argmax (the prediction); the
+//                                      gradient (softmax - one_hot) dy recomputes exp
 //   BertSoftmaxDropoutGrad             the gradient of dropout(softmax(x)) over the last axis (the
 //                                      attention probabilities): dx = p (g - sum(g p)), g = dq m scale
 //
@@ -485,12 +486,14 @@ REGISTER_OP("BertSparseCrossEntropy")
     .Input("labels: int32")
     .Output("nll: float")
     .Output("log_sum_exp: float")
+    .Output("argmax: int32")
     .SetShapeFn([](InferenceContext* c) {
       ShapeHandle logits, rows;
       TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 2, &logits));
       TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 1, &rows));
       c->set_output(0, rows);
       c->set_output(1, rows);
+      c->set_output(2, rows);
       return absl::OkStatus();
     });
 
@@ -533,30 +536,37 @@ class SparseCrossEntropyOp : public OpKernel {
     if (!CheckRowsAndLabels(ctx, logits, labels)) return;
     const int64_t rows = logits.dim_size(0), classes = logits.dim_size(1);
     OP_REQUIRES(ctx, classes > 0, absl::InvalidArgumentError("BertSparseCrossEntropy: no classes"));
-    Tensor *nll = nullptr, *lse = nullptr;
+    Tensor *nll = nullptr, *lse = nullptr, *argmax = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({rows}), &nll));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(1, TensorShape({rows}), &lse));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, TensorShape({rows}), &argmax));
+    int32_t* out_argmax = argmax->flat<int32_t>().data();
     const float* x = logits.flat<float>().data();
     const int32_t* lab = labels.flat<int32_t>().data();
     float* out = nll->flat<float>().data();
     float* out_lse = lse->flat<float>().data();
     auto work = [&](Eigen::Index first, Eigen::Index last) {
       for (Eigen::Index r = first; r < last; ++r) {
-        // One read of the row: max and sum of exp per L1-sized chunk, rescaled when the max grows.
+        // One read of the row: max (and its first index, the prediction) and sum of exp per
+        // L1-sized chunk, the sum rescaled when the max grows.
         const float* row = x + r * classes;
         float m = -std::numeric_limits<float>::infinity(), sum = 0.0f;
+        int64_t best = 0;
         for (int64_t c = 0; c < classes; c += kChunk) {
           ConstRow chunk(row + c, std::min<int64_t>(kChunk, classes - c));
-          const float cm = chunk.maxCoeff();
+          Eigen::Index at = 0;
+          const float cm = chunk.maxCoeff(&at);
           if (cm > m) {
             sum *= std::exp(m - cm);
             m = cm;
+            best = c + at;
           }
           sum += (chunk - m).exp().sum();
         }
         const float l = m + std::log(sum);
         out_lse[r] = l;
         out[r] = l - row[lab[r]];
+        out_argmax[r] = static_cast<int32_t>(best);
       }
     };
     ctx->eigen_device<CPUDevice>().parallelFor(rows, Eigen::TensorOpCost(8.0 * classes, 8, 12.0 * classes), work);
