@@ -18,8 +18,14 @@ from bert_core.config import BertConfig
 from tests.tiny_bert import ROOT, tiny_config
 
 
+NO_GPU = pytest.mark.skipif(bool(tf.config.list_physical_devices("GPU")),
+                            reason="the fused kernels are CPU-only and stay off when a GPU is visible")
+
+
 @pytest.fixture(scope="module")
 def lib():
+    if tf.config.list_physical_devices("GPU"):
+        pytest.skip("the fused kernels are CPU-only and stay off when a GPU is visible")
     lib = kernels.library()
     assert lib is not None, f"fused kernels did not build/load: {kernels._state['error']}"
     return lib
@@ -121,6 +127,26 @@ def test_dropout_statistics_scale_and_gradient(lib):
     assert not np.array_equal(kept[0], kept[1])
 
 
+def test_dropout_mask_does_not_depend_on_size_or_threads(lib):
+    """Element i always uses the same 16 random bits: a prefix of a tensor gets the prefix of its
+    mask (how the work is cut into shards and tiles must not matter)."""
+    x = tf.ones([200_003])
+    seed = tf.constant([9, 1], tf.int64)
+    full = kernels.dropout(x, 0.5, seed).numpy()
+    for k in (1, 7, 63, 65, 1000, 99_999):
+        np.testing.assert_array_equal(kernels.dropout(x[:k], 0.5, seed).numpy(), full[:k])
+
+
+def test_dropout_gradient_is_zero_where_dropped_even_for_nonfinite_dy(lib):
+    x = tf.ones([4096])
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = kernels.dropout(x, 0.5, tf.constant([5, 6], tf.int64))
+    dx = tape.gradient(y, x, output_gradients=tf.fill([4096], float("inf"))).numpy()
+    dropped = y.numpy() == 0
+    assert dropped.any() and (dx[dropped] == 0).all() and np.isinf(dx[~dropped]).all()
+
+
 def test_dropout_depends_on_seed_only(lib):
     x = tf.ones([64, 130])
     a = kernels.dropout(x, 0.3, tf.constant([1, 2], tf.int64)).numpy()
@@ -220,6 +246,37 @@ def test_disabled_by_environment():
     assert "active False" in proc.stdout
 
 
+def test_xla_training_step_never_traces_the_custom_ops(lib, tmp_path):
+    """Custom ops have no XLA lowering: a Trainer with xla=True must run on TF ops (it would fail
+    to compile otherwise), and the same step without XLA uses the kernels."""
+    import keras
+
+    from bert_core import training
+    from bert_core.optimization import create_optimizer
+    from bert_core.pretrain import pretraining_loss_fn
+
+    config = BertConfig(**tiny_config(vocab_size=200, hidden_dropout_prob=0.1))
+    rng = np.random.default_rng(7)
+    batch = {"input_ids": rng.integers(0, 200, (4, 16)).astype(np.int32), "input_mask": np.ones((4, 16), np.int32),
+             "segment_ids": np.zeros((4, 16), np.int32),
+             "masked_lm_positions": np.tile(np.arange(1, 4, dtype=np.int32), (4, 1)),
+             "masked_lm_ids": rng.integers(0, 200, (4, 3)).astype(np.int32),
+             "masked_lm_weights": np.ones((4, 3), np.float32), "next_sentence_labels": np.zeros((4, 1), np.int32)}
+    for xla in (True, False):
+        keras.utils.set_random_seed(0)
+        model = modeling.BertPretrainer(config)
+        cfg = training.TrainLoopConfig(output_dir=str(tmp_path / f"xla{xla}"), num_train_steps=2, xla=xla,
+                                       summaries=False, log_every_steps=100)
+        trainer = training.Trainer(model, pretraining_loss_fn, create_optimizer("adam", 1e-3, 2, 1), cfg,
+                                   log=lambda line: None)
+        result = trainer.train(tf.data.Dataset.from_tensors(batch).repeat())
+        assert result.global_step == 2 and np.isfinite(result.loss)
+        graph = trainer._step_fn.get_concrete_function(batch).graph
+        used = {op.type for op in graph.get_operations()}
+        assert any(t.startswith("Bert") for t in used) == (not xla), sorted(t for t in used if t.startswith("Bert"))
+
+
+@NO_GPU
 def test_no_compiler_falls_back_with_one_line(tmp_path):
     proc = _probe({"CXX": str(tmp_path / "no-such-g++"), "BERT_KERNEL_CACHE": str(tmp_path / "cache")})
     assert proc.returncode == 0, proc.stderr
@@ -229,7 +286,7 @@ def test_no_compiler_falls_back_with_one_line(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
-def test_module_entry_point_builds_and_prints_the_library(lib):
+def test_module_entry_point_builds_loads_and_prints_the_library(lib):
     proc = subprocess.run([sys.executable, "-m", "bert_core.kernels"], capture_output=True, text=True, cwd=ROOT,
                           env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, timeout=300)
     assert proc.returncode == 0, proc.stderr

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import fcntl
 import hashlib
 import logging
 import os
@@ -64,40 +65,87 @@ def _compiler() -> str:
     return os.environ.get("CXX") or "g++"
 
 
+# -march=x86-64-v3 code needs these CPU features (the library would die with SIGILL without them).
+CPU_FLAGS = ("avx2", "fma", "bmi1", "bmi2", "f16c", "movbe")
+BUILD_TIMEOUT_S = 600
+
+
+def _tf_flags() -> list[str]:
+    return [*tf.sysconfig.get_compile_flags(), *tf.sysconfig.get_link_flags()]
+
+
 def _command(output: Path) -> list[str]:
-    return [_compiler(), *CXXFLAGS, str(SOURCE), "-o", str(output),
-            *tf.sysconfig.get_compile_flags(), *tf.sysconfig.get_link_flags()]
+    return [_compiler(), *CXXFLAGS, str(SOURCE), "-o", str(output), *_tf_flags()]
+
+
+def _compiler_version() -> str:
+    try:
+        proc = subprocess.run([_compiler(), "--version"], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return "?"
+    return (proc.stdout.splitlines() or ["?"])[0]
+
+
+def missing_cpu_flags() -> list[str]:
+    """The CPU features the library's code needs that this machine lacks ([] off Linux: unknown)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return []
+    line = next((ln for ln in text.splitlines() if ln.startswith("flags")), None)
+    if line is None:  # not x86: the -march flag fails to compile, reported as a build error
+        return []
+    have = set(line.split(":", 1)[1].split())
+    return [f for f in CPU_FLAGS if f not in have]
 
 
 def library_path() -> Path:
-    """Where the library for this source, TensorFlow and flags lives (built or not)."""
+    """Where the library for this source, TensorFlow build, compiler and flags lives (built or not)."""
     key = hashlib.sha256()
-    key.update(SOURCE.read_bytes())
-    key.update(tf.__version__.encode())
-    key.update(" ".join([_compiler(), *CXXFLAGS]).encode())
+    for part in (SOURCE.read_bytes(), tf.__version__.encode(), " ".join([_compiler(), *CXXFLAGS, *_tf_flags()]).encode(),
+                 _compiler_version().encode()):
+        key.update(part)
+        key.update(b"\0")
     return cache_dir() / f"bert_fused_ops-{tf.__version__}-{key.hexdigest()[:16]}.so"
 
 
 def build() -> Path:
-    """Compile fused_ops.cc unless the cache has it; atomic, so concurrent ranks may race safely."""
+    """Compile fused_ops.cc unless the cache has it. One compile per machine at a time (a lock file:
+    several Horovod ranks start together), and the library appears whole or not at all."""
     path = library_path()
     if path.exists():
         return path
     if shutil.which(_compiler()) is None:
         raise KernelBuildError(f"no C++ compiler {_compiler()!r} on PATH (set CXX or install g++)")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".so", dir=path.parent)
-    os.close(fd)
-    try:
-        proc = subprocess.run(_command(Path(tmp)), capture_output=True, text=True)
-        if proc.returncode != 0:
-            lines = [ln for ln in proc.stderr.splitlines() if "error" in ln] or proc.stderr.splitlines()
-            raise KernelBuildError(f"compiling {SOURCE.name} failed: {(lines or ['?'])[0].strip()}")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if path.exists():  # another process built it while this one waited
+            return path
+        fd, tmp = tempfile.mkstemp(suffix=".so.tmp", dir=path.parent)
+        os.close(fd)
+        try:
+            try:
+                proc = subprocess.run(_command(Path(tmp)), capture_output=True, text=True, timeout=BUILD_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                raise KernelBuildError(f"compiling {SOURCE.name} took over {BUILD_TIMEOUT_S} s") from None
+            if proc.returncode != 0:
+                lines = [ln for ln in proc.stderr.splitlines() if "error" in ln] or proc.stderr.splitlines()
+                raise KernelBuildError(f"compiling {SOURCE.name} failed: {(lines or ['?'])[0].strip()}")
+            os.chmod(tmp, 0o644)  # readable by the pods' non-root user when an image builds it as root
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
     return path
+
+
+def load():
+    """Build (if needed) and load the library; raises KernelBuildError, OSError or TF's NotFoundError."""
+    missing = missing_cpu_flags()
+    if missing:
+        raise KernelBuildError(f"this CPU lacks {', '.join(missing)} (the kernels are built for x86-64-v3)")
+    return tf.load_op_library(str(build()))
 
 
 def _disabled_by_env() -> bool:
@@ -115,7 +163,7 @@ def library():
                 _state["error"] = "a GPU is visible"
             else:
                 try:
-                    lib = tf.load_op_library(str(build()))
+                    lib = load()
                     _register_gradients(lib)
                     _state["lib"] = lib
                 except (KernelBuildError, OSError, tf.errors.OpError) as e:

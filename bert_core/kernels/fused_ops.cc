@@ -209,8 +209,10 @@ class DropoutGradOp : public OpKernel {
                 absl::InvalidArgumentError("BertDropoutGrad: dy and mask shapes differ"));
     Tensor* dx = nullptr;
     OP_REQUIRES_OK(ctx, ctx->forward_input_or_allocate_output({0}, 0, dy.shape(), &dx));
+    // A select, not dy * mask: a non-finite dy at a dropped element gives 0, as TF's dropout.
+    auto DY = dy.flat<float>();
     dx->flat<float>().device(ctx->eigen_device<CPUDevice>()) =
-        dy.flat<float>() * mask.flat<uint8_t>().cast<float>() * KeptScale(threshold_);
+        (mask.flat<uint8_t>() != static_cast<uint8_t>(0)).select(DY * KeptScale(threshold_), DY.constant(0.0f));
   }
 
  private:
@@ -556,6 +558,7 @@ class SparseCrossEntropyOp : public OpKernel {
           ConstRow chunk(row + c, std::min<int64_t>(kChunk, classes - c));
           Eigen::Index at = 0;
           const float cm = chunk.maxCoeff(&at);
+          if (cm == -std::numeric_limits<float>::infinity()) continue;  // adds nothing (and no NaN)
           if (cm > m) {
             sum *= std::exp(m - cm);
             m = cm;
