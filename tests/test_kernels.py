@@ -58,6 +58,19 @@ def test_gelu_matches_tf_value_and_gradient(lib):
     np.testing.assert_allclose(dx, ref_dx, rtol=1e-5, atol=1e-6)
 
 
+def test_bias_gelu_matches_tf_value_and_gradients(lib):
+    rng = np.random.default_rng(8)
+    x = rng.normal(scale=2.0, size=(129, 37)).astype(np.float32)
+    bias = rng.normal(size=(37,)).astype(np.float32)
+    want, want_grads = _value_and_grad(lambda x, b: modeling.gelu(x + b), x, bias)
+    got, grads = _value_and_grad(kernels.bias_gelu, x, bias)
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+    for g, w in zip(grads, want_grads):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="bias"):
+        kernels.bias_gelu(tf.zeros([2, 8]), tf.zeros([7]))
+
+
 @pytest.mark.parametrize("shape", [(4, 3, 384), (17, 256), (5, 2, 7, 30)])
 def test_layer_norm_matches_tf_value_and_gradients(lib, shape):
     rng = np.random.default_rng(2)
@@ -224,7 +237,8 @@ def test_pretraining_step_matches_tf_ops_without_dropout(lib):
     ref_loss, ref_grads = tf.function(step)()
     fused = tf.function(_in_step(step))
     ops = {op.type for op in fused.get_concrete_function().graph.get_operations()}
-    assert {"BertGelu", "BertGeluGrad", "BertLayerNorm", "BertLayerNormGrad", "BertSoftmaxDropoutGrad",
+    assert {"BertGelu", "BertGeluGrad", "BertBiasGelu", "BertBiasGeluGrad", "BertLayerNorm", "BertLayerNormGrad",
+            "BertSoftmaxDropoutGrad",
             "BertSparseCrossEntropy", "BertSparseCrossEntropyGrad"} <= ops
     loss, grads = fused()
     np.testing.assert_allclose(loss.numpy(), ref_loss.numpy(), rtol=1e-5)

@@ -202,10 +202,14 @@ def _register_gradients(lib) -> None:
         # mean and rstd are saved for this gradient only; nothing differentiates through them.
         return lib.bert_layer_norm_grad(dy, op.inputs[0], op.inputs[1], op.outputs[1], op.outputs[2])
 
+    def bias_gelu_grad(op, dy):
+        return lib.bert_bias_gelu_grad(dy, op.inputs[0], op.inputs[1])
+
     def cross_entropy_grad(op, dnll, _dlse, _dargmax):
         return lib.bert_sparse_cross_entropy_grad(dnll, op.inputs[0], op.inputs[1], op.outputs[1]), None
 
-    for name, fn in (("BertGelu", gelu_grad), ("BertDropout", dropout_grad), ("BertLayerNorm", layer_norm_grad),
+    for name, fn in (("BertGelu", gelu_grad), ("BertBiasGelu", bias_gelu_grad), ("BertDropout", dropout_grad),
+                     ("BertLayerNorm", layer_norm_grad),
                      ("BertSparseCrossEntropy", cross_entropy_grad)):
         try:
             tf.RegisterGradient(name)(fn)
@@ -220,6 +224,11 @@ def dropout_threshold(rate: float) -> int:
 
 def gelu(x: tf.Tensor) -> tf.Tensor:
     return library().bert_gelu(x)
+
+
+def bias_gelu(x: tf.Tensor, bias: tf.Tensor) -> tf.Tensor:
+    """gelu(x + bias), bias over the last axis; its gradient also gives the bias's in the same pass."""
+    return library().bert_bias_gelu(x, bias)
 
 
 def dropout(x: tf.Tensor, rate: float, seed: tf.Tensor) -> tf.Tensor:

@@ -6,6 +6,8 @@
 // Each op here is one pass (LayerNorm: one pass per row, in cache), with the same math:
 //
 //   BertGelu / BertGeluGrad            y = x Phi(x) (erf form), dx = dy (Phi(x) + x phi(x))
+//   BertBiasGelu / BertBiasGeluGrad    the same of x + bias (a dense layer's bias and GELU); the
+//                                      backward also gives the bias gradient, so no second pass
 //   BertDropout / BertDropoutGrad      keep where a 16-bit Philox draw >= threshold, scale the kept by
 //                                      65536 / (65536 - threshold); the mask is kept for the backward
 //   BertLayerNorm / BertLayerNormGrad  over the last axis; mean and 1/sqrt(var + eps) are kept
@@ -31,6 +33,7 @@
 #include "tensorflow/core/framework/shape_inference.h"
 #include "tensorflow/core/lib/random/philox_random.h"
 #include "Eigen/Core"
+#include "unsupported/Eigen/SpecialFunctions"
 #include "unsupported/Eigen/CXX11/Tensor"
 
 namespace bert_kernels {
@@ -98,6 +101,116 @@ class GeluGradOp : public OpKernel {
 
 REGISTER_KERNEL_BUILDER(Name("BertGelu").Device(DEVICE_CPU), GeluOp);
 REGISTER_KERNEL_BUILDER(Name("BertGeluGrad").Device(DEVICE_CPU), GeluGradOp);
+
+// GELU of x + bias over the last axis, rows in parallel; the bias gradient sums over rows in a fixed
+// number of row chunks (added in order: the result does not depend on threading).
+REGISTER_OP("BertBiasGelu")
+    .Input("x: float")
+    .Input("bias: float")
+    .Output("y: float")
+    .SetShapeFn([](InferenceContext* c) { return SameAsInput(c, 0); });
+
+REGISTER_OP("BertBiasGeluGrad")
+    .Input("dy: float")
+    .Input("x: float")
+    .Input("bias: float")
+    .Output("dx: float")
+    .Output("dbias: float")
+    .SetShapeFn([](InferenceContext* c) {
+      c->set_output(0, c->input(1));
+      c->set_output(1, c->input(2));
+      return absl::OkStatus();
+    });
+
+using Row = Eigen::Map<Eigen::ArrayXf>;
+using ConstRowF = Eigen::Map<const Eigen::ArrayXf>;
+
+bool BiasRows(OpKernelContext* ctx, const Tensor& x, const Tensor& bias, int64_t* rows, int64_t* width) {
+  if (x.dims() < 1 || bias.dims() != 1 || bias.dim_size(0) != x.dim_size(x.dims() - 1)) {
+    ctx->CtxFailure(absl::InvalidArgumentError("BertBiasGelu: bias must be [last axis of x]"));
+    return false;
+  }
+  *width = bias.dim_size(0);
+  *rows = *width == 0 ? 0 : x.NumElements() / *width;
+  return true;
+}
+
+class BiasGeluOp : public OpKernel {
+ public:
+  explicit BiasGeluOp(OpKernelConstruction* c) : OpKernel(c) {}
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor& x = ctx->input(0);
+    const Tensor& bias = ctx->input(1);
+    int64_t rows = 0, width = 0;
+    if (!BiasRows(ctx, x, bias, &rows, &width)) return;
+    Tensor* y = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, x.shape(), &y));
+    const float* xp = x.flat<float>().data();
+    const float* bp = bias.flat<float>().data();
+    float* yp = y->flat<float>().data();
+    auto work = [&](Eigen::Index first, Eigen::Index last) {
+      ConstRowF b(bp, width);
+      Eigen::ArrayXf t(width);
+      for (Eigen::Index r = first; r < last; ++r) {
+        t = ConstRowF(xp + r * width, width) + b;
+        Row(yp + r * width, width) = t * ((t * kInvSqrt2).erf() * 0.5f + 0.5f);
+      }
+    };
+    ctx->eigen_device<CPUDevice>().parallelFor(rows, Eigen::TensorOpCost(4.0 * width, 4.0 * width, 30.0 * width),
+                                               work);
+  }
+};
+
+class BiasGeluGradOp : public OpKernel {
+ public:
+  explicit BiasGeluGradOp(OpKernelConstruction* c) : OpKernel(c) {}
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor& dy = ctx->input(0);
+    const Tensor& x = ctx->input(1);
+    const Tensor& bias = ctx->input(2);
+    int64_t rows = 0, width = 0;
+    if (!BiasRows(ctx, x, bias, &rows, &width)) return;
+    OP_REQUIRES(ctx, dy.shape() == x.shape(), absl::InvalidArgumentError("BertBiasGeluGrad: dy and x shapes differ"));
+    Tensor *dx = nullptr, *dbias = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->forward_input_or_allocate_output({0}, 0, x.shape(), &dx));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, bias.shape(), &dbias));
+    const float* dyp = dy.flat<float>().data();
+    const float* xp = x.flat<float>().data();
+    const float* bp = bias.flat<float>().data();
+    float* dxp = dx->flat<float>().data();
+    const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(rows, 64));
+    const int64_t rows_per_chunk = rows == 0 ? 0 : (rows + chunks - 1) / chunks;
+    std::vector<float> partial(static_cast<size_t>(chunks * width), 0.0f);
+    auto work = [&](Eigen::Index first, Eigen::Index last) {
+      ConstRowF b(bp, width);
+      Eigen::ArrayXf t(width);
+      for (Eigen::Index c = first; c < last; ++c) {
+        Row acc(partial.data() + c * width, width);
+        const int64_t r1 = std::min<int64_t>(rows, (c + 1) * rows_per_chunk);
+        for (int64_t r = c * rows_per_chunk; r < r1; ++r) {
+          t = ConstRowF(xp + r * width, width) + b;
+          Row out(dxp + r * width, width);
+          // dy may share dx's buffer (forwarded input): read it fully before writing.
+          out = ConstRowF(dyp + r * width, width) *
+                ((t * kInvSqrt2).erf() * 0.5f + 0.5f + t * kInvSqrt2Pi * (t.square() * -0.5f).exp());
+          acc += out;
+        }
+      }
+    };
+    ctx->eigen_device<CPUDevice>().parallelFor(
+        chunks, Eigen::TensorOpCost(8.0 * width * rows_per_chunk, 4.0 * width * rows_per_chunk,
+                                    40.0 * width * rows_per_chunk),
+        work);
+    float* db = dbias->flat<float>().data();
+    std::fill(db, db + width, 0.0f);
+    for (int64_t c = 0; c < chunks; ++c) {
+      for (int64_t j = 0; j < width; ++j) db[j] += partial[c * width + j];
+    }
+  }
+};
+
+REGISTER_KERNEL_BUILDER(Name("BertBiasGelu").Device(DEVICE_CPU), BiasGeluOp);
+REGISTER_KERNEL_BUILDER(Name("BertBiasGeluGrad").Device(DEVICE_CPU), BiasGeluGradOp);
 
 // ------------------------------------------------------------------------------------------------
 // Dropout
