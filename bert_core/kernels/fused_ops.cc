@@ -123,7 +123,7 @@ REGISTER_OP("BertBiasGeluGrad")
     });
 
 using Row = Eigen::Map<Eigen::ArrayXf>;
-using ConstRowF = Eigen::Map<const Eigen::ArrayXf>;
+using ConstRow = Eigen::Map<const Eigen::ArrayXf>;
 
 bool BiasRows(OpKernelContext* ctx, const Tensor& x, const Tensor& bias, int64_t* rows, int64_t* width) {
   if (x.dims() < 1 || bias.dims() != 1 || bias.dim_size(0) != x.dim_size(x.dims() - 1)) {
@@ -149,10 +149,10 @@ class BiasGeluOp : public OpKernel {
     const float* bp = bias.flat<float>().data();
     float* yp = y->flat<float>().data();
     auto work = [&](Eigen::Index first, Eigen::Index last) {
-      ConstRowF b(bp, width);
+      ConstRow b(bp, width);
       Eigen::ArrayXf t(width);
       for (Eigen::Index r = first; r < last; ++r) {
-        t = ConstRowF(xp + r * width, width) + b;
+        t = ConstRow(xp + r * width, width) + b;
         Row(yp + r * width, width) = t * ((t * kInvSqrt2).erf() * 0.5f + 0.5f);
       }
     };
@@ -182,16 +182,16 @@ class BiasGeluGradOp : public OpKernel {
     const int64_t rows_per_chunk = rows == 0 ? 0 : (rows + chunks - 1) / chunks;
     std::vector<float> partial(static_cast<size_t>(chunks * width), 0.0f);
     auto work = [&](Eigen::Index first, Eigen::Index last) {
-      ConstRowF b(bp, width);
+      ConstRow b(bp, width);
       Eigen::ArrayXf t(width);
       for (Eigen::Index c = first; c < last; ++c) {
         Row acc(partial.data() + c * width, width);
         const int64_t r1 = std::min<int64_t>(rows, (c + 1) * rows_per_chunk);
         for (int64_t r = c * rows_per_chunk; r < r1; ++r) {
-          t = ConstRowF(xp + r * width, width) + b;
+          t = ConstRow(xp + r * width, width) + b;
           Row out(dxp + r * width, width);
           // dy may share dx's buffer (forwarded input): read it fully before writing.
-          out = ConstRowF(dyp + r * width, width) *
+          out = ConstRow(dyp + r * width, width) *
                 ((t * kInvSqrt2).erf() * 0.5f + 0.5f + t * kInvSqrt2Pi * (t.square() * -0.5f).exp());
           acc += out;
         }
@@ -620,7 +620,6 @@ REGISTER_OP("BertSparseCrossEntropyGrad")
     .Output("dlogits: float")
     .SetShapeFn([](InferenceContext* c) { return SameAsInput(c, 1); });
 
-using ConstRow = Eigen::Map<const Eigen::ArrayXf>;
 constexpr int64_t kChunk = 1024;
 
 // Checks shapes and labels; returns false (with the error set) when they are wrong.
@@ -712,7 +711,7 @@ class SparseCrossEntropyGradOp : public OpKernel {
     auto work = [&](Eigen::Index first, Eigen::Index last) {
       for (Eigen::Index r = first; r < last; ++r) {
         ConstRow row(x + r * classes, classes);
-        Eigen::Map<Eigen::ArrayXf> out(dx + r * classes, classes);
+        Row out(dx + r * classes, classes);
         out = (row - l[r]).exp() * dy[r];
         out(lab[r]) -= dy[r];
       }
