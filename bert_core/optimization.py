@@ -31,6 +31,7 @@ constant b1). None equals the rule it is named after here, so the four share one
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 import typing
@@ -41,6 +42,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from bert_core import kernels
 from bert_core.errors import UserError
 
 # The one place the optimizer names live. PretrainConfig/FinetuneConfig import this Literal.
@@ -168,19 +170,35 @@ class BertOptimizer(keras.optimizers.Optimizer):
         self._m = [self.add_variable_from_reference(v, name="m") for v in var_list]
         self._v = [self.add_variable_from_reference(v, name="v") for v in var_list]
 
-    def _fused_adam(self, gradient, variable, m_slot, v_slot, learning_rate) -> bool:
-        """`adam` on float32 variables: TF's fused ApplyAdam kernel instead of ~10 elementwise ops.
+    _gradient_factor = None
 
-        One read and write of w, m, v per update instead of one per op: measured 65 -> 30 ms per
-        update for BERT-Mini's 11.3M parameters on 2 CPU cores. With beta1_power = beta2_power = 0 the
-        kernel does no bias correction (lr_t = lr): m_k += (g - m_k) c1, v_k += (g^2 - v_k) c2,
-        w -= lr' m_k / (sqrt(v_k) + eps'), with c = 1 - float32(b) formed in float32. Google's rule in
-        float32 decays by float32(b) = 1 - c as well but adds a g (a = float32(1 - b), from Python
-        doubles; c2 = 0.00099998713 vs a2 = 0.001), so its moments are the kernel's times a / c exactly:
-        m = (a1 / c1) m_k, v = (a2 / c2) v_k. Hence lr' = lr (a1 / c1) / k, eps' = eps / k with
-        k = sqrt(a2 / c2) give Google's update to rounding. The decoupled decay lr * wd * w is applied
-        first as its own step: the same update, as the Adam term does not depend on w. The m and v
-        slots hold the kernel's m_k, v_k.
+    @contextlib.contextmanager
+    def gradient_factor(self, factor: tf.Tensor):
+        """While tracing `apply` within: each gradient is multiplied by the scalar `factor` first (the
+        loop's global-norm clipping, `clip_factor`), the same as clipping the gradients before `apply`;
+        the fused AdamW kernel does it inside its one pass instead of a pass of its own."""
+        self._gradient_factor = factor
+        try:
+            yield
+        finally:
+            self._gradient_factor = None
+
+    def _fused_adam(self, gradient, variable, m_slot, v_slot, learning_rate) -> bool:
+        """`adam` on float32 variables: one fused kernel instead of ~10 elementwise ops.
+
+        Inside a training step on CPU (`kernels.active`) it is our BertApplyAdamW kernel, which also
+        applies the gradient factor and the decay in the same pass; elsewhere TF's ResourceApplyAdam
+        after a separate decay (and factor) op. Measured: 65 -> 30 ms per update for BERT-Mini's 11.3M
+        parameters on 2 CPU cores with ResourceApplyAdam, 30 -> 14 with BertApplyAdamW.
+
+        Both do Adam with beta1_power = beta2_power = 0, i.e. no bias correction (lr_t = lr):
+        m_k += (g - m_k) c1, v_k += (g^2 - v_k) c2, w -= lr' m_k / (sqrt(v_k) + eps'), with
+        c = 1 - float32(b) formed in float32. Google's rule in float32 decays by float32(b) = 1 - c as
+        well but adds a g (a = float32(1 - b), from Python doubles; c2 = 0.00099998713 vs a2 = 0.001),
+        so its moments are the kernel's times a / c exactly: m = (a1 / c1) m_k, v = (a2 / c2) v_k.
+        Hence lr' = lr (a1 / c1) / k, eps' = eps / k with k = sqrt(a2 / c2) give Google's update to
+        rounding. The decoupled decay w -= lr wd w comes first: the same update, as the Adam term
+        does not depend on w. The m and v slots hold the kernel's m_k, v_k.
         """
         if (self.bias_correction or self.nesterov or self.layer_adaptation
                 or any(tf.as_dtype(x.dtype) != tf.float32 for x in (variable, m_slot, v_slot))):
@@ -192,18 +210,28 @@ class BertOptimizer(keras.optimizers.Optimizer):
             return False
         if isinstance(gradient, tf.IndexedSlices):
             gradient = tf.convert_to_tensor(gradient)  # dense Adam: every row's moments decay
+        gradient = tf.cast(gradient, tf.float32)
         lr = tf.cast(learning_rate, tf.float32)
-        if self.uses_weight_decay(variable):
-            w.assign_sub(lr * self.weight_decay_rate * w)
+        decay = lr * self.weight_decay_rate if self.uses_weight_decay(variable) else tf.constant(0.0)
         c1, c2 = (1.0 - float(np.float32(b)) for b in (self.beta_1, self.beta_2))  # exact in float32
         a1, a2 = (float(np.float32(1.0 - b)) for b in (self.beta_1, self.beta_2))
         k = math.sqrt(a2 / c2)
+        lr_k, eps_k = lr * (a1 / c1 / k), self.epsilon / k
+        factor = self._gradient_factor
+        if kernels.active(tf.float32):
+            kernels.apply_adamw(w.handle, m.handle, v.handle, gradient,
+                                tf.constant(1.0) if factor is None else tf.cast(factor, tf.float32),
+                                lr_k, decay, beta1=self.beta_1, beta2=self.beta_2, epsilon=eps_k)
+            return True
+        if factor is not None:
+            gradient = gradient * tf.cast(factor, tf.float32)
+        if self.uses_weight_decay(variable):
+            w.assign_sub(decay * w)
         zero = tf.constant(0.0, tf.float32)
         tf.raw_ops.ResourceApplyAdam(var=w.handle, m=m.handle, v=v.handle, beta1_power=zero, beta2_power=zero,
-                                     lr=lr * (a1 / c1 / k), beta1=tf.constant(self.beta_1, tf.float32),
+                                     lr=lr_k, beta1=tf.constant(self.beta_1, tf.float32),
                                      beta2=tf.constant(self.beta_2, tf.float32),
-                                     epsilon=tf.constant(self.epsilon / k, tf.float32),
-                                     grad=tf.cast(gradient, tf.float32))
+                                     epsilon=tf.constant(eps_k, tf.float32), grad=gradient)
         return True
 
     def update_step(self, gradient, variable, learning_rate):
@@ -218,6 +246,8 @@ class BertOptimizer(keras.optimizers.Optimizer):
         if isinstance(gradient, tf.IndexedSlices):
             gradient = tf.convert_to_tensor(gradient)  # dense Adam: every row's moments decay
         g = tf.cast(gradient, dtype)
+        if self._gradient_factor is not None:
+            g = g * tf.cast(self._gradient_factor, dtype)
         w = tf.cast(tf.convert_to_tensor(variable), dtype)
         lr = tf.cast(learning_rate, dtype)
         t = tf.cast(self.iterations + 1, dtype)
@@ -329,6 +359,14 @@ def create_optimizer(optimizer_type: OptimizerType | str, learning_rate: float, 
 # --------------------------------------------------------------------------------------------------
 # Clipping and accumulation
 # --------------------------------------------------------------------------------------------------
+def clip_factor(norm: tf.Tensor, clip_norm) -> tf.Tensor:
+    """The factor `tf.clip_by_global_norm(grads, clip_norm, use_norm=norm)` multiplies every gradient
+    by, in the same float32 operations: min(1, clip_norm / norm), NaN when the norm is not finite."""
+    norm = tf.cast(norm, tf.float32)
+    clip_norm = tf.cast(clip_norm, tf.float32)
+    return clip_norm * tf.minimum(1.0 / norm, 1.0 / clip_norm) + (norm - norm)
+
+
 def clip_gradients(grads: Sequence, clip_norm: float = 1.0) -> tuple[list, tf.Tensor]:
     """Global-norm clipping as Google's `tf.clip_by_global_norm(grads, 1.0)`; None entries pass through.
 

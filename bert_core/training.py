@@ -54,7 +54,7 @@ from typing import Any, Callable, Literal, Mapping, Protocol
 import keras
 import tensorflow as tf
 
-from bert_core import distributed, kernels, staging, storage
+from bert_core import distributed, kernels, optimization, staging, storage
 from bert_core.errors import UserError
 
 Precision = Literal["fp32", "fp16", "bf16"]
@@ -318,12 +318,17 @@ class Trainer:
             grads = dist.allreduce(grads, fp16=fp16_wire)  # ONE allreduce per update
             norm = tf.linalg.global_norm(grads)
             scale = tf.identity(opt.dynamic_scale) if fp16 else tf.constant(1.0)
-            if clip_norm is not None:
+            clipping = contextlib.nullcontext()
+            if clip_norm is not None and not fp16 and isinstance(opt, optimization.BertOptimizer):
+                # Clipping applied by the optimizer as it updates: no pass of its own over the gradients.
+                clipping = opt.gradient_factor(optimization.clip_factor(norm, clip_norm))
+            elif clip_norm is not None:
                 # Clipping still-scaled fp16 gradients at clip_norm x scale equals clipping unscaled
                 # ones at clip_norm; an overflow makes the norm inf, the gradients NaN, and the
                 # LossScaleOptimizer skips the update and halves the scale.
                 grads, _ = tf.clip_by_global_norm(grads, clip_norm * scale, use_norm=norm)
-            opt.apply(grads, tvars)
+            with fused(), clipping:
+                opt.apply(grads, tvars)
             if n_acc > 1:
                 for a in accumulators:
                     a.assign(tf.zeros_like(a))

@@ -247,6 +247,78 @@ def test_pretraining_step_matches_tf_ops_without_dropout(lib):
                                    rtol=1e-3, atol=1e-5)
 
 
+def test_dense_matches_tf_value_and_gradients(lib):
+    rng = np.random.default_rng(5)
+    x, w, b = (rng.normal(size=s).astype(np.float32) for s in ((37, 64), (64, 24), (24,)))
+    ref_y, ref_grads = _value_and_grad(lambda x, w, b: tf.nn.bias_add(tf.matmul(x, w), b), x, w, b)
+    y, grads = _value_and_grad(kernels.dense, x, w, b)
+    np.testing.assert_allclose(y, ref_y, rtol=1e-5, atol=1e-5)
+    for g, r in zip(grads, ref_grads):
+        np.testing.assert_allclose(g, r, rtol=1e-5, atol=1e-4)
+
+
+def _adamw_problem(seed: int):
+    """Variables (one excluded from weight decay by its name) and 3 steps of gradients, norms ~2-8."""
+    import keras
+
+    rng = np.random.default_rng(seed)
+    shapes = {"kernel": (300, 17), "bias": (17,), "embeddings": (1000, 8)}
+    init = {k: rng.normal(size=s).astype(np.float32) for k, s in shapes.items()}
+    grads = [[rng.normal(scale=0.05 * (step + 1), size=s).astype(np.float32) for s in shapes.values()]
+             for step in range(3)]
+    return (lambda: [keras.Variable(init[k], name=k) for k in shapes]), grads
+
+
+@pytest.mark.parametrize("kind", ["adam", "lamb"])
+def test_clipping_by_the_optimizer_equals_clipping_before_it(lib, kind):
+    """The loop's clipping folded into the update (the AdamW kernel for adam, a multiply for lamb)
+    == tf.clip_by_global_norm and then TF's update, over several steps."""
+    from bert_core import optimization
+
+    make, grads = _adamw_problem(6)
+    results = []
+    for fused in (False, True):
+        variables = make()
+        opt = optimization.create_optimizer(kind, 1e-2, num_train_steps=10, num_warmup_steps=0)
+        opt.build(variables)
+        for step_grads in grads:
+            g = [tf.constant(x) for x in step_grads]
+            norm = tf.linalg.global_norm(g)
+            if fused:
+                with kernels.training_step(), opt.gradient_factor(optimization.clip_factor(norm, 1.0)):
+                    opt.apply(g, variables)
+            else:
+                opt.apply(tf.clip_by_global_norm(g, 1.0, use_norm=norm)[0], variables)
+        results.append([v.numpy() for v in variables + list(opt._m) + list(opt._v)])
+    for a, b in zip(*results):
+        np.testing.assert_allclose(a, b, rtol=2e-6, atol=1e-7)
+    assert not np.allclose(results[0][0], make()[0].numpy())  # the weights did move
+
+
+def test_adamw_kernel_in_place_keeps_earlier_reads(lib):
+    """An update in place must not change a tensor read from the variable before it (copy on write)."""
+    make, grads = _adamw_problem(7)
+    var, m, v = make()[0], make()[0], make()[0]
+    m.assign(tf.zeros_like(m))
+    v.assign(tf.zeros_like(v))
+    before = tf.convert_to_tensor(var)
+    kept = before.numpy().copy()
+    kernels.apply_adamw(var.value.handle, m.value.handle, v.value.handle, tf.constant(grads[0][0]),
+                        tf.constant(1.0), tf.constant(1e-2), tf.constant(1e-4), beta1=0.9, beta2=0.999,
+                        epsilon=1e-6)
+    np.testing.assert_array_equal(before.numpy(), kept)
+    assert not np.array_equal(var.numpy(), kept)
+
+
+def test_adamw_kernel_rejects_mismatched_gradient(lib):
+    make, _ = _adamw_problem(8)
+    var = make()[0]
+    with pytest.raises(tf.errors.InvalidArgumentError, match="shapes differ"):
+        kernels.apply_adamw(var.value.handle, var.value.handle, var.value.handle, tf.zeros([3]),
+                            tf.constant(1.0), tf.constant(1e-2), tf.constant(0.0), beta1=0.9, beta2=0.999,
+                            epsilon=1e-6)
+
+
 def _probe(env: dict) -> subprocess.CompletedProcess:
     code = ("from bert_core import kernels; import tensorflow as tf\n"
             "with kernels.training_step(): print('active', kernels.active(tf.float32))")

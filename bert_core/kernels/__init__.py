@@ -277,3 +277,30 @@ def sparse_cross_entropy(logits: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tenso
 def layer_norm(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, epsilon: float) -> tf.Tensor:
     y, _, _ = library().bert_layer_norm(x, gamma, beta, epsilon=float(epsilon))
     return y
+
+
+
+def apply_adamw(var, m, v, grad: tf.Tensor, grad_scale: tf.Tensor, lr: tf.Tensor, decay: tf.Tensor, *,
+                beta1: float, beta2: float, epsilon: float):
+    """In place on the float32 resource variables var, m, v (handles), in one pass:
+    g = grad grad_scale; var -= decay var; then ResourceApplyAdam's update with beta powers 0
+    (m += (g - m)(1 - beta1), v += (g^2 - v)(1 - beta2), var -= lr m / (sqrt(v) + epsilon))."""
+    return library().bert_apply_adam_w(var, m, v, grad, grad_scale, lr, decay,
+                                       beta1=float(beta1), beta2=float(beta2), epsilon=float(epsilon))
+
+
+def dense(x: tf.Tensor, kernel: tf.Tensor, bias: tf.Tensor) -> tf.Tensor:
+    """x @ kernel + bias for x [rows, in]: the same forward (oneDNN fuses the matmul and the bias);
+    backward, the kernel's gradient x^T dy runs as a batch-of-one matmul (oneDNN's matmul primitive)
+    instead of TF's 2-D MatMul with transpose_a (its sgemm path): for the feed-forward output
+    [4096, 1024] -> 256 of BERT-Mini that gradient took 10.8 ms in a training step, 6.9 ms this way."""
+
+    @tf.custom_gradient
+    def forward(x, kernel, bias):
+        def grad(dy):
+            dkernel = tf.linalg.matmul(x[None], dy[None], transpose_a=True)[0]
+            return tf.matmul(dy, kernel, transpose_b=True), dkernel, tf.raw_ops.BiasAddGrad(out_backprop=dy)
+
+        return tf.nn.bias_add(tf.matmul(x, kernel), bias), grad
+
+    return forward(x, kernel, bias)

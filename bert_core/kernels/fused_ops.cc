@@ -16,6 +16,9 @@
 //                                      gradient (softmax - one_hot) dy recomputes exp
 //   BertSoftmaxDropoutGrad             the gradient of dropout(softmax(x)) over the last axis (the
 //                                      attention probabilities): dx = p (g - sum(g p)), g = dq m scale
+//   BertApplyAdamW                     one pass over w, m, v, g of a float32 variable: the clipping
+//                                      factor on g, the decoupled decay w -= decay w, then the update
+//                                      of ResourceApplyAdam with beta powers 0 (three passes in TF)
 //
 // Built and loaded by bert_core/kernels/__init__.py, which also registers the gradients and falls
 // back to TensorFlow ops where these do not apply (GPU, half precision, no compiler).
@@ -31,6 +34,8 @@
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/shape_inference.h"
+#include "tensorflow/core/framework/tensor_shape.h"
+#include "tensorflow/core/kernels/training_op_helpers.h"
 #include "tensorflow/core/lib/random/philox_random.h"
 #include "Eigen/Core"
 #include "unsupported/Eigen/SpecialFunctions"
@@ -724,5 +729,81 @@ class SparseCrossEntropyGradOp : public OpKernel {
 REGISTER_KERNEL_BUILDER(Name("BertSparseCrossEntropy").Device(DEVICE_CPU), SparseCrossEntropyOp);
 REGISTER_KERNEL_BUILDER(Name("BertSparseCrossEntropyGrad").Device(DEVICE_CPU), SparseCrossEntropyGradOp);
 
+
+// ------------------------------------------------------------------------------------------------
+// AdamW update
+// ------------------------------------------------------------------------------------------------
+REGISTER_OP("BertApplyAdamW")
+    .Input("var: resource")
+    .Input("m: resource")
+    .Input("v: resource")
+    .Input("grad: float")
+    .Input("grad_scale: float")
+    .Input("lr: float")
+    .Input("decay: float")
+    .Attr("beta1: float")
+    .Attr("beta2: float")
+    .Attr("epsilon: float")
+    .SetShapeFn([](InferenceContext* c) {
+      ShapeHandle unused;
+      for (int i = 4; i < 7; ++i) TF_RETURN_IF_ERROR(c->WithRank(c->input(i), 0, &unused));
+      return absl::OkStatus();
+    });
+
+// Per element, in this order and in float32 as the TF ops it replaces (Mul of the clipping factor,
+// AssignSub of decay * w, ResourceApplyAdam with beta1_power = beta2_power = 0):
+//   g = grad * grad_scale;  w -= decay * w;  m += (g - m)(1 - beta1);  v += (g^2 - v)(1 - beta2);
+//   w -= m lr / (sqrt(v) + epsilon)
+class ApplyAdamWOp : public OpKernel {
+ public:
+  explicit ApplyAdamWOp(OpKernelConstruction* c) : OpKernel(c) {
+    OP_REQUIRES_OK(c, c->GetAttr("beta1", &beta1_));
+    OP_REQUIRES_OK(c, c->GetAttr("beta2", &beta2_));
+    OP_REQUIRES_OK(c, c->GetAttr("epsilon", &epsilon_));
+  }
+
+  void Compute(OpKernelContext* ctx) override {
+    auto locks = tensorflow::MaybeLockVariableInputMutexesInOrder<CPUDevice, float>(ctx, true, false, {0, 1, 2});
+    Tensor var, m, v;
+    OP_REQUIRES_OK(ctx, tensorflow::GetInputTensorFromVariable<CPUDevice, float>(ctx, 0, true, false, &var));
+    OP_REQUIRES_OK(ctx, tensorflow::GetInputTensorFromVariable<CPUDevice, float>(ctx, 1, true, false, &m));
+    OP_REQUIRES_OK(ctx, tensorflow::GetInputTensorFromVariable<CPUDevice, float>(ctx, 2, true, false, &v));
+    OP_REQUIRES(ctx, var.IsInitialized() && m.IsInitialized() && v.IsInitialized(),
+                absl::FailedPreconditionError("BertApplyAdamW: uninitialized variable"));
+    const Tensor& grad = ctx->input(3);
+    OP_REQUIRES(ctx, var.shape() == m.shape() && var.shape() == v.shape() && var.shape() == grad.shape(),
+                absl::InvalidArgumentError("BertApplyAdamW: var, m, v and grad shapes differ: " +
+                                           var.shape().DebugString() + " " + m.shape().DebugString() + " " +
+                                           v.shape().DebugString() + " " + grad.shape().DebugString()));
+    const float scale = ctx->input(4).scalar<float>()();
+    const float lr = ctx->input(5).scalar<float>()();
+    const float decay = ctx->input(6).scalar<float>()();
+    const float c1 = 1.0f - beta1_;
+    const float c2 = 1.0f - beta2_;
+    const float eps = epsilon_;
+    float* __restrict w = var.flat<float>().data();
+    float* __restrict mm = m.flat<float>().data();
+    float* __restrict vv = v.flat<float>().data();
+    const float* __restrict g = grad.flat<float>().data();
+    auto work = [&](Eigen::Index first, Eigen::Index last) {
+#pragma omp simd
+      for (Eigen::Index i = first; i < last; ++i) {
+        const float gi = g[i] * scale;
+        const float wi = w[i] - decay * w[i];
+        const float mi = mm[i] + (gi - mm[i]) * c1;
+        const float vi = vv[i] + (gi * gi - vv[i]) * c2;
+        mm[i] = mi;
+        vv[i] = vi;
+        w[i] = wi - (mi * lr) / (std::sqrt(vi) + eps);
+      }
+    };
+    ctx->eigen_device<CPUDevice>().parallelFor(var.NumElements(), Eigen::TensorOpCost(16, 12, 12), work);
+  }
+
+ private:
+  float beta1_, beta2_, epsilon_;
+};
+
+REGISTER_KERNEL_BUILDER(Name("BertApplyAdamW").Device(DEVICE_CPU), ApplyAdamWOp);
 
 }  // namespace bert_kernels
