@@ -150,6 +150,34 @@ def test_dropout_mask_does_not_depend_on_size_or_threads(lib):
         np.testing.assert_array_equal(kernels.dropout(x[:k], 0.5, seed).numpy(), full[:k])
 
 
+def _philox4x32_10(counters: np.ndarray, key: tuple[int, int]) -> np.ndarray:
+    """NumPy Philox4x32-10 (Salmon et al. 2011, as tensorflow::random::PhiloxRandom): [n, 4] uint32."""
+    c = [counters[:, j].astype(np.uint64) for j in range(4)]
+    k0, k1 = key
+    for _ in range(10):
+        p0, p1 = np.uint64(0xD2511F53) * c[0], np.uint64(0xCD9E8D57) * c[2]
+        c = [(p1 >> np.uint64(32)) ^ c[1] ^ np.uint64(k0), p1 & np.uint64(0xFFFFFFFF),
+             (p0 >> np.uint64(32)) ^ c[3] ^ np.uint64(k1), p0 & np.uint64(0xFFFFFFFF)]
+        k0, k1 = (k0 + 0x9E3779B9) & 0xFFFFFFFF, (k1 + 0xBB67AE85) & 0xFFFFFFFF
+    return np.stack(c, axis=1).astype(np.uint32)
+
+
+def test_dropout_mask_is_philox_as_documented(lib):
+    """Element 64 t + 16 j + 8 h + d is kept iff half h of word j of Philox4x32-10 draw 8 t + d
+    (key = seed[0], counter = [draw, 0, seed[1] as two words]) is >= the 16-bit threshold."""
+    seed = (0x0123456789ABCDEF, 0x7EDCBA9876543210)
+    n, rate = 1000, 0.3
+    kept = kernels.dropout(tf.ones([n]), rate, tf.constant(seed, tf.int64)).numpy() != 0
+    e = np.arange(n)
+    draw, j, h = 8 * (e // 64) + e % 8, (e % 64) // 16, (e % 16) // 8
+    draws = np.arange(draw.max() + 1)
+    counters = np.stack([draws, np.zeros_like(draws), np.full_like(draws, seed[1] & 0xFFFFFFFF),
+                         np.full_like(draws, seed[1] >> 32)], axis=1).astype(np.uint32)
+    words = _philox4x32_10(counters, (seed[0] & 0xFFFFFFFF, seed[0] >> 32))
+    bits = (words[draw, j] >> (16 * h).astype(np.uint32)) & 0xFFFF
+    np.testing.assert_array_equal(kept, bits >= kernels.dropout_threshold(rate))
+
+
 def test_dropout_gradient_is_zero_where_dropped_even_for_nonfinite_dy(lib):
     x = tf.ones([4096])
     with tf.GradientTape() as tape:

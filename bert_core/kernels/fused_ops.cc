@@ -25,6 +25,8 @@
 
 #define EIGEN_USE_THREADS
 
+#include <immintrin.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -220,6 +222,74 @@ REGISTER_KERNEL_BUILDER(Name("BertBiasGeluGrad").Device(DEVICE_CPU), BiasGeluGra
 // ------------------------------------------------------------------------------------------------
 // Dropout
 // ------------------------------------------------------------------------------------------------
+// The next 8 outputs of `gen` (Philox4x32-10 at counters c, c+1, ..., c+7) in AVX2 lanes: lane d of
+// c[j] = word j of output d, the same bits as 8 calls of gen() (tested).
+inline __m256i MulHi(__m256i a, __m256i m, __m256i* lo) {
+  const __m256i even = _mm256_mul_epu32(a, m);                          // lanes 0, 2, 4, 6 (64-bit)
+  const __m256i odd = _mm256_mul_epu32(_mm256_srli_epi64(a, 32), m);    // lanes 1, 3, 5, 7
+  *lo = _mm256_blend_epi32(even, _mm256_slli_epi64(odd, 32), 0xAA);
+  return _mm256_blend_epi32(_mm256_srli_epi64(even, 32), odd, 0xAA);
+}
+
+inline void Philox8(const tensorflow::random::PhiloxRandom& gen, __m256i c[4]) {
+  const auto& counter = gen.counter();
+  if (counter[0] <= 0xFFFFFFFFu - 7) {  // no carry out of the low word within these 8
+    c[0] = _mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(counter[0])), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    for (int j = 1; j < 4; ++j) c[j] = _mm256_set1_epi32(static_cast<int>(counter[j]));
+  } else {
+    alignas(32) uint32_t words[4][8];
+    tensorflow::random::PhiloxRandom next = gen;
+    for (int d = 0; d < 8; ++d) {
+      for (int j = 0; j < 4; ++j) words[j][d] = next.counter()[j];
+      next.Skip(1);
+    }
+    for (int j = 0; j < 4; ++j) c[j] = _mm256_load_si256(reinterpret_cast<const __m256i*>(words[j]));
+  }
+  uint32_t k0 = gen.key()[0], k1 = gen.key()[1];
+  const __m256i ma = _mm256_set1_epi32(static_cast<int>(0xD2511F53u));
+  const __m256i mb = _mm256_set1_epi32(static_cast<int>(0xCD9E8D57u));
+  for (int round = 0; round < 10; ++round) {
+    __m256i lo0, lo1;
+    const __m256i hi0 = MulHi(c[0], ma, &lo0);
+    const __m256i hi1 = MulHi(c[2], mb, &lo1);
+    c[0] = _mm256_xor_si256(_mm256_xor_si256(hi1, c[1]), _mm256_set1_epi32(static_cast<int>(k0)));
+    c[1] = lo1;
+    c[2] = _mm256_xor_si256(_mm256_xor_si256(hi0, c[3]), _mm256_set1_epi32(static_cast<int>(k1)));
+    c[3] = lo0;
+    k0 += 0x9E3779B9u;
+    k1 += 0xBB67AE85u;
+  }
+}
+
+// Dropout of one tile of 64 elements from the next 8 draws of `gen`: element 16 j + 8 h + d takes
+// half h (low, high) of word j of draw d. y = x * scale where kept, else 0; mask = 1 where kept.
+inline void DropoutTile(const tensorflow::random::PhiloxRandom& gen, const float* x, float* y, uint8_t* mask,
+                        int threshold, float scale) {
+  __m256i c[4];
+  Philox8(gen, c);
+  const __m256i low16 = _mm256_set1_epi32(0xFFFF);
+  const __m256i below = _mm256_set1_epi32(threshold - 1);
+  const __m256 scale8 = _mm256_set1_ps(scale);
+  const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+  const __m256i one = _mm256_set1_epi8(1);
+  __m256i keep[8];
+  for (int j = 0; j < 4; ++j) {
+    for (int h = 0; h < 2; ++h) {
+      const int e = 2 * j + h;
+      const __m256i draws = h ? _mm256_srli_epi32(c[j], 16) : _mm256_and_si256(c[j], low16);
+      keep[e] = _mm256_cmpgt_epi32(draws, below);  // draw >= threshold (both < 2^16: signed is fine)
+      const __m256 v = _mm256_mul_ps(_mm256_loadu_ps(x + 8 * e), scale8);
+      _mm256_storeu_ps(y + 8 * e, _mm256_and_ps(v, _mm256_castsi256_ps(keep[e])));
+    }
+  }
+  for (int q = 0; q < 2; ++q) {  // 4 x 8 int32 masks -> 32 bytes, in element order
+    const __m256i w01 = _mm256_packs_epi32(keep[4 * q], keep[4 * q + 1]);
+    const __m256i w23 = _mm256_packs_epi32(keep[4 * q + 2], keep[4 * q + 3]);
+    const __m256i bytes = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(w01, w23), order);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(mask + 32 * q), _mm256_and_si256(bytes, one));
+  }
+}
+
 REGISTER_OP("BertDropout")
     .Input("x: float")
     .Input("seed: int64")
@@ -265,43 +335,27 @@ class DropoutOp : public OpKernel {
     float* __restrict out = y->flat<float>().data();
     uint8_t* __restrict keep = mask->flat<uint8_t>().data();
     const int64_t n = x.NumElements();
-    const uint32_t threshold = static_cast<uint32_t>(threshold_);
     const float scale = KeptScale(threshold_);
-    // Element i uses 16 bits of the Philox draw i / 8, so the result depends on the seed only, not
-    // on how the work is split between threads. Work goes in tiles of 64 elements (8 draws) so
-    // that the keep/scale loop over a tile vectorizes.
+    // Tile t of 64 elements uses Philox draws 8t .. 8t + 7 (DropoutTile), so the result depends on the
+    // seed only, not on how the work is split between threads.
     constexpr int64_t kTile = 64;
     const int64_t tiles = (n + kTile - 1) / kTile;
     auto work = [&](Eigen::Index first, Eigen::Index last) {
       tensorflow::random::PhiloxRandom gen(key, stream);
       gen.Skip(static_cast<uint64_t>(first) * (kTile / 8));
-      uint32_t bits[kTile];
-      for (Eigen::Index t = first; t < last; ++t) {
-        for (int d = 0; d < kTile / 8; ++d) {
-          const auto r = gen();
-          for (int j = 0; j < 4; ++j) {
-            bits[8 * d + 2 * j] = r[j] & 0xFFFFu;
-            bits[8 * d + 2 * j + 1] = r[j] >> 16;
-          }
-        }
+      alignas(32) float xt[kTile], yt[kTile];
+      alignas(32) uint8_t mt[kTile];
+      for (Eigen::Index t = first; t < last; ++t, gen.Skip(kTile / 8)) {
         const int64_t base = t * kTile;
         const int64_t count = std::min<int64_t>(kTile, n - base);
-        const float* __restrict xi = in + base;
-        float* __restrict yo = out + base;
-        uint8_t* __restrict mo = keep + base;
         if (count == kTile) {
-#pragma omp simd
-          for (int64_t j = 0; j < kTile; ++j) {
-            const bool k = bits[j] >= threshold;
-            mo[j] = k;
-            yo[j] = k ? xi[j] * scale : 0.0f;
-          }
-        } else {
-          for (int64_t j = 0; j < count; ++j) {
-            const bool k = bits[j] >= threshold;
-            mo[j] = k;
-            yo[j] = k ? xi[j] * scale : 0.0f;
-          }
+          DropoutTile(gen, in + base, out + base, keep + base, threshold_, scale);
+        } else {  // the last, partial tile: through a buffer
+          std::fill(xt, xt + kTile, 0.0f);
+          std::copy(in + base, in + base + count, xt);
+          DropoutTile(gen, xt, yt, mt, threshold_, scale);
+          std::copy(yt, yt + count, out + base);
+          std::copy(mt, mt + count, keep + base);
         }
       }
     };
@@ -673,13 +727,13 @@ class SparseCrossEntropyOp : public OpKernel {
         int64_t best = 0;
         for (int64_t c = 0; c < classes; c += kChunk) {
           ConstRow chunk(row + c, std::min<int64_t>(kChunk, classes - c));
-          Eigen::Index at = 0;
-          const float cm = chunk.maxCoeff(&at);
+          const float cm = chunk.maxCoeff();  // vectorized; the index only when the max grows (rarely)
           if (cm == -std::numeric_limits<float>::infinity()) continue;  // adds nothing (and no NaN)
           if (cm > m) {
             sum *= std::exp(m - cm);
             m = cm;
-            best = c + at;
+            const float* hit = std::find(chunk.data(), chunk.data() + chunk.size(), cm);
+            best = c + (hit == chunk.data() + chunk.size() ? 0 : hit - chunk.data());
           }
           sum += (chunk - m).exp().sum();
         }
