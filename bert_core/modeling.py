@@ -467,8 +467,11 @@ class MaskedLMHead(keras.layers.Layer):
         # A 2-D matmul + bias_add (which oneDNN fuses into one kernel, and whose gradient is one
         # BiasAddGrad) rather than an einsum and a broadcast add over the [B * P, V] logits.
         rows = tf.reshape(x, [-1, self.config.hidden_size])                               # [B * P, H]
-        logits = tf.cast(tf.matmul(rows, table, transpose_b=True), tf.float32)            # [B * P, V]
-        logits = tf.nn.bias_add(logits, tf.cast(self.output_bias, tf.float32))
+        if kernels.active(self.compute_dtype):
+            logits = kernels.dense(rows, table, self.output_bias, transpose_kernel=True)     # [B * P, V]
+        else:
+            logits = tf.cast(tf.matmul(rows, table, transpose_b=True), tf.float32)        # [B * P, V]
+            logits = tf.nn.bias_add(logits, tf.cast(self.output_bias, tf.float32))
         return tf.reshape(logits, tf.concat([tf.shape(x)[:2], [self.config.vocab_size]], 0))  # [B, P, V]
 
     def checkpoint_variables(self) -> dict:

@@ -275,11 +275,14 @@ def test_pretraining_step_matches_tf_ops_without_dropout(lib):
                                    rtol=1e-3, atol=1e-5)
 
 
-def test_dense_matches_tf_value_and_gradients(lib):
+@pytest.mark.parametrize("transpose_kernel", [False, True])
+def test_dense_matches_tf_value_and_gradients(lib, transpose_kernel):
     rng = np.random.default_rng(5)
-    x, w, b = (rng.normal(size=s).astype(np.float32) for s in ((37, 64), (64, 24), (24,)))
-    ref_y, ref_grads = _value_and_grad(lambda x, w, b: tf.nn.bias_add(tf.matmul(x, w), b), x, w, b)
-    y, grads = _value_and_grad(kernels.dense, x, w, b)
+    x, w, b = (rng.normal(size=s).astype(np.float32)
+               for s in ((37, 64), (24, 64) if transpose_kernel else (64, 24), (24,)))
+    ref_y, ref_grads = _value_and_grad(
+        lambda x, w, b: tf.nn.bias_add(tf.matmul(x, w, transpose_b=transpose_kernel), b), x, w, b)
+    y, grads = _value_and_grad(lambda x, w, b: kernels.dense(x, w, b, transpose_kernel=transpose_kernel), x, w, b)
     np.testing.assert_allclose(y, ref_y, rtol=1e-5, atol=1e-5)
     for g, r in zip(grads, ref_grads):
         np.testing.assert_allclose(g, r, rtol=1e-5, atol=1e-4)
