@@ -1,6 +1,6 @@
 """Fine-tuning quality and speed on real labelled sentences: `bert finetune` vs Hugging Face in PyTorch.
 
-    python benchmarks/bench_finetune.py [--epochs 2] [--threads 2] [--limit_train N]     (make bench-finetune)
+    python benchmarks/bench_finetune.py [--epochs 2] [--threads 2] [--seed 12345]     (make bench-finetune)
 
 Data: the vaderSentiment 3.3.2 source distribution (PyPI sdist, fetched with `pip download`) ships
 additional_resources/hutto_ICWSM_2014.tar.gz; its movieReviewSnippets_GroundTruth.txt holds 10,605
@@ -233,7 +233,7 @@ def run_peer(data_dir: pathlib.Path, epochs: float, threads: int, optimizer: str
     out = CACHE / "peer_result.json"
     t0 = time.time()
     proc = subprocess.run([sys.executable, __file__, "--peer", str(data_dir), "--epochs", str(epochs),
-                           "--threads", str(threads), "--peer_optimizer", optimizer],
+                           "--threads", str(threads), "--peer_optimizer", optimizer, "--seed", str(HP["seed"])],
                           env=thread_env(threads), capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"peer failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
@@ -250,8 +250,11 @@ def main() -> None:
     p.add_argument("--only", choices=["ours", "peer"], help="run one side only")
     p.add_argument("--peer_optimizer", choices=["google", "torch"], default="google",
                    help="the peer's update rule: Google's AdamWeightDecay as ours (default) or torch AdamW")
+    p.add_argument("--seed", type=int, default=HP["seed"],
+                   help="initialization, dropout and batch-order seed of both sides (default %(default)s)")
     p.add_argument("--peer", metavar="DATA_DIR", help=argparse.SUPPRESS)
     args = p.parse_args()
+    HP["seed"] = args.seed
     if args.peer:
         result = run_peer_inprocess(pathlib.Path(args.peer), args.epochs, args.threads, args.peer_optimizer)
         (CACHE / "peer_result.json").write_text(json.dumps(result))
