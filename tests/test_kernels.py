@@ -363,9 +363,10 @@ def test_disabled_by_environment():
     assert "active False" in proc.stdout
 
 
-def test_xla_training_step_never_traces_the_custom_ops(lib, tmp_path):
+def test_xla_training_step_never_traces_the_custom_ops(lib, tmp_path, monkeypatch):
     """Custom ops have no XLA lowering: a Trainer with xla=True must run on TF ops (it would fail
-    to compile otherwise), and the same step without XLA uses the kernels."""
+    to compile otherwise), and the same step without XLA uses the kernels. With xla on CPU the
+    Trainer also asks for XLA's older CPU runtime (and says so)."""
     import keras
 
     from bert_core import training
@@ -379,18 +380,33 @@ def test_xla_training_step_never_traces_the_custom_ops(lib, tmp_path):
              "masked_lm_positions": np.tile(np.arange(1, 4, dtype=np.int32), (4, 1)),
              "masked_lm_ids": rng.integers(0, 200, (4, 3)).astype(np.int32),
              "masked_lm_weights": np.ones((4, 3), np.float32), "next_sentence_labels": np.zeros((4, 1), np.int32)}
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_enable_fast_math=false")
     for xla in (True, False):
         keras.utils.set_random_seed(0)
         model = modeling.BertPretrainer(config)
         cfg = training.TrainLoopConfig(output_dir=str(tmp_path / f"xla{xla}"), num_train_steps=2, xla=xla,
                                        summaries=False, log_every_steps=100)
+        lines: list[str] = []
         trainer = training.Trainer(model, pretraining_loss_fn, create_optimizer("adam", 1e-3, 2, 1), cfg,
-                                   log=lambda line: None)
+                                   log=lines.append)
         result = trainer.train(tf.data.Dataset.from_tensors(batch).repeat())
+        assert any("xla_cpu_use_thunk_runtime=false" in line for line in lines) == xla
+        assert os.environ["XLA_FLAGS"] == "--xla_cpu_enable_fast_math=false --xla_cpu_use_thunk_runtime=false"
         assert result.global_step == 2 and np.isfinite(result.loss)
         graph = trainer._step_fn.get_concrete_function(batch).graph
         used = {op.type for op in graph.get_operations()}
         assert any(t.startswith("Bert") for t in used) == (not xla), sorted(t for t in used if t.startswith("Bert"))
+
+
+def test_xla_cpu_runtime_is_left_alone_when_the_user_chose_one(monkeypatch):
+    from bert_core import training
+
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_use_thunk_runtime=true")
+    assert training.prefer_legacy_xla_cpu_runtime() is None
+    assert os.environ["XLA_FLAGS"] == "--xla_cpu_use_thunk_runtime=true"
+    monkeypatch.delenv("XLA_FLAGS")
+    assert training.prefer_legacy_xla_cpu_runtime() is not None
+    assert os.environ["XLA_FLAGS"] == training.XLA_CPU_RUNTIME_FLAG
 
 
 @NO_GPU
