@@ -653,6 +653,8 @@ class Trainer:
                 loss, metrics = loss_fn(outputs, features)
                 return tf.cast(loss, tf.float32), {k: _as_metric(v) for k, v in metrics.items()}
 
+            if self.config.xla and (line := prefer_legacy_xla_cpu_runtime()):
+                self.log(line)
             self._eval_fn = tf.function(eval_step, jit_compile=self.config.xla or None, reduce_retracing=True)
         totals: dict[str, list] = {"loss": [0.0, 0.0]}
         for i, batch in enumerate(dataset):

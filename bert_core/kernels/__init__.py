@@ -309,4 +309,5 @@ def dense(x: tf.Tensor, kernel: tf.Tensor, bias: tf.Tensor, transpose_kernel: bo
 
         return tf.nn.bias_add(tf.matmul(x, kernel, transpose_b=transpose_kernel), bias), grad
 
-    return forward(x, kernel, bias)
+    # Tensors, not variables: eagerly, tf.custom_gradient refuses a function that reads variables.
+    return forward(tf.convert_to_tensor(x), tf.convert_to_tensor(kernel), tf.convert_to_tensor(bias))

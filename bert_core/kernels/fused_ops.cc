@@ -805,7 +805,8 @@ REGISTER_OP("BertApplyAdamW")
     });
 
 // Per element, in this order and in float32 as the TF ops it replaces (Mul of the clipping factor,
-// AssignSub of decay * w, ResourceApplyAdam with beta1_power = beta2_power = 0):
+// AssignSub of decay * w, ResourceApplyAdam with beta1_power = beta2_power = 0), equal to rounding
+// (the compiler may fuse a multiply and an add):
 //   g = grad * grad_scale;  w -= decay * w;  m += (g - m)(1 - beta1);  v += (g^2 - v)(1 - beta2);
 //   w -= m lr / (sqrt(v) + epsilon)
 class ApplyAdamWOp : public OpKernel {
@@ -825,6 +826,13 @@ class ApplyAdamWOp : public OpKernel {
     OP_REQUIRES(ctx, var.IsInitialized() && m.IsInitialized() && v.IsInitialized(),
                 absl::FailedPreconditionError("BertApplyAdamW: uninitialized variable"));
     const Tensor& grad = ctx->input(3);
+    OP_REQUIRES(ctx, var.dtype() == tensorflow::DT_FLOAT && m.dtype() == tensorflow::DT_FLOAT &&
+                         v.dtype() == tensorflow::DT_FLOAT,
+                absl::InvalidArgumentError("BertApplyAdamW: var, m and v must be float32"));
+    for (int i = 4; i < 7; ++i) {
+      OP_REQUIRES(ctx, tensorflow::TensorShapeUtils::IsScalar(ctx->input(i).shape()),
+                  absl::InvalidArgumentError("BertApplyAdamW: grad_scale, lr and decay must be scalars"));
+    }
     OP_REQUIRES(ctx, var.shape() == m.shape() && var.shape() == v.shape() && var.shape() == grad.shape(),
                 absl::InvalidArgumentError("BertApplyAdamW: var, m, v and grad shapes differ: " +
                                            var.shape().DebugString() + " " + m.shape().DebugString() + " " +
