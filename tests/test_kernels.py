@@ -332,6 +332,16 @@ def test_clipping_by_the_optimizer_equals_clipping_before_it(lib, kind):
     assert not np.allclose(results[0][0], make()[0].numpy())  # the weights did move
 
 
+def _pretraining_batch(seed: int) -> dict:
+    """4 sequences of 16 tokens (vocab 200), 3 masked positions each."""
+    rng = np.random.default_rng(seed)
+    return {"input_ids": rng.integers(0, 200, (4, 16)).astype(np.int32), "input_mask": np.ones((4, 16), np.int32),
+            "segment_ids": np.zeros((4, 16), np.int32),
+            "masked_lm_positions": np.tile(np.arange(1, 4, dtype=np.int32), (4, 1)),
+            "masked_lm_ids": rng.integers(0, 200, (4, 3)).astype(np.int32),
+            "masked_lm_weights": np.ones((4, 3), np.float32), "next_sentence_labels": np.zeros((4, 1), np.int32)}
+
+
 @pytest.mark.parametrize("accumulation", [1, 2])
 def test_trainer_clips_inside_the_adamw_kernel(lib, tmp_path, accumulation):
     """The Trainer with `adam` (clipping handed to BertApplyAdamW) ends where tape gradients,
@@ -343,12 +353,7 @@ def test_trainer_clips_inside_the_adamw_kernel(lib, tmp_path, accumulation):
     from bert_core.pretrain import pretraining_loss_fn
 
     config = BertConfig(**tiny_config(vocab_size=200))  # no dropout: both sides see the same model
-    rng = np.random.default_rng(9)
-    batch = {"input_ids": rng.integers(0, 200, (4, 16)).astype(np.int32), "input_mask": np.ones((4, 16), np.int32),
-             "segment_ids": np.zeros((4, 16), np.int32),
-             "masked_lm_positions": np.tile(np.arange(1, 4, dtype=np.int32), (4, 1)),
-             "masked_lm_ids": rng.integers(0, 200, (4, 3)).astype(np.int32),
-             "masked_lm_weights": np.ones((4, 3), np.float32), "next_sentence_labels": np.zeros((4, 1), np.int32)}
+    batch = _pretraining_batch(9)
     clip, steps = 0.05, 2
 
     keras.utils.set_random_seed(0)
@@ -426,12 +431,7 @@ def test_xla_training_step_never_traces_the_custom_ops(lib, tmp_path, monkeypatc
     from bert_core.pretrain import pretraining_loss_fn
 
     config = BertConfig(**tiny_config(vocab_size=200, hidden_dropout_prob=0.1))
-    rng = np.random.default_rng(7)
-    batch = {"input_ids": rng.integers(0, 200, (4, 16)).astype(np.int32), "input_mask": np.ones((4, 16), np.int32),
-             "segment_ids": np.zeros((4, 16), np.int32),
-             "masked_lm_positions": np.tile(np.arange(1, 4, dtype=np.int32), (4, 1)),
-             "masked_lm_ids": rng.integers(0, 200, (4, 3)).astype(np.int32),
-             "masked_lm_weights": np.ones((4, 3), np.float32), "next_sentence_labels": np.zeros((4, 1), np.int32)}
+    batch = _pretraining_batch(7)
     monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_enable_fast_math=false")
     for xla in (True, False):
         keras.utils.set_random_seed(0)
