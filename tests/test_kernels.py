@@ -287,7 +287,7 @@ def test_dense_matches_tf_value_and_gradients(lib, transpose_kernel):
     np.testing.assert_allclose(y, ref_y, rtol=1e-5, atol=1e-5)
     for g, r in zip(grads, ref_grads):
         np.testing.assert_allclose(g, r, rtol=1e-5, atol=1e-4)
-    layer = modeling.Dense(24)  # eagerly, on the layer's Keras variables
+    layer = modeling.Dense(24, name="eager_dense")  # eagerly, on the layer's Keras variables
     layer.build((None, 64))
     with kernels.training_step(), tf.GradientTape() as tape:
         y = layer(tf.constant(x))

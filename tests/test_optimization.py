@@ -133,8 +133,9 @@ def test_update_matches_published_rule(kind):
 
 def test_exclusions_match_path_not_name():
     opt = create_optimizer("lamb", 1e-3, 10, 1)
-    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4), keras.layers.LayerNormalization(),
-                              GoogleLayerNorm(name="LayerNorm"), keras.layers.Dense(2, use_bias=False)])
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4, name="dense"),
+                              keras.layers.LayerNormalization(name="layer_normalization"),
+                              GoogleLayerNorm(name="LayerNorm"), keras.layers.Dense(2, use_bias=False, name="dense_1")])
     got = {v.path.split("/", 1)[1]: (opt.uses_weight_decay(v), opt.uses_layer_adaptation(v))
            for v in model.trainable_variables}
     assert got == {"dense/kernel": (True, True), "dense/bias": (False, False),
