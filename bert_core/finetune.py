@@ -188,10 +188,10 @@ class ClassifierJob:
         model.build()
         return model
 
-    def loss_fn(self, outputs, features):
+    def loss_fn(self, outputs, features, ops):
         import tensorflow as tf
 
-        from bert_core.modeling import classification_loss
+        from bert_core.losses import classification_loss
 
         logits = outputs["logits"]
         labels = features["label_ids"]
@@ -299,16 +299,12 @@ class SquadJob:
         return model
 
     @staticmethod
-    def loss_fn(outputs, features):
-        import tensorflow as tf
+    def loss_fn(outputs, features, ops):
+        from bert_core.losses import span_loss
 
-        def ce(logits, positions):
-            return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
-                labels=tf.cast(tf.reshape(positions, [-1]), tf.int32), logits=tf.cast(logits, tf.float32)))
-
-        start = ce(outputs["start_logits"], features["start_positions"])
-        end = ce(outputs["end_logits"], features["end_positions"])
-        return (start + end) / 2.0, {"start_loss": start, "end_loss": end}
+        loss, start, end = span_loss(outputs["start_logits"], outputs["end_logits"], features["start_positions"],
+                                     features["end_positions"])
+        return loss, {"start_loss": start, "end_loss": end}
 
     def _predictions(self, model, dist):
         if self._predict is None:

@@ -21,6 +21,11 @@ bert_core.checkpoints reads and writes. LayerNorm weights live under `.../LayerN
 every bias's name ends in `bias` (`.../bias`, `output_bias`), so an optimizer that excludes paths
 containing "LayerNorm", "layer_norm" or "bias" from weight decay finds exactly those.
 
+Hardware. Every layer's call takes `ops` (bert_core.ops; default PLAIN, textbook TensorFlow) and
+does its dense layers, dropout, attention probabilities, LayerNorm and activations through it, the
+way Google's modeling.py takes `use_one_hot_embeddings`: the caller decides (the Trainer, once per
+training step), no layer looks at the device. The losses are in bert_core.losses.
+
 Mixed precision follows the Keras dtype policy (`mixed_float16`, `mixed_bfloat16`): variables stay
 float32, matmuls run in the compute dtype, LayerNorm and the attention softmax are computed in
 float32, and every head returns float32 logits.
@@ -32,48 +37,15 @@ I = intermediate size, P = masked positions per sequence, V = vocab size, L = la
 from __future__ import annotations
 
 import math
-from typing import Callable
 
 import keras
 import tensorflow as tf
 
-from bert_core import kernels
 from bert_core.config import BertConfig
+from bert_core.ops import PLAIN, Ops
 
 # Google's additive attention mask: padded keys get -10000 before the softmax.
 MASK_ADDER = -10000.0
-
-
-# --------------------------------------------------------------------------------------------------
-# Activations
-# --------------------------------------------------------------------------------------------------
-def gelu(x: tf.Tensor) -> tf.Tensor:
-    """Exact GELU, x * Phi(x) with the normal CDF through erf (Google's original, HF's "gelu")."""
-    if kernels.active(x.dtype):
-        return kernels.gelu(x)
-    return 0.5 * x * (1.0 + tf.math.erf(x / tf.cast(math.sqrt(2.0), x.dtype)))
-
-
-def gelu_tanh(x: tf.Tensor) -> tf.Tensor:
-    """The tanh approximation of GELU (bert-tensorflow 1.0.4's `gelu`, HF's "gelu_new")."""
-    c = tf.cast(math.sqrt(2.0 / math.pi), x.dtype)
-    return 0.5 * x * (1.0 + tf.tanh(c * (x + tf.cast(0.044715, x.dtype) * x * x * x)))
-
-
-def get_activation(name: str) -> Callable[[tf.Tensor], tf.Tensor] | None:
-    """Maps a config's hidden_act to a function; "linear" -> None (no activation)."""
-    table = {
-        "gelu": gelu,
-        "gelu_new": gelu_tanh,
-        "gelu_tanh": gelu_tanh,
-        "gelu_pytorch_tanh": gelu_tanh,
-        "relu": tf.nn.relu,
-        "tanh": tf.tanh,
-        "linear": None,
-    }
-    if name not in table:
-        raise ValueError(f"unknown activation {name!r}; expected one of {', '.join(table)}")
-    return table[name]
 
 
 def _initializer(config: BertConfig) -> keras.initializers.Initializer:
@@ -102,70 +74,54 @@ class LayerNorm(keras.layers.Layer):
         self.beta = self.add_weight(name="beta", shape=(width,), initializer="zeros", dtype="float32",
                                     autocast=False)
 
-    def call(self, x):
-        y = layer_norm(tf.cast(x, tf.float32), tf.convert_to_tensor(self.gamma), tf.convert_to_tensor(self.beta),
-                       self.epsilon)
+    def call(self, x, ops: Ops = PLAIN):
+        y = ops.layer_norm(tf.cast(x, tf.float32), tf.convert_to_tensor(self.gamma),
+                           tf.convert_to_tensor(self.beta), self.epsilon)
         return tf.cast(y, self.compute_dtype)
 
     def compute_output_shape(self, input_shape):
         return input_shape
 
 
-def layer_norm(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, epsilon: float) -> tf.Tensor:
-    """(x - mean) / sqrt(var + epsilon) * gamma + beta over the last axis, with the closed-form
-    gradient (dx = r (g - mean(g) - x_hat mean(g x_hat)), g = dy gamma, r = 1 / sqrt(var + eps))
-    instead of autodiff through moments: about half the backward ops (measured ~20% less time for
-    forward + backward on CPU). Inside a training step on CPU: the fused kernel (bert_core.kernels)."""
-    if kernels.active(tf.float32):
-        return kernels.layer_norm(x, gamma, beta, epsilon)
+class DropoutLayer(keras.layers.Layer):
+    """Inverted dropout at `rate` while training; the layer owns its seed generator (the state a
+    checkpoint saves), the ops draw the mask."""
 
-    @tf.custom_gradient
-    def forward(x, gamma, beta):
-        mean, variance = tf.nn.moments(x, axes=[-1], keepdims=True)
-        r = tf.math.rsqrt(variance + epsilon)
-        x_hat = (x - mean) * r
+    def __init__(self, rate: float, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.rate = float(rate)
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.built = True
 
-        def grad(dy):
-            g = dy * gamma
-            dx = r * (g - tf.reduce_mean(g, axis=-1, keepdims=True)
-                      - x_hat * tf.reduce_mean(g * x_hat, axis=-1, keepdims=True))
-            rows = tf.range(tf.rank(dy) - 1)
-            return dx, tf.reduce_sum(dy * x_hat, axis=rows), tf.reduce_sum(dy, axis=rows)
-
-        return x_hat * gamma + beta, grad
-
-    return forward(x, gamma, beta)
+    def call(self, x, training=False, ops: Ops = PLAIN):
+        if not training or not self.rate:
+            return x
+        return ops.dropout(x, self.rate, self.seed_generator)
 
 
-class Dropout(keras.layers.Dropout):
-    """keras.layers.Dropout, through the fused CPU kernel inside a training step (bert_core.kernels):
-    one pass forward, one backward, 16 random bits an element. Same layer name and seed generator."""
+class DenseLayer(keras.layers.Layer):
+    """x [rows, in] -> activation(x @ kernel + bias) [rows, out]; the activation by its config name
+    ("gelu", "tanh", ..., None). Weights `kernel` [in, out] (truncated normal) and `bias` [out]
+    (zeros): Google's `.../dense/kernel|bias`. The model keeps activations 2-D for it, as Google's
+    modeling.py does ("reshapes may not be free on the TPU")."""
 
-    def call(self, inputs, training=False):
-        if training and self.rate > 0 and self.noise_shape is None and kernels.active(inputs.dtype):
-            return kernels.dropout(inputs, self.rate, self.seed_generator.next())
-        return super().call(inputs, training=training)
+    def __init__(self, units: int, config: BertConfig, activation: str | None = None, name: str = "dense",
+                 **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.units = units
+        self.activation = activation
+        self.kernel_initializer = _initializer(config)
 
+    def build(self, input_shape):
+        self.kernel = self.add_weight(name="kernel", shape=(input_shape[-1], self.units),
+                                      initializer=self.kernel_initializer)
+        self.bias = self.add_weight(name="bias", shape=(self.units,), initializer="zeros")
 
-class Dense(keras.layers.Dense):
-    """keras.layers.Dense; on [rows, in] inside a training step on CPU (`kernels.active`): with exact
-    GELU, the bias and GELU are one fused kernel whose backward also gives the bias gradient (no
-    separate pass); without an activation, `kernels.dense` (a faster weight gradient)."""
+    def call(self, x, ops: Ops = PLAIN):
+        return ops.dense(x, self.kernel, self.bias, self.activation)
 
-    def call(self, inputs, training=None):
-        if (self.activation is gelu and self.use_bias and inputs.shape.rank == 2
-                and kernels.active(self.compute_dtype)):
-            return kernels.bias_gelu(tf.matmul(inputs, self.kernel), self.bias)
-        if (self.activation is keras.activations.linear and self.use_bias and inputs.shape.rank == 2
-                and kernels.active(self.compute_dtype)):
-            return kernels.dense(inputs, self.kernel, self.bias)
-        return super().call(inputs, training=training)
-
-
-def _dense(units: int, config: BertConfig, name: str, dtype, activation=None) -> keras.layers.Dense:
-    """A dense layer with Google's initializers: kernel [in, out] truncated normal, bias zeros."""
-    return Dense(units, activation=activation, kernel_initializer=_initializer(config),
-                 bias_initializer="zeros", name=name, dtype=dtype)
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], self.units)
 
 
 class BertEmbeddings(keras.layers.Layer):
@@ -179,7 +135,7 @@ class BertEmbeddings(keras.layers.Layer):
         super().__init__(name=name, **kwargs)
         self.config = config
         self.layer_norm = LayerNorm(config.layer_norm_eps, dtype=self.dtype_policy)
-        self.dropout = Dropout(config.hidden_dropout_prob, dtype=self.dtype_policy)
+        self.dropout = DropoutLayer(config.hidden_dropout_prob, dtype=self.dtype_policy)
 
     def build(self, input_shape=None):
         c = self.config
@@ -192,7 +148,7 @@ class BertEmbeddings(keras.layers.Layer):
             name="position_embeddings", shape=(c.max_position_embeddings, c.hidden_size), initializer=init)
         self.layer_norm.build((None, None, c.hidden_size))
 
-    def call(self, input_ids, segment_ids, training=False):
+    def call(self, input_ids, segment_ids, training=False, ops: Ops = PLAIN):
         seq_length = input_ids.shape[1]
         if seq_length is not None and seq_length > self.config.max_position_embeddings:
             raise ValueError(f"sequence length {seq_length} exceeds max_position_embeddings="
@@ -202,7 +158,7 @@ class BertEmbeddings(keras.layers.Layer):
         types = tf.gather(tf.cast(self.token_type_embeddings, dtype), segment_ids)       # [B, S, H]
         positions = tf.cast(self.position_embeddings, dtype)[:tf.shape(input_ids)[1]]    # [S, H]
         x = words + types + positions[tf.newaxis]                                        # [B, S, H]
-        return self.dropout(self.layer_norm(x), training=training)
+        return self.dropout(self.layer_norm(x, ops=ops), training=training, ops=ops)
 
 
 class SelfAttention(keras.layers.Layer):
@@ -217,10 +173,10 @@ class SelfAttention(keras.layers.Layer):
         self.config = config
         self.num_heads = config.num_attention_heads
         self.head_size = config.head_size
-        self.query = _dense(config.hidden_size, config, "query", self.dtype_policy)
-        self.key = _dense(config.hidden_size, config, "key", self.dtype_policy)
-        self.value = _dense(config.hidden_size, config, "value", self.dtype_policy)
-        self.dropout = Dropout(config.attention_probs_dropout_prob, dtype=self.dtype_policy)
+        self.query = DenseLayer(config.hidden_size, config, name="query", dtype=self.dtype_policy)
+        self.key = DenseLayer(config.hidden_size, config, name="key", dtype=self.dtype_policy)
+        self.value = DenseLayer(config.hidden_size, config, name="value", dtype=self.dtype_policy)
+        self.dropout = DropoutLayer(config.attention_probs_dropout_prob, dtype=self.dtype_policy)
 
     def build(self, input_shape=None):
         shape = (None, None, self.config.hidden_size)
@@ -231,25 +187,19 @@ class SelfAttention(keras.layers.Layer):
         x = tf.reshape(x, [batch, seq, self.num_heads, self.head_size])                 # [B, S, A, D]
         return tf.transpose(x, [0, 2, 1, 3])                                             # [B, A, S, D]
 
-    def call(self, x, mask, training=False):
+    def call(self, x, mask, training=False, ops: Ops = PLAIN):
         # Batched matmuls over [B, A, S, D] rather than tf.einsum("bqad,bkad->baqk"): the same
         # products, but measured ~15% faster forward + backward for BERT-Mini's shape on CPU.
         batch, seq = tf.shape(x)[0], tf.shape(x)[1]
         rows = tf.reshape(x, [-1, self.config.hidden_size])                              # [B * S, H]
-        q = self._split_heads(self.query(rows), batch, seq)                              # [B, A, S, D]
-        k = self._split_heads(self.key(rows), batch, seq)                                # [B, A, S, D]
-        v = self._split_heads(self.value(rows), batch, seq)                              # [B, A, S, D]
+        q = self._split_heads(self.query(rows, ops=ops), batch, seq)                     # [B, A, S, D]
+        k = self._split_heads(self.key(rows, ops=ops), batch, seq)                       # [B, A, S, D]
+        v = self._split_heads(self.value(rows, ops=ops), batch, seq)                     # [B, A, S, D]
         scores = tf.matmul(q, k, transpose_b=True)                                       # [B, A, S, S]
         scores = tf.cast(scores, tf.float32) * (1.0 / math.sqrt(self.head_size))       # softmax in float32
         scores += attention_mask_adder(mask)                                             # [B, A, S, S]
-        if kernels.active(self.compute_dtype):
-            # Training step on CPU: the dropout kernel, and one fused pass for the backward of both.
-            drop = training and self.dropout.rate > 0
-            seed = self.dropout.seed_generator.next() if drop else None
-            probs = kernels.softmax_dropout(scores, self.dropout.rate, seed)             # [B, A, S, S]
-        else:
-            probs = tf.cast(tf.nn.softmax(scores, axis=-1), self.compute_dtype)          # [B, A, S, S]
-            probs = self.dropout(probs, training=training)
+        seed = self.dropout.seed_generator if training else None
+        probs = ops.attention_probs(scores, self.dropout.rate, seed, self.compute_dtype)  # [B, A, S, S]
         context = tf.transpose(tf.matmul(probs, v), [0, 2, 1, 3])                        # [B, S, A, D]
         return tf.reshape(context, [batch, seq, self.config.hidden_size])                # [B, S, H]
 
@@ -268,13 +218,12 @@ class TransformerLayer(keras.layers.Layer):
         self.config = config
         dtype = self.dtype_policy
         self.attention = SelfAttention(config, dtype=dtype)
-        self.attention_dense = _dense(config.hidden_size, config, "dense", dtype)
+        self.attention_dense = DenseLayer(config.hidden_size, config, dtype=dtype)
         self.attention_layer_norm = LayerNorm(config.layer_norm_eps, dtype=dtype)
-        self.intermediate_dense = _dense(config.intermediate_size, config, "dense", dtype,
-                                         activation=get_activation(config.hidden_act))
-        self.output_dense = _dense(config.hidden_size, config, "dense", dtype)
+        self.intermediate_dense = DenseLayer(config.intermediate_size, config, config.hidden_act, dtype=dtype)
+        self.output_dense = DenseLayer(config.hidden_size, config, dtype=dtype)
         self.output_layer_norm = LayerNorm(config.layer_norm_eps, dtype=dtype)
-        self.dropout = Dropout(config.hidden_dropout_prob, dtype=dtype)
+        self.dropout = DropoutLayer(config.hidden_dropout_prob, dtype=dtype)
 
     def build(self, input_shape=None):
         hidden = (None, None, self.config.hidden_size)
@@ -289,17 +238,17 @@ class TransformerLayer(keras.layers.Layer):
             self.output_dense.build((None, None, self.config.intermediate_size))
             self.output_layer_norm.build(hidden)
 
-    def call(self, x, mask, training=False):
-        # The dense layers see [B * S, width] rows: a 2-D matmul + bias is one oneDNN kernel, while
-        # Keras's [B, S, width] path is a tensordot plus a separate bias pass.
+    def call(self, x, mask, training=False, ops: Ops = PLAIN):
+        # The dense layers see [B * S, width] rows: a 2-D matmul + bias is one kernel (oneDNN fuses
+        # them on CPU), while a [B, S, width] layer is a tensordot plus a separate bias pass.
         width = self.config.hidden_size
         rows = tf.reshape(x, [-1, width])                                                # [B * S, H]
-        context = tf.reshape(self.attention(x, mask, training=training), [-1, width])   # [B * S, H]
-        attention_output = self.dropout(self.attention_dense(context), training=training)
-        attention_output = self.attention_layer_norm(attention_output + rows)            # [B * S, H]
-        intermediate = self.intermediate_dense(attention_output)                         # [B * S, I]
-        output = self.dropout(self.output_dense(intermediate), training=training)        # [B * S, H]
-        return tf.reshape(self.output_layer_norm(output + attention_output), tf.shape(x))  # [B, S, H]
+        context = tf.reshape(self.attention(x, mask, training=training, ops=ops), [-1, width])  # [B * S, H]
+        attention_output = self.dropout(self.attention_dense(context, ops=ops), training=training, ops=ops)
+        attention_output = self.attention_layer_norm(attention_output + rows, ops=ops)   # [B * S, H]
+        intermediate = self.intermediate_dense(attention_output, ops=ops)                # [B * S, I]
+        output = self.dropout(self.output_dense(intermediate, ops=ops), training=training, ops=ops)  # [B * S, H]
+        return tf.reshape(self.output_layer_norm(output + attention_output, ops=ops), tf.shape(x))  # [B, S, H]
 
 
 def attention_mask(input_mask: tf.Tensor) -> tf.Tensor:
@@ -348,7 +297,7 @@ def _layer_norm_vars(prefix: str, ln: LayerNorm) -> dict:
     return {f"{prefix}/LayerNorm/gamma": ln.gamma, f"{prefix}/LayerNorm/beta": ln.beta}
 
 
-def _dense_vars(prefix: str, dense: keras.layers.Dense) -> dict:
+def _dense_vars(prefix: str, dense: DenseLayer) -> dict:
     return {f"{prefix}/kernel": dense.kernel, f"{prefix}/bias": dense.bias}
 
 
@@ -371,7 +320,7 @@ class BertModel(_CheckpointNames, keras.Model):
         self.embeddings = BertEmbeddings(config, dtype=dtype)
         self.encoder_layers = [TransformerLayer(config, name=f"layer_{i}", dtype=dtype)
                                for i in range(config.num_hidden_layers)]
-        self.pooler = _dense(config.hidden_size, config, "dense", dtype, activation="tanh")
+        self.pooler = DenseLayer(config.hidden_size, config, "tanh", dtype=dtype)
 
     def build(self, input_shape=None):
         hidden = (None, None, self.config.hidden_size)
@@ -383,16 +332,16 @@ class BertModel(_CheckpointNames, keras.Model):
             self.pooler.build((None, self.config.hidden_size))
         self.built = True
 
-    def call(self, features, training=False):
+    def call(self, features, training=False, ops: Ops = PLAIN):
         input_ids, input_mask, segment_ids = _inputs(features)
         mask = attention_mask(input_mask)                                                # [B, 1, 1, S]
-        x = self.embeddings(input_ids, segment_ids, training=training)                   # [B, S, H]
+        x = self.embeddings(input_ids, segment_ids, training=training, ops=ops)          # [B, S, H]
         embedding_output = x
         encoder_outputs = []
         for layer in self.encoder_layers:
-            x = layer(x, mask, training=training)                                        # [B, S, H]
+            x = layer(x, mask, training=training, ops=ops)                               # [B, S, H]
             encoder_outputs.append(x)
-        pooled_output = self.pooler(x[:, 0, :])                                          # [B, H]
+        pooled_output = self.pooler(x[:, 0, :], ops=ops)                                 # [B, H]
         return {
             "sequence_output": x,
             "pooled_output": pooled_output,
@@ -426,10 +375,6 @@ class BertModel(_CheckpointNames, keras.Model):
         out.update(_dense_vars("bert/pooler/dense", self.pooler))
         return out
 
-    def dummy_inputs(self, batch_size: int = 1, seq_length: int = 2) -> dict:
-        ids = tf.zeros([batch_size, seq_length], tf.int32)
-        return {"input_ids": ids, "input_mask": tf.ones_like(ids), "segment_ids": ids}
-
 
 # --------------------------------------------------------------------------------------------------
 # Heads
@@ -447,8 +392,7 @@ class MaskedLMHead(keras.layers.Layer):
         super().__init__(name=name, **kwargs)
         self.config = config
         self.embeddings = embeddings  # shared with the encoder: its word_embeddings is the output matrix
-        self.transform_dense = _dense(config.hidden_size, config, "dense", self.dtype_policy,
-                                      activation=get_activation(config.hidden_act))
+        self.transform_dense = DenseLayer(config.hidden_size, config, config.hidden_act, dtype=self.dtype_policy)
         self.transform_layer_norm = LayerNorm(config.layer_norm_eps, dtype=self.dtype_policy)
 
     def build(self, input_shape=None):
@@ -459,19 +403,17 @@ class MaskedLMHead(keras.layers.Layer):
         self.output_bias = self.add_weight(name="output_bias", shape=(self.config.vocab_size,),
                                            initializer="zeros", dtype="float32")
 
-    def call(self, sequence_output, masked_lm_positions):
+    def call(self, sequence_output, masked_lm_positions, ops: Ops = PLAIN):
         positions = tf.cast(masked_lm_positions, tf.int32)
         x = tf.gather(sequence_output, positions, batch_dims=1)                          # [B, P, H]
-        x = self.transform_layer_norm(self.transform_dense(x))                           # [B, P, H]
+        rows = tf.reshape(x, [-1, self.config.hidden_size])                              # [B * P, H]
+        rows = self.transform_layer_norm(self.transform_dense(rows, ops=ops), ops=ops)   # [B * P, H]
         table = tf.cast(self.embeddings.word_embeddings, self.compute_dtype)             # [V, H]
-        # A 2-D matmul + bias_add (which oneDNN fuses into one kernel, and whose gradient is one
-        # BiasAddGrad) rather than an einsum and a broadcast add over the [B * P, V] logits.
-        rows = tf.reshape(x, [-1, self.config.hidden_size])                               # [B * P, H]
-        if kernels.active(self.compute_dtype):
-            logits = kernels.dense(rows, table, self.output_bias, transpose_kernel=True)     # [B * P, V]
-        else:
-            logits = tf.cast(tf.matmul(rows, table, transpose_b=True), tf.float32)        # [B * P, V]
-            logits = tf.nn.bias_add(logits, tf.cast(self.output_bias, tf.float32))
+        # A 2-D matmul + bias_add (one kernel, and its gradient one BiasAddGrad) rather than an
+        # einsum and a broadcast add over the [B * P, V] logits.
+        logits = ops.dense(rows, table, tf.cast(self.output_bias, self.compute_dtype),
+                           transpose_kernel=True)                                        # [B * P, V]
+        logits = tf.cast(logits, tf.float32)
         return tf.reshape(logits, tf.concat([tf.shape(x)[:2], [self.config.vocab_size]], 0))  # [B, P, V]
 
     def checkpoint_variables(self) -> dict:
@@ -533,10 +475,10 @@ class ClassificationHead(_LogitsLayer):
             raise ValueError(f"num_labels must be >= 1, got {num_labels}")
         super().__init__(config, num_labels, name=name, **kwargs)
         self.num_labels = num_labels
-        self.dropout = Dropout(config.hidden_dropout_prob, dtype=self.dtype_policy)
+        self.dropout = DropoutLayer(config.hidden_dropout_prob, dtype=self.dtype_policy)
 
-    def call(self, pooled_output, training=False):
-        return super().call(self.dropout(pooled_output, training=training))
+    def call(self, pooled_output, training=False, ops: Ops = PLAIN):
+        return super().call(self.dropout(pooled_output, training=training, ops=ops))
 
     def checkpoint_variables(self, prefix: str = "") -> dict:
         return super().checkpoint_variables(prefix)
@@ -583,9 +525,9 @@ class BertPretrainer(_CheckpointNames, keras.Model):
             self.next_sentence.build()
         self.built = True
 
-    def call(self, features, training=False):
-        outputs = dict(self.bert(features, training=training))
-        outputs["mlm_logits"] = self.masked_lm(outputs["sequence_output"], features["masked_lm_positions"])
+    def call(self, features, training=False, ops: Ops = PLAIN):
+        outputs = dict(self.bert(features, training=training, ops=ops))
+        outputs["mlm_logits"] = self.masked_lm(outputs["sequence_output"], features["masked_lm_positions"], ops=ops)
         outputs["nsp_logits"] = self.next_sentence(outputs["pooled_output"])
         return outputs
 
@@ -593,11 +535,6 @@ class BertPretrainer(_CheckpointNames, keras.Model):
         self.ensure_built()
         return {**self.bert.checkpoint_variables(), **self.masked_lm.checkpoint_variables(),
                 **self.next_sentence.checkpoint_variables()}
-
-    def dummy_inputs(self, batch_size: int = 1, seq_length: int = 2) -> dict:
-        features = self.bert.dummy_inputs(batch_size, seq_length)
-        features["masked_lm_positions"] = tf.zeros([batch_size, 1], tf.int32)
-        return features
 
 
 class BertClassifier(_CheckpointNames, keras.Model):
@@ -616,9 +553,9 @@ class BertClassifier(_CheckpointNames, keras.Model):
         self.classifier.build()
         self.built = True
 
-    def call(self, features, training=False):
-        outputs = dict(self.bert(features, training=training))
-        outputs["logits"] = self.classifier(outputs["pooled_output"], training=training)
+    def call(self, features, training=False, ops: Ops = PLAIN):
+        outputs = dict(self.bert(features, training=training, ops=ops))
+        outputs["logits"] = self.classifier(outputs["pooled_output"], training=training, ops=ops)
         return outputs
 
     def checkpoint_variables(self) -> dict[str, keras.Variable]:
@@ -642,110 +579,11 @@ class BertSpanLabeler(_CheckpointNames, keras.Model):
             self.span.build()
         self.built = True
 
-    def call(self, features, training=False):
-        outputs = dict(self.bert(features, training=training))
+    def call(self, features, training=False, ops: Ops = PLAIN):
+        outputs = dict(self.bert(features, training=training, ops=ops))
         outputs["start_logits"], outputs["end_logits"] = self.span(outputs["sequence_output"])
         return outputs
 
     def checkpoint_variables(self) -> dict[str, keras.Variable]:
         self.ensure_built()
         return {**self.bert.checkpoint_variables(), **self.span.checkpoint_variables()}
-
-
-# --------------------------------------------------------------------------------------------------
-# Losses
-# --------------------------------------------------------------------------------------------------
-def sparse_cross_entropy(logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
-    """-log softmax(logits)[label] per row, float32: logits [..., V], labels [...] -> [...].
-
-    The value of tf.nn.sparse_softmax_cross_entropy_with_logits, computed faster for a large V (the
-    masked-LM's 30k-word softmax): the forward is one oneDNN softmax plus two row maxima, the backward
-    one scaled pass over the kept probabilities minus dy at each label, instead of the fused op's
-    single-threaded softmax-and-gradient (measured 91 -> 51 ms forward + backward for [640, 30522]
-    on 2 CPU cores with an exp-based version of this). In a training step on CPU: the fused kernel.
-    An out-of-range label fails in the gather, as it does in the fused op."""
-    return sparse_cross_entropy_and_argmax(logits, labels)[0]
-
-
-def sparse_cross_entropy_and_argmax(logits: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-    """(sparse_cross_entropy(logits, labels), argmax(logits, -1) as int32), both shaped like labels.
-    The fused kernel gives both from one read of the logits (TF's ArgMax over [640, 30522] is a
-    single-threaded ~10 ms on 2 CPU cores)."""
-    logits = tf.cast(logits, tf.float32)
-    labels = tf.cast(labels, tf.int32)
-    rows = tf.reshape(logits, [-1, tf.shape(logits)[-1]])                                # [N, V]
-    if kernels.active(tf.float32):
-        nll, argmax = kernels.sparse_cross_entropy(rows, tf.reshape(labels, [-1]))     # [N], [N]
-        return tf.reshape(nll, tf.shape(labels)), tf.reshape(argmax, tf.shape(labels))
-    nll = _row_cross_entropy(rows, tf.reshape(labels, [-1]))                             # [N]
-    return tf.reshape(nll, tf.shape(labels)), tf.argmax(logits, axis=-1, output_type=tf.int32)
-
-
-@tf.custom_gradient
-def _row_cross_entropy(logits: tf.Tensor, labels: tf.Tensor):
-    probs = tf.nn.softmax(logits, axis=-1)                                               # [N, V]
-    # log-sum-exp = max(logits) - log(max(probs)): the largest probability is >= 1/V, so unlike
-    # log(probs[label]) this never underflows, and the softmax is oneDNN's multi-threaded kernel.
-    log_sum_exp = tf.reduce_max(logits, axis=-1) - tf.math.log(tf.reduce_max(probs, axis=-1))
-    nll = log_sum_exp - tf.gather(logits, labels, batch_dims=1)                          # [N]
-
-    def grad(dy):
-        # d nll / d logits = softmax - one_hot(label)
-        index = tf.stack([tf.range(tf.shape(labels)[0]), labels], axis=1)
-        return tf.tensor_scatter_nd_sub(probs * dy[:, tf.newaxis], index, dy), None
-
-    return nll, grad
-
-
-def pretraining_loss(outputs: dict, features: dict) -> tuple[tf.Tensor, dict]:
-    """Google's run_pretraining.py loss: masked-LM + next-sentence, float32.
-
-    masked_lm_loss = sum(w * nll) / (sum(w) + 1e-5) over the P slots (w = masked_lm_weights, 0 for
-    padded slots); next_sentence_loss = mean nll over the batch; loss = their sum.
-
-    The metrics dict also carries the sums an evaluation accumulates over batches to get Google's
-    eval numbers exactly (tf.metrics.accuracy / tf.metrics.mean with weights):
-      masked_lm_loss_sum = sum(w * nll), masked_lm_weight_sum = sum(w),
-      masked_lm_correct = sum(w * [argmax == id]), next_sentence_loss_sum, next_sentence_correct,
-      next_sentence_count; and this batch's masked_lm_accuracy, next_sentence_accuracy.
-    """
-    mlm_logits = tf.cast(outputs["mlm_logits"], tf.float32)                              # [B, P, V]
-    label_ids = tf.cast(features["masked_lm_ids"], tf.int32)                             # [B, P]
-    weights = tf.cast(features["masked_lm_weights"], tf.float32)                         # [B, P]
-    mlm_nll, mlm_prediction = sparse_cross_entropy_and_argmax(mlm_logits, label_ids)     # [B, P] each
-    weight_sum = tf.reduce_sum(weights)
-    mlm_loss_sum = tf.reduce_sum(weights * mlm_nll)
-    masked_lm_loss = mlm_loss_sum / (weight_sum + 1e-5)
-
-    nsp_logits = tf.cast(outputs["nsp_logits"], tf.float32)                              # [B, 2]
-    nsp_labels = tf.reshape(tf.cast(features["next_sentence_labels"], tf.int32), [-1])   # [B]
-    nsp_nll = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=nsp_labels, logits=nsp_logits)  # [B]
-    next_sentence_loss = tf.reduce_mean(nsp_nll)
-
-    mlm_hit = tf.cast(tf.equal(mlm_prediction, label_ids), tf.float32)
-    nsp_hit = tf.cast(tf.equal(tf.argmax(nsp_logits, axis=-1, output_type=tf.int32), nsp_labels), tf.float32)
-    mlm_correct = tf.reduce_sum(weights * mlm_hit)
-    nsp_count = tf.cast(tf.size(nsp_labels), tf.float32)
-    metrics = {
-        "masked_lm_loss": masked_lm_loss,
-        "next_sentence_loss": next_sentence_loss,
-        "masked_lm_accuracy": mlm_correct / tf.maximum(weight_sum, 1e-12),
-        "next_sentence_accuracy": tf.reduce_sum(nsp_hit) / tf.maximum(nsp_count, 1.0),
-        "masked_lm_loss_sum": mlm_loss_sum,
-        "masked_lm_weight_sum": weight_sum,
-        "masked_lm_correct": mlm_correct,
-        "next_sentence_loss_sum": tf.reduce_sum(nsp_nll),
-        "next_sentence_correct": tf.reduce_sum(nsp_hit),
-        "next_sentence_count": nsp_count,
-    }
-    return masked_lm_loss + next_sentence_loss, metrics
-
-
-def classification_loss(logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
-    """Mean cross-entropy for logits [B, N>1] (as run_classifier.py); mean squared error of
-    logits[:, 0] for a regression head (N == 1)."""
-    logits = tf.cast(logits, tf.float32)
-    if logits.shape[-1] == 1:
-        return tf.reduce_mean(tf.square(logits[:, 0] - tf.cast(tf.reshape(labels, [-1]), tf.float32)))
-    labels = tf.reshape(tf.cast(labels, tf.int32), [-1])
-    return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))

@@ -1,12 +1,11 @@
-"""Optimization: the LR schedule, the four optimizers, clipping and gradient accumulation.
+"""Optimization: the LR schedule, the four optimizers and the clipping factor.
 
-What the training loop uses:
+What the training loop (bert_core.training) uses:
 
     optimizer = create_optimizer("lamb", learning_rate=1e-3, num_train_steps=N, num_warmup_steps=W)
-    grads, norm = clip_gradients(grads, clip_norm=1.0)          # global-norm clipping
-    optimizer.apply(grads, model.trainable_variables)            # one update, LR from optimizer.iterations
-
-and for `--num_accumulation_steps`, a `GradientAccumulator` (add per micro-batch, mean, reset).
+    optimizer.ops = ops                                          # the ops the Trainer chose (bert_core.ops)
+    with optimizer.gradient_factor(clip_factor(norm, 1.0)):     # global-norm clipping, inside the update
+        optimizer.apply(grads, model.trainable_variables)        # one update, LR from optimizer.iterations
 
 The update rules (formulas in docs/optimization.md), per variable w with gradient g at update t = 1, 2, ...:
 
@@ -23,6 +22,9 @@ Weight decay and the LAMB trust ratio are skipped for variables whose Keras 3 `p
 `bert/encoder/layer_0/attention/output/LayerNorm/gamma`) matches any of `exclude_from_weight_decay`
 (default `LayerNorm`, `layer_norm`, `bias`), as Google's and NVIDIA's BERT do.
 
+`adam` is one op of the ops seam (`ops.apply_adamw`: textbook TF ops under plain, one fused kernel
+under cpu_fused); lamb, nadam and nlamb are TF ops on every backend.
+
 Why our own optimizers and not Keras's: keras.optimizers.AdamW bias-corrects (and puts eps outside the
 corrected sqrt(v)), Lamb keeps weight decay outside the trust ratio and adapts every variable, and Nadam
 uses the momentum schedule b1 (1 - 0.5 * 0.96^t) (Dozat's is 0.96^(t/250), the LAMB paper's NLAMB uses a
@@ -35,15 +37,14 @@ import contextlib
 import math
 import re
 import typing
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Literal
 
 import keras
-import numpy as np
 import tensorflow as tf
 
-from bert_core import kernels
 from bert_core.errors import UserError
+from bert_core.ops import PLAIN, Ops
 
 # The one place the optimizer names live. PretrainConfig/FinetuneConfig import this Literal.
 OptimizerType = Literal["adam", "lamb", "nadam", "nlamb"]
@@ -129,6 +130,7 @@ class BertOptimizer(keras.optimizers.Optimizer):
     bias_correction: bool = True
     nesterov: bool = False
     layer_adaptation: bool = False
+    ops: Ops = PLAIN  # the Trainer sets the ops it chose for its training step
 
     def __init__(self, learning_rate=1e-3, weight_decay_rate: float = 0.01, beta_1: float = 0.9,
                  beta_2: float = 0.999, epsilon: float = 1e-6,
@@ -176,69 +178,21 @@ class BertOptimizer(keras.optimizers.Optimizer):
     def gradient_factor(self, factor: tf.Tensor):
         """While tracing `apply` within: each gradient is multiplied by the scalar `factor` first (the
         loop's global-norm clipping, `clip_factor`), the same as clipping the gradients before `apply`;
-        the fused AdamW kernel does it inside its one pass instead of a pass of its own."""
+        `ops.apply_adamw` (adam) takes it as an argument, so cpu_fused's kernel needs no pass of its own."""
         self._gradient_factor = factor
         try:
             yield
         finally:
             self._gradient_factor = None
 
-    def _fused_adam(self, gradient, variable, m_slot, v_slot, learning_rate) -> bool:
-        """`adam` on float32 variables: one fused kernel instead of ~10 elementwise ops.
-
-        Inside a training step on CPU (`kernels.active`) it is our BertApplyAdamW kernel, which also
-        applies the gradient factor and the decay in the same pass; elsewhere TF's ResourceApplyAdam
-        after a separate decay (and factor) op. Measured for BERT-Mini's 11.3M parameters on 2 CPU
-        cores: ~10 elementwise ops 65 ms, ResourceApplyAdam 30 ms; with the clipping multiply and the
-        decay ~28 ms per step as TF ops, ~15 ms as BertApplyAdamW.
-
-        Both do Adam with beta1_power = beta2_power = 0, i.e. no bias correction (lr_t = lr):
-        m_k += (g - m_k) c1, v_k += (g^2 - v_k) c2, w -= lr' m_k / (sqrt(v_k) + eps'), with
-        c = 1 - float32(b) formed in float32. Google's rule in float32 decays by float32(b) = 1 - c as
-        well but adds a g (a = float32(1 - b), from Python doubles; c2 = 0.00099998713 vs a2 = 0.001),
-        so its moments are the kernel's times a / c exactly: m = (a1 / c1) m_k, v = (a2 / c2) v_k.
-        Hence lr' = lr (a1 / c1) / k, eps' = eps / k with k = sqrt(a2 / c2) give Google's update to
-        rounding. The decoupled decay w -= lr wd w comes first: the same update, as the Adam term
-        does not depend on w. The m and v slots hold the kernel's m_k, v_k.
-        """
-        if (self.bias_correction or self.nesterov or self.layer_adaptation
-                or any(tf.as_dtype(x.dtype) != tf.float32 for x in (variable, m_slot, v_slot))):
-            return False
-        from bert_core.distributed import _tf_variable
-
-        w, m, v = (_tf_variable(x) for x in (variable, m_slot, v_slot))
-        if not all(hasattr(x, "handle") for x in (w, m, v)):
-            return False
-        if isinstance(gradient, tf.IndexedSlices):
-            gradient = tf.convert_to_tensor(gradient)  # dense Adam: every row's moments decay
-        gradient = tf.cast(gradient, tf.float32)
-        lr = tf.cast(learning_rate, tf.float32)
-        decay = lr * self.weight_decay_rate if self.uses_weight_decay(variable) else tf.constant(0.0)
-        c1, c2 = (1.0 - float(np.float32(b)) for b in (self.beta_1, self.beta_2))  # exact in float32
-        a1, a2 = (float(np.float32(1.0 - b)) for b in (self.beta_1, self.beta_2))
-        k = math.sqrt(a2 / c2)
-        lr_k, eps_k = lr * (a1 / c1 / k), self.epsilon / k
-        factor = self._gradient_factor
-        if kernels.active(tf.float32):
-            kernels.apply_adamw(w.handle, m.handle, v.handle, gradient,
-                                tf.constant(1.0) if factor is None else tf.cast(factor, tf.float32),
-                                lr_k, decay, beta1=self.beta_1, beta2=self.beta_2, epsilon=eps_k)
-            return True
-        if factor is not None:
-            gradient = gradient * tf.cast(factor, tf.float32)
-        if self.uses_weight_decay(variable):
-            w.assign_sub(decay * w)
-        zero = tf.constant(0.0, tf.float32)
-        tf.raw_ops.ResourceApplyAdam(var=w.handle, m=m.handle, v=v.handle, beta1_power=zero, beta2_power=zero,
-                                     lr=lr_k, beta1=tf.constant(self.beta_1, tf.float32),
-                                     beta2=tf.constant(self.beta_2, tf.float32),
-                                     epsilon=tf.constant(eps_k, tf.float32), grad=gradient)
-        return True
-
     def update_step(self, gradient, variable, learning_rate):
         index = self._get_variable_index(variable)
         m_slot, v_slot = self._m[index], self._v[index]
-        if self._fused_adam(gradient, variable, m_slot, v_slot, learning_rate):
+        if not (self.bias_correction or self.nesterov or self.layer_adaptation):  # Google's AdamWeightDecay
+            self.ops.apply_adamw(variable, m_slot, v_slot, gradient, learning_rate=learning_rate,
+                                 weight_decay=self.weight_decay_rate if self.uses_weight_decay(variable) else 0.0,
+                                 beta_1=self.beta_1, beta_2=self.beta_2, epsilon=self.epsilon,
+                                 gradient_scale=self._gradient_factor)
             return
         # Arithmetic in float32 even for float16/bfloat16 variables; assign() casts back.
         dtype = tf.as_dtype(variable.dtype)
@@ -266,11 +220,9 @@ class BertOptimizer(keras.optimizers.Optimizer):
             m_hat = (b1 * m / one_minus_power(log_b1, t + 1.0)
                      + (1.0 - b1) * g / one_minus_power(log_b1, t))
             v_hat = v / one_minus_power(log_b2, t)
-        elif self.bias_correction:
+        else:
             m_hat = m / one_minus_power(log_b1, t)
             v_hat = v / one_minus_power(log_b2, t)
-        else:
-            m_hat, v_hat = m, v
         update = m_hat / (tf.sqrt(v_hat) + self.epsilon)
         if self.uses_weight_decay(variable):
             update += self.weight_decay_rate * w
@@ -336,14 +288,11 @@ def create_optimizer(optimizer_type: OptimizerType | str, learning_rate: float, 
                      num_warmup_steps: int, weight_decay_rate: float = 0.01, beta_1: float = 0.9,
                      beta_2: float = 0.999, epsilon: float = 1e-6, power: float = 1.0,
                      exclude_from_weight_decay: Sequence[str] = DEFAULT_EXCLUDE_FROM_WEIGHT_DECAY,
-                     end_learning_rate: float = 0.0, global_clipnorm: float | None = None,
-                     ) -> BertOptimizer:
+                     end_learning_rate: float = 0.0) -> BertOptimizer:
     """The optimizer for `--optimizer_type`, with Google's warmup + polynomial-decay schedule.
 
     `learning_rate` is the peak (already scaled by the number of workers if the loop does that).
     The LR of an update is `schedule(optimizer.iterations)`; iterations counts updates, not micro-batches.
-    `global_clipnorm` clips inside `apply`, after a LossScaleOptimizer has unscaled the gradients; the
-    loop may instead call `clip_gradients` on unscaled gradients itself (not both).
     """
     key = str(optimizer_type).lower()
     if key not in OPTIMIZER_CLASSES:
@@ -353,12 +302,11 @@ def create_optimizer(optimizer_type: OptimizerType | str, learning_rate: float, 
                                      end_learning_rate=end_learning_rate, power=power)
     return OPTIMIZER_CLASSES[key](
         learning_rate=schedule, weight_decay_rate=weight_decay_rate, beta_1=beta_1, beta_2=beta_2,
-        epsilon=epsilon, exclude_from_weight_decay=exclude_from_weight_decay,
-        global_clipnorm=global_clipnorm)
+        epsilon=epsilon, exclude_from_weight_decay=exclude_from_weight_decay)
 
 
 # --------------------------------------------------------------------------------------------------
-# Clipping and accumulation
+# Clipping
 # --------------------------------------------------------------------------------------------------
 def clip_factor(norm: tf.Tensor, clip_norm) -> tf.Tensor:
     """The factor `tf.clip_by_global_norm(grads, clip_norm, use_norm=norm)` multiplies every gradient
@@ -366,74 +314,3 @@ def clip_factor(norm: tf.Tensor, clip_norm) -> tf.Tensor:
     norm = tf.cast(norm, tf.float32)
     clip_norm = tf.cast(clip_norm, tf.float32)
     return clip_norm * tf.minimum(1.0 / norm, 1.0 / clip_norm) + (norm - norm)
-
-
-def clip_gradients(grads: Sequence, clip_norm: float = 1.0) -> tuple[list, tf.Tensor]:
-    """Global-norm clipping as Google's `tf.clip_by_global_norm(grads, 1.0)`; None entries pass through.
-
-    Returns (clipped gradients, global norm before clipping).
-    """
-    grads = list(grads)
-    present = [i for i, g in enumerate(grads) if g is not None]
-    if not present:
-        return grads, tf.constant(0.0)
-    clipped, norm = tf.clip_by_global_norm([grads[i] for i in present], clip_norm)
-    out = list(grads)
-    for i, g in zip(present, clipped):
-        out[i] = g
-    return out, norm
-
-
-class GradientAccumulator(tf.Module):
-    """Sums gradients over micro-batches in variables; `mean()` is the gradient of the whole batch.
-
-    Create it eagerly (it makes one float32 variable per trainable variable), then inside the
-    tf.function train step: `add(grads)` per micro-batch; every N micro-batches `mean()` ->
-    allreduce -> clip -> `optimizer.apply` -> `reset()`. When each micro-batch loss is a mean over
-    its examples, the mean of N equal-sized micro-batch gradients is the gradient of the big batch.
-    A variable that received no gradient in any `add` gets None from `mean()`, as from the tape.
-    """
-
-    def __init__(self, variables: Iterable, name: str = "gradient_accumulator"):
-        super().__init__(name=name)
-        variables = list(variables)
-        with self.name_scope:
-            self._sums = [
-                tf.Variable(tf.zeros(v.shape, self._sum_dtype(v.dtype)), trainable=False,
-                            name=f"sum_{i}", aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
-                for i, v in enumerate(variables)]
-            self._count = tf.Variable(0, dtype=tf.int64, trainable=False, name="count")
-        self._seen: set[int] = set()
-
-    @staticmethod
-    def _sum_dtype(dtype) -> tf.DType:
-        dtype = tf.as_dtype(dtype)
-        return tf.float32 if dtype in (tf.float16, tf.bfloat16) else dtype
-
-    @property
-    def count(self) -> tf.Variable:
-        """Micro-batches added since the last reset."""
-        return self._count
-
-    def add(self, grads: Sequence) -> None:
-        if len(grads) != len(self._sums):
-            raise ValueError(f"GradientAccumulator: got {len(grads)} gradients for {len(self._sums)} variables")
-        for i, (g, s) in enumerate(zip(grads, self._sums)):
-            if g is None:
-                continue
-            self._seen.add(i)
-            if isinstance(g, tf.IndexedSlices):
-                s.scatter_add(tf.IndexedSlices(tf.cast(g.values, s.dtype), g.indices, g.dense_shape))
-            else:
-                s.assign_add(tf.cast(g, s.dtype))
-        self._count.assign_add(1)
-
-    def mean(self) -> list:
-        n = tf.cast(tf.maximum(self._count, 1), tf.float32)
-        return [tf.convert_to_tensor(s) / tf.cast(n, s.dtype) if i in self._seen else None
-                for i, s in enumerate(self._sums)]
-
-    def reset(self) -> None:
-        for s in self._sums:
-            s.assign(tf.zeros_like(s))
-        self._count.assign(0)

@@ -9,7 +9,7 @@ bert_core.training (the one fine-tuning uses too); this module turns the config 
 
   data      each rank's records -> shuffle -> repeat -> parse -> batch (drop remainder) -> prefetch
   model     BertPretrainer from --bert_config_file or --model, weights from --init_checkpoint
-  loss      Google's masked-LM + next-sentence loss (bert_core.modeling.pretraining_loss)
+  loss      Google's masked-LM + next-sentence loss (bert_core.losses.pretraining_loss)
   outputs   output_dir/ckpt-<step>/model.ckpt-<step> (Google's variable names) + training state,
             eval_results.txt and eval_results.json, pretrain_metrics.json
 
@@ -164,12 +164,12 @@ def vocab_size_hint(cfg: PretrainConfig, files: list[str]) -> int | None:
     return found[0] if found else None
 
 
-def pretraining_loss_fn(outputs, features):
+def pretraining_loss_fn(outputs, features, ops):
     """Google's loss; metrics as (total, count) so evaluation gets the exact weighted means that
     run_pretraining.py's tf.metrics.accuracy / tf.metrics.mean report."""
-    from bert_core.modeling import pretraining_loss
+    from bert_core.losses import pretraining_loss
 
-    loss, m = pretraining_loss(outputs, features)
+    loss, m = pretraining_loss(outputs, features, ops)
     return loss, {
         "masked_lm_accuracy": (m["masked_lm_correct"], m["masked_lm_weight_sum"]),
         "masked_lm_loss": (m["masked_lm_loss_sum"], m["masked_lm_weight_sum"]),

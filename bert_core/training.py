@@ -1,13 +1,15 @@
 """The one training loop that pretraining and fine-tuning share.
 
     set_precision("fp16")                           # before building the model
-    model = ...                                     # any Keras 3 model, called as model(features, training=)
+    model = ...                                     # a Keras 3 model, called as model(features, training=, ops=)
     trainer = Trainer(model, loss_fn, optimizer, TrainLoopConfig(output_dir=..., num_train_steps=...))
     result = trainer.train(dataset)                 # resumes from output_dir if it holds a checkpoint
     metrics = trainer.evaluate(eval_dataset, max_steps=100)
 
-`loss_fn(outputs, features) -> (loss, metrics)`: `loss` a scalar, `metrics` a dict of scalars
+`loss_fn(outputs, features, ops) -> (loss, metrics)`: `loss` a scalar, `metrics` a dict of scalars
 (averaged over batches) or of `(total, count)` pairs (summed, then divided: exact weighted means).
+`ops` (bert_core.ops) is chosen once, when the training step is built (`ops.for_training`, logged
+as "ops: ..."), and passed to the model, the loss and a BertOptimizer; evaluation uses ops.PLAIN.
 
 One update of the weights ("a step") is:
   for each of num_accumulation_steps micro-batches:       [jit_compile=True under --xla]
@@ -54,11 +56,11 @@ from typing import Any, Callable, Literal, Mapping, Protocol
 import keras
 import tensorflow as tf
 
-from bert_core import distributed, kernels, optimization, staging, storage
+from bert_core import distributed, ops as ops_lib, optimization, staging, storage
 from bert_core.errors import UserError
 
 Precision = Literal["fp32", "fp16", "bf16"]
-LossFn = Callable[[Any, Mapping[str, tf.Tensor]], "tuple[tf.Tensor, dict[str, Any]]"]
+LossFn = Callable[[Any, Mapping[str, tf.Tensor], ops_lib.Ops], "tuple[tf.Tensor, dict[str, Any]]"]
 
 _POLICIES = {"fp32": "float32", "fp16": "mixed_float16", "bf16": "mixed_bfloat16"}
 
@@ -272,6 +274,7 @@ class Trainer:
         self._micro_fn = None
         self._apply_fn = None
         self._eval_fn = None
+        self.ops: ops_lib.Ops | None = None  # chosen when the training step is built
 
     # ------------------------------------------------------------------ logging
     def log(self, line: str) -> None:
@@ -299,15 +302,21 @@ class Trainer:
         fp16 = self.fp16
         accumulators = self._accumulators
 
-        # The fused CPU kernels (bert_core.kernels) where they apply; custom ops have no XLA lowering.
-        fused = contextlib.nullcontext if cfg.xla else kernels.training_step
+        # The one choice of ops for the training step (bert_core.ops), passed to the model, the loss
+        # and the optimizer.
+        ops, line = ops_lib.for_training(xla=cfg.xla)
+        self.ops = ops
+        self.log(line)
+        inner = opt.inner_optimizer if fp16 else opt
+        if isinstance(inner, optimization.BertOptimizer):
+            inner.ops = ops
         if cfg.xla and (line := prefer_legacy_xla_cpu_runtime()):
             self.log(line)
 
         def forward_backward(features):
-            with fused(), tf.GradientTape() as tape:
-                outputs = model(features, training=True)
-                loss, metrics = loss_fn(outputs, features)
+            with tf.GradientTape() as tape:
+                outputs = model(features, training=True, ops=ops)
+                loss, metrics = loss_fn(outputs, features, ops)
                 loss = tf.cast(loss, tf.float32)
                 objective = loss / n_acc
                 if fp16:
@@ -346,7 +355,7 @@ class Trainer:
                 # ones at clip_norm; an overflow makes the norm inf, the gradients NaN, and the
                 # LossScaleOptimizer skips the update and halves the scale.
                 grads, _ = tf.clip_by_global_norm(grads, clip_norm * scale, use_norm=norm)
-            with fused(), clipping:
+            with clipping:
                 opt.apply(grads, tvars)
             if n_acc > 1:
                 for a in accumulators:
@@ -650,7 +659,7 @@ class Trainer:
 
             def eval_step(features):
                 outputs = model(features, training=False)
-                loss, metrics = loss_fn(outputs, features)
+                loss, metrics = loss_fn(outputs, features, ops_lib.PLAIN)
                 return tf.cast(loss, tf.float32), {k: _as_metric(v) for k, v in metrics.items()}
 
             if self.config.xla and (line := prefer_legacy_xla_cpu_runtime()):

@@ -65,3 +65,19 @@ def one_line_error(proc: subprocess.CompletedProcess) -> str:
     lines = [l for l in proc.stderr.splitlines() if l.startswith("bert: error:")]
     assert len(lines) == 1, proc.stderr
     return lines[0]
+
+
+@pytest.fixture(scope="session")
+def cpu_fused():
+    """The cpu_fused ops backend (bert_core.ops), or a skip where it does not apply (a GPU host).
+    On a CPU host the kernels must build: a failure here is a failure, not a skip."""
+    import tensorflow as tf
+
+    from bert_core import kernels
+
+    if tf.config.list_physical_devices("GPU"):
+        pytest.skip("cpu_fused is CPU-only (bert_core.ops.for_training picks plain when a GPU is visible)")
+    assert kernels.library() is not None, f"fused kernels did not build/load: {kernels.build_error()}"
+    from bert_core.ops.cpu_fused import CpuFusedOps
+
+    return CpuFusedOps()

@@ -1,6 +1,6 @@
-"""The fused CPU kernels (bert_core/kernels): same values and gradients as the TF ops they replace,
-dropout's statistics and determinism, where they are (not) used, and the fallback when they cannot
-be built."""
+"""The fused CPU kernels (bert_core/kernels) and the cpu_fused ops backend built on them: same values
+and gradients as the plain ops they replace, dropout's statistics and determinism, and the fallback
+when they cannot be built. (What holds on every host, GPU or not, is in tests/test_ops.py.)"""
 
 from __future__ import annotations
 
@@ -15,20 +15,17 @@ import tensorflow as tf
 
 from bert_core import kernels, modeling
 from bert_core.config import BertConfig
+from bert_core.ops import PLAIN
 from tests.tiny_bert import ROOT, tiny_config
 
 
 NO_GPU = pytest.mark.skipif(bool(tf.config.list_physical_devices("GPU")),
-                            reason="the fused kernels are CPU-only and stay off when a GPU is visible")
+                            reason="the fused kernels are CPU-only: for_training picks plain when a GPU is visible")
 
 
 @pytest.fixture(scope="module")
-def lib():
-    if tf.config.list_physical_devices("GPU"):
-        pytest.skip("the fused kernels are CPU-only and stay off when a GPU is visible")
-    lib = kernels.library()
-    assert lib is not None, f"fused kernels did not build/load: {kernels._state['error']}"
-    return lib
+def lib(cpu_fused):
+    return cpu_fused
 
 
 def _value_and_grad(fn, *xs, dy=None):
@@ -41,19 +38,17 @@ def _value_and_grad(fn, *xs, dy=None):
     return y.numpy(), [g.numpy() for g in tape.gradient(y, xs, output_gradients=dy)]
 
 
-def _in_step(fn):
-    def run(*xs):
-        with kernels.training_step():
-            return fn(*xs)
-    return run
+def _op_types(fn, *xs) -> set[str]:
+    graph = tf.function(fn).get_concrete_function(*(tf.constant(x) for x in xs)).graph
+    return {op.type for op in graph.get_operations()}
 
 
 def test_gelu_matches_tf_value_and_gradient(lib):
     x = np.random.default_rng(0).normal(scale=3.0, size=(7, 33, 129)).astype(np.float32)
     x[0, 0, :5] = [0.0, -12.0, 12.0, 1e-8, -1e-8]
-    ref_y, (ref_dx,) = _value_and_grad(modeling.gelu, x)
-    y, (dx,) = _value_and_grad(_in_step(modeling.gelu), x)
-    assert kernels.active(tf.float32) is False  # only inside training_step()
+    ref_y, (ref_dx,) = _value_and_grad(PLAIN.gelu, x)
+    y, (dx,) = _value_and_grad(lib.gelu, x)
+    assert "BertGelu" in _op_types(lib.gelu, x) and "BertGelu" not in _op_types(PLAIN.gelu, x)
     np.testing.assert_allclose(y, ref_y, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(dx, ref_dx, rtol=1e-5, atol=1e-6)
 
@@ -62,7 +57,7 @@ def test_bias_gelu_matches_tf_value_and_gradients(lib):
     rng = np.random.default_rng(8)
     x = rng.normal(scale=2.0, size=(129, 37)).astype(np.float32)
     bias = rng.normal(size=(37,)).astype(np.float32)
-    want, want_grads = _value_and_grad(lambda x, b: modeling.gelu(x + b), x, bias)
+    want, want_grads = _value_and_grad(lambda x, b: PLAIN.gelu(x + b), x, bias)
     got, grads = _value_and_grad(kernels.bias_gelu, x, bias)
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
     for g, w in zip(grads, want_grads):
@@ -78,11 +73,8 @@ def test_layer_norm_matches_tf_value_and_gradients(lib, shape):
     gamma = rng.normal(size=shape[-1:]).astype(np.float32)
     beta = rng.normal(size=shape[-1:]).astype(np.float32)
 
-    def ln(x, g, b):
-        return modeling.layer_norm(x, g, b, 1e-12)
-
-    ref_y, ref_grads = _value_and_grad(ln, x, gamma, beta)
-    y, grads = _value_and_grad(_in_step(ln), x, gamma, beta)
+    ref_y, ref_grads = _value_and_grad(lambda x, g, b: PLAIN.layer_norm(x, g, b, 1e-12), x, gamma, beta)
+    y, grads = _value_and_grad(lambda x, g, b: lib.layer_norm(x, g, b, 1e-12), x, gamma, beta)
     np.testing.assert_allclose(y, ref_y, rtol=1e-5, atol=2e-5)
     for got, want in zip(grads, ref_grads):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
@@ -100,14 +92,11 @@ def test_sparse_cross_entropy_matches_tf_value_and_gradient(lib):
     labels = rng.integers(0, 3001, 37).astype(np.int32)
     labels[0] = 6
 
-    def ref(x):
-        return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=x)
-
     logits[1, 7] = logits[1, 9] = 100.0  # a tie: the first maximum is the prediction, as tf.argmax
-    want, (want_dx,) = _value_and_grad(ref, logits)
-    got, (dx,) = _value_and_grad(_in_step(lambda x: modeling.sparse_cross_entropy(x, labels)), logits)
-    with kernels.training_step():
-        _, prediction = modeling.sparse_cross_entropy_and_argmax(tf.constant(logits), labels)
+    want, (want_dx,) = _value_and_grad(lambda x: PLAIN.cross_entropy_with_argmax(x, labels)[0], logits)
+    got, (dx,) = _value_and_grad(lambda x: lib.cross_entropy_with_argmax(x, labels)[0], logits)
+    _, prediction = lib.cross_entropy_with_argmax(tf.constant(logits), labels)
+    np.testing.assert_array_equal(prediction.numpy(), PLAIN.cross_entropy_with_argmax(logits, labels)[1].numpy())
     np.testing.assert_array_equal(prediction.numpy(), np.argmax(logits, axis=-1))
     assert prediction.numpy()[1] == 7
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
@@ -224,55 +213,19 @@ def test_softmax_dropout_gradient_matches_tf(lib, rate):
         assert 0.05 < 1 - (q.numpy() != 0).mean() < 0.15
 
 
-def test_dropout_layer_uses_kernel_only_in_training_step(lib):
-    layer = modeling.Dropout(0.5, seed=3)
+def test_dropout_layer_uses_the_kernel_only_when_training_under_cpu_fused(lib):
+    layer = modeling.DropoutLayer(0.5, seed=3)
     x = tf.ones([8, 64])
-    with kernels.training_step():
-        graph = tf.function(lambda t: layer(t, training=True)).get_concrete_function(x).graph
-        eval_graph = tf.function(lambda t: layer(t, training=False)).get_concrete_function(x).graph
-    outside = tf.function(lambda t: layer(t, training=True)).get_concrete_function(x).graph
-    assert "BertDropout" in {op.type for op in graph.get_operations()}
-    assert "BertDropout" not in {op.type for op in eval_graph.get_operations()}
-    assert "BertDropout" not in {op.type for op in outside.get_operations()}
-    with kernels.training_step():
-        y1, y2 = layer(x, training=True).numpy(), layer(x, training=True).numpy()
+
+    def graph_ops(ops, training):
+        fn = tf.function(lambda t: layer(t, training=training, ops=ops))
+        return {op.type for op in fn.get_concrete_function(x).graph.get_operations()}
+
+    assert "BertDropout" in graph_ops(lib, True)
+    assert "BertDropout" not in graph_ops(lib, False)
+    assert "BertDropout" not in graph_ops(PLAIN, True)
+    y1, y2 = layer(x, training=True, ops=lib).numpy(), layer(x, training=True, ops=lib).numpy()
     assert not np.array_equal(y1, y2)  # the seed generator advances, as keras.layers.Dropout's
-
-
-def test_pretraining_step_matches_tf_ops_without_dropout(lib):
-    """A whole forward + backward of BertPretrainer (tiny_config: dropout 0): fused kernels == TF ops."""
-    import keras
-
-    from bert_core.pretrain import pretraining_loss_fn
-
-    config = BertConfig(**tiny_config(vocab_size=200))
-    keras.utils.set_random_seed(0)
-    model = modeling.BertPretrainer(config)
-    model.build()
-    rng = np.random.default_rng(4)
-    feats = {"input_ids": rng.integers(0, config.vocab_size, (3, 16)).astype(np.int32),
-             "input_mask": np.ones((3, 16), np.int32), "segment_ids": np.zeros((3, 16), np.int32),
-             "masked_lm_positions": np.tile(np.arange(1, 6, dtype=np.int32), (3, 1)),
-             "masked_lm_ids": rng.integers(0, config.vocab_size, (3, 5)).astype(np.int32),
-             "masked_lm_weights": np.ones((3, 5), np.float32),
-             "next_sentence_labels": np.zeros((3, 1), np.int32)}
-
-    def step():
-        with tf.GradientTape() as tape:
-            loss, _ = pretraining_loss_fn(model(feats, training=True), feats)
-        return loss, tape.gradient(loss, model.trainable_variables)
-
-    ref_loss, ref_grads = tf.function(step)()
-    fused = tf.function(_in_step(step))
-    ops = {op.type for op in fused.get_concrete_function().graph.get_operations()}
-    assert {"BertGelu", "BertGeluGrad", "BertBiasGelu", "BertBiasGeluGrad", "BertLayerNorm", "BertLayerNormGrad",
-            "BertSoftmaxDropoutGrad",
-            "BertSparseCrossEntropy", "BertSparseCrossEntropyGrad"} <= ops
-    loss, grads = fused()
-    np.testing.assert_allclose(loss.numpy(), ref_loss.numpy(), rtol=1e-5)
-    for g, r in zip(grads, ref_grads):
-        np.testing.assert_allclose(tf.convert_to_tensor(g).numpy(), tf.convert_to_tensor(r).numpy(),
-                                   rtol=1e-3, atol=1e-5)
 
 
 @pytest.mark.parametrize("transpose_kernel", [False, True])
@@ -283,14 +236,14 @@ def test_dense_matches_tf_value_and_gradients(lib, transpose_kernel):
                for s in ((37, 64), (24, 64) if transpose_kernel else (64, 24), (24,)))
     ref_y, ref_grads = _value_and_grad(
         lambda x, w, b: tf.nn.bias_add(tf.matmul(x, w, transpose_b=transpose_kernel), b), x, w, b)
-    y, grads = _value_and_grad(lambda x, w, b: kernels.dense(x, w, b, transpose_kernel=transpose_kernel), x, w, b)
+    y, grads = _value_and_grad(lambda x, w, b: lib.dense(x, w, b, transpose_kernel=transpose_kernel), x, w, b)
     np.testing.assert_allclose(y, ref_y, rtol=1e-5, atol=1e-5)
     for g, r in zip(grads, ref_grads):
         np.testing.assert_allclose(g, r, rtol=1e-5, atol=1e-4)
-    layer = modeling.Dense(24, name="eager_dense")  # eagerly, on the layer's Keras variables
+    layer = modeling.DenseLayer(24, BertConfig(**tiny_config()), name="eager_dense")  # eagerly, on Keras variables
     layer.build((None, 64))
-    with kernels.training_step(), tf.GradientTape() as tape:
-        y = layer(tf.constant(x))
+    with tf.GradientTape() as tape:
+        y = layer(tf.constant(x), ops=lib)
     assert all(g is not None for g in tape.gradient(y, layer.trainable_variables))
 
 
@@ -306,10 +259,16 @@ def _adamw_problem(seed: int):
     return (lambda: [keras.Variable(init[k], name=k) for k in shapes]), grads
 
 
+def _kernel_moment_scale(beta: float) -> float:
+    """Google's moment / the AdamW kernel's moment: float32(1 - b) / (1 - float32(b)) (cpu_fused.py)."""
+    return float(np.float32(1.0 - beta)) / (1.0 - float(np.float32(beta)))
+
+
 @pytest.mark.parametrize("kind", ["adam", "lamb"])
 def test_clipping_by_the_optimizer_equals_clipping_before_it(lib, kind):
     """The loop's clipping folded into the update (the AdamW kernel for adam, a multiply for lamb)
-    == tf.clip_by_global_norm and then TF's update, over several steps."""
+    == tf.clip_by_global_norm and then the plain update, over several steps; the kernel's moments are
+    Google's up to the constant factor cpu_fused.apply_adamw documents."""
     from bert_core import optimization
 
     make, grads = _adamw_problem(6)
@@ -322,11 +281,14 @@ def test_clipping_by_the_optimizer_equals_clipping_before_it(lib, kind):
             g = [tf.constant(x) for x in step_grads]
             norm = tf.linalg.global_norm(g)
             if fused:
-                with kernels.training_step(), opt.gradient_factor(optimization.clip_factor(norm, 1.0)):
+                opt.ops = lib
+                with opt.gradient_factor(optimization.clip_factor(norm, 1.0)):
                     opt.apply(g, variables)
             else:
                 opt.apply(tf.clip_by_global_norm(g, 1.0, use_norm=norm)[0], variables)
-        results.append([v.numpy() for v in variables + list(opt._m) + list(opt._v)])
+        m_scale, v_scale = (_kernel_moment_scale(b) if fused and kind == "adam" else 1.0 for b in (0.9, 0.999))
+        results.append([v.numpy() for v in variables] + [m.numpy() * m_scale for m in opt._m]
+                       + [v.numpy() * v_scale for v in opt._v])
     for a, b in zip(*results):  # to rounding (the kernel may fuse multiply-adds), at each array's scale
         np.testing.assert_allclose(a, b, rtol=2e-6, atol=1e-5 * np.abs(b).max())
     assert not np.allclose(results[0][0], make()[0].numpy())  # the weights did move
@@ -374,7 +336,7 @@ def test_trainer_clips_inside_the_adamw_kernel(lib, tmp_path, accumulation):
     opt.build(ref.trainable_variables)
     for _ in range(steps):
         with tf.GradientTape() as tape:
-            loss, _ = pretraining_loss_fn(ref(batch, training=True), batch)
+            loss, _ = pretraining_loss_fn(ref(batch, training=True), batch, PLAIN)
         grads = [tf.convert_to_tensor(g) for g in tape.gradient(loss, ref.trainable_variables)]
         norm = tf.linalg.global_norm(grads)
         assert float(norm) > 2 * clip  # clipping matters
@@ -408,8 +370,7 @@ def test_adamw_kernel_rejects_mismatched_gradient(lib):
 
 
 def _probe(env: dict) -> subprocess.CompletedProcess:
-    code = ("from bert_core import kernels; import tensorflow as tf\n"
-            "with kernels.training_step(): print('active', kernels.active(tf.float32))")
+    code = "from bert_core import ops; print(ops.for_training(xla=False)[1])"
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
                           env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **env}, timeout=300)
 
@@ -417,7 +378,7 @@ def _probe(env: dict) -> subprocess.CompletedProcess:
 def test_disabled_by_environment():
     proc = _probe({"BERT_FUSED_KERNELS": "0"})
     assert proc.returncode == 0, proc.stderr
-    assert "active False" in proc.stdout
+    assert proc.stdout.strip() == "ops: plain (BERT_FUSED_KERNELS=0)"
 
 
 def test_xla_training_step_never_traces_the_custom_ops(lib, tmp_path, monkeypatch):
@@ -443,6 +404,9 @@ def test_xla_training_step_never_traces_the_custom_ops(lib, tmp_path, monkeypatc
                                    log=lines.append)
         result = trainer.train(tf.data.Dataset.from_tensors(batch).repeat())
         assert any("xla_cpu_use_thunk_runtime=false" in line for line in lines) == xla
+        ops_lines = [line for line in lines if line.startswith("ops: ")]
+        assert ops_lines == (["ops: plain (--xla: the fused CPU kernels have no XLA lowering)"] if xla
+                             else ["ops: cpu_fused (BERT_FUSED_KERNELS=0 for plain)"]), lines
         assert os.environ["XLA_FLAGS"] == "--xla_cpu_enable_fast_math=false --xla_cpu_use_thunk_runtime=false"
         assert result.global_step == 2 and np.isfinite(result.loss)
         graph = trainer._step_fn.get_concrete_function(batch).graph
@@ -466,10 +430,9 @@ def test_xla_cpu_runtime_is_left_alone_when_the_user_chose_one(monkeypatch):
 def test_no_compiler_falls_back_with_one_line(tmp_path):
     proc = _probe({"CXX": str(tmp_path / "no-such-g++"), "BERT_KERNEL_CACHE": str(tmp_path / "cache")})
     assert proc.returncode == 0, proc.stderr
-    assert "active False" in proc.stdout
-    lines = [ln for ln in proc.stderr.splitlines() if "fused CPU kernels unavailable" in ln]
-    assert len(lines) == 1 and "no C++ compiler" in lines[0], proc.stderr
-    assert "Traceback" not in proc.stderr
+    line = proc.stdout.strip()
+    assert line.startswith("ops: plain (fused CPU kernels unavailable: no C++ compiler"), line
+    assert "\n" not in line and "Traceback" not in proc.stderr
 
 
 def test_module_entry_point_builds_loads_and_prints_the_library(lib):

@@ -12,8 +12,9 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from bert_core import modeling  # noqa: E402
-from bert_core.config import BertConfig  # noqa: E402
+from bert_core import losses, modeling  # noqa: E402
+from bert_core.config import HIDDEN_ACTS, BertConfig  # noqa: E402
+from bert_core.ops import PLAIN  # noqa: E402
 from bert_core.errors import UserError  # noqa: E402
 from bert_core.presets import PRESETS, preset_config, preset_names, resolve_bert_config  # noqa: E402
 
@@ -147,16 +148,19 @@ def test_gelu_exact_and_tanh_approximation():
     x = np.linspace(-6, 6, 2001).astype(np.float64)
     exact = np.array([v * 0.5 * (1 + math.erf(v / math.sqrt(2))) for v in x])
     approx = 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3)))
-    ours_exact = modeling.gelu(tf.constant(x)).numpy()
-    ours_tanh = modeling.gelu_tanh(tf.constant(x)).numpy()
+    ours_exact = PLAIN.activation("gelu")(tf.constant(x)).numpy()
+    ours_tanh = PLAIN.activation("gelu_new")(tf.constant(x)).numpy()
     np.testing.assert_allclose(ours_exact, exact, rtol=1e-6, atol=1e-8)
     np.testing.assert_allclose(ours_tanh, approx, rtol=1e-6, atol=1e-8)
     gap = np.abs(ours_exact - ours_tanh).max()
     assert 1e-5 < gap < 1e-3  # different functions, close ones: "gelu" is not "gelu_new"
-    assert modeling.get_activation("gelu") is modeling.gelu
-    for name in ("gelu_new", "gelu_tanh", "gelu_pytorch_tanh"):
-        assert modeling.get_activation(name) is modeling.gelu_tanh
-    assert modeling.get_activation("linear") is None
+    assert PLAIN.activation("gelu") == PLAIN.gelu
+    for name in ("gelu_tanh", "gelu_pytorch_tanh"):
+        assert PLAIN.activation(name) is PLAIN.activation("gelu_new")
+    assert PLAIN.activation("linear") is None
+    assert {name for name in HIDDEN_ACTS if PLAIN.activation(name) or name == "linear"} == set(HIDDEN_ACTS)
+    with pytest.raises(ValueError, match="unknown activation 'swish'"):
+        PLAIN.activation("swish")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -249,7 +253,7 @@ def test_masked_lm_head_only_at_masked_positions_and_tied():
     head = model.masked_lm
     seq = out["sequence_output"].numpy()
     h = seq @ head.transform_dense.kernel.numpy() + head.transform_dense.bias.numpy()
-    h = modeling.gelu(tf.constant(h)).numpy()
+    h = PLAIN.gelu(tf.constant(h)).numpy()
     mu, var = h.mean(-1, keepdims=True), h.var(-1, keepdims=True)
     h = (h - mu) / np.sqrt(var + 1e-12) * head.transform_layer_norm.gamma.numpy() + head.transform_layer_norm.beta.numpy()
     full = h @ model.bert.embeddings.word_embeddings.numpy().T + head.output_bias.numpy()
@@ -271,7 +275,7 @@ def test_pretraining_loss_matches_googles_formula():
     f = {"masked_lm_ids": rng.randint(0, V, size=(B, P)).astype(np.int32),
          "masked_lm_weights": np.array([[1, 1, 1, 1], [1, 1, 0, 0], [1, 0, 0, 0]], np.float32),
          "next_sentence_labels": np.array([[0], [1], [1]], np.int32)}
-    loss, m = modeling.pretraining_loss(outputs, f)
+    loss, m = losses.pretraining_loss(outputs, f)
     logits = outputs["mlm_logits"].numpy()
     log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
     nll = -np.take_along_axis(log_probs, f["masked_lm_ids"][..., None], -1)[..., 0]
@@ -299,12 +303,12 @@ def test_classification_and_span_heads():
     assert out["logits"].shape == (2, 3) and out["logits"].dtype == tf.float32
     names = clf.checkpoint_variables()
     assert tuple(names["output_weights"].shape) == (3, 64) and "output_bias" in names
-    loss = modeling.classification_loss(out["logits"], tf.constant([0, 2]))
+    loss = losses.classification_loss(out["logits"], tf.constant([0, 2]))
     assert loss.shape == () and np.isfinite(loss)
     reg = modeling.BertClassifier(cfg, num_labels=1)
     score = reg(features())["logits"]
     assert score.shape == (2, 1)
-    np.testing.assert_allclose(modeling.classification_loss(score, tf.constant([0.5, 1.0])),
+    np.testing.assert_allclose(losses.classification_loss(score, tf.constant([0.5, 1.0])),
                                np.mean((score.numpy()[:, 0] - [0.5, 1.0]) ** 2), rtol=1e-6)
     span = modeling.BertSpanLabeler(cfg)
     out = span(features(seq=10))
@@ -334,7 +338,7 @@ def test_mixed_precision_keeps_layernorm_and_softmax_float32(policy, half):
         assert np.isfinite(a).all(), key
         tol = 0.05 if half == tf.float16 else 0.25
         assert np.abs(a - out32[key].numpy()).max() < tol, key
-    loss, _ = modeling.pretraining_loss(out16, f)
+    loss, _ = losses.pretraining_loss(out16, f)
     assert loss.dtype == tf.float32 and np.isfinite(loss)
     # In the traced graph: softmax and LayerNorm's rsqrt in float32, the matmuls in half precision.
     fn = tf.function(lambda x: mixed(x, training=False))
@@ -382,57 +386,3 @@ def test_head_logits_are_the_pooled_output_times_the_weights_for_every_row(batch
         np.float64) + span.span.output_bias.numpy()
     np.testing.assert_allclose(out["start_logits"].numpy(), expected[..., 0], rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(out["end_logits"].numpy(), expected[..., 1], rtol=1e-4, atol=1e-5)
-
-
-def test_sparse_cross_entropy_matches_tf_value_and_gradient():
-    """The masked-LM loss's own cross-entropy: TF's fused op's value and gradient, any leading shape."""
-    from bert_core.modeling import sparse_cross_entropy
-
-    rng = np.random.default_rng(3)
-    logits = tf.constant(rng.normal(0, 4, (3, 5, 50)).astype(np.float32))
-    labels = tf.constant(rng.integers(0, 50, (3, 5)).astype(np.int32))
-    weights = tf.constant(rng.uniform(0, 1, (3, 5)).astype(np.float32))
-    results = []
-    for fn in (sparse_cross_entropy,
-               lambda l, y: tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=l)):
-        with tf.GradientTape() as tape:
-            tape.watch(logits)
-            nll = fn(logits, labels)
-            loss = tf.reduce_sum(nll * weights)
-        results.append((nll.numpy(), tape.gradient(loss, logits).numpy()))
-    (ours_nll, ours_grad), (tf_nll, tf_grad) = results
-    assert ours_nll.shape == (3, 5)
-    np.testing.assert_allclose(ours_nll, tf_nll, rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(ours_grad, tf_grad, rtol=1e-6, atol=1e-7)
-    with pytest.raises(tf.errors.InvalidArgumentError):
-        sparse_cross_entropy(logits, tf.fill([3, 5], 50))
-    # A hopeless prediction (the label's probability underflows float32) still gets its exact loss.
-    far = tf.constant([[0.0, 150.0, -20.0], [300.0, -300.0, 0.0]])
-    want = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=[0, 1], logits=far).numpy()
-    np.testing.assert_allclose(sparse_cross_entropy(far, tf.constant([0, 1])).numpy(), want, rtol=1e-6)
-    assert np.all(np.isfinite(want)) and want[1] == pytest.approx(600.0)
-
-
-def test_layer_norm_gradient_matches_autodiff():
-    """LayerNorm's closed-form gradient equals autodiff through tf.nn.moments, for x, gamma and beta."""
-    from bert_core.modeling import layer_norm
-
-    rng = np.random.default_rng(5)
-    x = tf.constant(rng.normal(2, 3, (2, 7, 16)).astype(np.float32))
-    gamma = tf.constant(rng.normal(1, 0.5, 16).astype(np.float32))
-    beta = tf.constant(rng.normal(0, 0.5, 16).astype(np.float32))
-    dy = tf.constant(rng.normal(0, 1, (2, 7, 16)).astype(np.float32))
-
-    def autodiff(x, gamma, beta, eps):
-        mean, var = tf.nn.moments(x, axes=[-1], keepdims=True)
-        return (x - mean) * tf.math.rsqrt(var + eps) * gamma + beta
-
-    results = []
-    for fn in (layer_norm, autodiff):
-        with tf.GradientTape() as tape:
-            tape.watch([x, gamma, beta])
-            y = fn(x, gamma, beta, 1e-12)
-            loss = tf.reduce_sum(y * dy)
-        results.append([y.numpy()] + [g.numpy() for g in tape.gradient(loss, [x, gamma, beta])])
-    for ours, ref, name in zip(*results, ("y", "dx", "dgamma", "dbeta")):
-        np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-5, err_msg=name)

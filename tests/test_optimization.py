@@ -1,5 +1,6 @@
 """Optimization: each optimizer against a NumPy transcription of its published rule, the schedule against
-Google's formula, clipping, gradient accumulation, XLA, checkpoint restore and mixed precision."""
+Google's formula, the clipping factor, XLA, checkpoint restore and mixed precision; `adam` on both
+backends of the ops seam (bert_core.ops)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,7 @@ import tensorflow as tf
 
 from bert_core import optimization as opt_mod
 from bert_core.errors import UserError
-from bert_core.optimization import (GradientAccumulator, WarmupPolynomialDecay, clip_gradients,
-                                    create_optimizer)
+from bert_core.optimization import WarmupPolynomialDecay, clip_factor, create_optimizer
 
 TYPES = ["adam", "lamb", "nadam", "nlamb"]
 
@@ -200,30 +200,24 @@ def test_bad_values_are_user_errors():
 # --------------------------------------------------------------------------------------------------
 # Clipping
 # --------------------------------------------------------------------------------------------------
-def test_clip_gradients():
-    a = np.array([[3.0, 0.0], [0.0, 4.0]], np.float32)   # norm 5
-    b = np.array([12.0], np.float32)                       # total norm 13
-    clipped, norm = clip_gradients([tf.constant(a), None, tf.constant(b)], clip_norm=1.0)
-    assert clipped[1] is None
-    assert float(norm) == pytest.approx(13.0)
-    np.testing.assert_allclose(clipped[0].numpy(), a / 13.0, rtol=1e-6)
-    np.testing.assert_allclose(clipped[2].numpy(), b / 13.0, rtol=1e-6)
-    total = np.sqrt(sum(np.sum(c.numpy() ** 2) for c in clipped if c is not None))
-    assert total == pytest.approx(1.0, rel=1e-6)
+def clip_gradients(grads, clip_norm):
+    """The loop's clipping as Google's run_pretraining.py: tf.clip_by_global_norm."""
+    return tf.clip_by_global_norm(grads, clip_norm)
 
-    small, norm = clip_gradients([tf.constant(a / 100)], clip_norm=1.0)   # below the limit: unchanged
-    np.testing.assert_array_equal(small[0].numpy(), a / 100)
-    assert float(norm) == pytest.approx(0.05)
 
-    sparse = tf.IndexedSlices(tf.constant([[3.0, 4.0]]), tf.constant([1]), tf.constant([3, 2]))
-    out, norm = clip_gradients([sparse, tf.constant(b)], clip_norm=6.5)
-    assert float(norm) == pytest.approx(13.0)
-    np.testing.assert_allclose(tf.convert_to_tensor(out[0]).numpy(), [[0, 0], [1.5, 2.0], [0, 0]], rtol=1e-6)
-    assert clip_gradients([None], 1.0)[0] == [None]
+@pytest.mark.parametrize("norm", [13.0, 0.05, 0.0, float("inf"), float("nan")])
+def test_clip_factor_is_the_factor_of_clip_by_global_norm(norm):
+    """The optimizer's gradient_factor(clip_factor(norm, c)) multiplies each gradient as
+    tf.clip_by_global_norm(grads, c, use_norm=norm) does, in the same float32 ops (NaN when the
+    norm is not finite, so a LossScaleOptimizer skips the step)."""
+    g = tf.constant([3.0, -4.0, 0.5])
+    (want,), _ = tf.clip_by_global_norm([g], 1.0, use_norm=tf.constant(norm))
+    got = g * clip_factor(tf.constant(norm), 1.0)
+    np.testing.assert_array_equal(got.numpy(), want.numpy())
 
 
 # --------------------------------------------------------------------------------------------------
-# Accumulation, XLA, checkpoints, mixed precision
+# XLA, checkpoints, mixed precision
 # --------------------------------------------------------------------------------------------------
 def small_model(seed=3):
     keras.utils.set_random_seed(seed)
@@ -239,68 +233,6 @@ def data(n=32, seed=0):
 
 def mse(model, x, y):
     return tf.reduce_mean(tf.square(model(x) - y))
-
-
-@pytest.mark.parametrize("kind", ["adam", "lamb"])
-def test_accumulation_equals_big_batch(kind):
-    x, y = data(32)
-    big, acc_model = small_model(), small_model()
-    for a, b in zip(big.weights, acc_model.weights):
-        np.testing.assert_array_equal(a.numpy(), b.numpy())
-    opt_big = create_optimizer(kind, 1e-2, 10, 0)
-    opt_acc = create_optimizer(kind, 1e-2, 10, 0)
-    accum = GradientAccumulator(acc_model.trainable_variables)
-
-    @tf.function
-    def big_step():
-        with tf.GradientTape() as tape:
-            loss = mse(big, x, y)
-        grads, _ = clip_gradients(tape.gradient(loss, big.trainable_variables), 1.0)
-        opt_big.apply(grads, big.trainable_variables)
-
-    @tf.function
-    def micro_step(xm, ym):
-        with tf.GradientTape() as tape:
-            loss = mse(acc_model, xm, ym)
-        accum.add(tape.gradient(loss, acc_model.trainable_variables))
-
-    @tf.function
-    def apply_accumulated():
-        grads, _ = clip_gradients(accum.mean(), 1.0)
-        opt_acc.apply(grads, acc_model.trainable_variables)
-        accum.reset()
-
-    for _ in range(3):  # three updates, so the moments and the schedule take part too
-        with tf.GradientTape() as tape:  # Adam-type updates barely see a gradient's scale: check it here
-            want = tape.gradient(mse(big, x, y), big.trainable_variables)
-        big_step()
-        for i in range(4):
-            micro_step(x[8 * i:8 * i + 8], y[8 * i:8 * i + 8])
-        assert int(accum.count) == 4
-        for g, a in zip(want, accum.mean()):
-            np.testing.assert_allclose(a.numpy(), g.numpy(), atol=1e-6, rtol=1e-5)
-        apply_accumulated()
-        assert int(accum.count) == 0
-    assert int(opt_acc.iterations) == int(opt_big.iterations) == 3
-    for a, b in zip(big.trainable_variables, acc_model.trainable_variables):
-        np.testing.assert_allclose(b.numpy(), a.numpy(), atol=1e-5, rtol=0, err_msg=a.path)
-    start = small_model()
-    assert not np.allclose(start.trainable_variables[0].numpy(), big.trainable_variables[0].numpy(), atol=1e-3)
-
-
-def test_accumulator_none_and_sparse():
-    emb = tf.Variable(tf.zeros((5, 2)))
-    dense = tf.Variable(tf.zeros((2,)))
-    unused = tf.Variable(tf.zeros((3,)))
-    accum = GradientAccumulator([emb, dense, unused])
-    accum.add([tf.IndexedSlices(tf.ones((2, 2)), tf.constant([0, 3]), tf.constant([5, 2])),
-               tf.constant([1.0, 2.0]), None])
-    accum.add([tf.IndexedSlices(tf.ones((1, 2)) * 3, tf.constant([3]), tf.constant([5, 2])),
-               tf.constant([3.0, 4.0]), None])
-    mean = accum.mean()
-    assert mean[2] is None
-    np.testing.assert_allclose(mean[0].numpy(), [[0.5, 0.5], [0, 0], [0, 0], [2, 2], [0, 0]])
-    np.testing.assert_allclose(mean[1].numpy(), [2.0, 3.0])
 
 
 def make_step(model, opt, x, y, jit):
@@ -427,37 +359,6 @@ def test_loss_scale_matches_unscaled_update():
         lso.apply([tf.constant(a * 1024.0) for a in g], variables)
     for a, v in zip(w_plain, variables):
         np.testing.assert_allclose(v.numpy(), a, atol=1e-6, rtol=0)
-
-
-def test_global_clipnorm_inside_loss_scale_optimizer_equals_clipping_unscaled():
-    """create_optimizer(global_clipnorm=1) under a LossScaleOptimizer clips after unscaling."""
-    _, variables = named_variables()
-    w0 = [v.numpy() for v in variables]
-    rng = np.random.default_rng(11)
-    # Norms that differ a lot from step to step, so clipping changes the moments' mix, not just a scale.
-    grads = [[rng.normal(0, scale, size=v.shape).astype(np.float32) for v in variables]
-             for scale in (100.0, 1.0, 10.0)]
-    unclipped = create_optimizer("lamb", 1e-2, 10, 1)
-    for g in grads:
-        unclipped.apply([tf.constant(a) for a in g], variables)
-    w_unclipped = [v.numpy() for v in variables]
-    for v, a in zip(variables, w0):
-        v.assign(a)
-    plain = create_optimizer("lamb", 1e-2, 10, 1)
-    for g in grads:
-        clipped, norm = clip_gradients([tf.constant(a) for a in g], 1.0)
-        assert float(norm) > 1.0
-        plain.apply(clipped, variables)
-    w_plain = [v.numpy() for v in variables]
-    for v, a in zip(variables, w0):
-        v.assign(a)
-    lso = keras.optimizers.LossScaleOptimizer(
-        create_optimizer("lamb", 1e-2, 10, 1, global_clipnorm=1.0), initial_scale=256.0)
-    for g in grads:
-        lso.apply([tf.constant(a * 256.0) for a in g], variables)
-    for a, v in zip(w_plain, variables):
-        np.testing.assert_allclose(v.numpy(), a, atol=1e-6, rtol=0)
-    assert max(np.abs(a - b).max() for a, b in zip(w_plain, w_unclipped)) > 1e-4
 
 
 @pytest.mark.parametrize("jit", [False, True])

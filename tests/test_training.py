@@ -90,7 +90,7 @@ def _sgd_step_length(tmp_path, clip_norm):
     training.set_precision("fp32")
     cfg = training.TrainLoopConfig(output_dir=str(tmp_path), num_train_steps=1, clip_norm=clip_norm,
                                    summaries=False)
-    big_loss = lambda out, f: (lambda l, m: (1000.0 * l, m))(*train_toy.toy_loss(out, f))  # noqa: E731
+    big_loss = lambda out, f, ops: (lambda l, m: (1000.0 * l, m))(*train_toy.toy_loss(out, f))  # noqa: E731
     tr = training.Trainer(train_toy.build_model(), big_loss, keras.optimizers.SGD(1.0), cfg, log=lambda s: None)
     ds = train_toy.make_dataset(train_toy.make_examples(16), 8, shuffle=False)
     tr.model(next(iter(ds)))

@@ -72,7 +72,7 @@ def build_model(dropout: float = 0.1, seed: int = 1, hidden: int = 32):
             self.nsp = keras.layers.Dense(2, dtype="float32")
             self.bias = self.add_weight(shape=(VOCAB,), initializer="zeros", name="output_bias")
 
-        def call(self, f, training=False):
+        def call(self, f, training=False, ops=None):  # ops: the Trainer's choice; this toy uses Keras layers
             ids = f["input_ids"]
             x = self.emb(ids) + self.pos(keras.ops.arange(SEQ))[None]
             flat = keras.ops.reshape(x, (-1, SEQ * hidden))
@@ -88,7 +88,7 @@ def build_model(dropout: float = 0.1, seed: int = 1, hidden: int = 32):
     return Toy()
 
 
-def toy_loss(outputs, features):
+def toy_loss(outputs, features, ops=None):
     """Masked-LM + NSP loss as run_pretraining.py computes them; metrics as (total, count)."""
     import tensorflow as tf
 

@@ -1,22 +1,17 @@
-"""Fused CPU kernels for the training step: GELU, dropout, LayerNorm, softmax + dropout backward and
-the masked-LM cross-entropy, one pass each.
+"""Fused CPU kernels for the training step: GELU, dropout, LayerNorm, softmax + dropout backward,
+the masked-LM cross-entropy and the AdamW update, one pass each.
 
 A small BERT on CPU spends a large part of its training step in memory-bound elementwise ops (each TF
 op is a full pass over a [tokens, width] tensor); `fused_ops.cc` does each of these in one pass with
 the same math. See docs/benchmarks.md for what it saves.
 
-They are used only where they apply, and only inside a training step that asks for them
-(`with kernels.training_step(): ...`, done by `bert_core.training.Trainer`):
-  * float32 tensors (LayerNorm always computes in float32; fp16/bf16 GELU and dropout use TF ops),
-  * no GPU visible (the ROCm images train with TF's own GPU kernels),
-  * not under XLA (custom ops have no XLA lowering),
-  * the library builds: it is compiled on first use from `fused_ops.cc` with the C++ compiler
-    TensorFlow's headers need (g++; CXX overrides) into a cache keyed by the source, the TensorFlow
-    version and the flags: $BERT_KERNEL_CACHE, else ~/.cache/bert-kubeflow/kernels. The images build
-    it at image build time (`python -m bert_core.kernels`).
-Anything else (or BERT_FUSED_KERNELS=0) runs the TF ops in bert_core.modeling; a build failure is
-reported once, in one line, and training continues on the TF ops. Evaluation, prediction and export
-always use TF ops, so exported SavedModels need no custom op library.
+This module builds and loads the library and wraps its ops; the model never calls it. The `cpu_fused`
+backend of the ops seam (bert_core/ops/cpu_fused.py) does, when bert_core.ops.for_training chose it:
+no GPU visible, not under XLA, BERT_FUSED_KERNELS not 0, and the library builds. It is compiled on
+first use from `fused_ops.cc` with the C++ compiler TensorFlow's headers need (g++; CXX overrides)
+into a cache keyed by the source, the TensorFlow version and the flags: $BERT_KERNEL_CACHE, else
+~/.cache/bert-kubeflow/kernels. The images build it at image build time (`python -m bert_core.kernels`).
+Evaluation, prediction and export use the plain ops, so exported SavedModels need no custom op library.
 
 Dropout draws 16 random bits per element: the drop probability is `rate` rounded to a multiple of
 1/65536 (0.1 -> 0.1000061), and kept values are scaled by the exact inverse keep probability.
@@ -24,15 +19,11 @@ Dropout draws 16 random bits per element: the drop probability is `rate` rounded
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import fcntl
 import hashlib
-import logging
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import threading
 from pathlib import Path
@@ -43,9 +34,6 @@ SOURCE = Path(__file__).with_name("fused_ops.cc")
 CXXFLAGS = ["-std=c++17", "-shared", "-fPIC", "-O3", "-march=x86-64-v3", "-fopenmp-simd"]
 DROPOUT_BITS = 16
 
-log = logging.getLogger(__name__)
-
-_in_training_step: contextvars.ContextVar[bool] = contextvars.ContextVar("bert_fused_kernels", default=False)
 _lock = threading.Lock()
 _state: dict = {"tried": False, "lib": None, "error": None}
 
@@ -148,48 +136,28 @@ def load():
     return tf.load_op_library(str(build()))
 
 
-def _disabled_by_env() -> bool:
-    return os.environ.get("BERT_FUSED_KERNELS", "1").strip().lower() in ("0", "false", "no", "off")
-
-
 def library():
-    """The loaded op library, or None where the fused kernels do not apply or cannot be built."""
-    if _disabled_by_env():
-        return None
+    """The loaded op library (built on first use, once per process), or None if it cannot be built
+    or loaded here; `build_error()` then says why, in one line."""
     with _lock:
         if not _state["tried"]:
             _state["tried"] = True
-            if tf.config.list_physical_devices("GPU"):
-                _state["error"] = "a GPU is visible"
-            else:
-                try:
-                    lib = load()
-                    _register_gradients(lib)
-                    _state["lib"] = lib
-                except (KernelBuildError, OSError, tf.errors.OpError) as e:
-                    _state["error"] = str(e).splitlines()[0] if str(e) else type(e).__name__
-                    print(f"bert: fused CPU kernels unavailable ({_state['error']}); using TensorFlow ops",
-                          file=sys.stderr)
+            try:
+                lib = load()
+                _register_gradients(lib)
+                _state["lib"] = lib
+            except (KernelBuildError, OSError, tf.errors.OpError) as e:
+                _state["error"] = str(e).splitlines()[0] if str(e) else type(e).__name__
         return _state["lib"]
 
 
-@contextlib.contextmanager
-def training_step():
-    """Lets the model use the fused kernels while a training step is traced (not under XLA)."""
-    token = _in_training_step.set(True)
-    try:
-        yield
-    finally:
-        _in_training_step.reset(token)
-
-
-def active(dtype) -> bool:
-    """True when a model op of this dtype, traced now, should use a fused kernel."""
-    return _in_training_step.get() and tf.as_dtype(dtype) == tf.float32 and library() is not None
+def build_error() -> str | None:
+    """Why library() returned None (None if it has not, or has not been asked yet)."""
+    return _state["error"]
 
 
 # --------------------------------------------------------------------------------------------------
-# Ops (call only when active(dtype))
+# Ops (call only after library() returned the library)
 # --------------------------------------------------------------------------------------------------
 def _register_gradients(lib) -> None:
     def gelu_grad(op, dy):
@@ -277,7 +245,6 @@ def sparse_cross_entropy(logits: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tenso
 def layer_norm(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, epsilon: float) -> tf.Tensor:
     y, _, _ = library().bert_layer_norm(x, gamma, beta, epsilon=float(epsilon))
     return y
-
 
 
 def apply_adamw(var, m, v, grad: tf.Tensor, grad_scale: tf.Tensor, lr: tf.Tensor, decay: tf.Tensor, *,
