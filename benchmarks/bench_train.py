@@ -3,7 +3,9 @@
     python benchmarks/bench_train.py [--models bert-mini,bert-small] [--steps 8] [--rounds 2] [--threads N]
 
 For each model (BERT-Mini L4/H256, BERT-Small L4/H512; seq 128, batch 32, 20 masked positions, fp32):
-  ours      bert_core.training.Trainer on BertPretrainer + AdamW, global-norm clipping, without and with XLA
+  ours      bert_core.training.Trainer on BertPretrainer + AdamW, global-norm clipping, on each backend of
+            the ops seam (bert_core.ops): cpu_fused (the default on CPU), plain (BERT_FUSED_KERNELS=0: the
+            textbook TF ops the GPU runs), and plain under XLA (--xla)
   peer      transformers' BertForPreTraining with the same config: forward with MLM and NSP labels,
             backward, clip_grad_norm_(1.0), torch.optim.AdamW step
 both at the same thread count, on the same synthetic batch. Also measured: this CPU's fp32 matmul peak
@@ -80,7 +82,8 @@ def worker_peak(threads: int, **_) -> dict:
     return {"flops": best}
 
 
-def worker_ours(threads: int, model: str, steps: int, warmup: int, xla: bool) -> dict:
+def worker_ours(threads: int, model: str, steps: int, warmup: int, xla: bool, backend: str) -> dict:
+    os.environ["BERT_FUSED_KERNELS"] = "1" if backend == "cpu_fused" else "0"
     tf = _tf_threads(threads)
     import keras
 
@@ -105,6 +108,7 @@ def worker_ours(threads: int, model: str, steps: int, warmup: int, xla: bool) ->
         trainer.save_checkpoint = lambda iterator=None: None  # time the steps, not the final save
         ds = tf.data.Dataset.from_tensors(_batch_numpy()).repeat()
         trainer.train(ds)
+    assert trainer.ops.name == backend, f"asked for {backend}, the Trainer chose {trainer.ops.name}"
     seconds = (times[total] - times[warmup]) / steps
     return {"seq_per_s": BATCH / seconds, "step_s": seconds}
 
@@ -150,6 +154,9 @@ def worker_hf(threads: int, model: str, steps: int, warmup: int, **_) -> dict:
 
 
 WORKERS = {"peak": worker_peak, "ours": worker_ours, "hf": worker_hf}
+# Our rows: the backend the Trainer must choose (checked in the worker) and --xla.
+VARIANTS = {"cpu_fused": {"backend": "cpu_fused", "xla": False}, "plain": {"backend": "plain", "xla": False},
+            "plain+XLA": {"backend": "plain", "xla": True}}
 
 
 def run_worker(kind: str, threads: int, **kw) -> dict:
@@ -179,8 +186,8 @@ def main() -> int:
 
     print(f"bench-train: seq {SEQ}, batch {BATCH}, {PREDS} masked, fp32, {args.threads} threads, "
           f"{args.steps} timed steps after {args.warmup}, best of {args.rounds} interleaved rounds", flush=True)
-    # The machine may be shared: measurements alternate (peak, peer, ours, ours+XLA, ...) and each
-    # keeps its best round, so a busy moment penalises no side in particular.
+    # The machine may be shared: measurements alternate (peak, peer, ours on each backend, ...) and
+    # each keeps its best round, so a busy moment penalises no side in particular.
     models = args.models.split(",")
     best: dict[tuple, float] = {}
 
@@ -192,26 +199,27 @@ def main() -> int:
         for model in models:
             common = {"model": model, "steps": args.steps, "warmup": args.warmup}
             keep((model, "hf"), run_worker("hf", args.threads, **common)["seq_per_s"])
-            for xla in (False, True):
-                keep((model, xla), run_worker("ours", args.threads, xla=xla, **common)["seq_per_s"])
-            print(f"  round {rnd + 1} {model}: peer {best[(model, 'hf')]:.1f}, ours {best[(model, False)]:.1f}, "
-                  f"ours+XLA {best[(model, True)]:.1f} seq/s (best so far)", flush=True)
+            for variant in VARIANTS:
+                keep((model, variant), run_worker("ours", args.threads, **VARIANTS[variant], **common)["seq_per_s"])
+            ours = ", ".join(f"{v} {best[(model, v)]:.1f}" for v in VARIANTS)
+            print(f"  round {rnd + 1} {model}: peer {best[(model, 'hf')]:.1f}, ours: {ours} seq/s (best so far)",
+                  flush=True)
     peak = best[("peak",)]
     rows = []
     for model in models:
         layers, hidden, _, inter = SHAPES[model]
         flops = train_flops_per_sequence(layers, hidden, inter)
-        for xla in (False, True):
-            ours, hf = best[(model, xla)], best[(model, "hf")]
-            rows.append({"model": model, "xla": xla, "ours_seq_per_s": ours, "hf_seq_per_s": hf,
+        for variant in VARIANTS:
+            ours, hf = best[(model, variant)], best[(model, "hf")]
+            rows.append({"model": model, "ops": variant, "ours_seq_per_s": ours, "hf_seq_per_s": hf,
                          "speedup": ours / hf, "gflops": ours * flops / 1e9, "peak_fraction": ours * flops / peak})
 
-    header = "| model | XLA | ours seq/s | HF PyTorch seq/s | ours / peer | ours GFLOP/s | of matmul peak |"
+    header = "| model | ops | ours seq/s | HF PyTorch seq/s | ours / peer | ours GFLOP/s | of matmul peak |"
     print()
     print(header)
     print("|---|---|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['model']} | {'on' if r['xla'] else 'off'} | {r['ours_seq_per_s']:.1f} | {r['hf_seq_per_s']:.1f} "
+        print(f"| {r['model']} | {r['ops']} | {r['ours_seq_per_s']:.1f} | {r['hf_seq_per_s']:.1f} "
               f"| {r['speedup']:.2f}x | {r['gflops']:.1f} | {100 * r['peak_fraction']:.0f}% |")
     print(f"\nmatmul peak: {peak / 1e9:.1f} GFLOP/s (fp32, {args.threads} threads)")
     if args.json:
