@@ -17,7 +17,8 @@ import pytest
 
 from bert_core.config import DataConfig
 from bert_core.data import tfrecord
-from bert_core.data.pretraining import InstanceMaker, measure_records, shard_name
+from bert_core.data.instances import InstanceMaker
+from bert_core.data.pretraining import measure_records, shard_name
 from conftest import ROOT, one_line_error, run_bert
 from gcs_server import gcs, gcs_prefix  # noqa: F401  (fixtures: a real GCS-API server on loopback)
 
@@ -153,6 +154,29 @@ def test_long_pairs_are_truncated_from_both_ends():
             fronts += a[0] > 100
             backs += a[-1] < 159
     assert fronts > 50 and backs > 50
+
+
+def test_segments_and_truncation_equal_googles_with_the_same_random_stream(monkeypatch):
+    """Google's create_instances_from_document (its masking set aside: it draws from the same generator,
+    ours from numpy) makes exactly our pairs, truncation included, from the same seed and documents."""
+    google = _google_create_data()
+    monkeypatch.setattr(google, "create_masked_lm_predictions", lambda tokens, *args: (tokens, [], []))
+    vocab = _toy_vocab()
+    words = list(vocab)
+    docs = _toy_docs(random.Random(11))
+    docs_as_words = [[[words[i] for i in sentence] for sentence in doc] for doc in docs]
+    for max_seq_length, short_seq_prob in ((32, 0.1), (128, 0.5)):
+        cfg = DataConfig(input_file="x", output_dir="y", vocab_file="v", max_seq_length=max_seq_length,
+                         short_seq_prob=short_seq_prob)
+        maker = InstanceMaker(vocab, cfg, 5)
+        rng = random.Random(5)
+        for d in list(range(len(docs))) * 3:
+            theirs = google.create_instances_from_document(docs_as_words, d, max_seq_length, short_seq_prob,
+                                                           0.15, 20, words, rng)
+            ours = list(maker.from_document(docs, d))
+            assert [([words[i] for i in tokens], [0] * (len_a + 2) + [1] * (len(tokens) - len_a - 2), nsp)
+                    for tokens, len_a, nsp in ours] == \
+                [(g.tokens, g.segment_ids, g.is_random_next) for g in theirs]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -356,6 +380,18 @@ def test_bad_utf8_replace_is_counted_in_the_manifest(tmp_path, uncased_vocab):
 # --------------------------------------------------------------------------------------------------
 # Statistical parity with Google's create_pretraining_data.py (bert-tensorflow 1.0.4, tf.compat.v1)
 # --------------------------------------------------------------------------------------------------
+def _google_create_data():
+    """Google's create_pretraining_data module, imported (its absl flags parsed, as its main would)."""
+    from absl import flags
+
+    from bert_reference import import_google
+
+    google = import_google("create_pretraining_data")
+    flags.FLAGS.unparse_flags()
+    flags.FLAGS(["test"])
+    return google
+
+
 def run_google(corpus: str, vocab: str, output: str, **flags) -> subprocess.CompletedProcess:
     args = [f"--{k}={v}" for k, v in flags.items()]
     cmd = [sys.executable, "-m", "bert.create_pretraining_data", f"--input_file={corpus}",
@@ -408,15 +444,10 @@ def test_expected_instance_count_matches_google_over_seeds(brown_corpus, uncased
     create_instances_from_document against our InstanceMaker on the same tokenized documents."""
     import statistics
 
-    from absl import flags
-
     from bert_core.data import corpus
     from bert_core.tokenization import FastTokenizer, load_vocab
-    from bert_reference import import_google
 
-    google = import_google("create_pretraining_data")
-    flags.FLAGS.unparse_flags()
-    flags.FLAGS(["test"])
+    google = _google_create_data()
     vocab = load_vocab(uncased_vocab)
     tok = FastTokenizer(vocab, True)
     docs = []
