@@ -673,31 +673,3 @@ def create_data_main(config: DataConfig) -> int:
           f"to {where} in {elapsed:.1f}s")
     return 0
 
-
-# --------------------------------------------------------------------------------------------------
-# Checking records (parity tables, tests): statistics of any pretraining TFRecords, ours or Google's
-# --------------------------------------------------------------------------------------------------
-def measure_records(paths: list[str], mask_id: int) -> dict:
-    """Instance count, mean real tokens, masked fraction, the [MASK]/random/kept split and the NSP ratio
-    of pretraining records, read without TensorFlow. A masked position counts as [MASK] if its input id is
-    [MASK], kept if it equals the label, random otherwise (a random id that happens to be one of those
-    is counted as it looks: 2 in 30k of the random 10%)."""
-    n = tokens = masked = as_mask = as_kept = random_next = 0
-    for path in paths:
-        for record in tfrecord.iter_records(path):
-            ex = tfrecord.decode_example(record)
-            ids = ex["input_ids"]
-            n += 1
-            tokens += sum(ex["input_mask"])
-            k = int(sum(ex["masked_lm_weights"]))
-            masked += k
-            for p, label in zip(ex["masked_lm_positions"][:k], ex["masked_lm_ids"][:k]):
-                if ids[p] == mask_id:
-                    as_mask += 1
-                elif ids[p] == label:
-                    as_kept += 1
-            random_next += ex["next_sentence_labels"][0]
-    m = max(masked, 1)
-    return {"instances": n, "mean_tokens": tokens / max(n, 1), "masked_fraction": masked / max(tokens, 1),
-            "mask": as_mask / m, "random": (masked - as_mask - as_kept) / m, "kept": as_kept / m,
-            "nsp_random": random_next / max(n, 1)}
