@@ -468,36 +468,6 @@ def convert_examples_to_features(
                               np.ones((n,), np.int32), [e.guid for e in examples])
 
 
-def pad_features(features: ClassifierFeatures, multiple: int) -> ClassifierFeatures:
-    """Append all-zero examples with is_real_example=0 until the count is a multiple of `multiple`
-    (Google's PaddingInputExample, for fixed-size eval batches); metrics skip them."""
-    extra = (-len(features)) % multiple
-    if not extra:
-        return features
-
-    def pad(a: np.ndarray) -> np.ndarray:
-        return np.concatenate([a, np.zeros((extra, *a.shape[1:]), a.dtype)])
-
-    return ClassifierFeatures(pad(features.input_ids), pad(features.input_mask), pad(features.segment_ids),
-                              pad(features.label_ids), pad(features.is_real_example),
-                              features.guids + [""] * extra)
-
-
-def save_features(path: str, features: ClassifierFeatures) -> None:
-    """Write the arrays as one .npz file, atomically."""
-    with storage.atomic_open(path, "wb") as f:
-        np.savez(f, guids=np.array(features.guids, dtype=str),
-                 **features.arrays())
-
-
-def load_features(path: str) -> ClassifierFeatures:
-    with storage.open_read(path, "rb") as f:
-        data = np.load(f, allow_pickle=False)
-        return ClassifierFeatures(data["input_ids"], data["input_mask"], data["segment_ids"],
-                                  data["label_ids"], data["is_real_example"],
-                                  [str(g) for g in data["guids"]] if "guids" in data else [])
-
-
 def features_to_dataset(features: ClassifierFeatures, batch_size: int | None = None, shuffle: bool = False,
                         seed: int | None = None, drop_remainder: bool = False):
     """A tf.data.Dataset of dicts (input_ids, input_mask, segment_ids, label_ids, is_real_example)."""
