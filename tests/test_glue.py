@@ -274,10 +274,7 @@ def test_regression_labels_are_floats_and_test_labels_are_placeholders(tokenizer
     ex = [glue.InputExample("r", "a", "b", 3.25), glue.InputExample("t", "a", "b", None)]
     feats = glue.convert_examples_to_features(ex, glue.get_task("sts-b"), 16, tokenizer)
     assert feats.label_ids.dtype == np.float32 and feats.label_ids.tolist() == [3.25, 0.0]
-    ds = glue.features_to_dataset(feats, batch_size=2)
-    batch = next(iter(ds))
-    assert batch["input_ids"].shape == (2, 16)
-    np.testing.assert_array_equal(batch["label_ids"].numpy(), feats.label_ids)
+    assert feats.input_ids.shape == (2, 16) and len(feats) == 2
 
 
 def test_our_full_tokenizer_gives_the_same_features(tokenizer, uncased_vocab):
