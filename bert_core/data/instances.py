@@ -16,8 +16,9 @@ What a reader compares with Google's script, and where it is here:
   keep their token. It runs on a batch of instances at once with numpy, and returns the seven features
   of Google's `write_instance_to_example_files` as zero-padded arrays, in Google's order.
 
-The random draws are not Google's (see InstanceMaker), so the records equal Google's statistically, not
-bitwise: tests/test_create_data.py runs both on the same corpus and compares.
+The masking draws are not Google's (see InstanceMaker), so the records equal Google's statistically, not
+bitwise (tests/test_create_data.py runs both on the same corpus and compares); the pairs alone, before
+masking, are exactly Google's given the same `random.Random` stream (tested too).
 """
 
 from __future__ import annotations
