@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 
 include make/cluster.mk
 
-.PHONY: setup setup-test run compile test test-slow test-data bench bench-data bench-train bench-finetune clean help
+.PHONY: setup setup-test run compile test test-slow test-data bench bench-data bench-train bench-finetune bench-tokenize clean help
 
 help:
 	@echo "make run         set up on first use, then run the main job on the embedded default corpus"
@@ -17,6 +17,7 @@ help:
 	@echo "make bench-data  data generation benchmark against Google's create_pretraining_data.py"
 	@echo "make bench-train training step benchmark against Hugging Face BertForPreTraining (PyTorch)"
 	@echo "make bench-finetune  fine-tuning quality and time against Hugging Face (PyTorch)"
+	@echo "make bench-tokenize  tokenizer speed against Google's, and where the stock Rust BERT pipeline differs"
 	@echo "make images | push | manifests   the cluster side (see docs/cluster.md)"
 
 $(VENV)/.ready: pyproject.toml scripts/setup_env.sh
@@ -59,7 +60,10 @@ bench-train: test-data
 bench-finetune: test-data
 	$(PY) benchmarks/bench_finetune.py
 
-bench: bench-data bench-train bench-finetune
+bench-tokenize: test-data
+	$(PY) benchmarks/bench_tokenize.py
+
+bench: bench-data bench-train bench-finetune bench-tokenize
 
 clean:
 	rm -rf $(RUN_DIR) .pytest_cache

@@ -17,7 +17,8 @@ import pytest
 
 from bert_core.config import DataConfig
 from bert_core.data import tfrecord
-from bert_core.data.pretraining import InstanceMaker, measure_records, shard_name
+from bert_core.data.instances import InstanceMaker
+from bert_core.data.pretraining import shard_name
 from conftest import ROOT, one_line_error, run_bert
 from gcs_server import gcs, gcs_prefix  # noqa: F401  (fixtures: a real GCS-API server on loopback)
 
@@ -153,6 +154,29 @@ def test_long_pairs_are_truncated_from_both_ends():
             fronts += a[0] > 100
             backs += a[-1] < 159
     assert fronts > 50 and backs > 50
+
+
+def test_segments_and_truncation_equal_googles_with_the_same_random_stream(monkeypatch):
+    """Google's create_instances_from_document (its masking set aside: it draws from the same generator,
+    ours from numpy) makes exactly our pairs, truncation included, from the same seed and documents."""
+    google = _google_create_data()
+    monkeypatch.setattr(google, "create_masked_lm_predictions", lambda tokens, *args: (tokens, [], []))
+    vocab = _toy_vocab()
+    words = list(vocab)
+    docs = _toy_docs(random.Random(11))
+    docs_as_words = [[[words[i] for i in sentence] for sentence in doc] for doc in docs]
+    for max_seq_length, short_seq_prob in ((32, 0.1), (128, 0.5)):
+        cfg = DataConfig(input_file="x", output_dir="y", vocab_file="v", max_seq_length=max_seq_length,
+                         short_seq_prob=short_seq_prob)
+        maker = InstanceMaker(vocab, cfg, 5)
+        rng = random.Random(5)
+        for d in list(range(len(docs))) * 3:
+            theirs = google.create_instances_from_document(docs_as_words, d, max_seq_length, short_seq_prob,
+                                                           0.15, 20, words, rng)
+            ours = list(maker.from_document(docs, d))
+            assert [([words[i] for i in tokens], [0] * (len_a + 2) + [1] * (len(tokens) - len_a - 2), nsp)
+                    for tokens, len_a, nsp in ours] == \
+                [(g.tokens, g.segment_ids, g.is_random_next) for g in theirs]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -356,6 +380,18 @@ def test_bad_utf8_replace_is_counted_in_the_manifest(tmp_path, uncased_vocab):
 # --------------------------------------------------------------------------------------------------
 # Statistical parity with Google's create_pretraining_data.py (bert-tensorflow 1.0.4, tf.compat.v1)
 # --------------------------------------------------------------------------------------------------
+def _google_create_data():
+    """Google's create_pretraining_data module, imported (its absl flags parsed, as its main would)."""
+    from absl import flags
+
+    from bert_reference import import_google
+
+    google = import_google("create_pretraining_data")
+    flags.FLAGS.unparse_flags()
+    flags.FLAGS(["test"])
+    return google
+
+
 def run_google(corpus: str, vocab: str, output: str, **flags) -> subprocess.CompletedProcess:
     args = [f"--{k}={v}" for k, v in flags.items()]
     cmd = [sys.executable, "-m", "bert.create_pretraining_data", f"--input_file={corpus}",
@@ -365,13 +401,39 @@ def run_google(corpus: str, vocab: str, output: str, **flags) -> subprocess.Comp
     return proc
 
 
+def _measure(paths: list[str], mask_id: int) -> dict:
+    """Instance count, mean real tokens, masked fraction, the [MASK]/random/kept split and the NSP ratio
+    of pretraining records (ours or Google's), read without TensorFlow. A masked position counts as [MASK]
+    if its input id is [MASK], kept if it equals the label, random otherwise (a random id that happens to
+    be one of those is counted as it looks: 2 in 30k of the random 10%)."""
+    n = tokens = masked = as_mask = as_kept = random_next = 0
+    for path in paths:
+        for record in tfrecord.iter_records(path):
+            ex = tfrecord.decode_example(record)
+            ids = ex["input_ids"]
+            n += 1
+            tokens += sum(ex["input_mask"])
+            k = int(sum(ex["masked_lm_weights"]))
+            masked += k
+            for p, label in zip(ex["masked_lm_positions"][:k], ex["masked_lm_ids"][:k]):
+                if ids[p] == mask_id:
+                    as_mask += 1
+                elif ids[p] == label:
+                    as_kept += 1
+            random_next += ex["next_sentence_labels"][0]
+    m = max(masked, 1)
+    return {"instances": n, "mean_tokens": tokens / max(n, 1), "masked_fraction": masked / max(tokens, 1),
+            "mask": as_mask / m, "random": (masked - as_mask - as_kept) / m, "kept": as_kept / m,
+            "nsp_random": random_next / max(n, 1)}
+
+
 def _parity(corpus: str, vocab: str, tmp_path, **flags) -> tuple[dict, dict]:
     google_out = tmp_path / "google.tfrecord"
     run_google(corpus, vocab, str(google_out), **flags)
     ours = tmp_path / "ours"
     _create(corpus, vocab, ours, *[f"--{k}={v}" for k, v in flags.items()])
     files = [str(ours / n) for n in _shards(ours)]
-    return measure_records([str(google_out)], 103), measure_records(files, 103)
+    return _measure([str(google_out)], 103), _measure(files, 103)
 
 
 def _assert_parity(g: dict, o: dict) -> None:
@@ -408,15 +470,10 @@ def test_expected_instance_count_matches_google_over_seeds(brown_corpus, uncased
     create_instances_from_document against our InstanceMaker on the same tokenized documents."""
     import statistics
 
-    from absl import flags
-
     from bert_core.data import corpus
     from bert_core.tokenization import FastTokenizer, load_vocab
-    from bert_reference import import_google
 
-    google = import_google("create_pretraining_data")
-    flags.FLAGS.unparse_flags()
-    flags.FLAGS(["test"])
+    google = _google_create_data()
     vocab = load_vocab(uncased_vocab)
     tok = FastTokenizer(vocab, True)
     docs = []

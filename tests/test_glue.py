@@ -270,22 +270,11 @@ def test_truncate_pair_longest_first_and_pair_layout():
     assert segments == [0, 0, 0, 0, 1, 1]
 
 
-def test_regression_labels_are_floats_and_test_labels_are_placeholders(tokenizer, tmp_path):
+def test_regression_labels_are_floats_and_test_labels_are_placeholders(tokenizer):
     ex = [glue.InputExample("r", "a", "b", 3.25), glue.InputExample("t", "a", "b", None)]
     feats = glue.convert_examples_to_features(ex, glue.get_task("sts-b"), 16, tokenizer)
     assert feats.label_ids.dtype == np.float32 and feats.label_ids.tolist() == [3.25, 0.0]
-    padded = glue.pad_features(feats, 4)
-    assert len(padded) == 4 and padded.is_real_example.tolist() == [1, 1, 0, 0]
-    assert not padded.input_mask[2:].any()
-    glue.save_features(str(tmp_path / "f.npz"), padded)
-    back = glue.load_features(str(tmp_path / "f.npz"))
-    assert back.guids == ["r", "t", "", ""]
-    for k, v in padded.arrays().items():
-        np.testing.assert_array_equal(v, back.arrays()[k])
-    ds = glue.features_to_dataset(feats, batch_size=2)
-    batch = next(iter(ds))
-    assert batch["input_ids"].shape == (2, 16)
-    np.testing.assert_array_equal(batch["label_ids"].numpy(), feats.label_ids)
+    assert feats.input_ids.shape == (2, 16) and len(feats) == 2
 
 
 def test_our_full_tokenizer_gives_the_same_features(tokenizer, uncased_vocab):

@@ -60,8 +60,8 @@ HARD_CASES = [
 # --------------------------------------------------------------------------------------------------
 # Fixtures
 # --------------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def google():
+def google_tokenization():
+    """Google's `bert.tokenization` (also for benchmarks/bench_tokenize.py)."""
     module = import_google("tokenization")
     from absl import flags
 
@@ -70,14 +70,27 @@ def google():
     return module
 
 
-@pytest.fixture(scope="module")
-def brown_sentences(brown_corpus) -> list[str]:
-    """NUM_BROWN sentences spread evenly over the whole corpus (every genre of Brown)."""
+def brown_lines(brown_corpus: str) -> list[str]:
+    """The Brown corpus's sentences (its non-blank lines)."""
     with open(brown_corpus, encoding="utf-8") as f:
-        lines = [line.rstrip("\n") for line in f if line.strip()]
+        return [line.rstrip("\n") for line in f if line.strip()]
+
+
+def spread_sample(lines: list[str]) -> list[str]:
+    """NUM_BROWN lines spread evenly over all of them (every genre of Brown)."""
     assert len(lines) >= NUM_BROWN
     step = len(lines) / NUM_BROWN
     return [lines[int(i * step)] for i in range(NUM_BROWN)]
+
+
+@pytest.fixture(scope="module")
+def google():
+    return google_tokenization()
+
+
+@pytest.fixture(scope="module")
+def brown_sentences(brown_corpus) -> list[str]:
+    return spread_sample(brown_lines(brown_corpus))
 
 
 @pytest.fixture(scope="module", params=[True, False], ids=["uncased", "cased"])
@@ -123,21 +136,21 @@ def test_parity_hard_cases(tokenizers):
     assert fast.tokenize(bad) == exact.tokenize(bad) == ref.tokenize(bad)
 
 
-def _code_point_texts(code_points) -> list[str]:
+def code_point_texts(code_points) -> list[str]:
     # alone, inside a word, after a capital sigma (final-sigma context) and next to punctuation
     return [f"{c} x{c}y Σ{c} Σ{c}a {c}." for c in map(chr, code_points)]
 
 
 def test_parity_every_bmp_code_point(tokenizers):
     ref, exact, fast = tokenizers
-    texts = _code_point_texts(c for c in range(0x10000) if not 0xD800 <= c <= 0xDFFF)
+    texts = code_point_texts(c for c in range(0x10000) if not 0xD800 <= c <= 0xDFFF)
     assert_parity("every BMP code point", texts, ref, exact, fast, exact_every=7)
 
 
 @pytest.mark.slow
 def test_parity_every_code_point(tokenizers):
     ref, exact, fast = tokenizers
-    texts = _code_point_texts(c for c in range(0x10000, 0x110000))
+    texts = code_point_texts(c for c in range(0x10000, 0x110000))
     assert_parity("every astral code point", texts, ref, exact, fast)
 
 
@@ -154,9 +167,7 @@ def test_parity_random_strings(tokenizers):
 @pytest.mark.slow
 def test_parity_whole_brown(tokenizers, brown_corpus):
     ref, exact, fast = tokenizers
-    with open(brown_corpus, encoding="utf-8") as f:
-        lines = [line.rstrip("\n") for line in f if line.strip()]
-    assert_parity("whole Brown corpus", lines, ref, exact, fast)
+    assert_parity("whole Brown corpus", brown_lines(brown_corpus), ref, exact, fast)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -266,77 +277,3 @@ def test_character_classes_match_unicode_categories():
     assert tok.is_whitespace("\u3000") and not tok.is_whitespace("\u2028") and not tok.is_whitespace("\u200b")
     assert tok.is_cjk("中") and tok.is_cjk("\U00020000") and not tok.is_cjk("あ") and not tok.is_cjk("한")
     assert unicodedata.category("\u2028") == "Zl" and "a\u2028b".split() == ["a", "b"]
-
-
-# --------------------------------------------------------------------------------------------------
-# Measurements for docs/tokenization.md (slow; run with -m slow -s)
-# --------------------------------------------------------------------------------------------------
-def _rust_bert_pipeline(vocab: dict, lower: bool):
-    """Hugging Face's stock BERT pipeline (BertNormalizer + BertPreTokenizer + WordPiece), for comparison."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
-
-    t = Tokenizer(models.WordPiece(vocab=vocab, unk_token="[UNK]", max_input_chars_per_word=200))
-    t.normalizer = normalizers.BertNormalizer(lowercase=lower, strip_accents=lower)
-    t.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    return t
-
-
-@pytest.mark.slow
-def test_report_rust_bert_pipeline_differences(google, uncased_vocab, brown_sentences):
-    """Where the stock Rust pipeline disagrees with Google (why FastTokenizer normalises in Python)."""
-    from collections import Counter
-
-    vocab = tok.load_vocab(uncased_vocab)
-    for lower in (True, False):
-        ref = google.FullTokenizer(uncased_vocab, do_lower_case=lower)
-        rust = _rust_bert_pipeline(vocab, lower)
-        names = {i: t for t, i in vocab.items()}
-
-        def rust_tokens(texts):
-            return [[names[i] for i in e.ids] for e in rust.encode_batch_fast(texts, add_special_tokens=False)]
-
-        brown_bad = sum(a != b for a, b in zip(rust_tokens(brown_sentences), map(ref.tokenize, brown_sentences)))
-        hard_bad = [t for t, a in zip(HARD_CASES, rust_tokens(HARD_CASES)) if a != ref.tokenize(t)]
-        cps = [c for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF]
-        texts = _code_point_texts(cps)
-        bad = [c for c, a, t in zip(cps, rust_tokens(texts), texts) if a != ref.tokenize(t)]
-        cats = Counter(unicodedata.category(chr(c)) for c in bad).most_common(8)
-        print(f"\nstock Rust BERT pipeline, {'uncased' if lower else 'cased'}: Brown {brown_bad}/{len(brown_sentences)} "
-              f"sentences differ; hard cases {len(hard_bad)}/{len(HARD_CASES)}; code points {len(bad)}/{len(cps)} "
-              f"differ, by category {cats}; first: {[f'U+{c:04X}' for c in bad[:8]]}")
-
-
-@pytest.mark.slow
-def test_report_speed(google, uncased_vocab, brown_corpus):
-    """Sentences/s of Google's tokenizer, the exact path and the fast path on the whole Brown corpus."""
-    import time
-
-    with open(brown_corpus, encoding="utf-8") as f:
-        lines = [line.rstrip("\n") for line in f if line.strip()]
-    vocab = tok.load_vocab(uncased_vocab)
-
-    def rate(fn):
-        wall, cpu = time.perf_counter(), time.process_time()
-        fn()
-        return len(lines) / (time.perf_counter() - wall), len(lines) / (time.process_time() - cpu)
-
-    def batched(encode, size=10_000):
-        return lambda: [encode(lines[i:i + size]) for i in range(0, len(lines), size)]
-
-    results = {}
-    for lower in (True, False):
-        ref, exact = google.FullTokenizer(uncased_vocab, lower), tok.FullTokenizer(uncased_vocab, lower)
-        fast = tok.FastTokenizer(uncased_vocab, lower)
-        rust = _rust_bert_pipeline(vocab, lower)
-        case = "uncased" if lower else "cased"
-        results[f"google FullTokenizer ({case})"] = rate(lambda: [ref.tokenize(s) for s in lines])
-        results[f"exact FullTokenizer ({case})"] = rate(lambda: [exact.tokenize(s) for s in lines])
-        results[f"fast encode_batch, cold cache ({case})"] = rate(batched(fast.encode_batch))
-        results[f"fast encode_batch, warm cache ({case})"] = rate(batched(fast.encode_batch))
-        results[f"fast tokenize_batch, warm cache ({case})"] = rate(batched(fast.tokenize_batch))
-        results[f"stock Rust BERT pipeline ids ({case})"] = rate(batched(
-            lambda b: [e.ids for e in rust.encode_batch_fast(b, add_special_tokens=False)]))
-    print(f"\n{len(lines)} Brown sentences; sentences/s (wall, process CPU):")
-    for name, (wall, cpu) in results.items():
-        print(f"  {name:45s} {wall:10,.0f} {cpu:10,.0f}")
-    assert results["fast encode_batch, cold cache (uncased)"][1] > 3 * results["exact FullTokenizer (uncased)"][1]

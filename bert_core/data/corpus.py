@@ -41,12 +41,6 @@ class ReadStats:
     bytes_read: int = 0
     first_bad: list[str] = field(default_factory=list)  # up to 5 "file:line" locations
 
-    def merge(self, other: "ReadStats") -> None:
-        self.lines += other.lines
-        self.bad_utf8_lines += other.bad_utf8_lines
-        self.bytes_read += other.bytes_read
-        self.first_bad = (self.first_bad + other.first_bad)[:5]
-
 
 def line_number_at(path: str, offset: int) -> int:
     """1-based line number of the line that starts at byte `offset` (counts newlines before it)."""

@@ -10,8 +10,7 @@ header-less files), and every label must be one of the task's labels; otherwise 
 Features follow `convert_single_example`: `[CLS] a [SEP] b [SEP]`, the pair truncated longest-first
 to `max_seq_length - 3` (a single text to `max_seq_length - 2`), segment ids 0 for `[CLS] a [SEP]` and
 1 for `b [SEP]`, a mask of ones over real tokens, zero padding, and the label's index (a float for
-regression). They come back as numpy arrays (`ClassifierFeatures`), and `features_to_dataset` wraps
-them in a `tf.data.Dataset`.
+regression). They come back as numpy arrays (`ClassifierFeatures`).
 
     task = get_task("mrpc")
     examples = task.get_examples(data_dir, "train")
@@ -23,7 +22,7 @@ from __future__ import annotations
 import csv
 import io
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
@@ -371,21 +370,19 @@ def get_task(name: str, **options) -> Task:
 @dataclass
 class ClassifierFeatures:
     """Features of N examples as arrays: input_ids/input_mask/segment_ids [N, max_seq_length] int32,
-    label_ids [N] (int32, or float32 for regression), is_real_example [N] int32."""
+    label_ids [N] (int32, or float32 for regression)."""
 
     input_ids: np.ndarray
     input_mask: np.ndarray
     segment_ids: np.ndarray
     label_ids: np.ndarray
-    is_real_example: np.ndarray
-    guids: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return int(self.input_ids.shape[0])
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {"input_ids": self.input_ids, "input_mask": self.input_mask, "segment_ids": self.segment_ids,
-                "label_ids": self.label_ids, "is_real_example": self.is_real_example}
+                "label_ids": self.label_ids}
 
 
 def truncate_seq_pair(tokens_a: list, tokens_b: list, max_length: int) -> None:
@@ -464,49 +461,4 @@ def convert_examples_to_features(
         input_mask[i, :len(ids)] = 1
         segment_ids[i, :len(segments)] = segments
         label_ids[i] = _label_id(example, labels)
-    return ClassifierFeatures(input_ids, input_mask, segment_ids, label_ids,
-                              np.ones((n,), np.int32), [e.guid for e in examples])
-
-
-def pad_features(features: ClassifierFeatures, multiple: int) -> ClassifierFeatures:
-    """Append all-zero examples with is_real_example=0 until the count is a multiple of `multiple`
-    (Google's PaddingInputExample, for fixed-size eval batches); metrics skip them."""
-    extra = (-len(features)) % multiple
-    if not extra:
-        return features
-
-    def pad(a: np.ndarray) -> np.ndarray:
-        return np.concatenate([a, np.zeros((extra, *a.shape[1:]), a.dtype)])
-
-    return ClassifierFeatures(pad(features.input_ids), pad(features.input_mask), pad(features.segment_ids),
-                              pad(features.label_ids), pad(features.is_real_example),
-                              features.guids + [""] * extra)
-
-
-def save_features(path: str, features: ClassifierFeatures) -> None:
-    """Write the arrays as one .npz file, atomically."""
-    with storage.atomic_open(path, "wb") as f:
-        np.savez(f, guids=np.array(features.guids, dtype=str),
-                 **features.arrays())
-
-
-def load_features(path: str) -> ClassifierFeatures:
-    with storage.open_read(path, "rb") as f:
-        data = np.load(f, allow_pickle=False)
-        return ClassifierFeatures(data["input_ids"], data["input_mask"], data["segment_ids"],
-                                  data["label_ids"], data["is_real_example"],
-                                  [str(g) for g in data["guids"]] if "guids" in data else [])
-
-
-def features_to_dataset(features: ClassifierFeatures, batch_size: int | None = None, shuffle: bool = False,
-                        seed: int | None = None, drop_remainder: bool = False):
-    """A tf.data.Dataset of dicts (input_ids, input_mask, segment_ids, label_ids, is_real_example)."""
-    import tensorflow as tf
-
-    ds = tf.data.Dataset.from_tensor_slices(features.arrays())
-    if shuffle:
-        ds = ds.shuffle(len(features), seed=seed, reshuffle_each_iteration=True)
-    if batch_size:
-        ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-    return ds
-
+    return ClassifierFeatures(input_ids, input_mask, segment_ids, label_ids)

@@ -18,11 +18,9 @@ to stream instead of holding the corpus and every instance in memory:
   FullTokenizer) and held as int32 arrays; with dupe_factor > 1 the token ids are spilled to a temporary
   file and read back for the later passes.
 * Instances pass through a shuffle buffer of `--shuffle_buffer_size` records before they are written.
-* Each instance: [CLS] A [SEP] B [SEP], pair truncated as the original (drop from the longer side,
-  front or back at random); masking picks num_to_predict = min(max_predictions_per_seq,
-  max(1, round(len * masked_lm_prob))) positions (whole words with --do_whole_word_mask), of which 80%
-  become [MASK], 10% a random vocab id and 10% keep their token. Masking and serialization run on
-  batches of instances with numpy; records are encoded without TensorFlow (`tfrecord`).
+* Each instance is made and masked by Google's algorithm (`instances`: create_instances_from_document,
+  truncate_seq_pair, create_masked_lm_predictions), on batches of instances with numpy; records are
+  encoded without TensorFlow (`tfrecord`).
 * Atomic and resumable: a shard is written under a temporary name and renamed; its statistics go to
   `.shard_stats/<shard>.json`. A rerun with the same parameters skips finished shards, removes stale
   temporaries and rebuilds the manifest from the per-shard statistics.
@@ -50,6 +48,7 @@ import bert_core
 from bert_core import storage
 from bert_core.config import DataConfig
 from bert_core.data import corpus, tfrecord
+from bert_core.data.instances import InstanceMaker, InstanceStats
 from bert_core.errors import UserError
 
 MANIFEST_NAME = "data_manifest.json"
@@ -65,190 +64,11 @@ def shard_name(index: int, num_shards: int) -> str:
 
 
 # --------------------------------------------------------------------------------------------------
-# Instances
+# Instances (made by `instances.InstanceMaker`): serialized in batches, shuffled through a bounded buffer
 # --------------------------------------------------------------------------------------------------
-@dataclass
-class InstanceStats:
-    instances: int = 0
-    tokens: int = 0             # real tokens, [CLS]/[SEP] included (sum of input_mask)
-    masked: int = 0             # masked LM predictions (sum of masked_lm_weights)
-    masked_as_mask: int = 0     # ... replaced by [MASK]
-    masked_as_random: int = 0   # ... replaced by a random vocab id
-    masked_as_kept: int = 0     # ... left as they were
-    random_next: int = 0        # NSP label 1
-
-
-class InstanceMaker:
-    """Turns tokenized documents into masked-LM/NSP instances and their features.
-
-    A document is a list of sentences; a sentence is a sequence of token ids (anything `list.extend`
-    takes). `from_document(pool, i)` yields unmasked instances (tokens, len_a, is_random_next) for
-    document `pool[i]`, drawing random next segments from the other documents of `pool`; `features(batch)`
-    masks a batch of them and returns Google's seven features as arrays. Segment choice uses
-    `random.Random(seed)`; masking uses numpy's generator (seed + 1), vectorized over the batch, except
-    for whole-word masking, which walks each instance's words with the Python generator."""
-
-    def __init__(self, vocab: dict[str, int], cfg: DataConfig, seed: int):
-        self.rng = random.Random(seed)
-        self.np_rng = np.random.default_rng(seed + 1)
-        self.max_seq_length = cfg.max_seq_length
-        self.max_num_tokens = cfg.max_seq_length - 3  # [CLS] A [SEP] B [SEP]
-        self.short_seq_prob = cfg.short_seq_prob
-        self.masked_lm_prob = cfg.masked_lm_prob
-        self.max_predictions = cfg.max_predictions_per_seq
-        self.whole_word = cfg.do_whole_word_mask
-        self.vocab_size = max(vocab.values()) + 1
-        self.cls, self.sep, self.mask = vocab["[CLS]"], vocab["[SEP]"], vocab["[MASK]"]
-        cont = bytearray(self.vocab_size)
-        for token, i in vocab.items():
-            if token.startswith("##"):
-                cont[i] = 1
-        self.continuation = bytes(cont)
-        self.stats = InstanceStats()
-
-    # -- segments A and B (as Google's create_instances_from_document) -----------------------------
-    def from_document(self, pool: list, index: int) -> Iterator[tuple[list[int], int, bool]]:
-        rng = self.rng
-        document = pool[index]
-        target = self.max_num_tokens
-        if rng.random() < self.short_seq_prob:
-            target = rng.randint(2, self.max_num_tokens)
-        chunk: list = []
-        length = 0
-        i = 0
-        n = len(document)
-        while i < n:
-            chunk.append(document[i])
-            length += len(document[i])
-            if i == n - 1 or length >= target:
-                a_end = rng.randint(1, len(chunk) - 1) if len(chunk) >= 2 else 1
-                tokens_a: list[int] = []
-                for sentence in chunk[:a_end]:
-                    tokens_a.extend(sentence)
-                tokens_b: list[int] = []
-                if len(chunk) == 1 or rng.random() < 0.5:
-                    is_random_next = True
-                    target_b = target - len(tokens_a)
-                    other = index
-                    for _ in range(10):  # another document of the pool, if there is one
-                        other = rng.randint(0, len(pool) - 1)
-                        if other != index:
-                            break
-                    random_doc = pool[other]
-                    for j in range(rng.randint(0, len(random_doc) - 1), len(random_doc)):
-                        tokens_b.extend(random_doc[j])
-                        if len(tokens_b) >= target_b:
-                            break
-                    i -= len(chunk) - a_end  # the unused sentences start the next chunk
-                else:
-                    is_random_next = False
-                    for sentence in chunk[a_end:]:
-                        tokens_b.extend(sentence)
-                yield self._pair(tokens_a, tokens_b, is_random_next)
-                chunk = []
-                length = 0
-            i += 1
-
-    def _pair(self, a: list[int], b: list[int], is_random_next: bool) -> tuple[list[int], int, bool]:
-        rng = self.rng
-        a0, a1, b0, b1 = 0, len(a), 0, len(b)
-        while (a1 - a0) + (b1 - b0) > self.max_num_tokens:  # truncate the longer, front or back
-            if a1 - a0 > b1 - b0:
-                if rng.random() < 0.5:
-                    a0 += 1
-                else:
-                    a1 -= 1
-            elif rng.random() < 0.5:
-                b0 += 1
-            else:
-                b1 -= 1
-        tokens = [self.cls]
-        tokens += a[a0:a1]
-        tokens.append(self.sep)
-        tokens += b[b0:b1]
-        tokens.append(self.sep)
-        return tokens, a1 - a0, is_random_next
-
-    # -- masking and features -----------------------------------------------------------------------
-    def features(self, batch: list[tuple[list[int], int, bool]]) -> dict[str, np.ndarray]:
-        """Mask a batch of instances; Google's features as [B, n] arrays (zero-padded), in Google's order."""
-        B, L, P = len(batch), self.max_seq_length, self.max_predictions
-        n_real = np.fromiter((len(t) for t, _, _ in batch), dtype=np.int64, count=B)
-        b_start = np.fromiter((la + 2 for _, la, _ in batch), dtype=np.int64, count=B)
-        nsp = np.fromiter((r for _, _, r in batch), dtype=np.int64, count=B)[:, None]
-        cols = np.arange(L)
-        real = cols < n_real[:, None]
-        input_ids = np.zeros((B, L), dtype=np.int64)
-        input_ids[real] = np.fromiter(itertools.chain.from_iterable(t for t, _, _ in batch), dtype=np.int64,
-                                      count=int(n_real.sum()))
-        segment_ids = (real & (cols >= b_start[:, None])).astype(np.int64)
-        # num_to_predict = min(max_predictions, max(1, round(len * prob))); np.round rounds half to even,
-        # as Python's round does
-        want = np.minimum(P, np.maximum(1, np.round(n_real * self.masked_lm_prob))).astype(np.int64)
-        if self.whole_word:
-            positions = np.zeros((B, P), dtype=np.int64)
-            n_pred = np.zeros(B, dtype=np.int64)
-            for r, (tokens, len_a, _) in enumerate(batch):
-                pos = self._whole_word_positions(tokens, len_a, int(want[r]))
-                positions[r, :len(pos)] = pos
-                n_pred[r] = len(pos)
-        else:
-            candidate = real & (cols > 0) & (cols != b_start[:, None] - 1) & (cols != n_real[:, None] - 1)
-            keys = self.np_rng.random((B, L))
-            keys[~candidate] = 2.0  # never ordered before a candidate
-            order = np.argsort(keys, axis=1)[:, :P]  # a uniformly random ordering of the candidates
-            n_pred = np.minimum(want, candidate.sum(axis=1))
-            take = np.arange(P) < n_pred[:, None]
-            positions = np.sort(np.where(take, order, L), axis=1)  # the chosen positions, ascending
-            positions[positions == L] = 0
-        valid = np.arange(P) < n_pred[:, None]
-        rows = np.broadcast_to(np.arange(B)[:, None], (B, P))
-        label_ids = np.where(valid, input_ids[rows, positions], 0)
-        # 80% [MASK], 10% a random vocab id, 10% unchanged
-        u = self.np_rng.random((B, P))
-        random_ids = self.np_rng.integers(0, self.vocab_size, size=(B, P))
-        as_mask = valid & (u < 0.8)
-        as_random = valid & (u >= 0.9)
-        new_ids = np.where(as_mask, self.mask, np.where(as_random, random_ids, label_ids))
-        vr, vc = np.nonzero(valid)
-        input_ids[vr, positions[vr, vc]] = new_ids[vr, vc]
-        st = self.stats
-        st.instances += B
-        st.tokens += int(n_real.sum())
-        st.masked += int(valid.sum())
-        st.masked_as_mask += int(as_mask.sum())
-        st.masked_as_random += int(as_random.sum())
-        st.masked_as_kept += int(valid.sum() - as_mask.sum() - as_random.sum())
-        st.random_next += int(nsp.sum())
-        return {"input_ids": input_ids, "input_mask": real.astype(np.int64), "segment_ids": segment_ids,
-                "masked_lm_positions": positions, "masked_lm_ids": label_ids,
-                "masked_lm_weights": valid.astype(np.float32), "next_sentence_labels": nsp}
-
-    def _whole_word_positions(self, tokens: list[int], len_a: int, num_to_predict: int) -> list[int]:
-        """Whole words in random order; a word that would overflow num_to_predict is skipped, not split."""
-        cont = self.continuation
-        sep_a = len_a + 1
-        groups: list[list[int]] = []
-        for p in range(1, len(tokens) - 1):
-            if p == sep_a:
-                continue
-            if groups and cont[tokens[p]]:
-                groups[-1].append(p)
-            else:
-                groups.append([p])
-        self.rng.shuffle(groups)
-        picked: list[int] = []
-        for g in groups:
-            if len(picked) >= num_to_predict:
-                break
-            if len(picked) + len(g) > num_to_predict:
-                continue
-            picked.extend(g)
-        return sorted(picked)
-
-    def encode(self, batch: list[tuple[list[int], int, bool]]) -> list[bytes]:
-        """A batch of instances -> serialized tf.train.Examples."""
-        return tfrecord.encode_examples(self.features(batch), tfrecord.FLOAT_FEATURES)
+def _encode(maker: InstanceMaker, batch: list[tuple[list[int], int, bool]]) -> list[bytes]:
+    """A batch of instances, masked -> serialized tf.train.Examples."""
+    return tfrecord.encode_examples(maker.features(batch), tfrecord.FLOAT_FEATURES)
 
 
 class ShuffleBuffer:
@@ -497,10 +317,10 @@ def run_shard(task: ShardTask) -> dict:
                         for inst in maker.from_document(pool, d):
                             pending.append(inst)
                             if len(pending) >= _ENCODE_BATCH:
-                                writer.write_many(buffer.add_many(maker.encode(pending)))
+                                writer.write_many(buffer.add_many(_encode(maker, pending)))
                                 pending = []
                     if pending:
-                        writer.write_many(buffer.add_many(maker.encode(pending)))
+                        writer.write_many(buffer.add_many(_encode(maker, pending)))
                     done_bytes += block.raw_bytes
                     _REPORT(block.raw_bytes, maker.stats.instances - before)
                 _REPORT(max(0, shard_bytes - done_bytes), 0)  # blank lines and the range tail
@@ -853,31 +673,3 @@ def create_data_main(config: DataConfig) -> int:
           f"to {where} in {elapsed:.1f}s")
     return 0
 
-
-# --------------------------------------------------------------------------------------------------
-# Checking records (parity tables, tests): statistics of any pretraining TFRecords, ours or Google's
-# --------------------------------------------------------------------------------------------------
-def measure_records(paths: list[str], mask_id: int) -> dict:
-    """Instance count, mean real tokens, masked fraction, the [MASK]/random/kept split and the NSP ratio
-    of pretraining records, read without TensorFlow. A masked position counts as [MASK] if its input id is
-    [MASK], kept if it equals the label, random otherwise (a random id that happens to be one of those
-    is counted as it looks: 2 in 30k of the random 10%)."""
-    n = tokens = masked = as_mask = as_kept = random_next = 0
-    for path in paths:
-        for record in tfrecord.iter_records(path):
-            ex = tfrecord.decode_example(record)
-            ids = ex["input_ids"]
-            n += 1
-            tokens += sum(ex["input_mask"])
-            k = int(sum(ex["masked_lm_weights"]))
-            masked += k
-            for p, label in zip(ex["masked_lm_positions"][:k], ex["masked_lm_ids"][:k]):
-                if ids[p] == mask_id:
-                    as_mask += 1
-                elif ids[p] == label:
-                    as_kept += 1
-            random_next += ex["next_sentence_labels"][0]
-    m = max(masked, 1)
-    return {"instances": n, "mean_tokens": tokens / max(n, 1), "masked_fraction": masked / max(tokens, 1),
-            "mask": as_mask / m, "random": (masked - as_mask - as_kept) / m, "kept": as_kept / m,
-            "nsp_random": random_next / max(n, 1)}

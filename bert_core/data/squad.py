@@ -301,13 +301,6 @@ def features_to_arrays(features: Sequence[SquadFeature], is_training: bool = Fal
     return arrays
 
 
-def features_to_dataset(features: Sequence[SquadFeature], is_training: bool = False):
-    """A tf.data.Dataset of dicts of `features_to_arrays` (unbatched)."""
-    import tensorflow as tf
-
-    return tf.data.Dataset.from_tensor_slices(features_to_arrays(features, is_training))
-
-
 # --------------------------------------------------------------------------------------------------
 # Postprocessing
 # --------------------------------------------------------------------------------------------------
