@@ -82,8 +82,9 @@ def worker_peak(threads: int, **_) -> dict:
     return {"flops": best}
 
 
-def worker_ours(threads: int, model: str, steps: int, warmup: int, xla: bool, backend: str) -> dict:
-    os.environ["BERT_FUSED_KERNELS"] = "1" if backend == "cpu_fused" else "0"
+def worker_ours(threads: int, model: str, steps: int, warmup: int, xla: bool, backend: str | None = None) -> dict:
+    if backend is not None:
+        os.environ["BERT_FUSED_KERNELS"] = "1" if backend == "cpu_fused" else "0"
     tf = _tf_threads(threads)
     import keras
 
@@ -108,7 +109,7 @@ def worker_ours(threads: int, model: str, steps: int, warmup: int, xla: bool, ba
         trainer.save_checkpoint = lambda iterator=None: None  # time the steps, not the final save
         ds = tf.data.Dataset.from_tensors(_batch_numpy()).repeat()
         trainer.train(ds)
-    assert trainer.ops.name == backend, f"asked for {backend}, the Trainer chose {trainer.ops.name}"
+    assert backend in (None, trainer.ops.name), f"asked for {backend}, the Trainer chose {trainer.ops.name}"
     seconds = (times[total] - times[warmup]) / steps
     return {"seq_per_s": BATCH / seconds, "step_s": seconds}
 
@@ -159,10 +160,12 @@ VARIANTS = {"cpu_fused": {"backend": "cpu_fused", "xla": False}, "plain": {"back
             "plain+XLA": {"backend": "plain", "xla": True}}
 
 
-def run_worker(kind: str, threads: int, **kw) -> dict:
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "OMP_NUM_THREADS": str(threads),
-           "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.abspath(__file__)))}
-    cmd = [sys.executable, __file__, "--worker", kind, "--threads", str(threads), "--worker_args", json.dumps(kw)]
+def run_worker(kind: str, threads: int, checkout: str | None = None, **kw) -> dict:
+    """One measurement in a fresh process, with this checkout's code or another's (--baseline)."""
+    root = checkout or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "OMP_NUM_THREADS": str(threads), "PYTHONPATH": root}
+    script = os.path.join(root, "benchmarks", "bench_train.py")
+    cmd = [sys.executable, script, "--worker", kind, "--threads", str(threads), "--worker_args", json.dumps(kw)]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         raise SystemExit(f"{kind} {kw} failed:\n{proc.stderr[-4000:]}")
@@ -177,6 +180,9 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=os.cpu_count())
     p.add_argument("--rounds", type=int, default=2, help="interleaved repetitions; the best of each is kept")
     p.add_argument("--json", default=None, help="also write the results here")
+    p.add_argument("--baseline", default=None, metavar="DIR",
+                   help="also measure the default training step of another checkout in the same rounds "
+                        "(e.g. `git worktree add /tmp/before HEAD~3`): a before/after row")
     p.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     p.add_argument("--worker_args", default="{}", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -189,6 +195,7 @@ def main() -> int:
     # The machine may be shared: measurements alternate (peak, peer, ours on each backend, ...) and
     # each keeps its best round, so a busy moment penalises no side in particular.
     models = args.models.split(",")
+    variants = [*VARIANTS, *(["baseline"] if args.baseline else [])]
     best: dict[tuple, float] = {}
 
     def keep(key, value):
@@ -201,7 +208,10 @@ def main() -> int:
             keep((model, "hf"), run_worker("hf", args.threads, **common)["seq_per_s"])
             for variant in VARIANTS:
                 keep((model, variant), run_worker("ours", args.threads, **VARIANTS[variant], **common)["seq_per_s"])
-            ours = ", ".join(f"{v} {best[(model, v)]:.1f}" for v in VARIANTS)
+            if args.baseline:
+                keep((model, "baseline"), run_worker("ours", args.threads, checkout=args.baseline, xla=False,
+                                                     **common)["seq_per_s"])
+            ours = ", ".join(f"{v} {best[(model, v)]:.1f}" for v in variants)
             print(f"  round {rnd + 1} {model}: peer {best[(model, 'hf')]:.1f}, ours: {ours} seq/s (best so far)",
                   flush=True)
     peak = best[("peak",)]
@@ -209,7 +219,7 @@ def main() -> int:
     for model in models:
         layers, hidden, _, inter = SHAPES[model]
         flops = train_flops_per_sequence(layers, hidden, inter)
-        for variant in VARIANTS:
+        for variant in variants:
             ours, hf = best[(model, variant)], best[(model, "hf")]
             rows.append({"model": model, "ops": variant, "ours_seq_per_s": ours, "hf_seq_per_s": hf,
                          "speedup": ours / hf, "gflops": ours * flops / 1e9, "peak_fraction": ours * flops / peak})
@@ -222,6 +232,8 @@ def main() -> int:
         print(f"| {r['model']} | {r['ops']} | {r['ours_seq_per_s']:.1f} | {r['hf_seq_per_s']:.1f} "
               f"| {r['speedup']:.2f}x | {r['gflops']:.1f} | {100 * r['peak_fraction']:.0f}% |")
     print(f"\nmatmul peak: {peak / 1e9:.1f} GFLOP/s (fp32, {args.threads} threads)")
+    if args.baseline:
+        print(f"baseline: the default training step of {args.baseline}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"threads": args.threads, "peak_flops": peak, "rows": rows}, f, indent=2)

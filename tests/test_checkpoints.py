@@ -20,7 +20,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from bert_core import checkpoints, modeling  # noqa: E402
+from bert_core import checkpoints, losses, modeling  # noqa: E402
 from bert_core.config import BertConfig  # noqa: E402
 from bert_core.errors import UserError  # noqa: E402
 
@@ -75,7 +75,7 @@ def our_config() -> BertConfig:
 def run_ours(model, data: dict) -> dict:
     feats = {k: tf.constant(data[k]) for k in INPUT_KEYS}
     out = model(feats, training=False)
-    loss, metrics = modeling.pretraining_loss(out, feats)
+    loss, metrics = losses.pretraining_loss(out, feats)
     batch, preds = data["masked_lm_positions"].shape
     mlm_nll = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=feats["masked_lm_ids"], logits=out["mlm_logits"])
     result = {
