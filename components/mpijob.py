@@ -308,7 +308,8 @@ def mpirun_command(job: PretrainJob) -> list[str]:
     from bert_core.cli import config_flags  # lazily, as PretrainConfig: see check_pretrain_flags
 
     cmd = ["mpirun", "-np", str(job.num_ranks),
-           "--bind-to", "none", "--map-by", "slot",       # Horovod pins one GPU per local rank itself
+           "--bind-to", "none", "--map-by", "slot",       # no CPU binding; each rank pins its GPU in
+                                                      # bert_core.distributed.initialize (local rank)
            "--mca", "pml", "ob1", "--mca", "btl", "^openib"]  # TCP/shared memory, no verbs probing
     # ssh reaches the workers' unprivileged sshd through the image's ssh_config (Port SSH_PORT), not
     # plm_rsh_args, which mpi-operator sets itself on the launcher.
