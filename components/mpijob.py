@@ -259,36 +259,28 @@ class PretrainJob(BaseModel):
 def check_pretrain_flags(flags: dict[str, FlagValue]) -> None:
     """Flag names must be fields of bert_core.config.PretrainConfig, and the flags a valid PretrainConfig.
 
-    PretrainConfig is imported here, lazily, so this module stays importable without TensorFlow and
-    before the class exists; until it does, only the shape of each name is checked.
+    PretrainConfig is imported lazily, so this module imports without TensorFlow (the launcher image).
     """
+    import pydantic
+
+    from bert_core.config import PretrainConfig, describe_validation_error
+
     for name, value in flags.items():
         if not _FLAG_NAME.match(name):
             raise ValueError(f"pretrain flag {name!r} is not a flag name (lowercase, digits, '_')")
         if isinstance(value, str) and ("\n" in value or value.strip() != value):
             raise ValueError(f"pretrain flag --{name} has surrounding whitespace or a newline")
-    model = pretrain_config_class()
-    if model is None:
-        return
-    fields = model.model_fields
+    fields = PretrainConfig.model_fields
     unknown = sorted(set(flags) - set(fields))
     if unknown:
         raise ValueError(f"--{unknown[0]} is not a `bert pretrain` flag (a field of PretrainConfig); "
                          f"known: {', '.join(sorted(fields))}")
     # The whole flag set, as `bert pretrain` would build it: required fields, types and the config's
     # own cross-field rules (e.g. exactly one of --bert_config_file/--model), before any GPU is scheduled.
-    import pydantic
     try:
-        model.model_validate(flags)
+        PretrainConfig.model_validate(flags)
     except pydantic.ValidationError as err:
-        from bert_core.config import describe_validation_error
         raise ValueError(f"`bert pretrain` would refuse these flags: {describe_validation_error(err)}") from None
-
-
-def pretrain_config_class():
-    """bert_core.config.PretrainConfig, or None while it does not exist yet."""
-    from bert_core import config
-    return getattr(config, "PretrainConfig", None)
 
 
 def _env_list(env: dict[str, str]) -> list[dict]:
