@@ -32,7 +32,8 @@ from pathlib import Path
 from typing import Callable
 
 from bert_core.errors import UserError
-from components.mpijob import (GROUP, JOB_NAME_LABEL, JOB_ROLE_LABEL, PLURAL, VERSION, PretrainJob,
+from components import images
+from components.mpijob import (GCS_KEY_DIR, GROUP, JOB_NAME_LABEL, JOB_ROLE_LABEL, PLURAL, VERSION, PretrainJob,
                                job_name_problem, load_job, render)
 
 # What the launcher step may do, in its own namespace; the Role in manifests/ is rendered from this.
@@ -129,14 +130,15 @@ def unique_name(base: str, workers: int) -> str:
     return name
 
 
-def owner_reference(core, namespace: str, env: dict | None = None) -> dict | None:
-    """An ownerReference to the pod this code runs in, or None when not in a pod.
+def step_pod(core, namespace: str, env: dict | None = None) -> tuple[str | None, str | None, object | None]:
+    """(name, uid, pod) of the pod this code runs in; (None, None, None) when not in a pod.
 
     The pod is named by the downward API (POD_NAME/POD_UID, as the CronJob sets them), by KFP's own
-    KFP_POD_NAME/KFP_POD_UID, or, inside a cluster, by HOSTNAME (a pod's hostname is its name) with the
-    uid read from the API. No blockOwnerDeletion: setting it needs 'update' on pods/finalizers, which the
-    Role does not grant.
+    KFP_POD_NAME/KFP_POD_UID, or, inside a cluster, by HOSTNAME (a pod's hostname is its name). `pod`
+    is the V1Pod read from the API (its service account, volumes and images), None if it is not there.
     """
+    from kubernetes.client import ApiException
+
     env = os.environ if env is None else env
     name = env.get("POD_NAME") or env.get("KFP_POD_NAME")
     uid = env.get("POD_UID") or env.get("KFP_POD_UID")
@@ -144,19 +146,63 @@ def owner_reference(core, namespace: str, env: dict | None = None) -> dict | Non
     if not name and env.get("KUBERNETES_SERVICE_HOST") and env.get("HOSTNAME"):
         name, uid, guessed = env["HOSTNAME"], None, True
     if not name:
+        return None, None, None
+    try:
+        pod = core.read_namespaced_pod(name, namespace)
+    except ApiException as err:
+        if err.status == 403:
+            raise permission_error(err, "get", "", "pods", namespace) from None
+        if err.status == 404 and guessed:
+            return None, None, None
+        if err.status == 404 and uid:
+            return name, uid, None
+        raise LaunchError(f"cannot read this step's pod {namespace}/{name}: {err.status} {err.reason}") from None
+    return name, uid or pod.metadata.uid, pod
+
+
+def owner_reference(core, namespace: str, env: dict | None = None) -> dict | None:
+    """An ownerReference to the pod this code runs in, or None when not in a pod.
+
+    No blockOwnerDeletion: setting it needs 'update' on pods/finalizers, which the Role does not grant.
+    """
+    name, uid, _ = step_pod(core, namespace, env)
+    return _owner(name, uid)
+
+
+def _owner(name: str | None, uid: str | None) -> dict | None:
+    if not name:
         return None
-    if not uid:
-        from kubernetes.client import ApiException
-        try:
-            pod = core.read_namespaced_pod(name, namespace)
-        except ApiException as err:
-            if err.status == 403:
-                raise permission_error(err, "get", "", "pods", namespace) from None
-            if err.status == 404 and guessed:
-                return None
-            raise LaunchError(f"cannot read this step's pod {namespace}/{name}: {err.status} {err.reason}") from None
-        uid = pod.metadata.uid
     return {"apiVersion": "v1", "kind": "Pod", "name": name, "uid": uid, "controller": False}
+
+
+def inherit_from_pod(job: PretrainJob, pod, log: Callable[[str], None]) -> PretrainJob:
+    """The job with the step pod's identity where the job leaves it open.
+
+    - its service account (Workload Identity is bound to one, e.g. `default-editor` under Kubeflow),
+    - the key Secret mounted at GCS_KEY_DIR in the pod, if any.
+    And a check: a job still on the default registry while this pod runs from another one means the
+    manifests were pointed at a registry with a kustomize `images:` override, which does not reach the
+    job spec; that is refused rather than left to fail as ImagePullBackOff on every worker.
+    """
+    spec = pod.spec
+    update: dict = {}
+    if job.service_account is None and spec.service_account_name:
+        update["service_account"] = spec.service_account_name
+    if job.gcs_credentials_secret is None:
+        mounted = {m.name for c in spec.containers for m in (c.volume_mounts or [])
+                   if m.mount_path.rstrip("/") == GCS_KEY_DIR}
+        for volume in spec.volumes or []:
+            if volume.name in mounted and volume.secret is not None:
+                update["gcs_credentials_secret"] = volume.secret.secret_name
+    own = [images.registry_of(c.image) for c in spec.containers if images.registry_of(c.image)]
+    if own and images.registry_of(job.image) == images.DEFAULT_REGISTRY and own[0] != images.DEFAULT_REGISTRY:
+        raise LaunchError(f"the job's image {job.image} is on the default registry but this pod runs from "
+                          f"{own[0]}: re-render the manifests with `make manifests REGISTRY=... TAG=...` "
+                          f"(a kustomize images: override does not reach the job spec)")
+    if update:
+        log("launcher: from this pod: " + ", ".join(f"{k}={v}" for k, v in update.items()))
+        job = job.model_copy(update=update)
+    return job
 
 
 def _condition(obj: dict, kind: str) -> dict | None:
@@ -221,14 +267,19 @@ def launch(job: PretrainJob, *, api=None, namespace: str | None = None, timeout_
     custom, core = client.CustomObjectsApi(api), client.CoreV1Api(api)
     namespace = namespace or current_namespace(job)
     name = unique_name(job.name, job.workers)
+    pod_name, pod_uid, pod = step_pod(core, namespace)
+    if pod is not None:
+        job = inherit_from_pod(job, pod, log)
+    elif pod_name:
+        log(f"launcher: pod {pod_name} is not readable: the MPIJob does not inherit its service account")
     if unique_output_dir:
         flags = dict(job.pretrain_flags)
         flags["output_dir"] = f"{str(flags['output_dir']).rstrip('/')}/{name}"
         job = job.model_copy(update={"pretrain_flags": flags})
-        job = PretrainJob.model_validate(job.model_dump())
+    job = PretrainJob.model_validate(job.model_dump())
     manifest = render(job, name)
     manifest["metadata"]["namespace"] = namespace
-    owner = owner_reference(core, namespace)
+    owner = _owner(pod_name, pod_uid)
     if owner:
         manifest["metadata"]["ownerReferences"] = [owner]
     else:

@@ -37,6 +37,8 @@ SSH_PORT = 2222                                 # unprivileged: sshd runs as IMA
 SSHD_CONFIG = f"{IMAGE_HOME}/.sshd_config"
 SSH_AUTH_MOUNT_PATH = f"{IMAGE_HOME}/.ssh"      # where mpi-operator mounts the job's ssh Secret
 
+GCS_KEY_DIR = "/var/secrets/google"            # where a key Secret is mounted; key.json inside it
+
 GPU_RESOURCE = "amd.com/gpu"
 # Labels mpi-operator puts on the pods it creates (training-operator's common labels).
 JOB_NAME_LABEL = "training.kubeflow.org/job-name"
@@ -195,8 +197,10 @@ class PretrainJob(BaseModel):
     run_policy: RunPolicy = Field(default_factory=RunPolicy)
     storage: PvcStorage | None = Field(None, description="A PVC for data and checkpoints; None for gs:// only")
     gcs_credentials_secret: str | None = Field(
-        None, description="Secret with a service-account key.json for gs://; None for Workload Identity")
-    service_account: str | None = Field(None, description="Service account of the job's pods (gs:// access)")
+        None, description="Secret with a service-account key.json for gs://; None for Workload Identity "
+                          "(the launcher step passes on the one mounted in its own pod)")
+    service_account: str | None = Field(
+        None, description="Service account of the job's pods (gs:// access); None: the launcher step's own")
     node_selector: dict[str, str] = Field(
         default_factory=lambda: {"feature.node.kubernetes.io/amd-gpu": "true"},
         description="Worker node selector (the AMD GPU operator's node-feature label by default)")
@@ -291,7 +295,7 @@ def rank_env(job: PretrainJob) -> dict[str, str]:
     """Variables every rank needs; mpirun forwards each with `-x`."""
     env = job.rccl.env()
     if job.gcs_credentials_secret:
-        env["GOOGLE_APPLICATION_CREDENTIALS"] = "/var/secrets/google/key.json"
+        env["GOOGLE_APPLICATION_CREDENTIALS"] = f"{GCS_KEY_DIR}/key.json"
     return env
 
 
@@ -330,7 +334,7 @@ def _volumes(job: PretrainJob, worker: bool) -> tuple[list[dict], list[dict]]:
         mounts.append({"name": "data", "mountPath": job.storage.mount_path, "readOnly": job.storage.read_only})
     if job.gcs_credentials_secret:
         volumes.append({"name": "gcp-key", "secret": {"secretName": job.gcs_credentials_secret}})
-        mounts.append({"name": "gcp-key", "mountPath": "/var/secrets/google", "readOnly": True})
+        mounts.append({"name": "gcp-key", "mountPath": GCS_KEY_DIR, "readOnly": True})
     return volumes, mounts
 
 

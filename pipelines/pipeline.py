@@ -20,10 +20,11 @@ given, or held out": a step's parameter (`vocab_uri`, `task_data_uri`) decides, 
 
 from kfp import dsl, kubernetes
 
+from components import images
 from components.data import create_data, prepare_corpus
 from components.evaluate import evaluate
 from components.finetune import finetune
-from components.mpijob import GPU_RESOURCE, PretrainJob
+from components.mpijob import GCS_KEY_DIR, GPU_RESOURCE, PretrainJob
 from components.pretrain import pretrain, pretrain_phase2
 from components.vocab import learn_vocab
 
@@ -55,8 +56,23 @@ def _cpu_step(task: dsl.PipelineTask, name: str, cpu: str, memory: str, cache: b
     return task
 
 
-def build_pipeline(phase2: bool = False):
-    """The pipeline function (phase 1 only, or phases 1 and 2)."""
+def _with_key(task: dsl.PipelineTask, secret: str | None) -> dsl.PipelineTask:
+    """Mount the key Secret where GOOGLE_APPLICATION_CREDENTIALS points; a launcher step passes it on
+    to its MPIJob (components.launcher.inherit_from_pod)."""
+    if secret:
+        kubernetes.use_secret_as_volume(task, secret_name=secret, mount_path=GCS_KEY_DIR)
+        task.set_env_variable("GOOGLE_APPLICATION_CREDENTIALS", f"{GCS_KEY_DIR}/key.json")
+    return task
+
+
+def build_pipeline(phase2: bool = False, gcs_key_secret: str | None = None):
+    """The pipeline function (phase 1 only, or phases 1 and 2).
+
+    gcs_key_secret: a Secret with a service-account key.json that every step (and the MPIJob) uses for
+    gs://; None for Workload Identity, which follows the run's service account. It is chosen when the
+    pipeline is built: a Secret volume cannot have an empty name, so a run-time parameter could not
+    default to "no key".
+    """
 
     @dsl.pipeline(name=PIPELINE_NAME_PHASE2 if phase2 else PIPELINE_NAME, description=DESCRIPTION)
     def bert_pipeline(
@@ -122,14 +138,17 @@ def build_pipeline(phase2: bool = False):
         finetune_processes: int = 1,
         finetune_gpus: int = 0,
     ):
-        corpus = _cpu_step(prepare_corpus(corpus_uri=corpus_uri, heldout_fraction=heldout_fraction,
-                                          seed=random_seed), "corpus", "1", "2Gi", cache=True, retries=2)
-        vocab = _cpu_step(learn_vocab(corpus=corpus.outputs["corpus"], vocab_uri=vocab_uri,
-                                      vocab_size=vocab_size, do_lower_case=do_lower_case),
-                          "vocab", "2", "4Gi", cache=True, retries=2)
+        def step(task: dsl.PipelineTask, *args, **kwargs) -> dsl.PipelineTask:
+            return _cpu_step(_with_key(task, gcs_key_secret), *args, **kwargs)
+
+        corpus = step(prepare_corpus(corpus_uri=corpus_uri, heldout_fraction=heldout_fraction,
+                                     seed=random_seed), "corpus", "1", "2Gi", cache=True, retries=2)
+        vocab = step(learn_vocab(corpus=corpus.outputs["corpus"], vocab_uri=vocab_uri,
+                                 vocab_size=vocab_size, do_lower_case=do_lower_case),
+                     "vocab", "2", "4Gi", cache=True, retries=2)
 
         def data_step(name: str, seq: int, predictions: int):
-            return _cpu_step(create_data(
+            return step(create_data(
                 corpus=corpus.outputs["corpus"], vocab=vocab.outputs["vocab"], do_lower_case=do_lower_case,
                 max_seq_length=seq, max_predictions_per_seq=predictions, masked_lm_prob=masked_lm_prob,
                 dupe_factor=dupe_factor, short_seq_prob=short_seq_prob, do_whole_word_mask=do_whole_word_mask,
@@ -153,7 +172,11 @@ def build_pipeline(phase2: bool = False):
                 **extra)
             # A rerun resumes from the latest checkpoint in the output, so a retry is safe; a cached
             # result would make a scheduled re-pretraining a no-op, so no caching.
-            _cpu_step(task, name, "4", "16Gi", cache=False, retries=1)
+            step(task, name, "4", "16Gi", cache=False, retries=1)
+            # With launcher=mpijob this step creates an MPIJob whose image components.images resolves
+            # inside the step's pod: give it this compile's registry and tag, not the defaults.
+            for var, value in images.env().items():
+                task.set_env_variable(var, value)
             return _on_gpu_nodes(task, pretrain_gpus)
 
         data = data_step("create-data", max_seq_length, max_predictions_per_seq)
@@ -175,9 +198,9 @@ def build_pipeline(phase2: bool = False):
             num_train_epochs=num_train_epochs, warmup_proportion=warmup_proportion,
             optimizer_type=finetune_optimizer_type, do_lower_case=do_lower_case,
             log_every_steps=log_every_steps, seed=random_seed, num_processes=finetune_processes, **task)
-        _on_gpu_nodes(_cpu_step(tuned, "finetune", "4", "16Gi", cache=False, retries=0), finetune_gpus)
-        _cpu_step(evaluate(task_data=corpus.outputs["task_data"], predictions=tuned.outputs["predictions"],
-                           eval_split=eval_split, **task), "evaluate", "1", "2Gi", cache=False, retries=2)
+        _on_gpu_nodes(step(tuned, "finetune", "4", "16Gi", cache=False, retries=0), finetune_gpus)
+        step(evaluate(task_data=corpus.outputs["task_data"], predictions=tuned.outputs["predictions"],
+                      eval_split=eval_split, **task), "evaluate", "1", "2Gi", cache=False, retries=2)
 
     return bert_pipeline
 

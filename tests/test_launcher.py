@@ -320,3 +320,61 @@ def test_command_line_bad_spec_is_one_line(tmp_path, capsys):
     assert err.startswith(f"launcher: error: {spec}: ") and "\n" not in err
     assert launcher.main(["--spec", str(tmp_path / "missing.yaml")]) == 2
     assert "cannot read" in capsys.readouterr().err
+
+
+def _step_pod(name: str, image: str, service_account: str | None = None, key_secret: str | None = None) -> dict:
+    container = {"name": "main", "image": image}
+    spec: dict = {"containers": [container]}
+    if service_account:
+        spec["serviceAccountName"] = service_account
+    if key_secret:
+        spec["volumes"] = [{"name": "key", "secret": {"secretName": key_secret}}]
+        container["volumeMounts"] = [{"name": "key", "mountPath": "/var/secrets/google", "readOnly": True}]
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": NS, "uid": "u-7"},
+            "spec": spec}
+
+
+def _pod_specs(mpijob: dict) -> list[dict]:
+    return [r["template"]["spec"] for r in mpijob["spec"]["mpiReplicaSpecs"].values()]
+
+
+def test_the_mpijob_runs_as_the_step_pods_service_account_with_its_key(cluster, monkeypatch):
+    """Workload Identity is bound to the run's service account (default-editor under Kubeflow), and a key
+    Secret mounted into the step (kfp.kubernetes.use_secret_as_volume) must reach the ranks too."""
+    image = "registry.example.com/ml/bert-pretrain:v7"
+    monkeypatch.setenv("KFP_POD_NAME", "step-1")
+    cluster.core.create_namespaced_pod(NS, _step_pod("step-1", image, "default-editor", "gcp-sa-key"))
+    op = FakeOperator(cluster, "Succeeded")
+    launch(_job(image=image), api=cluster.api, namespace=NS, poll_seconds=0.05, timeout_seconds=20,
+           log=lambda _: None)
+    op.join(5)
+    assert op.job["metadata"]["ownerReferences"][0]["uid"] == "u-7"
+    for pod in _pod_specs(op.job):
+        assert pod["serviceAccountName"] == "default-editor"
+        assert {"name": "gcp-key", "secret": {"secretName": "gcp-sa-key"}} in pod["volumes"]
+        env = {e["name"]: e["value"] for e in pod["containers"][0]["env"]}
+        assert env["GOOGLE_APPLICATION_CREDENTIALS"] == "/var/secrets/google/key.json"
+    if CRD_PATH.exists():
+        assert mpijob_problems({k: v for k, v in op.job.items() if k != "status"}) == []
+
+
+def test_the_jobs_own_service_account_wins(cluster, monkeypatch):
+    monkeypatch.setenv("KFP_POD_NAME", "step-2")
+    cluster.core.create_namespaced_pod(NS, _step_pod("step-2", _job().image, "default-editor"))
+    op = FakeOperator(cluster, "Succeeded")
+    launch(_job(service_account="trainer"), api=cluster.api, namespace=NS, poll_seconds=0.05,
+           timeout_seconds=20, log=lambda _: None)
+    op.join(5)
+    assert {pod["serviceAccountName"] for pod in _pod_specs(op.job)} == {"trainer"}
+
+
+def test_a_job_on_the_default_registry_from_a_retagged_launcher_is_refused(cluster, monkeypatch):
+    """kustomize `images:` rewrites the CronJob's image, not the image inside the job spec it reads."""
+    from components import images
+    monkeypatch.setenv("POD_NAME", "cron-3")
+    monkeypatch.setenv("POD_NAMESPACE", NS)
+    cluster.core.create_namespaced_pod(NS, _step_pod("cron-3", "registry.example.com/ml/bert-launcher:0.1.0"))
+    job = _job(image=f"{images.DEFAULT_REGISTRY}/bert-pretrain:0.1.0")
+    with pytest.raises(launcher.LaunchError, match=r"re-render the manifests with `make manifests REGISTRY"):
+        launch(job, api=cluster.api, poll_seconds=0.05, timeout_seconds=5, log=lambda _: None)
+    assert cluster.mpijobs() == []

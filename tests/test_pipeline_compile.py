@@ -3,6 +3,7 @@ artifacts between them, the parameter defaults of bert_pipeline, each stage's im
 resources, GPU scheduling, caching and retries."""
 
 import inspect
+import os
 import subprocess
 import sys
 
@@ -14,10 +15,18 @@ from tests.conftest import ROOT
 STAGES = ["prepare-corpus", "learn-vocab", "create-data", "pretrain", "finetune", "evaluate"]
 
 
-def _compile(tmp_path, *extra) -> tuple[dict, dict]:
+IMAGE_VARS = ("BERT_IMAGE_REGISTRY", "REGISTRY", "BERT_IMAGE_TAG", "TAG")
+
+
+def _env(**over) -> dict:
+    """This environment without any image setting, plus `over`."""
+    return {**{k: v for k, v in os.environ.items() if k not in IMAGE_VARS}, "PYTHONPATH": str(ROOT), **over}
+
+
+def _compile(tmp_path, *extra, env: dict | None = None) -> tuple[dict, dict]:
     out = tmp_path / "pipeline.yaml"
     proc = subprocess.run([sys.executable, "-m", "pipelines.cli", "compile", "-o", str(out), *extra],
-                          capture_output=True, text=True, cwd=ROOT)
+                          capture_output=True, text=True, cwd=ROOT, env=env)
     assert proc.returncode == 0, proc.stderr
     assert f"wrote {out}" in proc.stdout
     docs = list(yaml.safe_load_all(out.read_text()))
@@ -135,6 +144,22 @@ def test_images_resources_caching_and_retries(compiled):
     assert "exec-create-data" not in k8s  # CPU steps go anywhere
 
 
+def test_the_mpijob_uses_the_images_the_pipeline_was_compiled_for(tmp_path):
+    """The pretraining step builds its PretrainJob inside its pod, where no REGISTRY/TAG is set unless
+    the compiled pipeline sets it: run that construction with exactly the step's compiled env."""
+    spec, _ = _compile(tmp_path, env=_env(REGISTRY="registry.example.com/ml", TAG="v7"))
+    container = spec["deploymentSpec"]["executors"]["exec-pretrain"]["container"]
+    assert container["image"] == "registry.example.com/ml/bert-pretrain:v7"
+    step_env = {e["name"]: e["value"] for e in container.get("env", [])}
+    code = ("from components.mpijob import PretrainJob\n"
+            "print(PretrainJob(pretrain_flags={'input_file': 'gs://b/d/*', 'output_dir': 'gs://b/o',\n"
+            "                                  'model': 'bert-tiny', 'do_train': True}).image)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                          env=_env(**step_env))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == container["image"]
+
+
 def test_two_phase_pipeline(tmp_path):
     spec, _ = _compile(tmp_path, "--phase2")
     assert spec["pipelineInfo"]["name"] == "bert-pipeline-two-phase"
@@ -160,3 +185,30 @@ def test_docs_list_every_parameter_with_its_default():
     assert set(documented) == set(signature)
     for name, p in signature.items():
         assert json.loads(documented[name]) == p.default, name
+
+
+def _compile_in_process(tmp_path, **build) -> tuple[dict, dict]:
+    from kfp import compiler
+
+    from pipelines.pipeline import build_pipeline
+
+    out = tmp_path / "pipeline.yaml"
+    compiler.Compiler().compile(build_pipeline(**build), str(out))
+    docs = list(yaml.safe_load_all(out.read_text()))
+    return docs[0], (docs[1] if len(docs) > 1 else {})
+
+
+def test_a_key_secret_reaches_every_step(tmp_path):
+    """Mounted where GOOGLE_APPLICATION_CREDENTIALS points; the launcher step passes it on to its MPIJob."""
+    from components.mpijob import GCS_KEY_DIR
+
+    spec, platform = _compile_in_process(tmp_path, gcs_key_secret="gcp-sa-key")
+    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    for name, executor in spec["deploymentSpec"]["executors"].items():
+        env = {e["name"]: e["value"] for e in executor["container"].get("env", [])}
+        assert env["GOOGLE_APPLICATION_CREDENTIALS"] == f"{GCS_KEY_DIR}/key.json", name
+        (mount,) = k8s[name]["secretAsVolume"]
+        assert (mount["secretName"], mount["mountPath"]) == ("gcp-sa-key", GCS_KEY_DIR), name
+    spec, platform = _compile_in_process(tmp_path)
+    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert not any("secretAsVolume" in e for e in k8s.values()), "no key: Workload Identity"
