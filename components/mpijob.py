@@ -16,6 +16,7 @@ Shape of the job (mpi-operator v2, OpenMPI):
 
 from __future__ import annotations
 
+import copy
 import re
 from typing import Literal, Union
 
@@ -38,6 +39,10 @@ SSHD_CONFIG = f"{IMAGE_HOME}/.sshd_config"
 SSH_AUTH_MOUNT_PATH = f"{IMAGE_HOME}/.ssh"      # where mpi-operator mounts the job's ssh Secret
 
 GCS_KEY_DIR = "/var/secrets/google"            # where a key Secret is mounted; key.json inside it
+
+# Kubeflow namespaces have Istio injection on: a sidecar keeps the launcher pod (and so the MPIJob)
+# from ever completing and sits between mpirun's ssh and RCCL's sockets (kubeflow/mpi-operator#480).
+NO_ISTIO_SIDECAR = {"sidecar.istio.io/inject": "false"}
 
 GPU_RESOURCE = "amd.com/gpu"
 # Labels mpi-operator puts on the pods it creates (training-operator's common labels).
@@ -208,7 +213,10 @@ class PretrainJob(BaseModel):
     supplemental_groups: list[int] = Field(
         default_factory=lambda: [44],
         description="Extra groups of the pods' user: the hosts' video (and render) GIDs own /dev/kfd, /dev/dri")
-    labels: dict[str, str] = Field(default_factory=dict)
+    labels: dict[str, str] = Field(default_factory=dict, description="Extra labels of the MPIJob and its pods")
+    annotations: dict[str, str] = Field(
+        default_factory=dict, description="Extra annotations of the MPIJob and its pods (the pods always get "
+                                          "sidecar.istio.io/inject: 'false' unless this sets it)")
     mpirun_args: list[str] = Field(default_factory=list, description="Extra mpirun arguments")
     pretrain_flags: dict[str, FlagValue] = Field(
         description="`bert pretrain` flags (PretrainConfig field names): at least input_file and output_dir")
@@ -388,13 +396,16 @@ def render(job: PretrainJob, name: str | None = None) -> dict:
         raise UserError(problem)
     labels = {"app.kubernetes.io/name": "bert", "app.kubernetes.io/component": "pretrain", **job.labels}
     metadata: dict = {"name": name, "labels": labels}
+    if job.annotations:
+        metadata["annotations"] = dict(job.annotations)
     if job.namespace:
         metadata["namespace"] = job.namespace
+    pod_metadata = {"labels": dict(labels), "annotations": {**NO_ISTIO_SIDECAR, **job.annotations}}
 
     def replica(replicas: int, worker: bool) -> dict:
         # The launcher fails for good (the job reports it); a worker's sshd may be restarted.
         return {"replicas": replicas, "restartPolicy": "OnFailure" if worker else "Never",
-                "template": {"metadata": {"labels": dict(labels)}, "spec": _pod_spec(job, worker)}}
+                "template": {"metadata": copy.deepcopy(pod_metadata), "spec": _pod_spec(job, worker)}}
 
     return {
         "apiVersion": API_VERSION,

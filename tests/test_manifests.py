@@ -102,7 +102,10 @@ def test_cronjob_runs_the_launcher_as_its_service_account(default_images):
     fields = cron["spec"]["schedule"].split()
     assert len(fields) == 5, "Kubernetes cron has 5 fields (KFP's has 6)"
     assert cron["spec"]["concurrencyPolicy"] == "Forbid"
-    pod = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    template = cron["spec"]["jobTemplate"]["spec"]["template"]
+    assert template["metadata"]["annotations"]["sidecar.istio.io/inject"] == "false", \
+        "an Istio sidecar would keep the launcher's Job from completing"
+    pod = template["spec"]
     assert pod["serviceAccountName"] == launcher.SERVICE_ACCOUNT
     assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] == IMAGE_UID
     (container,) = pod["containers"]

@@ -41,7 +41,8 @@ def variants() -> dict[str, PretrainJob]:
                                         extra={"HOROVOD_FUSION_THRESHOLD": "67108864"}),
                            run_policy=RunPolicy(clean_pod_policy="All", backoff_limit=2,
                                                 ttl_seconds_after_finished=None, active_deadline_seconds=3600),
-                           service_account="trainer", labels={"team": "nlp"}),
+                           service_account="trainer", labels={"team": "nlp"},
+                           annotations={"example.com/owner": "nlp"}),
         "no-selector": job(node_selector={}, tolerations=[], supplemental_groups=[]),
     }
 
@@ -112,6 +113,23 @@ def test_job_shape_for_horovod_on_amd_gpus():
     assert set(env) | {"PATH", "LD_LIBRARY_PATH"} <= forwarded
     assert ["--mca", "btl_tcp_if_include", "eth0"] == cmd[cmd.index("btl_tcp_if_include") - 1:][:3]
     assert cmd[cmd.index("bert"):][:2] == ["bert", "pretrain"]
+
+
+def test_no_istio_sidecar_in_the_pods_and_extra_metadata_passes_through():
+    """Kubeflow namespaces inject Istio; a sidecar keeps the launcher from completing (mpi-operator#480)."""
+    plain = render(job())
+    for role in ("Launcher", "Worker"):
+        meta = plain["spec"]["mpiReplicaSpecs"][role]["template"]["metadata"]
+        assert meta["annotations"] == {"sidecar.istio.io/inject": "false"}, role
+    m = render(job(labels={"team": "nlp"}, annotations={"example.com/owner": "nlp", "sidecar.istio.io/inject": "true"}))
+    assert m["metadata"]["labels"]["team"] == "nlp"
+    assert m["metadata"]["annotations"] == {"example.com/owner": "nlp", "sidecar.istio.io/inject": "true"}
+    for role in ("Launcher", "Worker"):
+        meta = m["spec"]["mpiReplicaSpecs"][role]["template"]["metadata"]
+        assert meta["labels"]["team"] == "nlp"
+        assert meta["annotations"] == {"example.com/owner": "nlp", "sidecar.istio.io/inject": "true"}, \
+            "the job's own annotations win"
+    assert mpijob_problems(m) == []
 
 
 def test_launcher_command_is_accepted_by_the_bert_cli():
