@@ -39,7 +39,7 @@ from components.mpijob import (GCS_KEY_DIR, GROUP, JOB_NAME_LABEL, JOB_ROLE_LABE
 # What the launcher step may do, in its own namespace; the Role in manifests/ is rendered from this.
 # (api group, resource, verbs)
 REQUIRED_PERMISSIONS: list[tuple[str, str, list[str]]] = [
-    (GROUP, PLURAL, ["create", "get", "list", "watch", "delete"]),
+    (GROUP, PLURAL, ["create", "get", "delete"]),
     ("", "pods", ["get", "list"]),
     ("", "pods/log", ["get"]),
 ]
@@ -179,7 +179,8 @@ def inherit_from_pod(job: PretrainJob, pod, log: Callable[[str], None]) -> Pretr
     """The job with the step pod's identity where the job leaves it open.
 
     - its service account (Workload Identity is bound to one, e.g. `default-editor` under Kubeflow),
-    - the key Secret mounted at GCS_KEY_DIR in the pod, if any.
+    - the key Secret mounted at GCS_KEY_DIR in the pod, if any,
+    - its image pull secrets (a private registry).
     And a check: a job still on the default registry while this pod runs from another one means the
     manifests were pointed at a registry with a kustomize `images:` override, which does not reach the
     job spec; that is refused rather than left to fail as ImagePullBackOff on every worker.
@@ -188,6 +189,8 @@ def inherit_from_pod(job: PretrainJob, pod, log: Callable[[str], None]) -> Pretr
     update: dict = {}
     if job.service_account is None and spec.service_account_name:
         update["service_account"] = spec.service_account_name
+    if job.image_pull_secrets is None and spec.image_pull_secrets:
+        update["image_pull_secrets"] = [ref.name for ref in spec.image_pull_secrets]
     if job.gcs_credentials_secret is None:
         mounted = {m.name for c in spec.containers for m in (c.volume_mounts or [])
                    if m.mount_path.rstrip("/") == GCS_KEY_DIR}

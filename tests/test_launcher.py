@@ -322,9 +322,12 @@ def test_command_line_bad_spec_is_one_line(tmp_path, capsys):
     assert "cannot read" in capsys.readouterr().err
 
 
-def _step_pod(name: str, image: str, service_account: str | None = None, key_secret: str | None = None) -> dict:
+def _step_pod(name: str, image: str, service_account: str | None = None, key_secret: str | None = None,
+              pull_secret: str | None = None) -> dict:
     container = {"name": "main", "image": image}
     spec: dict = {"containers": [container]}
+    if pull_secret:
+        spec["imagePullSecrets"] = [{"name": pull_secret}]
     if service_account:
         spec["serviceAccountName"] = service_account
     if key_secret:
@@ -343,7 +346,7 @@ def test_the_mpijob_runs_as_the_step_pods_service_account_with_its_key(cluster, 
     Secret mounted into the step (kfp.kubernetes.use_secret_as_volume) must reach the ranks too."""
     image = "registry.example.com/ml/bert-pretrain:v7"
     monkeypatch.setenv("KFP_POD_NAME", "step-1")
-    cluster.core.create_namespaced_pod(NS, _step_pod("step-1", image, "default-editor", "gcp-sa-key"))
+    cluster.core.create_namespaced_pod(NS, _step_pod("step-1", image, "default-editor", "gcp-sa-key", "regcred"))
     op = FakeOperator(cluster, "Succeeded")
     launch(_job(image=image), api=cluster.api, namespace=NS, poll_seconds=0.05, timeout_seconds=20,
            log=lambda _: None)
@@ -351,6 +354,7 @@ def test_the_mpijob_runs_as_the_step_pods_service_account_with_its_key(cluster, 
     assert op.job["metadata"]["ownerReferences"][0]["uid"] == "u-7"
     for pod in _pod_specs(op.job):
         assert pod["serviceAccountName"] == "default-editor"
+        assert pod["imagePullSecrets"] == [{"name": "regcred"}], "the same private registry"
         assert {"name": "gcp-key", "secret": {"secretName": "gcp-sa-key"}} in pod["volumes"]
         env = {e["name"]: e["value"] for e in pod["containers"][0]["env"]}
         assert env["GOOGLE_APPLICATION_CREDENTIALS"] == "/var/secrets/google/key.json"
@@ -378,3 +382,29 @@ def test_a_job_on_the_default_registry_from_a_retagged_launcher_is_refused(clust
     with pytest.raises(launcher.LaunchError, match=r"re-render the manifests with `make manifests REGISTRY"):
         launch(job, api=cluster.api, poll_seconds=0.05, timeout_seconds=5, log=lambda _: None)
     assert cluster.mpijobs() == []
+
+
+def test_the_launcher_uses_exactly_the_permissions_it_asks_for(cluster, monkeypatch):
+    """Every API call of a success and of a timeout, as (group, resource, verb): REQUIRED_PERMISSIONS and
+    the Role rendered from it grant these and nothing else."""
+    monkeypatch.setenv("KFP_POD_NAME", "step-4")
+    cluster.core.create_namespaced_pod(NS, _step_pod("step-4", _job().image, "default-editor"))
+    cfg = client.Configuration()
+    cfg.host = cluster.url
+    api = client.ApiClient(cfg, header_name="X-Caller", header_value="launcher")
+    op = FakeOperator(cluster, "Succeeded", log=b"done\n")
+    launch(_job(), api=api, namespace=NS, poll_seconds=0.05, timeout_seconds=20, log=lambda _: None)
+    op.join(5)
+    for job in cluster.mpijobs():
+        cluster.custom.delete_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, job["metadata"]["name"])
+    FakeOperator(cluster, None)
+    with pytest.raises(MPIJobTimeout):
+        launch(_job(), api=api, namespace=NS, poll_seconds=0.05, timeout_seconds=1, log=lambda _: None)
+    api.close()
+    verbs = {"FETCH": "get", "LIST": "list", "WATCH": "watch", "CREATE": "create", "UPDATE": "patch",
+             "DELETE": "delete"}
+    used = {(r.resource.group or "", r.resource.plural + (f"/{r.subresource}" if r.subresource else ""),
+             verbs[r.action.name])
+            for r in list(cluster.kmock) if r.headers.get("X-Caller") == "launcher"}
+    granted = {(g, res, v) for g, res, vs in launcher.REQUIRED_PERMISSIONS for v in vs}
+    assert used == granted
