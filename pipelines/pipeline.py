@@ -33,6 +33,10 @@ PIPELINE_NAME_PHASE2 = "bert-pipeline-two-phase"
 DESCRIPTION = ("BERT: corpus + vocab -> create-data -> pretrain (TensorFlow 2 + Horovod) -> finetune -> "
                "evaluate")
 
+STEP_SHM_SIZE = "16Gi"   # /dev/shm of a GPU step (memory: it counts against the pod's memory)
+# The pretraining step that only creates an MPIJob and follows it.
+LAUNCHER_STEP_CPU, LAUNCHER_STEP_MEMORY = "500m", "1Gi"
+
 # GPU nodes: the same selector and toleration as the pretraining MPIJob's workers (one source).
 GPU_NODE_SELECTOR: dict = PretrainJob.model_fields["node_selector"].default_factory()
 GPU_TOLERATIONS: list = [t.model_dump(exclude_none=True)
@@ -40,6 +44,7 @@ GPU_TOLERATIONS: list = [t.model_dump(exclude_none=True)
 
 
 def _on_gpu_nodes(task: dsl.PipelineTask, gpus) -> dsl.PipelineTask:
+    _with_shm(task)
     task.set_accelerator_type(GPU_RESOURCE).set_accelerator_limit(gpus)
     for key, value in GPU_NODE_SELECTOR.items():
         kubernetes.add_node_selector(task, label_key=key, label_value=value)
@@ -65,8 +70,20 @@ def _with_key(task: dsl.PipelineTask, secret: str | None) -> dsl.PipelineTask:
     return task
 
 
-def build_pipeline(phase2: bool = False, gcs_key_secret: str | None = None):
+def _with_shm(task: dsl.PipelineTask) -> dsl.PipelineTask:
+    """A memory emptyDir at /dev/shm: a container's own is 64 MiB, RCCL needs far more."""
+    return kubernetes.empty_dir_mount(task, volume_name="dshm", mount_path="/dev/shm", medium="Memory",
+                                      size_limit=STEP_SHM_SIZE)
+
+
+def build_pipeline(phase2: bool = False, gcs_key_secret: str | None = None, mpijob: bool = False):
     """The pipeline function (phase 1 only, or phases 1 and 2).
+
+    mpijob: pretraining runs as MPIJobs on the cluster. The pretraining steps then only talk to the
+    Kubernetes API: they run on the small launcher image, on any node, without a GPU, and pass
+    launcher=mpijob whatever the run's `launcher` parameter says. Chosen when the pipeline is built
+    because a step's image and node placement are (the run-time `launcher` parameter cannot move a
+    step off a GPU node).
 
     gcs_key_secret: a Secret with a service-account key.json that every step (and the MPIJob) uses for
     gs://; None for Workload Identity, which follows the run's service account. It is chosen when the
@@ -161,7 +178,7 @@ def build_pipeline(phase2: bool = False, gcs_key_secret: str | None = None):
             else:
                 component, extra = pretrain_phase2, {"init_model": init_model}
             task = component(
-                data=data.outputs["data"], vocab=vocab.outputs["vocab"], launcher=launcher,
+                data=data.outputs["data"], vocab=vocab.outputs["vocab"], launcher="mpijob" if mpijob else launcher,
                 num_processes=num_processes, bert_model=bert_model, bert_config=bert_config,
                 max_seq_length=seq, max_predictions_per_seq=predictions, train_batch_size=batch,
                 learning_rate=lr, num_train_steps=steps, num_warmup_steps=warmup, optimizer_type=optimizer_type,
@@ -170,13 +187,16 @@ def build_pipeline(phase2: bool = False, gcs_key_secret: str | None = None):
                 max_eval_steps=max_eval_steps, random_seed=random_seed, mpijob_workers=mpijob_workers,
                 mpijob_gpus_per_worker=mpijob_gpus_per_worker, timeout_seconds=pretrain_timeout_seconds,
                 **extra)
-            # A rerun resumes from the latest checkpoint in the output, so a retry is safe; a cached
-            # result would make a scheduled re-pretraining a no-op, so no caching.
-            step(task, name, "4", "16Gi", cache=False, retries=1)
             # With launcher=mpijob this step creates an MPIJob whose image components.images resolves
             # inside the step's pod: give it this compile's registry and tag, not the defaults.
             for var, value in images.env().items():
                 task.set_env_variable(var, value)
+            # A rerun resumes from the latest checkpoint in the output, so a retry is safe; a cached
+            # result would make a scheduled re-pretraining a no-op, so no caching.
+            if mpijob:
+                task.set_container_image(images.image("launcher"))
+                return step(task, name, LAUNCHER_STEP_CPU, LAUNCHER_STEP_MEMORY, cache=False, retries=1)
+            step(task, name, "4", "16Gi", cache=False, retries=1)
             return _on_gpu_nodes(task, pretrain_gpus)
 
         data = data_step("create-data", max_seq_length, max_predictions_per_seq)
