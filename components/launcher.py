@@ -3,7 +3,10 @@
     location = launch(PretrainJob(...), timeout_seconds=86400)
 
 1. creates the MPIJob (rendered by components.mpijob) under a name unique to this run, owned by the
-   step's own pod (downward API POD_NAME/POD_UID, or the API), so deleting the run's pods deletes it;
+   step's own pod (downward API POD_NAME/POD_UID, or the API), so deleting the run's pods deletes it,
+   and running as that pod does (service account, key Secret, image pull secrets: inherit_from_pod).
+   An unfinished MPIJob that writes the same output is deleted first if the pod that created it has
+   ended (a cancelled run, a retried step), and the launch is refused if that pod still runs;
 2. waits on `status.conditions` until Succeeded or Failed, streaming the launcher pod's log
    (label training.kubeflow.org/job-role=launcher) into this step's log;
 3. raises `MPIJobFailed` with the condition's reason and message on Failed; deletes the MPIJob when
@@ -20,6 +23,7 @@ Imports the kubernetes client, pydantic and bert_core.config only: no kfp, no Te
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import re
@@ -39,13 +43,15 @@ from components.mpijob import (GCS_KEY_DIR, GROUP, JOB_NAME_LABEL, JOB_ROLE_LABE
 # What the launcher step may do, in its own namespace; the Role in manifests/ is rendered from this.
 # (api group, resource, verbs)
 REQUIRED_PERMISSIONS: list[tuple[str, str, list[str]]] = [
-    (GROUP, PLURAL, ["create", "get", "delete"]),
+    (GROUP, PLURAL, ["create", "get", "list", "delete"]),
     ("", "pods", ["get", "list"]),
     ("", "pods/log", ["get"]),
 ]
 SERVICE_ACCOUNT = "bert-launcher"
 ROLE_NAME = "bert-launcher"
 SA_NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+# On every MPIJob the launcher creates: which output it writes (a hash: label values are short).
+OUTPUT_LABEL = "bert.kubeflow.org/output"
 
 
 class LaunchError(UserError):
@@ -208,6 +214,46 @@ def inherit_from_pod(job: PretrainJob, pod, log: Callable[[str], None]) -> Pretr
     return job
 
 
+def output_label(location: str) -> str:
+    return hashlib.sha256(location.encode()).hexdigest()[:16]
+
+
+def _pod_alive(core, namespace: str, name: str) -> bool:
+    from kubernetes.client import ApiException
+    try:
+        pod = core.read_namespaced_pod(name, namespace)
+    except ApiException as err:
+        if err.status == 404:
+            return False
+        raise
+    return ((pod.status.phase if pod.status else None) or "Pending") in ("Pending", "Running")
+
+
+def stop_orphaned_writers(call, custom, core, namespace: str, location: str, log: Callable[[str], None]) -> None:
+    """Before a new MPIJob writes `location`: an unfinished one that writes it too is either an orphan
+    (the step or CronJob pod that created it has ended: a cancelled run, a retried step) and is
+    deleted, or still has a live creator, and then this launch is refused: two jobs would write the
+    same checkpoints."""
+    value = output_label(location)
+    found = call("list", GROUP, PLURAL, custom.list_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL,
+                 label_selector=f"{OUTPUT_LABEL}={value}")
+    for other in found.get("items", []):
+        meta = other.get("metadata") or {}
+        if (meta.get("labels") or {}).get(OUTPUT_LABEL) != value:
+            continue  # a selector the server ignored
+        if _condition(other, "Succeeded") or _condition(other, "Failed"):
+            continue
+        owners = [ref["name"] for ref in meta.get("ownerReferences") or [] if ref.get("kind") == "Pod"]
+        live = [pod for pod in owners if call("get", "", "pods", _pod_alive, core, namespace, pod)]
+        if live or not owners:
+            who = f"started by the running pod {live[0]}" if live else "not owned by a pod"
+            raise LaunchError(f"MPIJob {meta.get('name')} ({who}) is still writing {location}; wait for it or "
+                              f"delete it: kubectl delete mpijob -n {namespace} {meta.get('name')}")
+        log(f"launcher: deleting MPIJob {meta.get('name')}: it writes {location} too and its pod {owners[0]} "
+            f"has ended")
+        _delete(custom, namespace, meta["name"], log)
+
+
 def _condition(obj: dict, kind: str) -> dict | None:
     for cond in (obj.get("status") or {}).get("conditions") or []:
         if cond.get("type") == kind and str(cond.get("status")) == "True":
@@ -282,6 +328,7 @@ def launch(job: PretrainJob, *, api=None, namespace: str | None = None, timeout_
     job = PretrainJob.model_validate(job.model_dump())
     manifest = render(job, name)
     manifest["metadata"]["namespace"] = namespace
+    manifest["metadata"]["labels"][OUTPUT_LABEL] = output_label(job.checkpoint_location)
     owner = _owner(pod_name, pod_uid)
     if owner:
         manifest["metadata"]["ownerReferences"] = [owner]
@@ -300,7 +347,7 @@ def launch(job: PretrainJob, *, api=None, namespace: str | None = None, timeout_
         except ApiException as err:
             if err.status == 403:
                 raise permission_error(err, verb, group, resource, namespace) from None
-            if err.status == 404 and verb == "create" and resource == PLURAL:
+            if err.status == 404 and verb in ("create", "list") and resource == PLURAL:
                 raise LaunchError(f"the MPIJob API ({GROUP}/{VERSION}) is not served in this cluster: "
                                   f"install mpi-operator (docs/cluster.md)") from None
             raise
@@ -309,6 +356,7 @@ def launch(job: PretrainJob, *, api=None, namespace: str | None = None, timeout_
     done = False
     follower: _LogFollower | None = None
     try:
+        stop_orphaned_writers(call, custom, core, namespace, job.checkpoint_location, log)
         call("create", GROUP, PLURAL, custom.create_namespaced_custom_object,
              GROUP, VERSION, namespace, PLURAL, manifest)
         created = True

@@ -89,10 +89,10 @@ class FakeOperator(threading.Thread):
     """Plays mpi-operator for the first MPIJob that appears: a launcher pod with a log, then conditions."""
 
     def __init__(self, cluster: FakeCluster, outcome: str | None, log: bytes = b"", delay: float = 0.2,
-                 log_status: int = 200):
+                 log_status: int = 200, ignore: frozenset = frozenset()):
         super().__init__(daemon=True)
         self.cluster, self.outcome, self.log, self.delay = cluster, outcome, log, delay
-        self.log_status = log_status
+        self.log_status, self.ignore = log_status, ignore
         self.job: dict | None = None
         self.running = threading.Event()
         self.start()
@@ -100,11 +100,11 @@ class FakeOperator(threading.Thread):
     def run(self):
         c = self.cluster
         deadline = time.monotonic() + 10
-        while not c.mpijobs() and time.monotonic() < deadline:
+        while not self._new(c) and time.monotonic() < deadline:
             time.sleep(0.02)
-        if not c.mpijobs():
+        if not self._new(c):
             return
-        self.job = c.mpijobs()[0]
+        self.job = self._new(c)[0]
         name = self.job["metadata"]["name"]
         pod = f"{name}-launcher-x7k2p"
         if self.log_status == 200:
@@ -127,6 +127,9 @@ class FakeOperator(threading.Thread):
             self._conditions(name, [("Created", "MPIJobCreated"), ("Running", "MPIJobRunning", "False"),
                                     ("Failed", "BackoffLimitExceeded", "True",
                                      "launcher exited with code 1:\nrank 3: NCCL error")])
+
+    def _new(self, cluster: FakeCluster) -> list[dict]:
+        return [j for j in cluster.mpijobs() if j["metadata"]["name"] not in self.ignore]
 
     @staticmethod
     def _pod(pod: str, job: str, phase: str) -> dict:
@@ -408,3 +411,44 @@ def test_the_launcher_uses_exactly_the_permissions_it_asks_for(cluster, monkeypa
             for r in list(cluster.kmock) if r.headers.get("X-Caller") == "launcher"}
     granted = {(g, res, v) for g, res, vs in launcher.REQUIRED_PERMISSIONS for v in vs}
     assert used == granted
+
+
+def _earlier_job(cluster, owner_pod: str, owner_phase: str | None, output: str = FLAGS["output_dir"]) -> str:
+    """An unfinished MPIJob that an earlier launch created for `output`, owned by `owner_pod`."""
+    from components.mpijob import render
+    name = "bert-pretrain-old001"
+    manifest = render(_job(), name)
+    manifest["metadata"].update(namespace=NS, ownerReferences=[
+        {"apiVersion": "v1", "kind": "Pod", "name": owner_pod, "uid": "u-old", "controller": False}])
+    manifest["metadata"]["labels"][launcher.OUTPUT_LABEL] = launcher.output_label(output)
+    cluster.custom.create_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, manifest)
+    if owner_phase is not None:
+        pod = _step_pod(owner_pod, _job().image)
+        pod["status"] = {"phase": owner_phase}
+        cluster.core.create_namespaced_pod(NS, pod)
+    return name
+
+
+@pytest.mark.parametrize("phase", ["Failed", "Succeeded", None])
+def test_an_orphaned_job_writing_the_same_output_is_deleted_first(cluster, in_pod, phase):
+    """A cancelled run or a retried step left its MPIJob behind: its pod has ended (or is gone)."""
+    old = _earlier_job(cluster, "old-step", phase)
+    lines: list[str] = []
+    op = FakeOperator(cluster, "Succeeded", ignore=frozenset({old}))
+    launch(_job(), api=cluster.api, poll_seconds=0.05, timeout_seconds=20, log=lines.append)
+    op.join(5)
+    assert not cluster.exists(old)
+    assert any(f"deleting MPIJob {old}" in line for line in lines)
+    assert op.job["metadata"]["name"] != old
+
+
+def test_a_job_whose_creator_still_runs_blocks_a_second_writer(cluster, in_pod):
+    old = _earlier_job(cluster, "live-step", "Running")
+    with pytest.raises(launcher.LaunchError, match=f"MPIJob {old} .*still writing gs://b/pretrain") as err:
+        launch(_job(), api=cluster.api, poll_seconds=0.05, timeout_seconds=5, log=lambda _: None)
+    assert "\n" not in str(err.value)
+    assert [j["metadata"]["name"] for j in cluster.mpijobs()] == [old]
+    # another output is no conflict (no operator here: the timeout shows the job was created)
+    with pytest.raises(MPIJobTimeout):
+        other = PretrainJob(workers=2, gpus_per_worker=4, pretrain_flags={**FLAGS, "output_dir": "gs://b/other"})
+        launch(other, api=cluster.api, poll_seconds=0.05, timeout_seconds=0.3, log=lambda _: None)

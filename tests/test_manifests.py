@@ -85,7 +85,7 @@ def test_rbac_is_exactly_the_launchers_permissions():
     # what tests/test_launcher.py sees the launcher use against a Kubernetes API, and no more
     assert granted == {
         ("kubeflow.org", "mpijobs", "create"), ("kubeflow.org", "mpijobs", "get"),
-        ("kubeflow.org", "mpijobs", "delete"),
+        ("kubeflow.org", "mpijobs", "list"), ("kubeflow.org", "mpijobs", "delete"),
         ("", "pods", "get"), ("", "pods", "list"), ("", "pods/log", "get"),
     }
     assert not any("*" in x for triple in granted for x in triple)
