@@ -72,7 +72,9 @@ def overlay_jobs() -> dict[str, PretrainJob]:
     large = PretrainJob(
         workers=4,
         gpus_per_worker=8,
-        worker_resources=Resources(cpu="96", memory="512Gi"),
+        # For 96-core, 512 GiB nodes: requests must fit the node's allocatable CPU and memory (capacity
+        # minus what the kubelet reserves) less its daemonsets, or the workers stay Pending.
+        worker_resources=Resources(cpu="88", memory="480Gi"),
         shm_size="128Gi",
         pretrain_flags={
             "input_file": "gs://YOUR_BUCKET/bert/data/train-*.tfrecord",
