@@ -76,9 +76,11 @@ def _with_shm(task: dsl.PipelineTask) -> dsl.PipelineTask:
                                       size_limit=STEP_SHM_SIZE)
 
 
-def build_pipeline(phase2: bool = False, gcs_key_secret: str | None = None, mpijob: bool = False):
+def build_pipeline(phase2: bool = False, gcs_key_secret: str | None = None, mpijob: bool = False,
+                   image_pull_secrets: tuple[str, ...] = ()):
     """The pipeline function (phase 1 only, or phases 1 and 2).
 
+    image_pull_secrets: Secrets for a private registry, on every step (and so on the MPIJob).
     mpijob: pretraining runs as MPIJobs on the cluster. The pretraining steps then only talk to the
     Kubernetes API: they run on the small launcher image, on any node, without a GPU, and pass
     launcher=mpijob whatever the run's `launcher` parameter says. Chosen when the pipeline is built
@@ -156,6 +158,8 @@ def build_pipeline(phase2: bool = False, gcs_key_secret: str | None = None, mpij
         finetune_gpus: int = 0,
     ):
         def step(task: dsl.PipelineTask, *args, **kwargs) -> dsl.PipelineTask:
+            if image_pull_secrets:
+                kubernetes.set_image_pull_secrets(task, list(image_pull_secrets))
             return _cpu_step(_with_key(task, gcs_key_secret), *args, **kwargs)
 
         corpus = step(prepare_corpus(corpus_uri=corpus_uri, heldout_fraction=heldout_fraction,

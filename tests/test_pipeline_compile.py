@@ -293,3 +293,11 @@ print("METRICS", metrics.logged)
     assert "IMAGE registry.example.com/ml/bert-pretrain:v7" in proc.stdout
     assert "'world_size': 16.0" in proc.stdout
     assert (model / "bert_config.json").exists() and (model / "vocab.txt").exists()
+
+
+def test_image_pull_secrets_reach_every_step(tmp_path):
+    """A private registry: every step pulls with the secret, and the launcher passes it to the MPIJob."""
+    spec, platform = _compile_in_process(tmp_path, image_pull_secrets=("regcred",))
+    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    for name in spec["deploymentSpec"]["executors"]:
+        assert [s["secretName"] for s in k8s[name]["imagePullSecret"]] == ["regcred"], name
