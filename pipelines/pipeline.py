@@ -15,6 +15,11 @@ Phase 2 is chosen when the pipeline is built (`build_pipeline(phase2=True)`, `--
 line), not by a runtime `dsl.If`: kfp 2.13's local runner does not run conditions, and `bert-pipeline
 run` must run the very graph the cluster runs. The same holds for "vocab given, or learned" and "task
 given, or held out": a step's parameter (`vocab_uri`, `task_data_uri`) decides, not a branch.
+
+What a cluster fixes when the pipeline is built, not per run (build_pipeline's arguments): where the
+pretraining step runs (`mpijob=True`: on the launcher image, off GPU nodes), a key Secret for gs://
+(`gcs_key_secret`) and registry pull secrets (`image_pull_secrets`); the images' registry and tag are
+the ones components/images.py resolves at compile time, also for the MPIJob the step creates.
 """
 
 
