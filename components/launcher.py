@@ -320,7 +320,7 @@ def launch(job: PretrainJob, *, api=None, namespace: str | None = None, timeout_
     if pod is not None:
         job = inherit_from_pod(job, pod, log)
     elif pod_name:
-        log(f"launcher: pod {pod_name} is not readable: the MPIJob does not inherit its service account")
+        log(f"launcher: pod {pod_name} is not in the API: the MPIJob inherits no service account or secrets")
     if unique_output_dir:
         flags = dict(job.pretrain_flags)
         flags["output_dir"] = f"{str(flags['output_dir']).rstrip('/')}/{name}"
