@@ -9,6 +9,11 @@
 Without a launcher this runs as one process even if Horovod is not importable. Under a launcher
 (horovodrun sets HOROVOD_RANK; mpirun sets OMPI_COMM_WORLD_RANK or PMI_RANK) Horovod is required.
 
+Each process sees one GPU: `initialize()` pins it before the first TensorFlow op, as Horovod's
+TensorFlow guide says (step 2: one GPU per process, the local rank's, with memory growth). Without it
+every rank of an 8-GPU node places its ops on GPU:0, and TensorFlow reserves the memory of every
+visible GPU in every rank. The choice is `gpu_index(visible, local_rank, local_size)`.
+
 Two facts found on this machine shape the Horovod side:
 - `horovod.tensorflow.keras`'s optimizer wrapper does not average gradients under Keras 3 (ranks
   silently diverge), so the training loop allreduces gradients itself through `allreduce` here.
@@ -18,6 +23,7 @@ Two facts found on this machine shape the Horovod side:
 from __future__ import annotations
 
 import os
+import sys
 from typing import Sequence
 
 import tensorflow as tf
@@ -50,6 +56,45 @@ def _dense(g):
     # Embedding gradients arrive as IndexedSlices; BERT's are dense enough that a dense allreduce
     # is cheaper than an allgather of slices (and averaging slices needs care anyway).
     return tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g
+
+
+def gpu_index(visible: int, local_rank: int, local_size: int) -> int | None:
+    """Which of the `visible` GPUs the process of `local_rank` (of `local_size` on its node) uses.
+
+    None without a GPU. One GPU a rank when the node shows at least as many GPUs as it runs ranks
+    (`slotsPerWorker` = GPUs); index 0 when only one is visible, which is also what a process sees
+    when its launcher already narrowed HIP_VISIBLE_DEVICES/ROCR_VISIBLE_DEVICES to one GPU a rank.
+    More ranks than GPUs (but more than one GPU) is refused: ranks would share GPUs unevenly.
+    """
+    if not 0 <= local_rank < local_size:
+        raise ValueError(f"local rank {local_rank} is outside 0..{local_size - 1}")
+    if visible <= 0:
+        return None
+    if visible == 1:
+        return 0
+    if local_size > visible:
+        raise UserError(f"{local_size} ranks on this node but {visible} GPUs are visible: start at most "
+                        f"one rank per GPU (mpirun -np / slotsPerWorker = GPUs per node)")
+    return local_rank
+
+
+def pin_gpu(rank: int, local_rank: int, local_size: int) -> str:
+    """Make the local rank's GPU the only one this process sees, with memory growth; say which.
+
+    Must run before TensorFlow initializes its devices (the first op): afterwards the visible
+    devices cannot change and TensorFlow raises RuntimeError. Returns the device's name, or "CPU".
+    """
+    gpus = tf.config.list_physical_devices("GPU")
+    index = gpu_index(len(gpus), local_rank, local_size)
+    if index is None:
+        device = "CPU"
+    else:
+        tf.config.set_visible_devices(gpus[index], "GPU")
+        tf.config.experimental.set_memory_growth(gpus[index], True)
+        device = gpus[index].name
+    print(f"distributed: rank {rank} (local rank {local_rank} of {local_size}) uses {device}"
+          f" ({len(gpus)} GPU(s) visible)", file=sys.stderr, flush=True)
+    return device
 
 
 class Distributed:
@@ -133,6 +178,7 @@ def initialize(backend: str = "auto") -> Distributed:
     """The process's Distributed: Horovod under a launcher (or if asked), else a single process.
 
     backend: "auto" (Horovod iff a launcher started this process), "horovod" or "single".
+    Pins this process's GPU (`pin_gpu`), so call it before the first TensorFlow op.
     Idempotent: later calls return the same object.
     """
     global _CURRENT
@@ -141,7 +187,9 @@ def initialize(backend: str = "auto") -> Distributed:
     if backend not in ("auto", "horovod", "single"):
         raise ValueError(f"unknown backend {backend!r}")
     use_horovod = backend == "horovod" or (backend == "auto" and launcher_world_size() > 1)
-    _CURRENT = HorovodDistributed() if use_horovod else Distributed()
+    dist = HorovodDistributed() if use_horovod else Distributed()
+    pin_gpu(dist.rank, dist.local_rank, dist.local_size)
+    _CURRENT = dist
     return _CURRENT
 
 

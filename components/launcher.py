@@ -3,7 +3,10 @@
     location = launch(PretrainJob(...), timeout_seconds=86400)
 
 1. creates the MPIJob (rendered by components.mpijob) under a name unique to this run, owned by the
-   step's own pod (downward API POD_NAME/POD_UID, or the API), so deleting the run's pods deletes it;
+   step's own pod (downward API POD_NAME/POD_UID, or the API), so deleting the run's pods deletes it,
+   and running as that pod does (service account, key Secret, image pull secrets: inherit_from_pod).
+   An unfinished MPIJob that writes the same output is deleted first if the pod that created it has
+   ended (a cancelled run, a retried step), and the launch is refused if that pod still runs;
 2. waits on `status.conditions` until Succeeded or Failed, streaming the launcher pod's log
    (label training.kubeflow.org/job-role=launcher) into this step's log;
 3. raises `MPIJobFailed` with the condition's reason and message on Failed; deletes the MPIJob when
@@ -20,6 +23,7 @@ Imports the kubernetes client, pydantic and bert_core.config only: no kfp, no Te
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import re
@@ -32,19 +36,22 @@ from pathlib import Path
 from typing import Callable
 
 from bert_core.errors import UserError
-from components.mpijob import (GROUP, JOB_NAME_LABEL, JOB_ROLE_LABEL, PLURAL, VERSION, PretrainJob,
+from components import images
+from components.mpijob import (GCS_KEY_DIR, GROUP, JOB_NAME_LABEL, JOB_ROLE_LABEL, PLURAL, VERSION, PretrainJob,
                                job_name_problem, load_job, render)
 
 # What the launcher step may do, in its own namespace; the Role in manifests/ is rendered from this.
 # (api group, resource, verbs)
 REQUIRED_PERMISSIONS: list[tuple[str, str, list[str]]] = [
-    (GROUP, PLURAL, ["create", "get", "list", "watch", "delete"]),
+    (GROUP, PLURAL, ["create", "get", "list", "delete"]),
     ("", "pods", ["get", "list"]),
     ("", "pods/log", ["get"]),
 ]
 SERVICE_ACCOUNT = "bert-launcher"
 ROLE_NAME = "bert-launcher"
 SA_NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+# On every MPIJob the launcher creates: which output it writes (a hash: label values are short).
+OUTPUT_LABEL = "bert.kubeflow.org/output"
 
 
 class LaunchError(UserError):
@@ -129,14 +136,15 @@ def unique_name(base: str, workers: int) -> str:
     return name
 
 
-def owner_reference(core, namespace: str, env: dict | None = None) -> dict | None:
-    """An ownerReference to the pod this code runs in, or None when not in a pod.
+def step_pod(core, namespace: str, env: dict | None = None) -> tuple[str | None, str | None, object | None]:
+    """(name, uid, pod) of the pod this code runs in; (None, None, None) when not in a pod.
 
     The pod is named by the downward API (POD_NAME/POD_UID, as the CronJob sets them), by KFP's own
-    KFP_POD_NAME/KFP_POD_UID, or, inside a cluster, by HOSTNAME (a pod's hostname is its name) with the
-    uid read from the API. No blockOwnerDeletion: setting it needs 'update' on pods/finalizers, which the
-    Role does not grant.
+    KFP_POD_NAME/KFP_POD_UID, or, inside a cluster, by HOSTNAME (a pod's hostname is its name). `pod`
+    is the V1Pod read from the API (its service account, volumes and images), None if it is not there.
     """
+    from kubernetes.client import ApiException
+
     env = os.environ if env is None else env
     name = env.get("POD_NAME") or env.get("KFP_POD_NAME")
     uid = env.get("POD_UID") or env.get("KFP_POD_UID")
@@ -144,19 +152,106 @@ def owner_reference(core, namespace: str, env: dict | None = None) -> dict | Non
     if not name and env.get("KUBERNETES_SERVICE_HOST") and env.get("HOSTNAME"):
         name, uid, guessed = env["HOSTNAME"], None, True
     if not name:
+        return None, None, None
+    try:
+        pod = core.read_namespaced_pod(name, namespace)
+    except ApiException as err:
+        if err.status == 403:
+            raise permission_error(err, "get", "", "pods", namespace) from None
+        if err.status == 404 and guessed:
+            return None, None, None
+        if err.status == 404 and uid:
+            return name, uid, None
+        raise LaunchError(f"cannot read this step's pod {namespace}/{name}: {err.status} {err.reason}") from None
+    return name, uid or pod.metadata.uid, pod
+
+
+def owner_reference(core, namespace: str, env: dict | None = None) -> dict | None:
+    """An ownerReference to the pod this code runs in, or None when not in a pod.
+
+    No blockOwnerDeletion: setting it needs 'update' on pods/finalizers, which the Role does not grant.
+    """
+    name, uid, _ = step_pod(core, namespace, env)
+    return _owner(name, uid)
+
+
+def _owner(name: str | None, uid: str | None) -> dict | None:
+    if not name:
         return None
-    if not uid:
-        from kubernetes.client import ApiException
-        try:
-            pod = core.read_namespaced_pod(name, namespace)
-        except ApiException as err:
-            if err.status == 403:
-                raise permission_error(err, "get", "", "pods", namespace) from None
-            if err.status == 404 and guessed:
-                return None
-            raise LaunchError(f"cannot read this step's pod {namespace}/{name}: {err.status} {err.reason}") from None
-        uid = pod.metadata.uid
     return {"apiVersion": "v1", "kind": "Pod", "name": name, "uid": uid, "controller": False}
+
+
+def inherit_from_pod(job: PretrainJob, pod, log: Callable[[str], None]) -> PretrainJob:
+    """The job with the step pod's identity where the job leaves it open.
+
+    - its service account (Workload Identity is bound to one, e.g. `default-editor` under Kubeflow),
+    - the key Secret mounted at GCS_KEY_DIR in the pod, if any,
+    - its image pull secrets (a private registry).
+    And a check: a job still on the default registry while this pod runs from another one means the
+    manifests were pointed at a registry with a kustomize `images:` override, which does not reach the
+    job spec; that is refused rather than left to fail as ImagePullBackOff on every worker.
+    """
+    spec = pod.spec
+    update: dict = {}
+    if job.service_account is None and spec.service_account_name:
+        update["service_account"] = spec.service_account_name
+    if job.image_pull_secrets is None and spec.image_pull_secrets:
+        update["image_pull_secrets"] = [ref.name for ref in spec.image_pull_secrets]
+    if job.gcs_credentials_secret is None:
+        mounted = {m.name for c in spec.containers for m in (c.volume_mounts or [])
+                   if m.mount_path.rstrip("/") == GCS_KEY_DIR}
+        for volume in spec.volumes or []:
+            if volume.name in mounted and volume.secret is not None:
+                update["gcs_credentials_secret"] = volume.secret.secret_name
+    own = [images.registry_of(c.image) for c in spec.containers if images.registry_of(c.image)]
+    if own and images.registry_of(job.image) == images.DEFAULT_REGISTRY and own[0] != images.DEFAULT_REGISTRY:
+        raise LaunchError(f"the job's image {job.image} is on the default registry but this pod runs from "
+                          f"{own[0]}: re-render the manifests with `make manifests REGISTRY=... TAG=...` "
+                          f"(a kustomize images: override does not reach the job spec)")
+    if update:
+        log("launcher: from this pod: " + ", ".join(f"{k}={v}" for k, v in update.items()))
+        job = job.model_copy(update=update)
+    return job
+
+
+def output_label(location: str) -> str:
+    return hashlib.sha256(location.encode()).hexdigest()[:16]
+
+
+def _pod_alive(core, namespace: str, name: str) -> bool:
+    from kubernetes.client import ApiException
+    try:
+        pod = core.read_namespaced_pod(name, namespace)
+    except ApiException as err:
+        if err.status == 404:
+            return False
+        raise
+    return ((pod.status.phase if pod.status else None) or "Pending") in ("Pending", "Running")
+
+
+def stop_orphaned_writers(call, custom, core, namespace: str, location: str, log: Callable[[str], None]) -> None:
+    """Before a new MPIJob writes `location`: an unfinished one that writes it too is either an orphan
+    (the step or CronJob pod that created it has ended: a cancelled run, a retried step) and is
+    deleted, or still has a live creator, and then this launch is refused: two jobs would write the
+    same checkpoints."""
+    value = output_label(location)
+    found = call("list", GROUP, PLURAL, custom.list_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL,
+                 label_selector=f"{OUTPUT_LABEL}={value}")
+    for other in found.get("items", []):
+        meta = other.get("metadata") or {}
+        if (meta.get("labels") or {}).get(OUTPUT_LABEL) != value:
+            continue  # a selector the server ignored
+        if _condition(other, "Succeeded") or _condition(other, "Failed"):
+            continue
+        owners = [ref["name"] for ref in meta.get("ownerReferences") or [] if ref.get("kind") == "Pod"]
+        live = [pod for pod in owners if call("get", "", "pods", _pod_alive, core, namespace, pod)]
+        if live or not owners:
+            who = f"started by the running pod {live[0]}" if live else "not owned by a pod"
+            raise LaunchError(f"MPIJob {meta.get('name')} ({who}) is still writing {location}; wait for it or "
+                              f"delete it: kubectl delete mpijob -n {namespace} {meta.get('name')}")
+        log(f"launcher: deleting MPIJob {meta.get('name')}: it writes {location} too and its pod {owners[0]} "
+            f"has ended")
+        _delete(custom, namespace, meta["name"], log)
 
 
 def _condition(obj: dict, kind: str) -> dict | None:
@@ -221,14 +316,20 @@ def launch(job: PretrainJob, *, api=None, namespace: str | None = None, timeout_
     custom, core = client.CustomObjectsApi(api), client.CoreV1Api(api)
     namespace = namespace or current_namespace(job)
     name = unique_name(job.name, job.workers)
+    pod_name, pod_uid, pod = step_pod(core, namespace)
+    if pod is not None:
+        job = inherit_from_pod(job, pod, log)
+    elif pod_name:
+        log(f"launcher: pod {pod_name} is not in the API: the MPIJob inherits no service account or secrets")
     if unique_output_dir:
         flags = dict(job.pretrain_flags)
         flags["output_dir"] = f"{str(flags['output_dir']).rstrip('/')}/{name}"
         job = job.model_copy(update={"pretrain_flags": flags})
-        job = PretrainJob.model_validate(job.model_dump())
+    job = PretrainJob.model_validate(job.model_dump())
     manifest = render(job, name)
     manifest["metadata"]["namespace"] = namespace
-    owner = owner_reference(core, namespace)
+    manifest["metadata"]["labels"][OUTPUT_LABEL] = output_label(job.checkpoint_location)
+    owner = _owner(pod_name, pod_uid)
     if owner:
         manifest["metadata"]["ownerReferences"] = [owner]
     else:
@@ -246,7 +347,7 @@ def launch(job: PretrainJob, *, api=None, namespace: str | None = None, timeout_
         except ApiException as err:
             if err.status == 403:
                 raise permission_error(err, verb, group, resource, namespace) from None
-            if err.status == 404 and verb == "create" and resource == PLURAL:
+            if err.status == 404 and verb in ("create", "list") and resource == PLURAL:
                 raise LaunchError(f"the MPIJob API ({GROUP}/{VERSION}) is not served in this cluster: "
                                   f"install mpi-operator (docs/cluster.md)") from None
             raise
@@ -255,6 +356,7 @@ def launch(job: PretrainJob, *, api=None, namespace: str | None = None, timeout_
     done = False
     follower: _LogFollower | None = None
     try:
+        stop_orphaned_writers(call, custom, core, namespace, job.checkpoint_location, log)
         call("create", GROUP, PLURAL, custom.create_namespaced_custom_object,
              GROUP, VERSION, namespace, PLURAL, manifest)
         created = True

@@ -11,11 +11,15 @@ Shape of the job (mpi-operator v2, OpenMPI):
 - Worker, W replicas, each `G` AMD GPUs (`amd.com/gpu`, from the ROCm device plugin): runs sshd as the
   image's non-root user on an unprivileged port; Horovod's ranks are started there by mpirun.
   `slotsPerWorker` = G, /dev/shm is a memory emptyDir (RCCL and tf.data use shared memory).
-- Data and checkpoints on gs:// (Workload Identity, or a key in a Secret) or on a PVC mounted in every pod.
+- Data and checkpoints on gs:// (Workload Identity, or a key in a Secret; staged to a disk emptyDir) or
+  on a PVC mounted in every worker (not in the launcher, which only runs mpirun).
+- No Istio sidecar in either pod; the pods run as the step that created the job (service account,
+  key Secret, image pull secrets: components/launcher.py).
 """
 
 from __future__ import annotations
 
+import copy
 import re
 from typing import Literal, Union
 
@@ -36,6 +40,19 @@ IMAGE_HOME = f"/home/{IMAGE_USER}"
 SSH_PORT = 2222                                 # unprivileged: sshd runs as IMAGE_USER
 SSHD_CONFIG = f"{IMAGE_HOME}/.sshd_config"
 SSH_AUTH_MOUNT_PATH = f"{IMAGE_HOME}/.ssh"      # where mpi-operator mounts the job's ssh Secret
+
+GCS_KEY_DIR = "/var/secrets/google"            # where a key Secret is mounted; key.json inside it
+# Workers stage gs:// (and s3://) input and keep node-local checkpoint copies here (bert_core.staging:
+# $BERT_LOCAL_CACHE): a disk emptyDir counted in the pod's ephemeral-storage request, not the image layer.
+SCRATCH_DIR = "/scratch"
+LOCAL_CACHE = f"{SCRATCH_DIR}/bert-cache"
+# Variables docker/Dockerfile.base sets (PATH: every image) that the ranks need; mpirun forwards them
+# with `-x`, so each must be set in the launcher's container (tests/test_mpijob.py reads the Dockerfile).
+IMAGE_ENV = ("PATH", "LD_LIBRARY_PATH", "PYTHONUNBUFFERED", "BERT_KERNEL_CACHE")
+
+# Kubeflow namespaces have Istio injection on: a sidecar keeps the launcher pod (and so the MPIJob)
+# from ever completing and sits between mpirun's ssh and RCCL's sockets (kubeflow/mpi-operator#480).
+NO_ISTIO_SIDECAR = {"sidecar.istio.io/inject": "false"}
 
 GPU_RESOURCE = "amd.com/gpu"
 # Labels mpi-operator puts on the pods it creates (training-operator's common labels).
@@ -191,12 +208,19 @@ class PretrainJob(BaseModel):
     worker_resources: Resources = Field(default_factory=lambda: Resources(cpu="32", memory="256Gi"))
     launcher_resources: Resources = Field(default_factory=lambda: Resources(cpu="1", memory="2Gi"))
     shm_size: str = Field("64Gi", description="Size limit of the /dev/shm memory emptyDir on workers")
+    local_cache_size: str | None = Field(
+        "100Gi", description=f"Disk emptyDir at {SCRATCH_DIR} on workers for staged gs:// input (requested as "
+                             f"ephemeral-storage); None when all data is on the PVC")
     rccl: RcclEnv = Field(default_factory=RcclEnv)
     run_policy: RunPolicy = Field(default_factory=RunPolicy)
     storage: PvcStorage | None = Field(None, description="A PVC for data and checkpoints; None for gs:// only")
     gcs_credentials_secret: str | None = Field(
-        None, description="Secret with a service-account key.json for gs://; None for Workload Identity")
-    service_account: str | None = Field(None, description="Service account of the job's pods (gs:// access)")
+        None, description="Secret with a service-account key.json for gs://; None for Workload Identity "
+                          "(the launcher step passes on the one mounted in its own pod)")
+    service_account: str | None = Field(
+        None, description="Service account of the job's pods (gs:// access); None: the launcher step's own")
+    image_pull_secrets: list[str] | None = Field(
+        None, description="Secrets for a private registry; None: the launcher step's own")
     node_selector: dict[str, str] = Field(
         default_factory=lambda: {"feature.node.kubernetes.io/amd-gpu": "true"},
         description="Worker node selector (the AMD GPU operator's node-feature label by default)")
@@ -204,15 +228,18 @@ class PretrainJob(BaseModel):
     supplemental_groups: list[int] = Field(
         default_factory=lambda: [44],
         description="Extra groups of the pods' user: the hosts' video (and render) GIDs own /dev/kfd, /dev/dri")
-    labels: dict[str, str] = Field(default_factory=dict)
+    labels: dict[str, str] = Field(default_factory=dict, description="Extra labels of the MPIJob and its pods")
+    annotations: dict[str, str] = Field(
+        default_factory=dict, description="Extra annotations of the MPIJob and its pods (the pods always get "
+                                          "sidecar.istio.io/inject: 'false' unless this sets it)")
     mpirun_args: list[str] = Field(default_factory=list, description="Extra mpirun arguments")
     pretrain_flags: dict[str, FlagValue] = Field(
         description="`bert pretrain` flags (PretrainConfig field names): at least input_file and output_dir")
 
-    @field_validator("shm_size")
+    @field_validator("shm_size", "local_cache_size")
     @classmethod
-    def _shm(cls, value: str) -> str:
-        return Resources._quantity(value)
+    def _sizes(cls, value: str | None) -> str | None:
+        return None if value is None else Resources._quantity(value)
 
     @model_validator(mode="after")
     def _check(self) -> "PretrainJob":
@@ -259,36 +286,28 @@ class PretrainJob(BaseModel):
 def check_pretrain_flags(flags: dict[str, FlagValue]) -> None:
     """Flag names must be fields of bert_core.config.PretrainConfig, and the flags a valid PretrainConfig.
 
-    PretrainConfig is imported here, lazily, so this module stays importable without TensorFlow and
-    before the class exists; until it does, only the shape of each name is checked.
+    PretrainConfig is imported lazily, so this module imports without TensorFlow (the launcher image).
     """
+    import pydantic
+
+    from bert_core.config import PretrainConfig, describe_validation_error
+
     for name, value in flags.items():
         if not _FLAG_NAME.match(name):
             raise ValueError(f"pretrain flag {name!r} is not a flag name (lowercase, digits, '_')")
         if isinstance(value, str) and ("\n" in value or value.strip() != value):
             raise ValueError(f"pretrain flag --{name} has surrounding whitespace or a newline")
-    model = pretrain_config_class()
-    if model is None:
-        return
-    fields = model.model_fields
+    fields = PretrainConfig.model_fields
     unknown = sorted(set(flags) - set(fields))
     if unknown:
         raise ValueError(f"--{unknown[0]} is not a `bert pretrain` flag (a field of PretrainConfig); "
                          f"known: {', '.join(sorted(fields))}")
     # The whole flag set, as `bert pretrain` would build it: required fields, types and the config's
     # own cross-field rules (e.g. exactly one of --bert_config_file/--model), before any GPU is scheduled.
-    import pydantic
     try:
-        model.model_validate(flags)
+        PretrainConfig.model_validate(flags)
     except pydantic.ValidationError as err:
-        from bert_core.config import describe_validation_error
         raise ValueError(f"`bert pretrain` would refuse these flags: {describe_validation_error(err)}") from None
-
-
-def pretrain_config_class():
-    """bert_core.config.PretrainConfig, or None while it does not exist yet."""
-    from bert_core import config
-    return getattr(config, "PretrainConfig", None)
 
 
 def _env_list(env: dict[str, str]) -> list[dict]:
@@ -296,10 +315,12 @@ def _env_list(env: dict[str, str]) -> list[dict]:
 
 
 def rank_env(job: PretrainJob) -> dict[str, str]:
-    """Variables every rank needs; mpirun forwards each with `-x`."""
+    """Variables every rank needs, set in the pods; mpirun forwards each with `-x` (with IMAGE_ENV)."""
     env = job.rccl.env()
+    if job.local_cache_size:
+        env["BERT_LOCAL_CACHE"] = LOCAL_CACHE
     if job.gcs_credentials_secret:
-        env["GOOGLE_APPLICATION_CREDENTIALS"] = "/var/secrets/google/key.json"
+        env["GOOGLE_APPLICATION_CREDENTIALS"] = f"{GCS_KEY_DIR}/key.json"
     return env
 
 
@@ -308,14 +329,15 @@ def mpirun_command(job: PretrainJob) -> list[str]:
     from bert_core.cli import config_flags  # lazily, as PretrainConfig: see check_pretrain_flags
 
     cmd = ["mpirun", "-np", str(job.num_ranks),
-           "--bind-to", "none", "--map-by", "slot",       # Horovod pins one GPU per local rank itself
+           "--bind-to", "none", "--map-by", "slot",       # no CPU binding; each rank pins its GPU in
+                                                      # bert_core.distributed.initialize (local rank)
            "--mca", "pml", "ob1", "--mca", "btl", "^openib"]  # TCP/shared memory, no verbs probing
     # ssh reaches the workers' unprivileged sshd through the image's ssh_config (Port SSH_PORT), not
     # plm_rsh_args, which mpi-operator sets itself on the launcher.
     ifname = job.rccl.nccl_socket_ifname
     if ifname and not ifname.startswith("^") and "," not in ifname:
         cmd += ["--mca", "btl_tcp_if_include", ifname, "--mca", "oob_tcp_if_include", ifname]
-    for name in [*rank_env(job), "PATH", "LD_LIBRARY_PATH", "PYTHONPATH"]:
+    for name in [*rank_env(job), *IMAGE_ENV]:   # never an unset name: mpirun would warn per rank
         cmd += ["-x", name]
     cmd += list(job.mpirun_args)
     # input_file and output_dir first, then the rest by name: the command does not depend on dict order.
@@ -331,13 +353,18 @@ def _volumes(job: PretrainJob, worker: bool) -> tuple[list[dict], list[dict]]:
     if worker:
         volumes.append({"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": job.shm_size}})
         mounts.append({"name": "dshm", "mountPath": "/dev/shm"})
-    if job.storage:
+    if worker and job.local_cache_size:
+        volumes.append({"name": "scratch", "emptyDir": {"sizeLimit": job.local_cache_size}})
+        mounts.append({"name": "scratch", "mountPath": SCRATCH_DIR})
+    # Only the ranks read and write data: a ReadWriteOnce claim mounted by the launcher too would fail
+    # with Multi-Attach whenever the launcher lands on another node.
+    if worker and job.storage:
         volumes.append({"name": "data", "persistentVolumeClaim": {
             "claimName": job.storage.claim_name, "readOnly": job.storage.read_only}})
         mounts.append({"name": "data", "mountPath": job.storage.mount_path, "readOnly": job.storage.read_only})
     if job.gcs_credentials_secret:
         volumes.append({"name": "gcp-key", "secret": {"secretName": job.gcs_credentials_secret}})
-        mounts.append({"name": "gcp-key", "mountPath": "/var/secrets/google", "readOnly": True})
+        mounts.append({"name": "gcp-key", "mountPath": GCS_KEY_DIR, "readOnly": True})
     return volumes, mounts
 
 
@@ -349,6 +376,8 @@ def _pod_spec(job: PretrainJob, worker: bool) -> dict:
     if worker:
         resources["requests"][GPU_RESOURCE] = job.gpus_per_worker
         resources["limits"][GPU_RESOURCE] = job.gpus_per_worker
+        if job.local_cache_size:
+            resources["requests"]["ephemeral-storage"] = job.local_cache_size
     container: dict = {
         "name": "worker" if worker else "launcher",
         "image": job.image,
@@ -367,12 +396,17 @@ def _pod_spec(job: PretrainJob, worker: bool) -> dict:
     if mounts:
         container["volumeMounts"] = mounts
     spec: dict = {
+        # OnRootMismatch: the kubelet chowns a volume to fsGroup only when its root is not already
+        # owned so, not the whole dataset at every start.
         "securityContext": {"runAsUser": IMAGE_UID, "runAsGroup": IMAGE_UID, "fsGroup": IMAGE_UID,
-                            "runAsNonRoot": True, "supplementalGroups": list(job.supplemental_groups)},
+                            "fsGroupChangePolicy": "OnRootMismatch", "runAsNonRoot": True,
+                            "supplementalGroups": list(job.supplemental_groups)},
         "containers": [container],
     }
     if job.service_account:
         spec["serviceAccountName"] = job.service_account
+    if job.image_pull_secrets:
+        spec["imagePullSecrets"] = [{"name": name} for name in job.image_pull_secrets]
     if worker:
         if job.node_selector:
             spec["nodeSelector"] = dict(job.node_selector)
@@ -391,13 +425,16 @@ def render(job: PretrainJob, name: str | None = None) -> dict:
         raise UserError(problem)
     labels = {"app.kubernetes.io/name": "bert", "app.kubernetes.io/component": "pretrain", **job.labels}
     metadata: dict = {"name": name, "labels": labels}
+    if job.annotations:
+        metadata["annotations"] = dict(job.annotations)
     if job.namespace:
         metadata["namespace"] = job.namespace
+    pod_metadata = {"labels": dict(labels), "annotations": {**NO_ISTIO_SIDECAR, **job.annotations}}
 
     def replica(replicas: int, worker: bool) -> dict:
         # The launcher fails for good (the job reports it); a worker's sshd may be restarted.
         return {"replicas": replicas, "restartPolicy": "OnFailure" if worker else "Never",
-                "template": {"metadata": {"labels": dict(labels)}, "spec": _pod_spec(job, worker)}}
+                "template": {"metadata": copy.deepcopy(pod_metadata), "spec": _pod_spec(job, worker)}}
 
     return {
         "apiVersion": API_VERSION,

@@ -34,7 +34,7 @@ IMAGES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "base": ((TF_PIN_NAME,), ("kfp", "kfp-kubernetes", "kubernetes", "pyyaml")),
     "data": ((TF_PIN_NAME, "mpi4py"), ("kfp", "pyyaml")),
     "evaluate": ((TF_PIN_NAME, "mpi4py"), ("kfp", "pyyaml")),
-    "launcher": ((TF_PIN_NAME, "mpi4py", "tokenizers", "numpy", "google-crc32c"), ("kubernetes", "pyyaml")),
+    "launcher": ((TF_PIN_NAME, "mpi4py", "tokenizers", "numpy", "google-crc32c"), ("kfp", "kubernetes", "pyyaml")),
 }
 # Distributions of the ROCm image that pip must never replace.
 PROTECTED = re.compile(r"^(tensorflow|tensorflow-rocm|tf-keras|keras|tensorboard|tensorflow-io-gcs-filesystem)$")

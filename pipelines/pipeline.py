@@ -15,15 +15,21 @@ Phase 2 is chosen when the pipeline is built (`build_pipeline(phase2=True)`, `--
 line), not by a runtime `dsl.If`: kfp 2.13's local runner does not run conditions, and `bert-pipeline
 run` must run the very graph the cluster runs. The same holds for "vocab given, or learned" and "task
 given, or held out": a step's parameter (`vocab_uri`, `task_data_uri`) decides, not a branch.
+
+What a cluster fixes when the pipeline is built, not per run (build_pipeline's arguments): where the
+pretraining step runs (`mpijob=True`: on the launcher image, off GPU nodes), a key Secret for gs://
+(`gcs_key_secret`) and registry pull secrets (`image_pull_secrets`); the images' registry and tag are
+the ones components/images.py resolves at compile time, also for the MPIJob the step creates.
 """
 
 
 from kfp import dsl, kubernetes
 
+from components import images
 from components.data import create_data, prepare_corpus
 from components.evaluate import evaluate
 from components.finetune import finetune
-from components.mpijob import GPU_RESOURCE, PretrainJob
+from components.mpijob import GCS_KEY_DIR, GPU_RESOURCE, PretrainJob
 from components.pretrain import pretrain, pretrain_phase2
 from components.vocab import learn_vocab
 
@@ -32,6 +38,10 @@ PIPELINE_NAME_PHASE2 = "bert-pipeline-two-phase"
 DESCRIPTION = ("BERT: corpus + vocab -> create-data -> pretrain (TensorFlow 2 + Horovod) -> finetune -> "
                "evaluate")
 
+STEP_SHM_SIZE = "16Gi"   # /dev/shm of a GPU step (memory: it counts against the pod's memory)
+# The pretraining step that only creates an MPIJob and follows it.
+LAUNCHER_STEP_CPU, LAUNCHER_STEP_MEMORY = "500m", "1Gi"
+
 # GPU nodes: the same selector and toleration as the pretraining MPIJob's workers (one source).
 GPU_NODE_SELECTOR: dict = PretrainJob.model_fields["node_selector"].default_factory()
 GPU_TOLERATIONS: list = [t.model_dump(exclude_none=True)
@@ -39,6 +49,7 @@ GPU_TOLERATIONS: list = [t.model_dump(exclude_none=True)
 
 
 def _on_gpu_nodes(task: dsl.PipelineTask, gpus) -> dsl.PipelineTask:
+    _with_shm(task)
     task.set_accelerator_type(GPU_RESOURCE).set_accelerator_limit(gpus)
     for key, value in GPU_NODE_SELECTOR.items():
         kubernetes.add_node_selector(task, label_key=key, label_value=value)
@@ -55,8 +66,37 @@ def _cpu_step(task: dsl.PipelineTask, name: str, cpu: str, memory: str, cache: b
     return task
 
 
-def build_pipeline(phase2: bool = False):
-    """The pipeline function (phase 1 only, or phases 1 and 2)."""
+def _with_key(task: dsl.PipelineTask, secret: str | None) -> dsl.PipelineTask:
+    """Mount the key Secret where GOOGLE_APPLICATION_CREDENTIALS points; a launcher step passes it on
+    to its MPIJob (components.launcher.inherit_from_pod)."""
+    if secret:
+        kubernetes.use_secret_as_volume(task, secret_name=secret, mount_path=GCS_KEY_DIR)
+        task.set_env_variable("GOOGLE_APPLICATION_CREDENTIALS", f"{GCS_KEY_DIR}/key.json")
+    return task
+
+
+def _with_shm(task: dsl.PipelineTask) -> dsl.PipelineTask:
+    """A memory emptyDir at /dev/shm: a container's own is 64 MiB, RCCL needs far more."""
+    return kubernetes.empty_dir_mount(task, volume_name="dshm", mount_path="/dev/shm", medium="Memory",
+                                      size_limit=STEP_SHM_SIZE)
+
+
+def build_pipeline(phase2: bool = False, gcs_key_secret: str | None = None, mpijob: bool = False,
+                   image_pull_secrets: tuple[str, ...] = ()):
+    """The pipeline function (phase 1 only, or phases 1 and 2).
+
+    image_pull_secrets: Secrets for a private registry, on every step (and so on the MPIJob).
+    mpijob: pretraining runs as MPIJobs on the cluster. The pretraining steps then only talk to the
+    Kubernetes API: they run on the small launcher image, on any node, without a GPU, and pass
+    launcher=mpijob whatever the run's `launcher` parameter says. Chosen when the pipeline is built
+    because a step's image and node placement are (the run-time `launcher` parameter cannot move a
+    step off a GPU node).
+
+    gcs_key_secret: a Secret with a service-account key.json that every step (and the MPIJob) uses for
+    gs://; None for Workload Identity, which follows the run's service account. It is chosen when the
+    pipeline is built: a Secret volume cannot have an empty name, so a run-time parameter could not
+    default to "no key".
+    """
 
     @dsl.pipeline(name=PIPELINE_NAME_PHASE2 if phase2 else PIPELINE_NAME, description=DESCRIPTION)
     def bert_pipeline(
@@ -122,14 +162,19 @@ def build_pipeline(phase2: bool = False):
         finetune_processes: int = 1,
         finetune_gpus: int = 0,
     ):
-        corpus = _cpu_step(prepare_corpus(corpus_uri=corpus_uri, heldout_fraction=heldout_fraction,
-                                          seed=random_seed), "corpus", "1", "2Gi", cache=True, retries=2)
-        vocab = _cpu_step(learn_vocab(corpus=corpus.outputs["corpus"], vocab_uri=vocab_uri,
-                                      vocab_size=vocab_size, do_lower_case=do_lower_case),
-                          "vocab", "2", "4Gi", cache=True, retries=2)
+        def step(task: dsl.PipelineTask, *args, **kwargs) -> dsl.PipelineTask:
+            if image_pull_secrets:
+                kubernetes.set_image_pull_secrets(task, list(image_pull_secrets))
+            return _cpu_step(_with_key(task, gcs_key_secret), *args, **kwargs)
+
+        corpus = step(prepare_corpus(corpus_uri=corpus_uri, heldout_fraction=heldout_fraction,
+                                     seed=random_seed), "corpus", "1", "2Gi", cache=True, retries=2)
+        vocab = step(learn_vocab(corpus=corpus.outputs["corpus"], vocab_uri=vocab_uri,
+                                 vocab_size=vocab_size, do_lower_case=do_lower_case),
+                     "vocab", "2", "4Gi", cache=True, retries=2)
 
         def data_step(name: str, seq: int, predictions: int):
-            return _cpu_step(create_data(
+            return step(create_data(
                 corpus=corpus.outputs["corpus"], vocab=vocab.outputs["vocab"], do_lower_case=do_lower_case,
                 max_seq_length=seq, max_predictions_per_seq=predictions, masked_lm_prob=masked_lm_prob,
                 dupe_factor=dupe_factor, short_seq_prob=short_seq_prob, do_whole_word_mask=do_whole_word_mask,
@@ -142,7 +187,7 @@ def build_pipeline(phase2: bool = False):
             else:
                 component, extra = pretrain_phase2, {"init_model": init_model}
             task = component(
-                data=data.outputs["data"], vocab=vocab.outputs["vocab"], launcher=launcher,
+                data=data.outputs["data"], vocab=vocab.outputs["vocab"], launcher="mpijob" if mpijob else launcher,
                 num_processes=num_processes, bert_model=bert_model, bert_config=bert_config,
                 max_seq_length=seq, max_predictions_per_seq=predictions, train_batch_size=batch,
                 learning_rate=lr, num_train_steps=steps, num_warmup_steps=warmup, optimizer_type=optimizer_type,
@@ -151,9 +196,16 @@ def build_pipeline(phase2: bool = False):
                 max_eval_steps=max_eval_steps, random_seed=random_seed, mpijob_workers=mpijob_workers,
                 mpijob_gpus_per_worker=mpijob_gpus_per_worker, timeout_seconds=pretrain_timeout_seconds,
                 **extra)
+            # With launcher=mpijob this step creates an MPIJob whose image components.images resolves
+            # inside the step's pod: give it this compile's registry and tag, not the defaults.
+            for var, value in images.env().items():
+                task.set_env_variable(var, value)
             # A rerun resumes from the latest checkpoint in the output, so a retry is safe; a cached
             # result would make a scheduled re-pretraining a no-op, so no caching.
-            _cpu_step(task, name, "4", "16Gi", cache=False, retries=1)
+            if mpijob:
+                task.set_container_image(images.image("launcher"))
+                return step(task, name, LAUNCHER_STEP_CPU, LAUNCHER_STEP_MEMORY, cache=False, retries=1)
+            step(task, name, "4", "16Gi", cache=False, retries=1)
             return _on_gpu_nodes(task, pretrain_gpus)
 
         data = data_step("create-data", max_seq_length, max_predictions_per_seq)
@@ -175,9 +227,9 @@ def build_pipeline(phase2: bool = False):
             num_train_epochs=num_train_epochs, warmup_proportion=warmup_proportion,
             optimizer_type=finetune_optimizer_type, do_lower_case=do_lower_case,
             log_every_steps=log_every_steps, seed=random_seed, num_processes=finetune_processes, **task)
-        _on_gpu_nodes(_cpu_step(tuned, "finetune", "4", "16Gi", cache=False, retries=0), finetune_gpus)
-        _cpu_step(evaluate(task_data=corpus.outputs["task_data"], predictions=tuned.outputs["predictions"],
-                           eval_split=eval_split, **task), "evaluate", "1", "2Gi", cache=False, retries=2)
+        _on_gpu_nodes(step(tuned, "finetune", "4", "16Gi", cache=False, retries=0), finetune_gpus)
+        step(evaluate(task_data=corpus.outputs["task_data"], predictions=tuned.outputs["predictions"],
+                      eval_split=eval_split, **task), "evaluate", "1", "2Gi", cache=False, retries=2)
 
     return bert_pipeline
 

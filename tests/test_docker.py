@@ -205,7 +205,8 @@ def test_pins_script_on_a_synthetic_pyproject(tmp_path):
     run = subprocess.run([sys.executable, str(DOCKER / "pins.py"), "write", "launcher", str(out)], cwd=tmp_path,
                          capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
-    assert (out / "requirements.txt").read_text().split() == ["pydantic>=2,<3", "kubernetes==30.1.0", "PyYAML==6.0.2"]
+    assert (out / "requirements.txt").read_text().split() == ["pydantic>=2,<3", "kfp==2.13.0", "kubernetes==30.1.0",
+                                                              "PyYAML==6.0.2"]
     assert (out / "horovod.env").read_text() == "HOROVOD_VERSION=0.28.1\nHOROVOD_WITH_MPI=1\nHOROVOD_WITH_GLOO=1\n"
     assert (out / "horovod-build-requirements.txt").read_text() == "cmake>=3.13,<4\n"
     constraints = (out / "constraints.txt").read_text().split()

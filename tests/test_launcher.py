@@ -89,10 +89,10 @@ class FakeOperator(threading.Thread):
     """Plays mpi-operator for the first MPIJob that appears: a launcher pod with a log, then conditions."""
 
     def __init__(self, cluster: FakeCluster, outcome: str | None, log: bytes = b"", delay: float = 0.2,
-                 log_status: int = 200):
+                 log_status: int = 200, ignore: frozenset = frozenset()):
         super().__init__(daemon=True)
         self.cluster, self.outcome, self.log, self.delay = cluster, outcome, log, delay
-        self.log_status = log_status
+        self.log_status, self.ignore = log_status, ignore
         self.job: dict | None = None
         self.running = threading.Event()
         self.start()
@@ -100,11 +100,11 @@ class FakeOperator(threading.Thread):
     def run(self):
         c = self.cluster
         deadline = time.monotonic() + 10
-        while not c.mpijobs() and time.monotonic() < deadline:
+        while not self._new(c) and time.monotonic() < deadline:
             time.sleep(0.02)
-        if not c.mpijobs():
+        if not self._new(c):
             return
-        self.job = c.mpijobs()[0]
+        self.job = self._new(c)[0]
         name = self.job["metadata"]["name"]
         pod = f"{name}-launcher-x7k2p"
         if self.log_status == 200:
@@ -127,6 +127,9 @@ class FakeOperator(threading.Thread):
             self._conditions(name, [("Created", "MPIJobCreated"), ("Running", "MPIJobRunning", "False"),
                                     ("Failed", "BackoffLimitExceeded", "True",
                                      "launcher exited with code 1:\nrank 3: NCCL error")])
+
+    def _new(self, cluster: FakeCluster) -> list[dict]:
+        return [j for j in cluster.mpijobs() if j["metadata"]["name"] not in self.ignore]
 
     @staticmethod
     def _pod(pod: str, job: str, phase: str) -> dict:
@@ -320,3 +323,132 @@ def test_command_line_bad_spec_is_one_line(tmp_path, capsys):
     assert err.startswith(f"launcher: error: {spec}: ") and "\n" not in err
     assert launcher.main(["--spec", str(tmp_path / "missing.yaml")]) == 2
     assert "cannot read" in capsys.readouterr().err
+
+
+def _step_pod(name: str, image: str, service_account: str | None = None, key_secret: str | None = None,
+              pull_secret: str | None = None) -> dict:
+    container = {"name": "main", "image": image}
+    spec: dict = {"containers": [container]}
+    if pull_secret:
+        spec["imagePullSecrets"] = [{"name": pull_secret}]
+    if service_account:
+        spec["serviceAccountName"] = service_account
+    if key_secret:
+        spec["volumes"] = [{"name": "key", "secret": {"secretName": key_secret}}]
+        container["volumeMounts"] = [{"name": "key", "mountPath": "/var/secrets/google", "readOnly": True}]
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": NS, "uid": "u-7"},
+            "spec": spec}
+
+
+def _pod_specs(mpijob: dict) -> list[dict]:
+    return [r["template"]["spec"] for r in mpijob["spec"]["mpiReplicaSpecs"].values()]
+
+
+def test_the_mpijob_runs_as_the_step_pods_service_account_with_its_key(cluster, monkeypatch):
+    """Workload Identity is bound to the run's service account (default-editor under Kubeflow), and a key
+    Secret mounted into the step (kfp.kubernetes.use_secret_as_volume) must reach the ranks too."""
+    image = "registry.example.com/ml/bert-pretrain:v7"
+    monkeypatch.setenv("KFP_POD_NAME", "step-1")
+    cluster.core.create_namespaced_pod(NS, _step_pod("step-1", image, "default-editor", "gcp-sa-key", "regcred"))
+    op = FakeOperator(cluster, "Succeeded")
+    launch(_job(image=image), api=cluster.api, namespace=NS, poll_seconds=0.05, timeout_seconds=20,
+           log=lambda _: None)
+    op.join(5)
+    assert op.job["metadata"]["ownerReferences"][0]["uid"] == "u-7"
+    for pod in _pod_specs(op.job):
+        assert pod["serviceAccountName"] == "default-editor"
+        assert pod["imagePullSecrets"] == [{"name": "regcred"}], "the same private registry"
+        assert {"name": "gcp-key", "secret": {"secretName": "gcp-sa-key"}} in pod["volumes"]
+        env = {e["name"]: e["value"] for e in pod["containers"][0]["env"]}
+        assert env["GOOGLE_APPLICATION_CREDENTIALS"] == "/var/secrets/google/key.json"
+    if CRD_PATH.exists():
+        assert mpijob_problems({k: v for k, v in op.job.items() if k != "status"}) == []
+
+
+def test_the_jobs_own_service_account_wins(cluster, monkeypatch):
+    monkeypatch.setenv("KFP_POD_NAME", "step-2")
+    cluster.core.create_namespaced_pod(NS, _step_pod("step-2", _job().image, "default-editor"))
+    op = FakeOperator(cluster, "Succeeded")
+    launch(_job(service_account="trainer"), api=cluster.api, namespace=NS, poll_seconds=0.05,
+           timeout_seconds=20, log=lambda _: None)
+    op.join(5)
+    assert {pod["serviceAccountName"] for pod in _pod_specs(op.job)} == {"trainer"}
+
+
+def test_a_job_on_the_default_registry_from_a_retagged_launcher_is_refused(cluster, monkeypatch):
+    """kustomize `images:` rewrites the CronJob's image, not the image inside the job spec it reads."""
+    from components import images
+    monkeypatch.setenv("POD_NAME", "cron-3")
+    monkeypatch.setenv("POD_NAMESPACE", NS)
+    cluster.core.create_namespaced_pod(NS, _step_pod("cron-3", "registry.example.com/ml/bert-launcher:0.1.0"))
+    job = _job(image=f"{images.DEFAULT_REGISTRY}/bert-pretrain:0.1.0")
+    with pytest.raises(launcher.LaunchError, match=r"re-render the manifests with `make manifests REGISTRY"):
+        launch(job, api=cluster.api, poll_seconds=0.05, timeout_seconds=5, log=lambda _: None)
+    assert cluster.mpijobs() == []
+
+
+def test_the_launcher_uses_exactly_the_permissions_it_asks_for(cluster, monkeypatch):
+    """Every API call of a success and of a timeout, as (group, resource, verb): REQUIRED_PERMISSIONS and
+    the Role rendered from it grant these and nothing else."""
+    monkeypatch.setenv("KFP_POD_NAME", "step-4")
+    cluster.core.create_namespaced_pod(NS, _step_pod("step-4", _job().image, "default-editor"))
+    cfg = client.Configuration()
+    cfg.host = cluster.url
+    api = client.ApiClient(cfg, header_name="X-Caller", header_value="launcher")
+    op = FakeOperator(cluster, "Succeeded", log=b"done\n")
+    launch(_job(), api=api, namespace=NS, poll_seconds=0.05, timeout_seconds=20, log=lambda _: None)
+    op.join(5)
+    for job in cluster.mpijobs():
+        cluster.custom.delete_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, job["metadata"]["name"])
+    FakeOperator(cluster, None)
+    with pytest.raises(MPIJobTimeout):
+        launch(_job(), api=api, namespace=NS, poll_seconds=0.05, timeout_seconds=1, log=lambda _: None)
+    api.close()
+    verbs = {"FETCH": "get", "LIST": "list", "WATCH": "watch", "CREATE": "create", "UPDATE": "patch",
+             "DELETE": "delete"}
+    used = {(r.resource.group or "", r.resource.plural + (f"/{r.subresource}" if r.subresource else ""),
+             verbs[r.action.name])
+            for r in list(cluster.kmock) if r.headers.get("X-Caller") == "launcher"}
+    granted = {(g, res, v) for g, res, vs in launcher.REQUIRED_PERMISSIONS for v in vs}
+    assert used == granted
+
+
+def _earlier_job(cluster, owner_pod: str, owner_phase: str | None, output: str = FLAGS["output_dir"]) -> str:
+    """An unfinished MPIJob that an earlier launch created for `output`, owned by `owner_pod`."""
+    from components.mpijob import render
+    name = "bert-pretrain-old001"
+    manifest = render(_job(), name)
+    manifest["metadata"].update(namespace=NS, ownerReferences=[
+        {"apiVersion": "v1", "kind": "Pod", "name": owner_pod, "uid": "u-old", "controller": False}])
+    manifest["metadata"]["labels"][launcher.OUTPUT_LABEL] = launcher.output_label(output)
+    cluster.custom.create_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, manifest)
+    if owner_phase is not None:
+        pod = _step_pod(owner_pod, _job().image)
+        pod["status"] = {"phase": owner_phase}
+        cluster.core.create_namespaced_pod(NS, pod)
+    return name
+
+
+@pytest.mark.parametrize("phase", ["Failed", "Succeeded", None])
+def test_an_orphaned_job_writing_the_same_output_is_deleted_first(cluster, in_pod, phase):
+    """A cancelled run or a retried step left its MPIJob behind: its pod has ended (or is gone)."""
+    old = _earlier_job(cluster, "old-step", phase)
+    lines: list[str] = []
+    op = FakeOperator(cluster, "Succeeded", ignore=frozenset({old}))
+    launch(_job(), api=cluster.api, poll_seconds=0.05, timeout_seconds=20, log=lines.append)
+    op.join(5)
+    assert not cluster.exists(old)
+    assert any(f"deleting MPIJob {old}" in line for line in lines)
+    assert op.job["metadata"]["name"] != old
+
+
+def test_a_job_whose_creator_still_runs_blocks_a_second_writer(cluster, in_pod):
+    old = _earlier_job(cluster, "live-step", "Running")
+    with pytest.raises(launcher.LaunchError, match=f"MPIJob {old} .*still writing gs://b/pretrain") as err:
+        launch(_job(), api=cluster.api, poll_seconds=0.05, timeout_seconds=5, log=lambda _: None)
+    assert "\n" not in str(err.value)
+    assert [j["metadata"]["name"] for j in cluster.mpijobs()] == [old]
+    # another output is no conflict (no operator here: the timeout shows the job was created)
+    with pytest.raises(MPIJobTimeout):
+        other = PretrainJob(workers=2, gpus_per_worker=4, pretrain_flags={**FLAGS, "output_dir": "gs://b/other"})
+        launch(other, api=cluster.api, poll_seconds=0.05, timeout_seconds=0.3, log=lambda _: None)

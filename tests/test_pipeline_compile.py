@@ -3,6 +3,7 @@ artifacts between them, the parameter defaults of bert_pipeline, each stage's im
 resources, GPU scheduling, caching and retries."""
 
 import inspect
+import os
 import subprocess
 import sys
 
@@ -14,10 +15,18 @@ from tests.conftest import ROOT
 STAGES = ["prepare-corpus", "learn-vocab", "create-data", "pretrain", "finetune", "evaluate"]
 
 
-def _compile(tmp_path, *extra) -> tuple[dict, dict]:
+IMAGE_VARS = ("BERT_IMAGE_REGISTRY", "REGISTRY", "BERT_IMAGE_TAG", "TAG")
+
+
+def _env(**over) -> dict:
+    """This environment without any image setting, plus `over`."""
+    return {**{k: v for k, v in os.environ.items() if k not in IMAGE_VARS}, "PYTHONPATH": str(ROOT), **over}
+
+
+def _compile(tmp_path, *extra, env: dict | None = None) -> tuple[dict, dict]:
     out = tmp_path / "pipeline.yaml"
     proc = subprocess.run([sys.executable, "-m", "pipelines.cli", "compile", "-o", str(out), *extra],
-                          capture_output=True, text=True, cwd=ROOT)
+                          capture_output=True, text=True, cwd=ROOT, env=env)
     assert proc.returncode == 0, proc.stderr
     assert f"wrote {out}" in proc.stdout
     docs = list(yaml.safe_load_all(out.read_text()))
@@ -135,6 +144,22 @@ def test_images_resources_caching_and_retries(compiled):
     assert "exec-create-data" not in k8s  # CPU steps go anywhere
 
 
+def test_the_mpijob_uses_the_images_the_pipeline_was_compiled_for(tmp_path):
+    """The pretraining step builds its PretrainJob inside its pod, where no REGISTRY/TAG is set unless
+    the compiled pipeline sets it: run that construction with exactly the step's compiled env."""
+    spec, _ = _compile(tmp_path, env=_env(REGISTRY="registry.example.com/ml", TAG="v7"))
+    container = spec["deploymentSpec"]["executors"]["exec-pretrain"]["container"]
+    assert container["image"] == "registry.example.com/ml/bert-pretrain:v7"
+    step_env = {e["name"]: e["value"] for e in container.get("env", [])}
+    code = ("from components.mpijob import PretrainJob\n"
+            "print(PretrainJob(pretrain_flags={'input_file': 'gs://b/d/*', 'output_dir': 'gs://b/o',\n"
+            "                                  'model': 'bert-tiny', 'do_train': True}).image)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                          env=_env(**step_env))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == container["image"]
+
+
 def test_two_phase_pipeline(tmp_path):
     spec, _ = _compile(tmp_path, "--phase2")
     assert spec["pipelineInfo"]["name"] == "bert-pipeline-two-phase"
@@ -160,3 +185,119 @@ def test_docs_list_every_parameter_with_its_default():
     assert set(documented) == set(signature)
     for name, p in signature.items():
         assert json.loads(documented[name]) == p.default, name
+
+
+def _compile_in_process(tmp_path, **build) -> tuple[dict, dict]:
+    from kfp import compiler
+
+    from pipelines.pipeline import build_pipeline
+
+    out = tmp_path / "pipeline.yaml"
+    compiler.Compiler().compile(build_pipeline(**build), str(out))
+    docs = list(yaml.safe_load_all(out.read_text()))
+    return docs[0], (docs[1] if len(docs) > 1 else {})
+
+
+def test_a_key_secret_reaches_every_step(tmp_path):
+    """Mounted where GOOGLE_APPLICATION_CREDENTIALS points; the launcher step passes it on to its MPIJob."""
+    from components.mpijob import GCS_KEY_DIR
+
+    spec, platform = _compile_in_process(tmp_path, gcs_key_secret="gcp-sa-key")
+    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    for name, executor in spec["deploymentSpec"]["executors"].items():
+        env = {e["name"]: e["value"] for e in executor["container"].get("env", [])}
+        assert env["GOOGLE_APPLICATION_CREDENTIALS"] == f"{GCS_KEY_DIR}/key.json", name
+        (mount,) = k8s[name]["secretAsVolume"]
+        assert (mount["secretName"], mount["mountPath"]) == ("gcp-sa-key", GCS_KEY_DIR), name
+    spec, platform = _compile_in_process(tmp_path)
+    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert not any("secretAsVolume" in e for e in k8s.values()), "no key: Workload Identity"
+
+
+def test_gpu_steps_get_a_real_dev_shm(tmp_path):
+    """A container's /dev/shm is 64 MiB; RCCL needs far more (kfp.kubernetes.empty_dir_mount)."""
+    from pipelines.pipeline import STEP_SHM_SIZE
+
+    _, platform = _compile_in_process(tmp_path)
+    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    for name in ("exec-pretrain", "exec-finetune"):
+        assert k8s[name]["emptyDirMounts"] == [{"volumeName": "dshm", "mountPath": "/dev/shm",
+                                                "medium": "Memory", "sizeLimit": STEP_SHM_SIZE}], name
+
+
+def test_the_mpijob_build_launches_from_the_launcher_image_on_any_node(tmp_path):
+    from components import images
+
+    spec, platform = _compile_in_process(tmp_path, mpijob=True)
+    container = spec["deploymentSpec"]["executors"]["exec-pretrain"]["container"]
+    assert container["image"] == images.image("launcher")
+    assert "accelerator" not in container["resources"]
+    assert {e["name"]: e["value"] for e in container["env"]} == images.env()
+    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert "exec-pretrain" not in k8s, "no GPU node selector, toleration or /dev/shm for an API client"
+    assert "nodeSelector" in k8s["exec-finetune"]
+    launcher = spec["root"]["dag"]["tasks"]["pretrain"]["inputs"]["parameters"]["launcher"]
+    assert launcher["runtimeValue"]["constant"] == "mpijob"
+
+
+def test_the_launcher_step_runs_without_tensorflow(tmp_path):
+    """What the pretraining component does with launcher=mpijob, in a process where TensorFlow, Horovod,
+    numpy and tokenizers cannot be imported (the launcher image has none), up to the MPIJob."""
+    data, vocab, model = tmp_path / "data", tmp_path / "vocab.txt", tmp_path / "model"
+    data.mkdir()
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "b"]) + "\n")
+    code = f"""
+import json, sys
+for m in ("tensorflow", "keras", "horovod", "numpy", "tokenizers", "mpi4py"):
+    sys.modules[m] = None
+import components.launcher
+from bert_core import storage
+
+# gs://b/... is {str(tmp_path)!r}/... here: the step's storage calls, without a GCS server
+local = lambda p: p.replace("gs://b", {str(tmp_path)!r})
+for name in ("makedirs", "write_text", "read_json"):
+    setattr(storage, name, (lambda f: lambda p, *a: f(local(p), *a))(getattr(storage, name)))
+copy = storage.copy
+storage.copy = lambda src, dst: copy(src, local(dst))
+
+def launch(job, timeout_seconds=None):
+    with open(local(job.pretrain_flags["output_dir"]) + "/pretrain_metrics.json", "w") as f:
+        json.dump({{"global_step": 600, "world_size": job.num_ranks, "loss": 1.5}}, f)
+    print("IMAGE", job.image)
+    return job.checkpoint_location
+
+components.launcher.launch = launch
+
+class Artifact:
+    def __init__(self, path, uri=""):
+        self.path, self.uri = path, uri
+        self.metadata = {{}}
+        self.logged = {{}}
+    def log_metric(self, key, value):
+        self.logged[key] = value
+
+from components.common import run_pretraining
+model, metrics = Artifact({str(model)!r}, "gs://b/model"), Artifact("")
+run_pretraining(data=Artifact({str(data)!r}, "gs://b/data"), vocab=Artifact({str(vocab)!r}), model=model,
+                metrics=metrics,
+                launcher="mpijob", num_processes=1, bert_model="bert-tiny", bert_config={{}}, mpijob_workers=2,
+                mpijob_gpus_per_worker=8, timeout_seconds=0, max_seq_length=64, max_predictions_per_seq=10,
+                train_batch_size=16, learning_rate=3e-4, num_train_steps=600, num_warmup_steps=60,
+                optimizer_type="adam", dtype="fp32", num_accumulation_steps=1, save_checkpoints_steps=1000,
+                log_every_steps=100, max_eval_steps=20, random_seed=1)
+print("METRICS", metrics.logged)
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                          env=_env(REGISTRY="registry.example.com/ml", TAG="v7"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "IMAGE registry.example.com/ml/bert-pretrain:v7" in proc.stdout
+    assert "'world_size': 16.0" in proc.stdout
+    assert (model / "bert_config.json").exists() and (model / "vocab.txt").exists()
+
+
+def test_image_pull_secrets_reach_every_step(tmp_path):
+    """A private registry: every step pulls with the secret, and the launcher passes it to the MPIJob."""
+    spec, platform = _compile_in_process(tmp_path, image_pull_secrets=("regcred",))
+    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    for name in spec["deploymentSpec"]["executors"]:
+        assert [s["secretName"] for s in k8s[name]["imagePullSecret"]] == ["regcred"], name
