@@ -119,7 +119,9 @@ def local_kfp(tmp_path_factory):
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
-def test_data_components_chain_and_carry_the_manifest_counts(local_kfp):
+def test_data_components_chain_and_carry_the_manifest_counts(local_kfp, monkeypatch):
+    import json
+
     from kfp import dsl
 
     from bert_core import storage
@@ -140,6 +142,8 @@ def test_data_components_chain_and_carry_the_manifest_counts(local_kfp):
 
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     (local_kfp / "given.txt").write_text("".join(f"{w}\n" for w in specials + [f"w{i}" for i in range(118)]))
+    events_file = local_kfp / "events.jsonl"
+    monkeypatch.setenv("BERT_EVENTS_FILE", str(events_file))  # the steps' subprocesses inherit it
     data_stage()
     run_dir = max((local_kfp / d for d in os.listdir(local_kfp) if d.startswith("data-stage")), key=os.path.getmtime)
     out = stage_outputs(str(run_dir))
@@ -152,6 +156,9 @@ def test_data_components_chain_and_carry_the_manifest_counts(local_kfp):
     for key in ("instances", "tokens", "masked"):
         assert out["create-data"]["data"][key] == manifest["totals"][key] > 0
     assert out["create-data"]["data"]["shards"] == 2 and out["create-data"]["data"]["vocab_size"] == 800
+    events = [json.loads(line) for line in events_file.read_text().splitlines()]
+    assert [(e["event"], e["stage"], e["path"]) for e in events] == [
+        ("wrote", "create-data", str(run_dir / "create-data" / "data" / "data_manifest.json"))]
 
 
 # --------------------------------------------------------------------------------------------------

@@ -47,7 +47,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 import bert_core
-from bert_core import storage
+from bert_core import events, storage
 from bert_core.config import DataConfig
 from bert_core.data import corpus, tfrecord
 from bert_core.errors import UserError
@@ -837,6 +837,7 @@ def create_data_main(config: DataConfig) -> int:
     if cfg.output_file is None:
         manifest_path = storage.join(cfg.output_dir, DATA_MANIFEST)
         storage.write_json(manifest_path, manifest)
+        events.emit("wrote", "create-data", path=manifest_path)
         where = f"{len(outputs)} shard(s) in {cfg.output_dir} (manifest {manifest_path})"
     print(f"wrote {totals['instances']:,} instances ({totals['tokens']:,} tokens, {totals['masked']:,} masked) "
           f"to {where} in {elapsed:.1f}s")
