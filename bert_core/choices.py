@@ -14,4 +14,3 @@ OptimizerType = Literal["adam", "lamb", "nadam", "nlamb"]
 OPTIMIZER_TYPES: tuple[str, ...] = typing.get_args(OptimizerType)
 
 Precision = Literal["fp32", "fp16", "bf16"]
-PRECISIONS: tuple[str, ...] = typing.get_args(Precision)

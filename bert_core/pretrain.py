@@ -294,7 +294,7 @@ def pretrain_main(cfg: PretrainConfig) -> int:
                 write_eval_results(cfg.output_dir, results, stage="pretrain")
             metrics["eval"] = results
     except tf.errors.InvalidArgumentError as err:
-        found = re.search(r"(input_ids|masked_lm_ids) holds a token id >= vocab_size=\d+", str(err))
+        found = re.search(rf"({'|'.join(layout.TOKEN_ID_FEATURES)}) holds a token id >= vocab_size=\d+", str(err))
         if found:
             raise UserError(f"{cfg.input_file}: a record's {found.group(0)}; the data was made with a different "
                             f"vocab.txt than the model's config") from None
