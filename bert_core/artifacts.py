@@ -11,11 +11,8 @@ import dataclasses
 import datetime
 import json
 
-from bert_core import storage
+from bert_core import layout, storage
 from bert_core.errors import UserError
-
-#: JSON files that `describe_artifact` renders when given a directory, in this order.
-DESCRIBED_NAMES = ("data_manifest.json", "metrics.json", "pretrain_metrics.json", "eval_metrics.json")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,13 +145,13 @@ def describe_artifact(path: str) -> str:
     """What `artifacts show PATH` prints.
 
     A JSON file (a data manifest, metrics) is rendered as tables; a directory / prefix shows its
-    completion marker state, its known JSON documents (data_manifest.json, *metrics.json) as tables,
-    and a listing of its files; any other file, its size and update time."""
+    completion marker state, its known JSON documents (bert_core.layout.DOCUMENTS, then any other
+    *metrics.json) as tables, and a listing of its files; any other file, its size and update time."""
     if storage.isdir(path):
         rows = list_artifacts(path)
         parts = [f"{path}  ({'complete' if storage.is_complete(path) else 'no completion marker'})"]
         names = {r.path[len(path.rstrip('/')) + 1:]: r.path for r in rows}
-        documents = [n for n in DESCRIBED_NAMES if n in names]
+        documents = [n for n in layout.DOCUMENTS if n in names]
         documents += sorted(n for n in names if "/" not in n and n.endswith("metrics.json") and n not in documents)
         for name in documents:
             parts.append("\n" + _describe_json(names[name], title=name))

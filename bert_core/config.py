@@ -11,6 +11,8 @@ from typing import Literal
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from bert_core.choices import OptimizerType, Precision
+
 
 class StageConfig(BaseModel):
     """Base of every stage's config: unknown fields are an error, not silently ignored."""
@@ -32,6 +34,17 @@ def describe_validation_error(err: pydantic.ValidationError, source: str | None 
         else:
             parts.append(f"{source + ': ' if source else ''}{msg}")
     return "; ".join(parts)
+
+
+def parse_bool(text) -> bool:
+    """A boolean as both command lines spell it: true/false, t/f, yes/no, y/n, on/off, 1/0 (any case);
+    ValueError otherwise."""
+    low = str(text).strip().lower()
+    if low in ("1", "true", "t", "yes", "y", "on"):
+        return True
+    if low in ("0", "false", "f", "no", "n", "off"):
+        return False
+    raise ValueError(f"expected true or false, got {text!r}")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -202,9 +215,9 @@ class PretrainConfig(StageConfig):
     max_eval_steps: int = Field(100, ge=1, description="Maximum eval batches (per rank)")
     do_train: bool = Field(False, description="Train")
     do_eval: bool = Field(False, description="Evaluate (after training, or the latest checkpoint)")
-    optimizer_type: Literal["adam", "lamb", "nadam", "nlamb"] = Field(
+    optimizer_type: OptimizerType = Field(
         "adam", description="AdamW, LAMB, NAdam (AdamW with Nesterov) or NLAMB")
-    dtype: Literal["fp32", "fp16", "bf16"] = Field(
+    dtype: Precision = Field(
         "fp32", description="fp32, fp16 (dynamic loss scaling) or bf16 mixed precision")
     xla: bool = Field(False, description="Compile the forward/backward pass with XLA")
     num_accumulation_steps: int = Field(1, ge=1, description="Micro-batches per update (one allreduce per update)")
@@ -344,9 +357,9 @@ class FinetuneConfig(TsvTaskFields, StageConfig):
     null_score_diff_threshold: float = Field(0.0, description="squad 2.0: answer \"\" when null score minus "
                                                               "best span score exceeds this")
     # Ours
-    optimizer_type: Literal["adam", "lamb", "nadam", "nlamb"] = Field(
+    optimizer_type: OptimizerType = Field(
         "adam", description="AdamW (Google's), LAMB, NAdam or NLAMB")
-    dtype: Literal["fp32", "fp16", "bf16"] = Field("fp32", description="fp32, fp16 or bf16 mixed precision")
+    dtype: Precision = Field("fp32", description="fp32, fp16 or bf16 mixed precision")
     xla: bool = Field(False, description="Compile the forward/backward pass with XLA")
     num_accumulation_steps: int = Field(1, ge=1, description="Micro-batches per update")
     seed: int = Field(12345, description="Seed for the head's initialisation, dropout and shuffling")

@@ -17,21 +17,20 @@ import os
 
 import numpy as np
 
-from bert_core import metrics, storage
+from bert_core import events, layout, metrics, storage
 from bert_core.config import SQUAD_TASKS, EvalConfig
 from bert_core.errors import UserError, where
 
-METRICS_FILE = "metrics.json"
 
-
-def write_eval_results(output_dir: str, results: dict) -> None:
+def write_eval_results(output_dir: str, results: dict, stage: str) -> None:
     """eval_results.txt as Google's run_pretraining.py / run_classifier.py write it (`key = value`,
     sorted), the same as eval_results.json, and the block they print."""
     lines = ["***** Eval results *****"] + [f"  {k} = {results[k]}" for k in sorted(results)]
     print("\n".join(lines), flush=True)
-    storage.write_text(os.path.join(output_dir, "eval_results.txt"),
-                       "".join(f"{k} = {results[k]}\n" for k in sorted(results)))
-    storage.write_json(os.path.join(output_dir, "eval_results.json"), results)
+    path = os.path.join(output_dir, layout.EVAL_RESULTS)
+    storage.write_text(path, "".join(f"{k} = {results[k]}\n" for k in sorted(results)))
+    storage.write_json(os.path.join(output_dir, layout.EVAL_RESULTS_JSON), results)
+    events.emit("wrote", stage, path=path)
 
 
 def evaluate_squad(config: EvalConfig) -> dict[str, float]:
@@ -122,6 +121,8 @@ def evaluate_main(config: EvalConfig) -> int:
         values = evaluate_squad(config)
     else:
         values = evaluate_glue(config)
-    storage.write_json(os.path.join(config.output_dir, METRICS_FILE), values)
+    path = os.path.join(config.output_dir, layout.EVAL_METRICS)
+    storage.write_json(path, values)
+    events.emit("wrote", "evaluate", path=path)
     print(format_table(config.task_name, values))
     return 0

@@ -36,13 +36,10 @@ import time
 
 import numpy as np
 
-from bert_core import storage
+from bert_core import events, layout, storage
 from bert_core.config import BertConfig, FinetuneConfig
 from bert_core.errors import UserError
 from bert_core.evaluation import write_eval_results
-
-METRICS_FILE = "finetune_metrics.json"
-RESULTS_FILE = "test_results.tsv"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -56,15 +53,8 @@ def resolve_config(model: str | None, bert_config_file: str | None, init_checkpo
 
     if model or bert_config_file:
         return resolve_bert_config(model, bert_config_file, vocab_size)
-    candidates = []
-    if init_checkpoint:
-        base = init_checkpoint if storage.isdir(init_checkpoint) else os.path.dirname(init_checkpoint)
-        candidates += [os.path.join(base, "config.json"), os.path.join(base, "bert_config.json"),
-                       os.path.join(os.path.dirname(base), "bert_config.json")]
-    if fallback_dir:
-        candidates.append(os.path.join(fallback_dir, "bert_config.json"))
-    for path in candidates:
-        if path and storage.exists(path):
+    for path in layout.config_candidates(init_checkpoint, fallback_dir):
+        if storage.exists(path):
             return resolve_bert_config(None, path, vocab_size)
     raise UserError("give --bert_config_file or --model (no config.json/bert_config.json found beside "
                     "--init_checkpoint)")
@@ -137,9 +127,9 @@ def _softmax(x: np.ndarray) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------------------
-# Tasks: what differs between classification and SQuAD
+# Task adapters: what differs between classification and SQuAD (data, head, loss, eval, predict)
 # --------------------------------------------------------------------------------------------------
-class ClassifierJob:
+class ClassifierAdapter:
     """GLUE, XNLI and tsv tasks (run_classifier.py)."""
 
     def __init__(self, cfg: FinetuneConfig, tokenizer, tokenize_batch=None):
@@ -249,7 +239,7 @@ class ClassifierJob:
                 lines = [f"{float(v)}\n" for v in logits[:, 0]]
             else:
                 lines = ["\t".join(str(float(p)) for p in row) + "\n" for row in _softmax(logits)]
-            name = RESULTS_FILE if i == 0 else f"test_results_{split.split('_', 1)[-1]}.tsv"
+            name = layout.TEST_RESULTS if i == 0 else layout.more_test_results(split)
             if dist.is_chief:
                 storage.write_text(os.path.join(self.cfg.output_dir, name), "".join(lines))
             written.append(name)
@@ -259,7 +249,7 @@ class ClassifierJob:
         return {"task_name": self.task.name, "labels": self.task.labels, "regression": self.task.is_regression}
 
 
-class SquadJob:
+class SquadAdapter:
     """SQuAD 1.1 and 2.0 (run_squad.py)."""
 
     kind = "squad"
@@ -359,7 +349,7 @@ class FinetuneRun:
 
     model: object
     trainer: object
-    job: object
+    adapter: object
     bert_config: BertConfig
     metrics: dict
 
@@ -381,7 +371,8 @@ def _make_tokenizers(cfg: FinetuneConfig):
 
 def run_finetune(cfg: FinetuneConfig) -> FinetuneRun:
     vocab, tokenizer, tokenize_batch = _make_tokenizers(cfg)
-    job = SquadJob(cfg, tokenizer) if cfg.is_squad else ClassifierJob(cfg, tokenizer, tokenize_batch)
+    adapter = (SquadAdapter(cfg, tokenizer) if cfg.is_squad
+               else ClassifierAdapter(cfg, tokenizer, tokenize_batch))
     latest_dir = cfg.output_dir if storage.exists(cfg.output_dir) else None
     bert_config = resolve_config(cfg.model, cfg.bert_config_file, cfg.init_checkpoint, len(vocab), latest_dir)
     if cfg.max_seq_length > bert_config.max_position_embeddings:
@@ -400,13 +391,13 @@ def run_finetune(cfg: FinetuneConfig) -> FinetuneRun:
             print(line, flush=True)
 
     # Read the training data before building anything: a bad row stops the run at once.
-    train_arrays = job.train_arrays() if cfg.do_train else None
+    train_arrays = adapter.train_arrays() if cfg.do_train else None
     if not cfg.do_train and not cfg.is_squad:
-        job.num_labels()
+        adapter.num_labels()
 
     keras.utils.set_random_seed(cfg.seed)
     training.set_precision(cfg.dtype)
-    model = job.build_model(bert_config)
+    model = adapter.build_model(bert_config)
     n_train = len(train_arrays["input_ids"]) if train_arrays is not None else 0
     per_update = cfg.train_batch_size * cfg.num_accumulation_steps * dist.size
     num_train_steps = int(n_train / per_update * cfg.num_train_epochs) if cfg.do_train else 0
@@ -420,8 +411,9 @@ def run_finetune(cfg: FinetuneConfig) -> FinetuneRun:
         output_dir=cfg.output_dir, num_train_steps=num_train_steps, num_accumulation_steps=cfg.num_accumulation_steps,
         clip_norm=1.0, dtype=cfg.dtype, xla=cfg.xla, save_checkpoints_steps=cfg.save_checkpoints_steps,
         keep_checkpoints=cfg.keep_checkpoints, log_every_steps=cfg.log_every_steps)
-    trainer = training.Trainer(model, job.loss_fn, optimizer, loop_cfg, dist=dist,
-                               weights_io=training.GoogleWeightsIO())
+    progress = [events.training_progress("finetune", num_train_steps)] if dist.is_chief else []
+    trainer = training.Trainer(model, adapter.loss_fn, optimizer, loop_cfg, dist=dist,
+                               weights_io=training.GoogleWeightsIO(), callbacks=progress)
 
     latest = training.latest_checkpoint(cfg.output_dir) if storage.exists(cfg.output_dir) else None
     if cfg.init_checkpoint and latest is None:
@@ -429,8 +421,7 @@ def run_finetune(cfg: FinetuneConfig) -> FinetuneRun:
     elif cfg.init_checkpoint:
         say(f"{cfg.output_dir} holds ckpt-{latest[0]}: resuming from it, not --init_checkpoint")
     if dist.is_chief:
-        storage.makedirs(cfg.output_dir)
-        storage.write_text(os.path.join(cfg.output_dir, "bert_config.json"), bert_config.to_json_string())
+        layout.write_model_dir(cfg.output_dir, bert_config, cfg.vocab_file)
 
     metrics: dict = {"task_name": cfg.task_name, "world_size": dist.size, "dtype": cfg.dtype, "xla": cfg.xla,
                      "train_batch_size_per_rank": cfg.train_batch_size,
@@ -458,27 +449,29 @@ def run_finetune(cfg: FinetuneConfig) -> FinetuneRun:
                             f"add --do_train or point --init_checkpoint at fine-tuned weights")
 
     if cfg.do_eval:
-        results = {"global_step": int(trainer.global_step.numpy()), **job.evaluate(model, dist)}
+        results = {"global_step": int(trainer.global_step.numpy()), **adapter.evaluate(model, dist)}
         if dist.is_chief:
-            write_eval_results(cfg.output_dir, results)
+            write_eval_results(cfg.output_dir, results, stage="finetune")
         metrics["eval"] = results
     if cfg.do_predict:
-        files = job.predict(model, dist)
+        files = adapter.predict(model, dist)
         say(f"wrote {', '.join(os.path.join(cfg.output_dir, f) for f in files)}")
         metrics["predictions"] = files
     if cfg.export_dir and dist.is_chief:
         from bert_core import export
 
-        info = {**job.task_info(), "max_seq_length": cfg.max_seq_length, "do_lower_case": cfg.do_lower_case,
+        info = {**adapter.task_info(), "max_seq_length": cfg.max_seq_length, "do_lower_case": cfg.do_lower_case,
                 "global_step": int(trainer.global_step.numpy())}
-        export.export_saved_model(model, cfg.export_dir, cfg.max_seq_length, job.kind, extra_files={
-            "vocab.txt": storage.read_bytes(cfg.vocab_file), "bert_config.json": bert_config.to_json_string(),
-            "task.json": json.dumps(info, indent=2) + "\n"})
+        export.export_saved_model(model, cfg.export_dir, cfg.max_seq_length, adapter.kind, extra_files={
+            layout.VOCAB: storage.read_bytes(cfg.vocab_file), layout.BERT_CONFIG: bert_config.to_json_string(),
+            layout.TASK_INFO: json.dumps(info, indent=2) + "\n"})
         say(f"exported a SavedModel to {cfg.export_dir} (signature serving_default)")
         metrics["export_dir"] = cfg.export_dir
     if dist.is_chief:
-        storage.write_json(os.path.join(cfg.output_dir, METRICS_FILE), _finite(metrics))
-    return FinetuneRun(model, trainer, job, bert_config, metrics)
+        path = os.path.join(cfg.output_dir, layout.FINETUNE_METRICS)
+        storage.write_json(path, _finite(metrics))
+        events.emit("wrote", "finetune", path=path)
+    return FinetuneRun(model, trainer, adapter, bert_config, metrics)
 
 
 def _finite(obj):

@@ -36,19 +36,14 @@ from __future__ import annotations
 import contextlib
 import math
 import re
-import typing
 from collections.abc import Sequence
-from typing import Literal
 
 import keras
 import tensorflow as tf
 
+from bert_core.choices import OPTIMIZER_TYPES, OptimizerType
 from bert_core.errors import UserError
 from bert_core.ops import PLAIN, Ops
-
-# The one place the optimizer names live. PretrainConfig/FinetuneConfig import this Literal.
-OptimizerType = Literal["adam", "lamb", "nadam", "nlamb"]
-OPTIMIZER_TYPES: tuple[str, ...] = typing.get_args(OptimizerType)
 
 DEFAULT_EXCLUDE_FROM_WEIGHT_DECAY: tuple[str, ...] = ("LayerNorm", "layer_norm", "bias")
 

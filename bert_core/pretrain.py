@@ -10,7 +10,9 @@ bert_core.training (the one fine-tuning uses too); this module turns the config 
   data      each rank's records -> shuffle -> repeat -> parse -> batch (drop remainder) -> prefetch
   model     BertPretrainer from --bert_config_file or --model, weights from --init_checkpoint
   loss      Google's masked-LM + next-sentence loss (bert_core.losses.pretraining_loss)
-  outputs   output_dir/ckpt-<step>/model.ckpt-<step> (Google's variable names) + training state,
+  outputs   output_dir is a model directory as Google's releases (bert_core.layout): bert_config.json,
+            vocab.txt (--vocab_file, else the one data_manifest.json names), and
+            ckpt-<step>/model.ckpt-<step> (Google's variable names) + training state; beside them
             eval_results.txt and eval_results.json, pretrain_metrics.json
 
 Before training, the records are checked (the first --check_records of every file): the features and
@@ -26,14 +28,10 @@ import os
 import re
 import time
 
-from bert_core import storage
+from bert_core import events, layout, storage
 from bert_core.config import PretrainConfig
 from bert_core.errors import UserError
 from bert_core.evaluation import write_eval_results
-
-FEATURES = ("input_ids", "input_mask", "segment_ids", "masked_lm_positions", "masked_lm_ids",
-            "masked_lm_weights", "next_sentence_labels")
-MANIFEST = "data_manifest.json"
 
 _EVAL_KEYS = ("masked_lm_accuracy", "masked_lm_loss", "next_sentence_accuracy", "next_sentence_loss")
 
@@ -46,7 +44,7 @@ def input_files(spec: str) -> list[str]:
     from bert_core.data.tfrecord import detect_compression
 
     files = expand_inputs(spec)
-    files = [f for f in files if os.path.basename(f) != MANIFEST]
+    files = [f for f in files if os.path.basename(f) != layout.DATA_MANIFEST]
     if not files:
         raise UserError(f"--input_file={spec}: no TFRecord files")
     kinds = {f: detect_compression(f) for f in files}
@@ -57,16 +55,17 @@ def input_files(spec: str) -> list[str]:
     return files
 
 
-def manifest_vocab_size(files: list[str]) -> tuple[int, str] | None:
-    """vocab size recorded by `bert create-data` next to the shards, if there is a manifest."""
+def manifest_vocab(files: list[str]) -> dict:
+    """The vocab entry (path, sha256, size) `bert create-data` recorded next to the shards; {} if
+    there is no manifest."""
     for d in sorted({storage.dirname(f) if storage.is_gcs(f) else os.path.dirname(os.path.abspath(f))
                      for f in files}):
-        path = storage.join(d, MANIFEST)
+        path = storage.join(d, layout.DATA_MANIFEST)
         if storage.exists(path):
-            size = (storage.read_json(path).get("vocab") or {}).get("size")
-            if size:
-                return int(size), path
-    return None
+            vocab = storage.read_json(path).get("vocab") or {}
+            if vocab.get("size"):
+                return vocab
+    return {}
 
 
 def check_records(files: list[str], max_seq_length: int, max_predictions_per_seq: int, vocab_size: int,
@@ -81,9 +80,7 @@ def check_records(files: list[str], max_seq_length: int, max_predictions_per_seq
 
     from bert_core.data.tfrecord import iter_records
 
-    want = {"input_ids": max_seq_length, "input_mask": max_seq_length, "segment_ids": max_seq_length,
-            "masked_lm_positions": max_predictions_per_seq, "masked_lm_ids": max_predictions_per_seq,
-            "masked_lm_weights": max_predictions_per_seq, "next_sentence_labels": 1}
+    want = layout.record_lengths(max_seq_length, max_predictions_per_seq)
     checked = 0
     for path in files:
         try:
@@ -92,16 +89,16 @@ def check_records(files: list[str], max_seq_length: int, max_predictions_per_seq
                 for name, length in want.items():
                     if name not in ex:
                         raise UserError(f"{path}: record {i}: no feature {name!r}; expected the pretraining "
-                                        f"features {', '.join(FEATURES)} (bert create-data writes them)")
+                                        f"features {', '.join(layout.PRETRAINING_FEATURES)} (bert create-data "
+                                        f"writes them)")
                     f = ex[name]
-                    values = f.float_list.value if name == "masked_lm_weights" else f.int64_list.value
+                    values = f.float_list.value if name in layout.FLOAT_FEATURES else f.int64_list.value
                     if len(values) != length:
-                        flag = ("--max_predictions_per_seq" if name.startswith("masked_lm")
-                                else "--max_seq_length" if name != "next_sentence_labels" else None)
+                        flag = layout.length_flag(name)
                         raise UserError(f"{path}: record {i}: {name} has length {len(values)} but "
                                         + (f"{flag}={length}; rerun with {flag}={len(values)} or regenerate "
                                            f"the data" if flag else f"expected {length}"))
-                for name in ("input_ids", "masked_lm_ids"):
+                for name in layout.TOKEN_ID_FEATURES:
                     ids = np.asarray(ex[name].int64_list.value)
                     if ids.size and (ids.max() >= vocab_size or ids.min() < 0):
                         bad = int(ids.max() if ids.max() >= vocab_size else ids.min())
@@ -114,15 +111,11 @@ def check_records(files: list[str], max_seq_length: int, max_predictions_per_seq
     return checked
 
 
-def make_train_dataset(files: list[str], cfg: PretrainConfig, rank: int, size: int, vocab_size: int,
-                       training: bool = True):
-    """This rank's batches. With as many files as a multiple of the ranks, rank r reads files r, r+N,
-    ...; otherwise every rank reads all files and keeps records r, r+N, ... Either way each record
-    goes to exactly one rank per epoch."""
-    import tensorflow as tf
-
+def _rank_files(files: list[str], rank: int, size: int) -> tuple[list[str], bool]:
+    """(the files this rank reads, whether it keeps only every N-th record of them). With as many
+    files as a multiple of the ranks, rank r reads files r, r+N, ...; otherwise every rank reads all
+    files and keeps records r, r+N, ... Either way each record goes to exactly one rank per pass."""
     from bert_core import staging
-    from bert_core.data import tfrecord
 
     if len(files) % size == 0:
         mine, record_shard = files[rank::size], False
@@ -130,6 +123,15 @@ def make_train_dataset(files: list[str], cfg: PretrainConfig, rank: int, size: i
         mine, record_shard = files, size > 1
     # tf.data reads through TF's own filesystem: gs:// files are read from a node-local copy.
     mine = staging.stage(mine, log=(lambda line: print(line, flush=True)) if rank == 0 else None)
+    return mine, record_shard
+
+
+def _batches(files: list[str], cfg: PretrainConfig, rank: int, size: int, vocab_size: int, training: bool):
+    import tensorflow as tf
+
+    from bert_core.data import tfrecord
+
+    mine, record_shard = _rank_files(files, rank, size)
     ds = tfrecord.make_dataset(mine, cfg.max_seq_length, cfg.max_predictions_per_seq,
                                num_parallel_reads=min(4, len(mine)) if len(mine) > 1 else None)
     if record_shard:
@@ -137,20 +139,27 @@ def make_train_dataset(files: list[str], cfg: PretrainConfig, rank: int, size: i
     if training:
         ds = ds.shuffle(cfg.shuffle_buffer_size, seed=cfg.random_seed + rank, reshuffle_each_iteration=True)
         ds = ds.repeat()
-        batch = cfg.train_batch_size
-    else:
-        batch = cfg.eval_batch_size
-    ds = ds.batch(batch, drop_remainder=True)
+    ds = ds.batch(cfg.train_batch_size if training else cfg.eval_batch_size, drop_remainder=True)
 
     def check_ids(features):
         # The pre-training check reads a sample; this guards every batch (cheap: two max reductions).
-        for name in ("input_ids", "masked_lm_ids"):
+        for name in layout.TOKEN_ID_FEATURES:
             tf.debugging.assert_less(features[name], tf.cast(vocab_size, features[name].dtype),
                                      message=f"{name} holds a token id >= vocab_size={vocab_size}")
         return features
 
     ds = ds.map(check_ids, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def make_train_dataset(files: list[str], cfg: PretrainConfig, rank: int, size: int, vocab_size: int):
+    """This rank's training batches: its records shuffled, repeated endlessly, --train_batch_size each."""
+    return _batches(files, cfg, rank, size, vocab_size, training=True)
+
+
+def make_eval_dataset(files: list[str], cfg: PretrainConfig, rank: int, size: int, vocab_size: int):
+    """This rank's eval batches: its records once, in order, --eval_batch_size each."""
+    return _batches(files, cfg, rank, size, vocab_size, training=False)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -160,8 +169,21 @@ def vocab_size_hint(cfg: PretrainConfig, files: list[str]) -> int | None:
     if cfg.vocab_file:
         with storage.open_read(cfg.vocab_file, "rb") as f:
             return sum(1 for line in f if line.strip())
-    found = manifest_vocab_size(files)
-    return found[0] if found else None
+    return manifest_vocab(files).get("size")
+
+
+def vocab_source(cfg: PretrainConfig, files: list[str]) -> str | None:
+    """The vocab.txt the model directory gets: --vocab_file, else the one data_manifest.json names if
+    it is still there, unchanged (its sha256)."""
+    if cfg.vocab_file:
+        return cfg.vocab_file
+    import hashlib
+
+    entry = manifest_vocab(files)
+    path = entry.get("path")
+    if not (path and storage.exists(path)):
+        return None
+    return path if hashlib.sha256(storage.read_bytes(path)).hexdigest() == entry.get("sha256") else None
 
 
 def pretraining_loss_fn(outputs, features, ops):
@@ -189,10 +211,9 @@ def pretrain_main(cfg: PretrainConfig) -> int:
 
     from bert_core import checkpoints, distributed, training
     from bert_core.modeling import BertPretrainer
-    from bert_core.optimization import OPTIMIZER_TYPES, create_optimizer
+    from bert_core.optimization import create_optimizer
     from bert_core.presets import resolve_bert_config
 
-    assert set(OPTIMIZER_TYPES) == set(PretrainConfig.model_fields["optimizer_type"].annotation.__args__)
     dist = distributed.initialize()
     bert_config = resolve_bert_config(cfg.model, cfg.bert_config_file, vocab_size_hint(cfg, files))
     if cfg.max_seq_length > bert_config.max_position_embeddings:
@@ -214,6 +235,14 @@ def pretrain_main(cfg: PretrainConfig) -> int:
         if problem is not None:
             raise problem
 
+    if dist.is_chief:
+        vocab = vocab_source(cfg, files)
+        layout.write_model_dir(cfg.output_dir, bert_config, vocab)
+        if vocab is None:
+            print(f"{cfg.output_dir}: no vocab.txt beside the checkpoints (give --vocab_file; the data's "
+                  f"manifest names none that still exists)", flush=True)
+        events.emit("wrote", "pretrain", path=cfg.output_dir)
+
     keras.utils.set_random_seed(cfg.random_seed)
     training.set_precision(cfg.dtype)
     model = BertPretrainer(bert_config)
@@ -226,8 +255,9 @@ def pretrain_main(cfg: PretrainConfig) -> int:
         num_accumulation_steps=cfg.num_accumulation_steps, clip_norm=1.0, dtype=cfg.dtype, xla=cfg.xla,
         save_checkpoints_steps=cfg.save_checkpoints_steps, keep_checkpoints=cfg.keep_checkpoints,
         log_every_steps=cfg.log_every_steps, fp16_allreduce=cfg.fp16_allreduce)
+    progress = [events.training_progress("pretrain", cfg.num_train_steps)] if dist.is_chief else []
     trainer = training.Trainer(model, pretraining_loss_fn, optimizer, loop_cfg, dist=dist,
-                               weights_io=training.GoogleWeightsIO())
+                               weights_io=training.GoogleWeightsIO(), callbacks=progress)
 
     latest = training.latest_checkpoint(cfg.output_dir) if storage.exists(cfg.output_dir) else None
     if cfg.init_checkpoint and latest is None:
@@ -256,21 +286,22 @@ def pretrain_main(cfg: PretrainConfig) -> int:
                 elif not cfg.init_checkpoint:
                     raise UserError(f"--do_eval without --do_train: {cfg.output_dir} holds no checkpoint "
                                     f"and no --init_checkpoint was given")
-            eval_ds = make_train_dataset(files, cfg, dist.rank, dist.size, bert_config.vocab_size, training=False)
+            eval_ds = make_eval_dataset(files, cfg, dist.rank, dist.size, bert_config.vocab_size)
             results = trainer.evaluate(eval_ds, max_steps=cfg.max_eval_steps)
             results = {"global_step": results["global_step"], "loss": results["loss"],
                        **{k: results[k] for k in _EVAL_KEYS}}
             if dist.is_chief:
-                write_eval_results(cfg.output_dir, results)
+                write_eval_results(cfg.output_dir, results, stage="pretrain")
             metrics["eval"] = results
     except tf.errors.InvalidArgumentError as err:
-        found = re.search(r"(input_ids|masked_lm_ids) holds a token id >= vocab_size=\d+", str(err))
+        found = re.search(rf"({'|'.join(layout.TOKEN_ID_FEATURES)}) holds a token id >= vocab_size=\d+", str(err))
         if found:
             raise UserError(f"{cfg.input_file}: a record's {found.group(0)}; the data was made with a different "
                             f"vocab.txt than the model's config") from None
         raise
     if dist.is_chief:
-        storage.write_json(os.path.join(cfg.output_dir, "pretrain_metrics.json"),
-                           {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
-                            for k, v in metrics.items()})
+        path = os.path.join(cfg.output_dir, layout.PRETRAIN_METRICS)
+        storage.write_json(path, {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+                                  for k, v in metrics.items()})
+        events.emit("wrote", "pretrain", path=path)
     return 0

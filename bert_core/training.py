@@ -51,15 +51,15 @@ import os
 import re
 import shutil
 import time
-from typing import Any, Callable, Literal, Mapping, Protocol
+from typing import Any, Callable, Mapping, Protocol
 
 import keras
 import tensorflow as tf
 
 from bert_core import distributed, ops as ops_lib, optimization, staging, storage
+from bert_core.choices import Precision
 from bert_core.errors import UserError
 
-Precision = Literal["fp32", "fp16", "bf16"]
 LossFn = Callable[[Any, Mapping[str, tf.Tensor], ops_lib.Ops], "tuple[tf.Tensor, dict[str, Any]]"]
 
 _POLICIES = {"fp32": "float32", "fp16": "mixed_float16", "bf16": "mixed_bfloat16"}

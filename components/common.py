@@ -4,7 +4,8 @@ Component functions import this module inside their bodies (KFP ships only the f
 the stage image carries bert_core and components/). It must not import kfp's DSL: at run time KFP
 sets _KFP_RUNTIME, under which `kfp.dsl.component` does not exist, so a module that defines
 components cannot be imported by one. Nothing here knows TensorFlow: a stage is run by
-its `bert` subcommand's target in bert_core.cli.COMMANDS, with that command's own config class.
+its `bert` subcommand's target in bert_core.stages.COMMANDS, with that command's own config class.
+Components only map artifacts to paths; the files inside an artifact are bert_core.layout's.
 """
 
 from __future__ import annotations
@@ -23,45 +24,34 @@ def base_image(stage: str) -> str:
     return images.image(stage)
 
 
-def _command(name: str):
-    from bert_core.cli import COMMANDS
-    from bert_core.errors import UserError
-
-    for command in COMMANDS:
-        if command.name == name:
-            return command
-    raise UserError(f"this bert has no `{name}` subcommand (have: {', '.join(c.name for c in COMMANDS)})")
-
-
 def stage_config(name: str, **fields):
     """The `bert <name>` config from keyword fields; a bad value is one UserError line, as on the CLI."""
     import pydantic
 
     from bert_core.config import describe_validation_error
     from bert_core.errors import UserError
+    from bert_core.stages import command
 
     try:
-        return _command(name).config(**fields)
+        return command(name).config(**fields)
     except pydantic.ValidationError as err:
         raise UserError(f"{name}: {describe_validation_error(err)}") from None
 
 
 def bert_argv(name: str, config) -> list[str]:
     """`bert <name> --field=value ...` for the fields the config was given (the inverse of the CLI)."""
-    from bert_core.cli import config_argv
+    from bert_core.stages import config_argv
 
     return [name, *config_argv(config)]
 
 
 def run_stage(name: str, config, num_processes: int = 1) -> None:
     """Run `bert <name>`: in this process for one process, else `horovodrun -np N` on this host."""
-    import importlib
-
     from bert_core.errors import UserError
+    from bert_core.stages import run_stage as run_here
 
     if num_processes <= 1:
-        module_name, func_name = _command(name).target.split(":")
-        code = getattr(importlib.import_module(module_name), func_name)(config)
+        code = run_here(name, config)
         if code:
             raise UserError(f"bert {name} exited with status {code}")
         return
@@ -102,13 +92,12 @@ def run_pretraining(data, vocab, model, metrics, launcher: str, num_processes: i
     """What both pretraining components do (phase 1 and phase 2 differ only in their inputs).
 
     `flags` are `bert pretrain` flags (PretrainConfig fields); the artifacts give the paths: the
-    shards in `data`, `vocab`, and `model` for the output, which also gets bert_config.json and
-    vocab.txt so it is a self-contained checkpoint directory like Google's releases."""
-    from bert_core import storage
+    shards in `data`, `vocab`, and `model` for the output, which `bert pretrain` makes a
+    self-contained model directory (bert_core.layout). A `bert_config` given as a pipeline parameter
+    has no file: it is written where the model directory keeps its config, and read from there."""
+    from bert_core import layout, storage
     from bert_core.config import BertConfig
     from bert_core.errors import UserError
-    from bert_core.presets import resolve_bert_config
-    from bert_core.tokenization import load_vocab
 
     if launcher not in ("local", "mpijob"):
         raise UserError(f"launcher={launcher!r}: expected local or mpijob")
@@ -117,28 +106,30 @@ def run_pretraining(data, vocab, model, metrics, launcher: str, num_processes: i
     out = model.uri if remote else model.path
     data_dir = data.uri if remote else data.path
     if bert_config:
-        bert = BertConfig.from_dict(bert_config, source="bert_config")
+        storage.makedirs(out)
+        storage.write_text(layout.model_config_path(out),
+                           BertConfig.from_dict(bert_config, source="bert_config").to_json_string())
+        shape = {"bert_config_file": layout.model_config_path(out)}
     else:
-        bert = resolve_bert_config(bert_model, None, len(load_vocab(vocab.path)))
-    storage.makedirs(out)
-    storage.write_text(storage.join(out, "bert_config.json"), bert.to_json_string())
-    storage.copy(vocab.path, storage.join(out, "vocab.txt"))
+        shape = {"model": bert_model}
     config = stage_config(
-        "pretrain", input_file=storage.join(data_dir, "train-*.tfrecord*"), output_dir=out,
-        bert_config_file=storage.join(out, "bert_config.json"), vocab_file=storage.join(out, "vocab.txt"),
-        do_train=True, do_eval=True, **({"init_checkpoint": init_checkpoint} if init_checkpoint else {}),
-        **flags)
+        "pretrain", input_file=storage.join(data_dir, layout.SHARD_GLOB), output_dir=out,
+        vocab_file=vocab.uri if remote else vocab.path, **shape, do_train=True, do_eval=True,
+        **({"init_checkpoint": init_checkpoint} if init_checkpoint else {}), **flags)
     if remote:
+        from bert_core import events
         from components.launcher import launch
         from components.mpijob import PretrainJob
 
         job = PretrainJob(workers=mpijob_workers, gpus_per_worker=mpijob_gpus_per_worker,
                           pretrain_flags={k: getattr(config, k) for k in config.model_fields_set})
-        launch(job, timeout_seconds=timeout_seconds or None)
+        with events.reporting_errors("pretrain"):
+            launch(job, timeout_seconds=timeout_seconds or None)
     else:
         run_stage("pretrain", config, num_processes=num_processes)
-    results = storage.read_json(storage.join(out, "pretrain_metrics.json"))
+    results = storage.read_json(storage.join(out, layout.PRETRAIN_METRICS))
     log_numbers(metrics, results)
+    bert = BertConfig.from_json_file(layout.model_config_path(out))
     model.metadata.update({"global_step": results.get("global_step"), "max_seq_length": flags["max_seq_length"],
                            "hidden_size": bert.hidden_size, "num_hidden_layers": bert.num_hidden_layers,
                            "vocab_size": bert.vocab_size, "world_size": results.get("world_size")})

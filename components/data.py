@@ -14,10 +14,12 @@ def prepare_corpus(corpus_uri: str, heldout_fraction: float, seed: int,
     """The pretraining corpus (one sentence a line) and, from held-out documents, a single-sentence task
     (train/dev/test.tsv: which topic group does the sentence come from?). An empty corpus_uri means
     Python's own docs."""
+    from bert_core import events
     from bert_core.data.heldout_task import split_corpus
 
-    summary = split_corpus(corpus.path, task_data.path if heldout_fraction > 0 else None,
-                           corpus=corpus_uri or None, heldout_fraction=heldout_fraction, seed=seed)
+    with events.reporting_errors("prepare-corpus"):
+        summary = split_corpus(corpus.path, task_data.path if heldout_fraction > 0 else None,
+                               corpus=corpus_uri or None, heldout_fraction=heldout_fraction, seed=seed)
     corpus.metadata.update({k: v for k, v in summary["corpus"].items() if k != "path"})
     if "task" in summary:
         task_data.metadata.update({"documents": summary["task"]["documents"], **{
@@ -30,9 +32,7 @@ def create_data(corpus: Input[Dataset], vocab: Input[Artifact], do_lower_case: b
                 do_whole_word_mask: bool, num_shards: int, num_workers: int, random_seed: int,
                 data: Output[Dataset]):
     """`bert create-data`: masked-LM/NSP TFRecord shards and data_manifest.json; its counts as metadata."""
-    import os
-
-    from bert_core import storage
+    from bert_core import layout, storage
     from components.common import run_stage, stage_config
 
     config = stage_config(
@@ -42,7 +42,7 @@ def create_data(corpus: Input[Dataset], vocab: Input[Artifact], do_lower_case: b
         dupe_factor=dupe_factor, short_seq_prob=short_seq_prob, do_whole_word_mask=do_whole_word_mask,
         num_shards=num_shards, num_workers=num_workers, random_seed=random_seed)
     run_stage("create-data", config)
-    manifest = storage.read_json(os.path.join(data.path, "data_manifest.json"))
+    manifest = storage.read_json(storage.join(data.path, layout.DATA_MANIFEST))
     data.metadata.update({**manifest["totals"], "shards": len(manifest["shards"]),
                           "max_seq_length": max_seq_length, "max_predictions_per_seq": max_predictions_per_seq,
                           "vocab_size": manifest["vocab"]["size"]})

@@ -14,8 +14,8 @@ def evaluate(task_data: Input[Dataset], predictions: Input[Dataset], task_data_u
     """`bert evaluate` on the gold `eval_split` (the split finetune predicted: test) -> metrics.json."""
     import os
 
-    from bert_core import storage
-    from bert_core.evaluation import METRICS_FILE, format_table
+    from bert_core import layout, storage
+    from bert_core.evaluation import format_table
     from components.common import log_numbers, run_stage, stage_config
 
     config = stage_config(
@@ -24,6 +24,6 @@ def evaluate(task_data: Input[Dataset], predictions: Input[Dataset], task_data_u
         text_b_column=text_b_column or None, label_column=label_column, has_header=has_header,
         labels=labels or None)
     run_stage("evaluate", config)
-    values = log_numbers(metrics, storage.read_json(os.path.join(metrics.path, METRICS_FILE)))
+    values = log_numbers(metrics, storage.read_json(os.path.join(metrics.path, layout.EVAL_METRICS)))
     with open(report.path, "w") as f:
         f.write(f"## Evaluation: {task_name}\n\n```\n{format_table(task_name, values)}\n```\n")

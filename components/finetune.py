@@ -18,24 +18,24 @@ def finetune(pretrained: Input[Model], task_data: Input[Dataset], task_data_uri:
     """`bert finetune --do_train --do_eval --do_predict --export_dir`: checkpoints and a SavedModel
     (model/saved_model) as the Model, test_results.tsv as the predictions, finetune_metrics.json's
     numbers as Metrics."""
-    from bert_core import storage
+    from bert_core import layout, storage
     from components.common import log_numbers, run_stage, stage_config
 
     data_dir = task_data_uri or task_data.path
     config = stage_config(
         "finetune", task_name=task_name, data_dir=data_dir, output_dir=model.path,
-        vocab_file=storage.join(pretrained.path, "vocab.txt"),
-        bert_config_file=storage.join(pretrained.path, "bert_config.json"), init_checkpoint=pretrained.path,
+        vocab_file=layout.model_vocab_path(pretrained.path),
+        bert_config_file=layout.model_config_path(pretrained.path), init_checkpoint=pretrained.path,
         do_train=True, do_eval=True, do_predict=True, max_seq_length=max_seq_length,
         train_batch_size=train_batch_size, eval_batch_size=eval_batch_size, learning_rate=learning_rate,
         num_train_epochs=num_train_epochs, warmup_proportion=warmup_proportion, optimizer_type=optimizer_type,
         do_lower_case=do_lower_case,
         text_a_column=text_a_column, text_b_column=text_b_column or None, label_column=label_column,
         has_header=has_header, labels=labels or None, log_every_steps=log_every_steps, seed=seed,
-        export_dir=storage.join(model.path, "saved_model"))
+        export_dir=storage.join(model.path, layout.SAVED_MODEL_DIR))
     run_stage("finetune", config, num_processes=num_processes)
-    storage.copy(storage.join(model.path, "test_results.tsv"), predictions.path)
-    results = storage.read_json(storage.join(model.path, "finetune_metrics.json"))
+    storage.copy(storage.join(model.path, layout.TEST_RESULTS), predictions.path)
+    results = storage.read_json(storage.join(model.path, layout.FINETUNE_METRICS))
     log_numbers(metrics, results)
     model.metadata.update({"task_name": task_name, "max_seq_length": max_seq_length,
-                           "global_step": results.get("global_step"), "saved_model": "saved_model"})
+                           "global_step": results.get("global_step"), "saved_model": layout.SAVED_MODEL_DIR})

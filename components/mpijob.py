@@ -326,7 +326,7 @@ def rank_env(job: PretrainJob) -> dict[str, str]:
 
 def mpirun_command(job: PretrainJob) -> list[str]:
     """The launcher's command: mpirun with Horovod's recommended OpenMPI flags, then `bert pretrain`."""
-    from bert_core.cli import config_flags  # lazily, as PretrainConfig: see check_pretrain_flags
+    from bert_core.stages import config_flags  # lazily, as PretrainConfig: see check_pretrain_flags
 
     cmd = ["mpirun", "-np", str(job.num_ranks),
            "--bind-to", "none", "--map-by", "slot",       # no CPU binding; each rank pins its GPU in

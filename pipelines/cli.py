@@ -21,6 +21,7 @@ import tempfile
 import time
 import warnings
 
+from bert_core.config import parse_bool
 from bert_core.errors import UserError, exit_from
 from pipelines.cron import parse_interval, validate_cron
 
@@ -36,15 +37,6 @@ def _pipeline(phase2: bool):
     return build_pipeline(phase2=phase2)
 
 
-def _parse_bool(text: str, where: str) -> bool:
-    low = str(text).strip().lower()
-    if low in ("1", "true", "yes", "y", "on"):
-        return True
-    if low in ("0", "false", "no", "n", "off"):
-        return False
-    raise UserError(f"{where}: expected true or false, got {text!r}")
-
-
 def coerce(name: str, value, kind: str, where: str):
     """A parameter value as the pipeline's type for it (strings from --param are parsed)."""
     try:
@@ -57,7 +49,7 @@ def coerce(name: str, value, kind: str, where: str):
                 raise ValueError
             return float(value)
         if kind == "Boolean":
-            return value if isinstance(value, bool) else _parse_bool(value, f"{where}: {name}")
+            return value if isinstance(value, bool) else parse_bool(value)
         if kind == "Dict":
             value = json.loads(value) if isinstance(value, str) else value
             if not isinstance(value, dict):
@@ -154,18 +146,21 @@ def cmd_compile(args) -> int:
 # run: the same pipeline on this machine, with kfp.local's SubprocessRunner
 # --------------------------------------------------------------------------------------------------
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
-_STARTED = re.compile(r"Executing task '([^']+)'")
-_FINISHED = re.compile(r"Task '([^']+)' finished with status (\w+)")
-_PROGRESS = re.compile(r"^\s*(?:\[\d+\]<stdout>:)?\s*(step \d+/\d+.*|saved .*|wrote .*|create-data: 100.0%.*)$")
-_USER_ERROR = re.compile(r"bert_core\.errors\.UserError: (.*)$|(?:^|\.)(?:LaunchError|MPIJobFailed): (.*)$")
+# kfp.local's own lines for a task's start and end. They are KFP's log format, not ours: kfp.local
+# offers no callback or structured record of its tasks, so these two lines are the one thing read
+# from the log. Everything of our stages (training progress, files written, a user's error) comes
+# as structured events (bert_core.events), never from their log lines.
+_KFP_TASK_STARTED = re.compile(r"Executing task '([^']+)'")
+_KFP_TASK_FINISHED = re.compile(r"Task '([^']+)' finished with status (\w+)")
 
 
 class StageProgress:
-    """Takes kfp.local's stdout: everything to the log file, one line per stage (and the training
-    progress lines) to the terminal."""
+    """Takes kfp.local's stdout and the stages' events file: all output to the log file; to the
+    terminal one line per task (from kfp.local's task lines) and, under it, the stages' events."""
 
-    def __init__(self, log, terminal, total: int, verbose: bool = False):
+    def __init__(self, log, terminal, total: int, events_path: str, verbose: bool = False):
         self.log, self.terminal, self.total, self.verbose = log, terminal, total, verbose
+        self.events_path, self.events_offset = events_path, 0
         self.buffer, self.done, self.started, self.error = "", 0, {}, None
 
     def write(self, text: str) -> int:
@@ -184,17 +179,37 @@ class StageProgress:
             self.terminal.flush()
 
     def _line(self, line: str) -> None:
-        if m := _STARTED.search(line):
+        self.read_events()
+        if m := _KFP_TASK_STARTED.search(line):
             self.started[m.group(1)] = time.monotonic()
             self._say(f"[{self.done + 1}/{self.total}] {m.group(1)} ...")
-        elif m := _FINISHED.search(line):
+        elif m := _KFP_TASK_FINISHED.search(line):
             self.done += 1
             seconds = time.monotonic() - self.started.get(m.group(1), time.monotonic())
             self._say(f"      {m.group(1)}: {m.group(2).lower()} in {seconds:.1f} s")
-        elif m := _USER_ERROR.search(line):
-            self.error = (m.group(1) or m.group(2)).strip()
-        elif m := _PROGRESS.match(line):
-            self._say(f"      {m.group(1)}")
+
+    def read_events(self) -> None:
+        """Render the events appended since the last call (whole lines only)."""
+        if not os.path.exists(self.events_path):
+            return
+        with open(self.events_path, "rb") as f:
+            f.seek(self.events_offset)
+            data = f.read()
+        end = data.rfind(b"\n") + 1
+        self.events_offset += end
+        for raw in data[:end].splitlines():
+            self.event(json.loads(raw))
+
+    def event(self, e: dict) -> None:
+        kind = e.get("event")
+        if kind == "step":
+            eta = "" if e.get("eta_seconds") is None else f"  ETA {datetime.timedelta(seconds=int(e['eta_seconds']))}"
+            self._say(f"      {e['stage']}: step {e['step']}/{e['total']}  loss {e['loss']:.4f}  "
+                      f"{e['sequences_per_second']:.1f} seq/s{eta}")
+        elif kind == "wrote":
+            self._say(f"      {e['stage']}: wrote {e['path']}")
+        elif kind == "error" and self.error is None:
+            self.error = e["message"]
 
     def flush(self) -> None:
         self.log.flush()
@@ -215,6 +230,8 @@ def stage_outputs(run_dir: str) -> dict[str, dict[str, dict]]:
     return out
 
 
+EVENTS_FILE = "pipeline-events.jsonl"
+
 #: What the final table shows of the pretraining metrics (fine-tuning and evaluation: everything).
 PRETRAIN_SHOWN = ("global_step", "train_loss", "eval.loss", "eval.masked_lm_accuracy",
                   "eval.next_sentence_accuracy", "sequences_per_second", "train_seconds")
@@ -234,8 +251,11 @@ def metrics_table(outputs: dict) -> str:
 
 
 def run_local(arguments: dict, phase2: bool, output_dir: str, verbose: bool = False) -> tuple[str, dict]:
-    """Run the pipeline with kfp.local (this venv, one subprocess per step); (run_dir, outputs)."""
+    """Run the pipeline with kfp.local (this venv, one subprocess per step); (run_dir, outputs).
+    The steps report events (bert_core.events) to pipeline-events.jsonl beside pipeline.log."""
     from kfp import local
+
+    from bert_core import events
 
     pipeline = _pipeline(phase2)
     os.makedirs(output_dir, exist_ok=True)
@@ -245,12 +265,16 @@ def run_local(arguments: dict, phase2: bool, output_dir: str, verbose: bool = Fa
                raise_on_error=True)
     total = len(pipeline.pipeline_spec.root.dag.tasks)
     log_path = os.path.join(output_dir, "pipeline.log")
+    events_path = os.path.join(output_dir, EVENTS_FILE)
+    open(events_path, "w").close()  # this run's events only
     started = time.monotonic()
     terminal = sys.stdout
+    before_env = os.environ.get(events.ENV)
     with open(log_path, "a", encoding="utf-8") as log:
-        progress = StageProgress(log, terminal, total, verbose)
+        progress = StageProgress(log, terminal, total, events_path, verbose)
         terminal.write(f"{pipeline.name}: {total} stages, artifacts in {output_dir} (log: {log_path})\n")
         sys.stdout = progress
+        os.environ[events.ENV] = events_path  # the steps' subprocesses inherit it
         failure = None
         try:
             with warnings.catch_warnings():
@@ -260,7 +284,12 @@ def run_local(arguments: dict, phase2: bool, output_dir: str, verbose: bool = Fa
             failure = _ANSI.sub("", str(err)).splitlines()[0]
         finally:
             sys.stdout = terminal
-    runs = sorted(set(os.listdir(output_dir)) - before - {"pipeline.log"})
+            if before_env is None:
+                os.environ.pop(events.ENV, None)
+            else:
+                os.environ[events.ENV] = before_env
+            progress.read_events()
+    runs = sorted(set(os.listdir(output_dir)) - before - {"pipeline.log", EVENTS_FILE})
     run_dir = os.path.join(output_dir, runs[-1]) if runs else output_dir
     if failure:
         raise UserError(f"{failure} {progress.error or ''} (log: {log_path})".replace("  ", " "))

@@ -85,3 +85,16 @@ def test_missing_artifacts_are_one_line(run_dir):
 def test_render_table_aligns_numbers_right():
     table = artifacts.render_table(["task", "accuracy"], [["mrpc", 0.8], ["sst2", 0.91234567]])
     assert table.splitlines() == ["task  accuracy", "----  --------", "mrpc       0.8", "sst2  0.912346"]
+
+
+def test_describe_a_fine_tuned_model_shows_its_documents_in_the_layouts_order(tmp_path):
+    from bert_core import layout
+
+    d = str(tmp_path / "finetune")
+    storage.write_json(storage.join(d, layout.EVAL_RESULTS_JSON), {"eval_accuracy": 0.875})
+    storage.write_json(storage.join(d, layout.FINETUNE_METRICS), {"train_loss": 0.25})
+    storage.write_json(storage.join(d, "other.json"), {"not_shown": 1})
+    text = artifacts.describe_artifact(d)
+    titles = [line for line in text.splitlines() if line.endswith(".json") and " " not in line]
+    assert titles == [layout.FINETUNE_METRICS, layout.EVAL_RESULTS_JSON]
+    assert "eval_accuracy" in text and "0.875" in text and "not_shown" not in text

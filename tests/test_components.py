@@ -32,7 +32,7 @@ def test_bert_argv_is_what_the_bert_command_parses_back():
 
 
 def test_config_flags_render_values_as_the_parser_reads_them():
-    from bert_core.cli import config_flags, flag_text
+    from bert_core.stages import config_flags, flag_text
 
     assert config_flags({"b": True, "a": False, "n": None, "f": 2.5e-4, "i": 3, "s": "gs://x/*",
                          "l": ["a", "b", False]}) == [
@@ -75,6 +75,19 @@ def test_one_process_runs_the_commands_target_in_process(tmp_path, default_corpu
     assert len(vocab.read_text().splitlines()) == 500
 
 
+def test_a_stages_user_error_is_also_an_event(tmp_path, monkeypatch):
+    import json
+
+    events_file = tmp_path / "events.jsonl"
+    monkeypatch.setenv("BERT_EVENTS_FILE", str(events_file))
+    config = common.stage_config("learn-vocab", input_file=str(tmp_path / "missing.txt"),
+                                 output_file=str(tmp_path / "vocab.txt"))
+    with pytest.raises(UserError) as err:
+        common.run_stage("learn-vocab", config)
+    assert [json.loads(line) for line in events_file.read_text().splitlines()] == [
+        {"event": "error", "stage": "learn-vocab", "time": pytest.approx(0, abs=1e10), "message": str(err.value)}]
+
+
 def test_numbers_flatten_and_drop_what_kfp_cannot_show():
     doc = {"loss": 1.5, "steps": 3, "ok": True, "name": "x", "eval": {"acc": 0.5, "bad": float("nan")},
            "inf": math.inf}
@@ -106,7 +119,9 @@ def local_kfp(tmp_path_factory):
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
-def test_data_components_chain_and_carry_the_manifest_counts(local_kfp):
+def test_data_components_chain_and_carry_the_manifest_counts(local_kfp, monkeypatch):
+    import json
+
     from kfp import dsl
 
     from bert_core import storage
@@ -127,6 +142,8 @@ def test_data_components_chain_and_carry_the_manifest_counts(local_kfp):
 
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     (local_kfp / "given.txt").write_text("".join(f"{w}\n" for w in specials + [f"w{i}" for i in range(118)]))
+    events_file = local_kfp / "events.jsonl"
+    monkeypatch.setenv("BERT_EVENTS_FILE", str(events_file))  # the steps' subprocesses inherit it
     data_stage()
     run_dir = max((local_kfp / d for d in os.listdir(local_kfp) if d.startswith("data-stage")), key=os.path.getmtime)
     out = stage_outputs(str(run_dir))
@@ -139,6 +156,9 @@ def test_data_components_chain_and_carry_the_manifest_counts(local_kfp):
     for key in ("instances", "tokens", "masked"):
         assert out["create-data"]["data"][key] == manifest["totals"][key] > 0
     assert out["create-data"]["data"]["shards"] == 2 and out["create-data"]["data"]["vocab_size"] == 800
+    events = [json.loads(line) for line in events_file.read_text().splitlines()]
+    assert [(e["event"], e["stage"], e["path"]) for e in events] == [
+        ("wrote", "create-data", str(run_dir / "create-data" / "data" / "data_manifest.json"))]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -233,9 +253,14 @@ def test_mpijob_launcher_hands_the_job_object_storage_paths(gcs_prefix, tmp_path
 
     jobs = []
 
-    def fake_launch(job, **kw):  # the MPIJob "runs": bert pretrain writes its metrics to --output_dir
+    def fake_launch(job, **kw):  # the MPIJob "runs": bert pretrain writes its model directory and metrics
+        from bert_core import layout
+        from bert_core.presets import resolve_bert_config
+
         jobs.append((job, kw))
-        storage.write_json(storage.join(job.pretrain_flags["output_dir"], "pretrain_metrics.json"),
+        out = job.pretrain_flags["output_dir"]
+        layout.write_model_dir(out, resolve_bert_config(job.pretrain_flags["model"], None, 30522), None)
+        storage.write_json(storage.join(out, "pretrain_metrics.json"),
                            {"global_step": 10, "world_size": 16, "train_loss": 3.5, "eval": {"loss": 3.6}})
         return job.checkpoint_location
 
@@ -257,13 +282,12 @@ def test_mpijob_launcher_hands_the_job_object_storage_paths(gcs_prefix, tmp_path
     flags = job.pretrain_flags
     assert flags["input_file"] == f"{gcs_prefix}/create-data/data/train-*.tfrecord*"
     assert flags["output_dir"] == model.uri
-    assert flags["bert_config_file"] == f"{model.uri}/bert_config.json"
-    assert flags["vocab_file"] == f"{model.uri}/vocab.txt"
+    assert flags["model"] == "bert-base" and "bert_config_file" not in flags
+    assert flags["vocab_file"] == vocab.uri  # bert pretrain copies it into the Model (test_pretrain.py)
     assert flags["init_checkpoint"].startswith("gs://weights/")
     assert flags["optimizer_type"] == "lamb" and flags["dtype"] == "bf16" and flags["do_train"] is True
-    # the Model on gs:// is self-contained: the config the job trained and the vocab
-    assert storage.read_json(f"{model.uri}/bert_config.json")["hidden_size"] == 768
-    assert storage.read_bytes(f"{model.uri}/vocab.txt") == open(uncased_vocab, "rb").read()
+    # the component writes no part of the model directory itself
+    assert not storage.exists(f"{model.uri}/vocab.txt")
     assert metrics.logged == {"global_step": 10.0, "world_size": 16.0, "train_loss": 3.5, "eval.loss": 3.6}
     assert model.metadata["world_size"] == 16 and model.metadata["hidden_size"] == 768
     assert not os.path.exists(model.path)  # nothing written to the step's local path

@@ -216,3 +216,40 @@ def test_run_names_the_failed_step_and_its_error(tmp_path, capsys):
                           "Inner task failed: 'prepare-corpus'.")
     assert f"{tmp_path}/missing.txt: no such file" in err and f"(log: {tmp_path}/pipeline.log)" in err
     assert err.count("\n") == 1
+
+
+def test_run_renders_kfp_task_lines_and_the_stages_events(tmp_path):
+    """Per task, kfp.local's own start/finish lines; under them our stages' events, never their log lines."""
+    import io
+
+    from bert_core import events
+
+    events_file = tmp_path / "events.jsonl"
+    log, terminal = io.StringIO(), io.StringIO()
+    progress = cli.StageProgress(log, terminal, total=2, events_path=str(events_file))
+    progress.write("\x1b[32mINFO\x1b[0m - Executing task \x1b[96m'pretrain'\x1b[0m\n")
+    progress.write("step 2/4  loss 9.9  lr 1e-3  5.0 seq/s\n")  # a human line: only in the log
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(events.ENV, str(events_file))
+        events.emit("step", "pretrain", step=2, total=4, loss=3.25, sequences_per_second=120.0, eta_seconds=61.0)
+        events.emit("wrote", "pretrain", path="/x/model/pretrain_metrics.json")
+        events.emit("error", "pretrain", message="first problem")
+        events.emit("error", "pretrain", message="a rank's echo of it")
+    progress.write("INFO - Task 'pretrain' finished with status SUCCESS\n")
+    lines = terminal.getvalue().splitlines()
+    assert lines[0] == "[1/2] pretrain ..."
+    assert lines[1] == "      pretrain: step 2/4  loss 3.2500  120.0 seq/s  ETA 0:01:01"
+    assert lines[2] == "      pretrain: wrote /x/model/pretrain_metrics.json"
+    assert lines[3].startswith("      pretrain: success in ") and len(lines) == 4
+    assert progress.error == "first problem"
+    assert "step 2/4  loss 9.9" in log.getvalue()
+
+
+def test_one_boolean_spelling_for_both_command_lines():
+    from bert_core.cli import build_parser
+
+    for text, value in (("T", True), ("yes", True), ("on", True), ("0", False), ("f", False), ("No", False)):
+        assert cli.coerce("x", text, "Boolean", "--param") is value
+        assert build_parser().parse_args(["pretrain", "--output_dir=o", f"--do_train={text}"]).do_train is value
+    with pytest.raises(Exception, match="expected true or false, got 'maybe'"):
+        cli.coerce("x", "maybe", "Boolean", "--param")

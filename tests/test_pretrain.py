@@ -157,6 +157,54 @@ def test_mixed_precision_bert_stays_finite(data, tmp_path, dtype):
     assert all(np.isfinite(losses)) and losses[-1] < losses[0]
 
 
+def test_output_dir_is_a_self_contained_model_dir_and_progress_comes_as_events(data, tmp_path):
+    """bert_config.json and vocab.txt beside the checkpoints, as the pipeline's Model; every log step
+    a `step` event, the files a `wrote` event, on the events side channel."""
+    from bert_core import layout
+
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("".join(f"tok{i}\n" for i in range(VOCAB)))
+    out, events_file = tmp_path / "out", tmp_path / "events.jsonl"
+    proc = run_bert("pretrain", *flags(data, out, "--do_train", "--do_eval", "--num_train_steps=4",
+                                       "--log_every_steps=2", "--max_eval_steps=1", f"--vocab_file={vocab}"),
+                    env={**QUIET, "BERT_EVENTS_FILE": str(events_file)})
+    assert proc.returncode == 0, proc.stderr
+    assert {layout.BERT_CONFIG, layout.VOCAB, layout.EVAL_RESULTS, layout.PRETRAIN_METRICS} <= {
+        p.name for p in out.iterdir()}
+    assert BertConfig.from_json_file(str(out / layout.BERT_CONFIG)) == BertConfig(**tiny_config())
+    assert (out / layout.VOCAB).read_text() == vocab.read_text()
+    assert (out / "ckpt-4" / "model.ckpt-4.index").exists()
+    events = [json.loads(line) for line in events_file.read_text().splitlines()]
+    steps = [e for e in events if e["event"] == "step"]
+    assert [(e["stage"], e["step"], e["total"]) for e in steps] == [("pretrain", 1, 4), ("pretrain", 2, 4),
+                                                                    ("pretrain", 4, 4)]
+    assert all(np.isfinite(e["loss"]) and e["sequences_per_second"] > 0 for e in steps)
+    assert steps[0]["eta_seconds"] is None and steps[-1]["eta_seconds"] == 0
+    assert [e["path"] for e in events if e["event"] == "wrote"] == [
+        str(out), str(out / layout.EVAL_RESULTS), str(out / layout.PRETRAIN_METRICS)]
+
+
+def test_vocab_comes_from_the_data_manifest_when_not_given(data, tmp_path):
+    import hashlib
+
+    from bert_core import layout
+
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("".join(f"tok{i}\n" for i in range(VOCAB)))
+    (data / layout.DATA_MANIFEST).write_text(json.dumps({"vocab": {
+        "path": str(vocab), "size": VOCAB, "sha256": hashlib.sha256(vocab.read_bytes()).hexdigest()}}))
+    out = tmp_path / "out"
+    proc = run_bert("pretrain", *flags(data, out, "--do_train", "--num_train_steps=2"), env=QUIET)
+    assert proc.returncode == 0, proc.stderr
+    assert (out / layout.VOCAB).read_text() == vocab.read_text()
+
+    vocab.write_text("changed\n")  # no longer the vocab the data was made with: not copied, and said so
+    out = tmp_path / "out2"
+    proc = run_bert("pretrain", *flags(data, out, "--do_train", "--num_train_steps=2"), env=QUIET)
+    assert proc.returncode == 0, proc.stderr
+    assert not (out / layout.VOCAB).exists() and "no vocab.txt beside the checkpoints" in proc.stdout
+
+
 def test_bad_token_ids_stop_before_training(tmp_path):
     d = tmp_path / "data"
     d.mkdir()
@@ -234,7 +282,7 @@ def test_each_rank_reads_every_record_once_per_epoch(tmp_path):
                          max_seq_length=SEQ, max_predictions_per_seq=PREDS, eval_batch_size=1)
 
     def seen(fs, rank, size):
-        ds = pretrain.make_train_dataset(fs, cfg, rank, size, VOCAB, training=False)
+        ds = pretrain.make_eval_dataset(fs, cfg, rank, size, VOCAB)
         return [tuple(b["input_ids"].numpy()[0]) for b in ds]
 
     everything = sorted(seen(files, 0, 1))

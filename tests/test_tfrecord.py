@@ -9,6 +9,7 @@ import gzip
 import numpy as np
 import pytest
 
+from bert_core import layout
 from bert_core.data import tfrecord
 
 tf = pytest.importorskip("tensorflow")
@@ -34,19 +35,19 @@ def test_varints_match_protobuf_for_edge_values():
 
 def test_examples_byte_identical_to_tensorflow_serialization():
     rng = np.random.default_rng(0)
-    names = list(tfrecord.PRETRAINING_FEATURES)
+    names = list(layout.PRETRAINING_FEATURES)
     for trial in range(30):
         batch = {}
         for name in names:
             n = 1 if name == "next_sentence_labels" else int(rng.integers(0, 40))
-            if name in tfrecord.FLOAT_FEATURES:
+            if name in layout.FLOAT_FEATURES:
                 batch[name] = rng.standard_normal((5, n)).astype(np.float32)
             else:
                 hi = [2, 200, 40000, 2**40][trial % 4]
                 batch[name] = rng.integers(-5 if trial % 5 == 0 else 0, hi, size=(5, n))
-        ours = tfrecord.encode_examples(batch, tfrecord.FLOAT_FEATURES)
+        ours = tfrecord.encode_examples(batch, layout.FLOAT_FEATURES)
         for row in range(5):
-            want = _tf_example({k: v[row].tolist() for k, v in batch.items()}, tfrecord.FLOAT_FEATURES)
+            want = _tf_example({k: v[row].tolist() for k, v in batch.items()}, layout.FLOAT_FEATURES)
             assert ours[row] == want, (trial, row)
 
 
@@ -77,11 +78,11 @@ def test_one_reader_for_plain_and_gzip(tmp_path, compression):
     path = tmp_path / "d.tfrecord"
     with open(path, "wb") as f, tfrecord.RecordWriter(f, compression) as w:
         for r in rows:
-            w.write(tfrecord.encode_example(r, tfrecord.FLOAT_FEATURES))
+            w.write(tfrecord.encode_example(r, layout.FLOAT_FEATURES))
     raw = path.read_bytes()
     assert raw[:2] == (b"\x1f\x8b" if compression == "gzip" else raw[:2])
     if compression == "gzip":  # a standard gzip stream with no name or time: deterministic bytes
-        assert gzip.decompress(raw)[:8] == len(tfrecord.encode_example(rows[0], tfrecord.FLOAT_FEATURES)).to_bytes(8, "little")
+        assert gzip.decompress(raw)[:8] == len(tfrecord.encode_example(rows[0], layout.FLOAT_FEATURES)).to_bytes(8, "little")
     got = list(tfrecord.make_dataset([str(path)], L, P).as_numpy_iterator())
     assert len(got) == 7
     for r, g in zip(rows, got):

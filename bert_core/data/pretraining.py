@@ -45,13 +45,13 @@ from typing import Callable, Iterator
 import numpy as np
 
 import bert_core
-from bert_core import storage
+from bert_core import events, storage
 from bert_core.config import DataConfig
 from bert_core.data import corpus, tfrecord
 from bert_core.data.instances import InstanceMaker, InstanceStats
 from bert_core.errors import UserError
+from bert_core.layout import DATA_MANIFEST, FLOAT_FEATURES, record_format, shard_name
 
-MANIFEST_NAME = "data_manifest.json"
 STATS_DIR = ".shard_stats"
 _ENCODE_BATCH = 256         # instances serialized together
 _PROGRESS_SECONDS = float(os.environ.get("BERT_PROGRESS_SECONDS", "5"))
@@ -59,16 +59,12 @@ _PROGRESS_SECONDS = float(os.environ.get("BERT_PROGRESS_SECONDS", "5"))
 _OUTPUT_ONLY = ("output_dir", "output_file", "num_workers")
 
 
-def shard_name(index: int, num_shards: int) -> str:
-    return f"train-{index:05d}-of-{num_shards:05d}.tfrecord"
-
-
 # --------------------------------------------------------------------------------------------------
 # Instances (made by `instances.InstanceMaker`): serialized in batches, shuffled through a bounded buffer
 # --------------------------------------------------------------------------------------------------
 def _encode(maker: InstanceMaker, batch: list[tuple[list[int], int, bool]]) -> list[bytes]:
     """A batch of instances, masked -> serialized tf.train.Examples."""
-    return tfrecord.encode_examples(maker.features(batch), tfrecord.FLOAT_FEATURES)
+    return tfrecord.encode_examples(maker.features(batch), FLOAT_FEATURES)
 
 
 class ShuffleBuffer:
@@ -582,7 +578,7 @@ def create_data_main(config: DataConfig) -> int:
     names = [storage.basename(o) for o in outputs]
 
     def remove_stale() -> int:
-        removed = _remove_stale(out_dir, names + [MANIFEST_NAME])
+        removed = _remove_stale(out_dir, names + [DATA_MANIFEST])
         if stats_dir:
             removed += _remove_stale(stats_dir, [n.replace(".tfrecord", ".json") for n in names])
         return removed
@@ -649,14 +645,7 @@ def create_data_main(config: DataConfig) -> int:
     manifest = {
         "tool": "bert create-data",
         "version": bert_core.__version__,
-        "format": {"type": "tfrecord", "compression": cfg.compression,
-                   "features": {k: ("float32" if k in tfrecord.FLOAT_FEATURES else "int64")
-                                for k in tfrecord.PRETRAINING_FEATURES},
-                   "shapes": {"input_ids": cfg.max_seq_length, "input_mask": cfg.max_seq_length,
-                              "segment_ids": cfg.max_seq_length,
-                              "masked_lm_positions": cfg.max_predictions_per_seq,
-                              "masked_lm_ids": cfg.max_predictions_per_seq,
-                              "masked_lm_weights": cfg.max_predictions_per_seq, "next_sentence_labels": 1}},
+        "format": record_format(cfg.compression, cfg.max_seq_length, cfg.max_predictions_per_seq),
         "parameters": params,
         "vocab": {"path": cfg.vocab_file, "sha256": vocab_sha, "size": len(vocab)},
         "inputs": [{"path": p, "bytes": n} for p, n in inputs],
@@ -666,8 +655,9 @@ def create_data_main(config: DataConfig) -> int:
     elapsed = time.monotonic() - t0
     where = cfg.output_file or cfg.output_dir
     if cfg.output_file is None:
-        manifest_path = storage.join(cfg.output_dir, MANIFEST_NAME)
+        manifest_path = storage.join(cfg.output_dir, DATA_MANIFEST)
         storage.write_json(manifest_path, manifest)
+        events.emit("wrote", "create-data", path=manifest_path)
         where = f"{len(outputs)} shard(s) in {cfg.output_dir} (manifest {manifest_path})"
     print(f"wrote {totals['instances']:,} instances ({totals['tokens']:,} tokens, {totals['masked']:,} masked) "
           f"to {where} in {elapsed:.1f}s")

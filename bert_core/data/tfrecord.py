@@ -15,6 +15,7 @@ GZIP files are standard gzip streams (no name, mtime 0, so the bytes are determi
 TensorFlow's `compression_type="GZIP"` reads.
 
 Reading. `make_dataset` is the one reader of pretraining records, plain or GZIP, for the training loop.
+The records' schema (names, types, lengths) is bert_core.layout's.
 """
 
 from __future__ import annotations
@@ -25,11 +26,6 @@ from typing import IO, Iterable, Mapping, Sequence
 
 import google_crc32c
 import numpy as np
-
-# The features of Google's create_pretraining_data.py, in its order (an OrderedDict there).
-PRETRAINING_FEATURES = ("input_ids", "input_mask", "segment_ids", "masked_lm_positions", "masked_lm_ids",
-                        "masked_lm_weights", "next_sentence_labels")
-FLOAT_FEATURES = frozenset({"masked_lm_weights"})
 
 _MASK_DELTA = 0xA282EAD8
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -322,13 +318,14 @@ def make_dataset(files: str | Sequence[str], max_seq_length: int, max_prediction
         run_pretraining.py does; False keeps int64.
     num_parallel_reads: files read in parallel (None: sequentially, in the given order).
 
-    Each element is a dict: input_ids, input_mask, segment_ids [max_seq_length];
-    masked_lm_positions, masked_lm_ids [max_predictions_per_seq] (int32 or int64);
-    masked_lm_weights [max_predictions_per_seq] float32; next_sentence_labels [1].
+    Each element is a dict of the features of bert_core.layout.PRETRAINING_RECORD, int features as
+    int32 (or int64), masked_lm_weights float32.
     Records are returned in file order; shuffling, repeating and sharding across workers are the
     caller's policy (e.g. `ds.shard(hvd.size(), hvd.rank())` or pass each rank its own files).
     """
     import tensorflow as tf
+
+    from bert_core import layout
 
     if isinstance(files, str):
         from bert_core.data.corpus import expand_inputs
@@ -341,15 +338,7 @@ def make_dataset(files: str | Sequence[str], max_seq_length: int, max_prediction
         compression = detect_compression(files[0])
     if compression not in ("none", "gzip"):
         raise ValueError(f"compression must be 'none', 'gzip' or 'auto', got {compression!r}")
-    spec = {
-        "input_ids": tf.io.FixedLenFeature([max_seq_length], tf.int64),
-        "input_mask": tf.io.FixedLenFeature([max_seq_length], tf.int64),
-        "segment_ids": tf.io.FixedLenFeature([max_seq_length], tf.int64),
-        "masked_lm_positions": tf.io.FixedLenFeature([max_predictions_per_seq], tf.int64),
-        "masked_lm_ids": tf.io.FixedLenFeature([max_predictions_per_seq], tf.int64),
-        "masked_lm_weights": tf.io.FixedLenFeature([max_predictions_per_seq], tf.float32),
-        "next_sentence_labels": tf.io.FixedLenFeature([1], tf.int64),
-    }
+    spec = layout.parse_spec(max_seq_length, max_predictions_per_seq)
 
     def parse(record):
         ex = tf.io.parse_single_example(record, spec)
