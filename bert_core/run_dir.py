@@ -174,12 +174,13 @@ class RunDirectory:
                 "global_step": step, "world_size": dist.size,
                 "time": datetime.datetime.now(datetime.timezone.utc).isoformat()})  # also tells saves apart
             _fsync_files(tmp.path)
+            if remote:
+                storage.publish_dir(tmp.path, remote, others=_other_ranks_file)
             final = os.path.join(self.local, f"ckpt-{step}")
             storage.publish_dir(tmp.path, final)
             shutil.rmtree(tmp.path)
             self._point_and_prune(self.local, step)
             if remote:
-                storage.publish_dir(final, remote, others=_other_ranks_file)
                 self._point_and_prune(self.output_dir, step)
                 self.upload_summaries()
         dist.barrier()

@@ -17,6 +17,7 @@ import keras  # noqa: E402
 
 from bert_core import distributed, run_dir, storage, training  # noqa: E402
 from tests import train_toy  # noqa: E402
+from gcs_server import gcs, gcs_prefix  # noqa: E402,F401  (fixtures)
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TOY = str(ROOT / "tests" / "train_toy.py")
@@ -178,6 +179,24 @@ def test_kill_during_save_leaves_the_previous_checkpoint_latest(tmp_path):
     _run_toy(tmp_path / "straight", "--steps", "6", "--save_every", "3")
     a = dict(np.load(tmp_path / "straight" / "final_rank0.npz"))
     assert _max_diff(a, dict(np.load(out / "final_rank0.npz"))) <= 1e-6
+
+
+def test_gs_output_dir_resumes_on_the_same_host_from_its_local_copy(tmp_path, gcs_prefix):
+    ds = lambda: train_toy.make_dataset(train_toy.make_examples(32), 8)  # noqa: E731  (a fresh shuffle each)
+    straight = _trainer(tmp_path / "straight", 4, dropout=0.1)
+    straight.train(ds())
+    out, work = f"{gcs_prefix}/run", str(tmp_path / "work")
+    _trainer(out, 2, save_checkpoints_steps=2, dropout=0.1, work_dir=work).train(ds())
+    local = tmp_path / "work" / "ckpt-2"
+    inode = (local / "model.ckpt-2.index").stat().st_ino
+    for f in local.glob("data-rank0.*"):  # a file this host lacks is downloaded, the others are kept
+        f.unlink()
+    resumed = _trainer(out, 4, save_checkpoints_steps=2, dropout=0.1, work_dir=work)
+    assert resumed.train(ds()).resumed_from == 2
+    assert (local / "model.ckpt-2.index").stat().st_ino == inode and storage.is_complete(str(local))
+    assert list(local.glob("data-rank0.*"))
+    assert [c.step for c in run_dir.list_checkpoints(out)] == [2, 4]
+    assert _max_diff(train_toy.weights(straight.model), train_toy.weights(resumed.model)) <= 1e-6
 
 
 @pytest.mark.parametrize("dtype", ["fp16", "bf16"])
