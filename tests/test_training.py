@@ -181,6 +181,21 @@ def test_kill_during_save_leaves_the_previous_checkpoint_latest(tmp_path):
     assert _max_diff(a, dict(np.load(out / "final_rank0.npz"))) <= 1e-6
 
 
+def test_a_rank_the_saving_run_did_not_have_starts_its_data_afresh(tmp_path):
+    ds = train_toy.make_dataset(train_toy.make_examples(16), 8, shuffle=False)
+    _trainer(tmp_path, 2, save_checkpoints_steps=2).train(ds)
+    second = distributed.Distributed()
+    second.rank = second.local_rank = 1
+    lines = []
+    run = run_dir.RunDirectory(str(tmp_path), second, log=lines.append)
+    iterator = iter(ds)
+    run.restore_input_position(run.latest(), iterator)
+    assert lines == [f"rank 1: {tmp_path}/ckpt-2 has no input position for this rank (saved by 1 ranks); "
+                     f"its data starts afresh"]
+    first = next(iter(ds))
+    assert all(np.array_equal(v, first[k]) for k, v in next(iterator).items())
+
+
 def test_gs_output_dir_resumes_on_the_same_host_from_its_local_copy(tmp_path, gcs_prefix):
     ds = lambda: train_toy.make_dataset(train_toy.make_examples(32), 8)  # noqa: E731  (a fresh shuffle each)
     straight = _trainer(tmp_path / "straight", 4, dropout=0.1)
