@@ -48,6 +48,10 @@ METADATA = "metadata.json"
 _CKPT_RE = re.compile(r"^ckpt-(\d+)$")
 
 
+def _name(step: int) -> str:
+    return f"ckpt-{step}"
+
+
 class CheckpointDir(NamedTuple):
     """One checkpoint directory (local or gs://) and the names of its files."""
 
@@ -154,8 +158,8 @@ class RunDirectory:
         """Every rank: checkpoint ckpt-<step> whole, with each rank's input position (if `iterator`);
         `write` (chief only) adds the weights and state. Returns the chief's checkpoint path."""
         dist = self.dist
-        tmp = CheckpointDir(step, os.path.join(self.local, f".ckpt-{step}.tmp"))
-        remote = storage.join(self.output_dir, f"ckpt-{step}") if self.remote else None
+        tmp = CheckpointDir(step, os.path.join(self.local, f".{_name(step)}.tmp"))
+        remote = storage.join(self.output_dir, _name(step)) if self.remote else None
         if dist.is_chief:
             shutil.rmtree(tmp.path, ignore_errors=True)
             os.makedirs(tmp.path)
@@ -176,7 +180,7 @@ class RunDirectory:
             _fsync_files(tmp.path)
             if remote:
                 storage.publish_dir(tmp.path, remote, others=_other_ranks_file)
-            final = os.path.join(self.local, f"ckpt-{step}")
+            final = os.path.join(self.local, _name(step))
             storage.publish_dir(tmp.path, final)
             shutil.rmtree(tmp.path)
             self._point_and_prune(self.local, step)
@@ -187,7 +191,7 @@ class RunDirectory:
         return (remote or final) if dist.is_chief else None
 
     def _point_and_prune(self, directory: str, step: int) -> None:
-        weights = f"ckpt-{step}/{WEIGHTS_NAME}-{step}"
+        weights = CheckpointDir(step, _name(step)).weights  # relative to `directory`
         storage.write_text(storage.join(directory, "checkpoint"),
                            f'model_checkpoint_path: "{weights}"\nall_model_checkpoint_paths: "{weights}"\n')
         for old in list_checkpoints(directory)[:-self.keep]:
@@ -196,7 +200,7 @@ class RunDirectory:
     def _upload_input_position(self, iterator, step: int, remote: str) -> None:
         """A non-chief rank's data-rank<r> files, straight to the gs:// checkpoint, through a private
         local directory."""
-        own = os.path.join(self.local, f".ckpt-{step}.rank{self.dist.rank}.tmp")
+        own = os.path.join(self.local, f".{_name(step)}.rank{self.dist.rank}.tmp")
         shutil.rmtree(own, ignore_errors=True)
         try:
             tf.train.Checkpoint(iterator=iterator).write(CheckpointDir(step, own).input_position(self.dist.rank))
