@@ -415,7 +415,7 @@ def run_finetune(cfg: FinetuneConfig) -> FinetuneRun:
     trainer = training.Trainer(model, adapter.loss_fn, optimizer, loop_cfg, dist=dist,
                                weights_io=training.GoogleWeightsIO(), callbacks=progress)
 
-    latest = training.latest_checkpoint(cfg.output_dir) if storage.exists(cfg.output_dir) else None
+    latest = trainer.run_dir.latest()
     if cfg.init_checkpoint and latest is None:
         say(checkpoints.load_init_checkpoint(model, cfg.init_checkpoint))
     elif cfg.init_checkpoint:
@@ -440,11 +440,7 @@ def run_finetune(cfg: FinetuneConfig) -> FinetuneRun:
                         "resumed_from": result.resumed_from,
                         **{f"train_{k}": v for k, v in result.metrics.items()}})
     elif cfg.do_eval or cfg.do_predict or cfg.export_dir:
-        if latest is not None:
-            trainer.weights_io.restore(model, os.path.join(latest[1], f"model.ckpt-{latest[0]}"))
-            trainer.global_step.assign(latest[0])
-            say(f"using {latest[1]}")
-        elif not cfg.init_checkpoint:
+        if trainer.restore_weights() is None and not cfg.init_checkpoint:
             raise UserError(f"{cfg.output_dir} holds no checkpoint and no --init_checkpoint was given; "
                             f"add --do_train or point --init_checkpoint at fine-tuned weights")
 

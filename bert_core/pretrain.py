@@ -259,7 +259,7 @@ def pretrain_main(cfg: PretrainConfig) -> int:
     trainer = training.Trainer(model, pretraining_loss_fn, optimizer, loop_cfg, dist=dist,
                                weights_io=training.GoogleWeightsIO(), callbacks=progress)
 
-    latest = training.latest_checkpoint(cfg.output_dir) if storage.exists(cfg.output_dir) else None
+    latest = trainer.run_dir.latest()
     if cfg.init_checkpoint and latest is None:
         trainer.log(checkpoints.load_init_checkpoint(model, cfg.init_checkpoint))
     elif cfg.init_checkpoint:
@@ -279,11 +279,7 @@ def pretrain_main(cfg: PretrainConfig) -> int:
                             **{f"train_{k}": v for k, v in result.metrics.items()}})
         if cfg.do_eval:
             if not cfg.do_train:
-                latest = trainer.sync_checkpoints()  # local (step, dir); a gs:// one is downloaded
-                if latest is not None:
-                    trainer.weights_io.restore(model, os.path.join(latest[1], f"model.ckpt-{latest[0]}"))
-                    trainer.global_step.assign(latest[0])
-                elif not cfg.init_checkpoint:
+                if trainer.restore_weights() is None and not cfg.init_checkpoint:
                     raise UserError(f"--do_eval without --do_train: {cfg.output_dir} holds no checkpoint "
                                     f"and no --init_checkpoint was given")
             eval_ds = make_eval_dataset(files, cfg, dist.rank, dist.size, bert_config.vocab_size)

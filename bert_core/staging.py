@@ -14,7 +14,7 @@ where the cache root is $BERT_LOCAL_CACHE, else $TMPDIR/bert-cache (the system t
 already there with the size and generation of the current object is not downloaded again, so a
 rerun, a resumed job, or a second rank on the same host reuses it; ranks on one host take a lock per
 file, so each file is downloaded once per host. `local_dir_for(prefix)` gives other node-local work
-directories the same home (the training loop keeps its checkpoints there for a gs:// --output_dir).
+directories the same home (bert_core.run_dir works there for a gs:// --output_dir).
 """
 
 from __future__ import annotations

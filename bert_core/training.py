@@ -20,23 +20,10 @@ One update of the weights ("a step") is:
 With one micro-batch per update all of it is one tf.function (no accumulators); with several, the
 micro-batches run in one function and the allreduce + clip + update in another.
 
-Checkpoints (only rank 0 writes, except each rank's input-pipeline position):
-  output_dir/ckpt-<step>/      complete checkpoints; the last keep_checkpoints are kept
-      model.ckpt-<step>.*      the weights (Google's names when the caller passes them as weights_io)
-      state.*                  step, optimizer slots and loss scale, RNG states (tf.train.Checkpoint)
-      data-rank<r>.*           rank r's tf.data iterator, so a resumed run reads what it would have
-      COMPLETE.json
-  output_dir/checkpoint        TF's pointer to the latest model.ckpt (tf.train.latest_checkpoint works)
-A checkpoint is written under .ckpt-<step>.tmp and renamed into place only when complete, so a kill
-during a save leaves the previous checkpoint as the latest one.
-
-A gs:// output_dir: the loop above runs in a node-local work directory (config.work_dir, default
-bert_core.staging.local_dir_for(output_dir, "work")), and each checkpoint is then published to
-output_dir/ckpt-<step>/ with storage.atomic_dir's guarantees: every other rank uploads its own
-data-rank<r> files first (ranks on other hosts share no disk with the chief), then the chief uploads
-the rest and the `_COMPLETE` marker last, rewrites output_dir/checkpoint and prunes. On start the
-newest gs:// checkpoint with a marker is downloaded into the work directory (once per host) and
-resumed from; summaries (train/) are uploaded at every checkpoint and at the end.
+Checkpoints and summaries go to config.output_dir (local or gs://) through a
+bert_core.run_dir.RunDirectory, which owns their layout and guarantees: whole checkpoints only, each
+rank's input position in them, resume from the newest (`trainer.train` does it; `restore_weights`
+loads only the weights, for evaluating or exporting a run).
 """
 
 from __future__ import annotations
@@ -45,19 +32,17 @@ import collections
 import contextlib
 import dataclasses
 import datetime
-import glob
 import math
 import os
-import re
-import shutil
 import time
 from typing import Any, Callable, Mapping, Protocol
 
 import keras
 import tensorflow as tf
 
-from bert_core import distributed, ops as ops_lib, optimization, staging, storage
+from bert_core import distributed, ops as ops_lib, optimization, storage
 from bert_core.choices import Precision
+from bert_core.run_dir import CheckpointDir, RunDirectory
 from bert_core.errors import UserError
 
 LossFn = Callable[[Any, Mapping[str, tf.Tensor], ops_lib.Ops], "tuple[tf.Tensor, dict[str, Any]]"]
@@ -160,70 +145,16 @@ class TrainResult:
     history: list[dict[str, float]]
 
 
-_CKPT_RE = re.compile(r"^ckpt-(\d+)$")
-
-
-def list_checkpoints(output_dir: str) -> list[tuple[int, str]]:
-    """Complete checkpoints in output_dir as (step, directory), oldest first (gs://: with a marker)."""
-    found = []
-    if storage.is_gcs(output_dir):
-        for marker in storage.glob(storage.join(output_dir, "ckpt-*", storage.COMPLETE_MARKER)):
-            d = storage.dirname(marker)
-            m = _CKPT_RE.match(storage.basename(d))
-            if m:
-                found.append((int(m.group(1)), d))
-        return sorted(found)
-    for d in glob.glob(os.path.join(output_dir, "ckpt-*")):
-        m = _CKPT_RE.match(os.path.basename(d))
-        if m and os.path.exists(os.path.join(d, "COMPLETE.json")):
-            found.append((int(m.group(1)), d))
-    return sorted(found)
-
-
-def latest_checkpoint(output_dir: str) -> tuple[int, str] | None:
-    ckpts = list_checkpoints(output_dir)
-    return ckpts[-1] if ckpts else None
-
-
-def _rank_of(name: str) -> int | None:
-    """r for a rank's input-position file `data-rank<r>.*`, else None."""
-    m = re.match(r"^data-rank(\d+)\.", name)
-    return int(m.group(1)) if m else None
-
-
-def _download_checkpoint(remote: str, local: str) -> None:
-    """Make the local directory hold the gs:// checkpoint its marker lists; reuse files already there
-    when the local COMPLETE.json is the remote one; COMPLETE.json last (it makes `local` count)."""
-    files = {f["path"]: f["size"] for f in storage.read_json(storage.join(remote, storage.COMPLETE_MARKER))["files"]}
-    done = os.path.join(local, "COMPLETE.json")
-    same = os.path.exists(done) and storage.read_bytes(done) == storage.read_bytes(storage.join(remote, "COMPLETE.json"))
-    if not same:
-        shutil.rmtree(local, ignore_errors=True)
-    for rel, size in files.items():
-        path = os.path.join(local, *rel.split("/"))
-        if rel != "COMPLETE.json" and not (os.path.exists(path) and os.path.getsize(path) == size):
-            storage.copy(storage.join(remote, rel), path)
-    if not same:
-        storage.copy(storage.join(remote, "COMPLETE.json"), done)
-
-
-def _fsync_tree(path: str) -> None:
-    for root, _, files in os.walk(path):
-        for name in files:
-            with open(os.path.join(root, name), "rb") as f:
-                os.fsync(f.fileno())
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _as_metric(v) -> tuple[tf.Tensor, tf.Tensor]:
     """A metric value as (total, count): a (total, count) pair as given, a scalar as (value, 1)."""
     if isinstance(v, (tuple, list)):
         return tf.cast(v[0], tf.float32), tf.cast(v[1], tf.float32)
     return tf.cast(v, tf.float32), tf.constant(1.0)
+
+
+def _means(totals: Mapping[str, list]) -> dict[str, float]:
+    """{name: [total, count]} -> {name: total / count}."""
+    return {k: float(t / c) if c else float("nan") for k, (t, c) in totals.items()}
 
 
 XLA_CPU_RUNTIME_FLAG = "--xla_cpu_use_thunk_runtime=false"
@@ -248,7 +179,7 @@ class Trainer:
 
     def __init__(self, model: keras.Model, loss_fn: LossFn, optimizer: keras.optimizers.Optimizer,
                  config: TrainLoopConfig, dist: distributed.Distributed | None = None,
-                 weights_io: WeightsIO | None = None, weights_name: str = "model.ckpt",
+                 weights_io: WeightsIO | None = None,
                  callbacks: list[Callable[["Trainer", int, dict], None]] | None = None,
                  log: Callable[[str], None] | None = None):
         self.model = model
@@ -257,14 +188,9 @@ class Trainer:
         self.optimizer = wrap_optimizer(optimizer, config.dtype)
         self.dist = dist or distributed.current()
         self.weights_io = weights_io or KerasWeightsIO()
-        self.weights_name = weights_name
         self.callbacks = list(callbacks or [])
         self._log = log or (lambda line: print(line, flush=True))
-        # A gs:// output_dir: checkpoints and summaries are made in a local work dir, then published.
-        self.remote = storage.is_gcs(config.output_dir)
-        self.work_dir = (config.work_dir or staging.local_dir_for(config.output_dir, "work")) if self.remote \
-            else config.output_dir
-        self._uploaded: dict[str, int] = {}  # summary file -> size last uploaded
+        self.run_dir = RunDirectory(config.output_dir, self.dist, config.work_dir, config.keep_checkpoints, self._log)
         self.global_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
         self.fp16 = isinstance(self.optimizer, keras.mixed_precision.LossScaleOptimizer)
         self._built = False
@@ -378,259 +304,99 @@ class Trainer:
         # Horovod's collectives are not XLA ops: with several ranks the update runs as a plain graph.
         self._apply_fn = tf.function(apply, reduce_retracing=True)
 
-    # ------------------------------------------------------------------ checkpoints
-    def _state_checkpoint(self) -> tf.train.Checkpoint:
-        return tf.train.Checkpoint(
-            step=self.global_step,
-            optimizer=_keyed(self.optimizer.variables),
-            model_state=_keyed(self.model.non_trainable_variables))  # RNG seeds for dropout, etc.
-
-    def save_checkpoint(self, iterator=None) -> str | None:
-        """Write ckpt-<step> atomically (chief), each rank's iterator state into it; prune old ones."""
-        cfg, dist = self.config, self.dist
-        step = int(self.global_step.numpy())
-        final = os.path.join(self.work_dir, f"ckpt-{step}")
-        tmp = os.path.join(self.work_dir, f".ckpt-{step}.tmp")
-        remote = storage.join(cfg.output_dir, f"ckpt-{step}") if self.remote else None
-        if dist.is_chief:
-            if os.path.exists(tmp):
-                shutil.rmtree(tmp)
-            os.makedirs(tmp)
-            if remote:  # an earlier version of this step reads as incomplete before any rank uploads
-                storage.remove(storage.join(remote, storage.COMPLETE_MARKER))
-        dist.barrier()
-        if iterator is not None:
-            if remote and not dist.is_chief:
-                self._upload_input_position(iterator, step, remote)
-            else:
-                tf.train.Checkpoint(iterator=iterator).write(os.path.join(tmp, f"data-rank{dist.rank}"))
-        dist.barrier()
-        if dist.is_chief:
-            self.weights_io.save(self.model, os.path.join(tmp, f"{self.weights_name}-{step}"))
-            self._state_checkpoint().write(os.path.join(tmp, "state"))
-            storage.write_json(os.path.join(tmp, "COMPLETE.json"),
-                               {"global_step": step, "world_size": dist.size,
-                                "weights": f"{self.weights_name}-{step}",
-                                "time": datetime.datetime.now(datetime.timezone.utc).isoformat()})
-            _fsync_tree(tmp)
-            if os.path.exists(final):
-                shutil.rmtree(final)
-            os.replace(tmp, final)
-            pointer = (f'model_checkpoint_path: "ckpt-{step}/{self.weights_name}-{step}"\n'
-                       f'all_model_checkpoint_paths: "ckpt-{step}/{self.weights_name}-{step}"\n')
-            storage.write_text(os.path.join(self.work_dir, "checkpoint"), pointer)
-            for _, old in list_checkpoints(self.work_dir)[:-cfg.keep_checkpoints]:
-                shutil.rmtree(old, ignore_errors=True)
-            if remote:
-                self._publish(final, remote, pointer)
-        dist.barrier()
-        if not dist.is_chief:
-            return None
-        return remote or final
-
-    # ------------------------------------------------------------------ gs:// output_dir
-    def _upload_input_position(self, iterator, step: int, remote: str) -> None:
-        """A non-chief rank's data-rank<r> files, straight to the gs:// checkpoint (another host's
-        rank shares no disk with the chief), through a private local directory."""
-        own = os.path.join(self.work_dir, f".ckpt-{step}.rank{self.dist.rank}.tmp")
-        shutil.rmtree(own, ignore_errors=True)
-        try:
-            tf.train.Checkpoint(iterator=iterator).write(os.path.join(own, f"data-rank{self.dist.rank}"))
-            for name in sorted(os.listdir(own)):
-                storage.copy(os.path.join(own, name), storage.join(remote, name))
-        finally:
-            shutil.rmtree(own, ignore_errors=True)
-
-    def _publish(self, local: str, remote: str, pointer: str) -> None:
-        """Chief: the local checkpoint -> gs:// (marker last), then the pointer, pruning, summaries."""
-        cfg = self.config
-        storage.publish_dir(local, remote, others=lambda rel: _rank_of(rel) not in (None, 0))
-        storage.write_text(storage.join(cfg.output_dir, "checkpoint"), pointer)
-        for _, old in list_checkpoints(cfg.output_dir)[:-cfg.keep_checkpoints]:
-            storage.remove_dir(old)
-        self._upload_summaries()
-
-    def _upload_summaries(self) -> None:
-        local = os.path.join(self.work_dir, "train")
-        if not (self.remote and self.dist.is_chief and os.path.isdir(local)):
-            return
-        if self._summary_writer is not None:
-            self._summary_writer.flush()
-        for info in storage.list_files(local):
-            if self._uploaded.get(info.path) != info.size:
-                rel = os.path.relpath(info.path, local).replace(os.sep, "/")
-                storage.copy(info.path, storage.join(self.config.output_dir, "train", rel))
-                self._uploaded[info.path] = info.size
-
-    def sync_checkpoints(self) -> tuple[int, str] | None:
-        """The latest checkpoint as a local (step, directory), or None.
-
-        gs:// output_dir: the chief deletes checkpoints a killed run left without a marker; then on
-        every host (its local rank 0) the work dir is made to hold exactly the newest complete gs://
-        checkpoint: other local ones are removed (gs:// is the record), missing or stale files are
-        downloaded, COMPLETE.json last. Every rank must call this."""
-        cfg, dist = self.config, self.dist
-        if not self.remote:
-            return latest_checkpoint(self.work_dir)
-        if dist.is_chief:
-            for d in storage.glob(storage.join(cfg.output_dir, "ckpt-*")):
-                if _CKPT_RE.match(storage.basename(d)) and not storage.is_complete(d):
-                    storage.remove_dir(d)
-                    self.log(f"removed {d}: an incomplete checkpoint (no {storage.COMPLETE_MARKER})")
-        dist.barrier()
-        remote = latest_checkpoint(cfg.output_dir)
-        if dist.local_rank == 0:
-            keep = f"ckpt-{remote[0]}" if remote else None
-            for d in glob.glob(os.path.join(self.work_dir, "ckpt-*")):
-                if os.path.basename(d) != keep:
-                    shutil.rmtree(d, ignore_errors=True)
-            if remote:
-                _download_checkpoint(remote[1], os.path.join(self.work_dir, keep))
-        dist.barrier()
-        return latest_checkpoint(self.work_dir)
-
-    def _clean_partial_saves(self) -> None:
-        if self.dist.is_chief or (self.remote and self.dist.local_rank == 0):
-            for d in glob.glob(os.path.join(self.work_dir, ".ckpt-*.tmp")):
-                shutil.rmtree(d, ignore_errors=True)
-            storage.remove_stale_temporaries(self.work_dir)
-        self.dist.barrier()
-
-    def restore_checkpoint(self, directory: str, iterator=None) -> int:
-        """Load weights, training state and (if saved for this rank) the iterator from a ckpt dir."""
-        info = storage.read_json(os.path.join(directory, "COMPLETE.json"))
-        self.weights_io.restore(self.model, os.path.join(directory, info["weights"]))
-        self._state_checkpoint().read(os.path.join(directory, "state")).assert_existing_objects_matched()
-        if iterator is not None:
-            data_prefix = os.path.join(directory, f"data-rank{self.dist.rank}")
-            if os.path.exists(data_prefix + ".index"):
-                tf.train.Checkpoint(iterator=iterator).read(data_prefix).assert_existing_objects_matched()
-            else:
-                self.log(f"{directory}: no input position saved for rank {self.dist.rank} "
-                         f"(saved with {info.get('world_size')} ranks); this rank's data starts afresh")
-        return int(self.global_step.numpy())
-
     # ------------------------------------------------------------------ training
-    def _summary(self, values: Mapping[str, float], step: int) -> None:
-        if not (self.config.summaries and self.dist.is_chief):
-            return
-        if self._summary_writer is None:
-            self._summary_writer = tf.summary.create_file_writer(os.path.join(self.work_dir, "train"))
-        with self._summary_writer.as_default(step=step):
-            for k, v in values.items():
-                tf.summary.scalar(k, v)
-        self._summary_writer.flush()
-
-    def current_learning_rate(self) -> float:
-        lr = self.optimizer.learning_rate
-        return float(lr.numpy() if hasattr(lr, "numpy") else lr)
-
-    def loss_scale(self) -> float | None:
-        return float(self.optimizer.dynamic_scale.numpy()) if self.fp16 else None
-
     def train(self, dataset: tf.data.Dataset) -> TrainResult:
-        cfg, dist = self.config, self.dist
-        if dist.is_chief or (self.remote and dist.local_rank == 0):
-            os.makedirs(self.work_dir, exist_ok=True)
-        self._clean_partial_saves()
+        """Train to config.num_train_steps, resuming from the latest checkpoint in output_dir."""
+        cfg = self.config
         iterator = iter(dataset)
-        latest = self.sync_checkpoints()
-
-        if latest is not None:
-            # The iterator's position comes first, so the batch used to build the model is the next one.
-            data_prefix = os.path.join(latest[1], f"data-rank{dist.rank}")
-            if os.path.exists(data_prefix + ".index"):
-                tf.train.Checkpoint(iterator=iterator).read(data_prefix).assert_existing_objects_matched()
-        first = self._next(iterator)
-        self._build(first)
-        resumed_from = None
-        if latest is not None:
-            resumed_from = self.restore_checkpoint(latest[1])
-            source = storage.join(cfg.output_dir, os.path.basename(latest[1])) if self.remote else latest[1]
-            self.log(f"resumed from {source} at step {resumed_from}")
-        # Every rank starts from rank 0's weights, optimizer slots, loss scale and step. (All state
-        # exists before the first step here, so one broadcast covers it; Horovod's usual "after the
-        # first step" is only for optimizers that create their slots lazily.)
-        if dist.size > 1:
-            dist.broadcast_variables(self.model.variables + self.optimizer.variables + [self.global_step])
-
-        start_step = int(self.global_step.numpy())
-        per_update = int(first_batch_size(first)) * cfg.num_accumulation_steps * dist.size
-        self.log(f"training: steps {start_step}->{cfg.num_train_steps}, {dist.size} rank(s), "
-                 f"{per_update} sequences per update ({first_batch_size(first)} x {cfg.num_accumulation_steps} "
-                 f"micro-batches x {dist.size} ranks), dtype {cfg.dtype}, xla {cfg.xla}")
-
+        batch, resumed_from = self._resume(iterator)
+        start = int(self.global_step.numpy())
+        micro = first_batch_size(batch)
+        clock = _Throughput(micro * cfg.num_accumulation_steps * self.dist.size, start, cfg.num_train_steps)
+        self.log(f"training: steps {start}->{cfg.num_train_steps}, {self.dist.size} rank(s), {clock.per_update} "
+                 f"sequences per update ({micro} x {cfg.num_accumulation_steps} micro-batches x {self.dist.size} "
+                 f"ranks), dtype {cfg.dtype}, xla {cfg.xla}")
         history: collections.deque = collections.deque(maxlen=cfg.history_limit)
-        last_loss, last_metrics = float("nan"), {}
-        t_window, steps_window = time.perf_counter(), 0
-        t_start_timed, steps_timed = None, 0
-        sps = 0.0
-        pending = first
+        loss, metrics = float("nan"), {}
         while int(self.global_step.numpy()) < cfg.num_train_steps:
-            losses, mtotals = [], {}
-            for _ in range(cfg.num_accumulation_steps):
-                batch = pending if pending is not None else self._next(iterator)
-                pending = None
-                if self._step_fn is not None:
-                    loss, metrics, grad_norm = self._step_fn(batch)
-                else:
-                    loss, metrics, grads = self._micro_fn(batch)
-                losses.append(loss)
-                for k, v in metrics.items():
-                    t, c = _as_metric(v)
-                    mt = mtotals.setdefault(k, [0.0, 0.0])
-                    mt[0] += t
-                    mt[1] += c
-            if self._step_fn is None:
-                grad_norm = self._apply_fn(grads)
+            loss, totals, grad_norm = self._update(iterator, batch)  # forward, backward, allreduce, clip, step
+            batch = None
             step = int(self.global_step.numpy())
-            loss_value = float(tf.add_n(losses).numpy()) / len(losses)
-            if cfg.stop_on_nonfinite_loss and not self.fp16 and not math.isfinite(loss_value):
-                raise UserError(f"the training loss became {loss_value} at step {step} (dtype {cfg.dtype}); "
+            if cfg.stop_on_nonfinite_loss and not self.fp16 and not math.isfinite(loss):
+                raise UserError(f"the training loss became {loss} at step {step} (dtype {cfg.dtype}); "
                                 f"lower --learning_rate or raise --num_warmup_steps")
-            last_loss = loss_value
-            last_metrics = {k: float(t / c) if c else float("nan") for k, (t, c) in mtotals.items()}
-            steps_window += 1
-            if step == start_step + 1:  # the first step includes tracing/compilation: time from here
-                t_start_timed, steps_timed = time.perf_counter(), 0
+            clock.tick(step)
+            logged = {}
+            if step % cfg.log_every_steps == 0 or step in (start + 1, cfg.num_train_steps):
+                loss, metrics, logged = self._report(step, loss, totals, grad_norm, clock)
             else:
-                steps_timed += 1
-
-            row = {"step": step, "loss": last_loss, **last_metrics}
-            if step % cfg.log_every_steps == 0 or step == cfg.num_train_steps or step == start_step + 1:
-                if dist.size > 1:  # log the mean over ranks, not rank 0's share
-                    last_loss, last_metrics = self._mean_over_ranks(loss_value, mtotals)
-                    row.update({"loss": last_loss, **last_metrics})
-                now = time.perf_counter()
-                sps = per_update * steps_window / max(now - t_window, 1e-9)
-                t_window, steps_window = now, 0
-                lr = self.current_learning_rate()
-                eta = ""
-                if t_start_timed is not None and steps_timed > 0:
-                    per_step = (now - t_start_timed) / steps_timed
-                    eta = f"  ETA {datetime.timedelta(seconds=int(per_step * (cfg.num_train_steps - step)))}"
-                scale = self.loss_scale()
-                self.log(f"step {step}/{cfg.num_train_steps}  loss {last_loss:.4f}  lr {lr:.3e}  "
-                         f"{sps:.1f} seq/s{eta}" + (f"  loss_scale {scale:g}" if scale is not None else ""))
-                summ = {"loss": last_loss, "learning_rate": lr, "sequences_per_second": sps,
-                        "grad_norm": float(grad_norm.numpy()), **last_metrics}
-                if scale is not None:
-                    summ["loss_scale"] = scale
-                self._summary(summ, step)
-                row.update({"learning_rate": lr, "sequences_per_second": sps})
+                metrics = _means(totals)
+            row = {"step": step, "loss": loss, **metrics, **logged}
             history.append(row)
             if step % cfg.save_checkpoints_steps == 0 or step == cfg.num_train_steps:
-                path = self.save_checkpoint(iterator)
-                if path:
-                    self.log(f"saved {path}")
+                self.save_checkpoint(iterator)
             for cb in self.callbacks:
                 cb(self, step, row)
+        self.run_dir.upload_summaries()
+        return TrainResult(global_step=int(self.global_step.numpy()), loss=loss, metrics=metrics,
+                           sequences_per_second=clock.overall(), resumed_from=resumed_from, history=list(history))
 
-        if t_start_timed is not None and steps_timed > 0:
-            sps = per_update * steps_timed / (time.perf_counter() - t_start_timed)
-        self._upload_summaries()
-        return TrainResult(global_step=int(self.global_step.numpy()), loss=last_loss, metrics=last_metrics,
-                           sequences_per_second=sps, resumed_from=resumed_from, history=list(history))
+    def _resume(self, iterator) -> tuple[Any, int | None]:
+        """Build the model on the first batch, resuming from the latest checkpoint if there is one
+        (its input position first, so that batch is the next one), then give every rank rank 0's
+        weights, optimizer slots, loss scale and step. Returns (the first batch, the step resumed from)."""
+        latest = self.run_dir.sync()
+        if latest is not None:
+            self.run_dir.restore_input_position(latest, iterator)
+        first = self._next(iterator)
+        self._build(first)
+        if latest is not None:
+            self.weights_io.restore(self.model, latest.weights)
+            self._state_checkpoint().read(latest.state).assert_existing_objects_matched()
+            self.log(f"resumed from {self.run_dir.published(latest)} at step {latest.step}")
+        # All state exists before the first step here, so one broadcast covers it; Horovod's usual
+        # "after the first step" is only for optimizers that create their slots lazily.
+        if self.dist.size > 1:
+            self.dist.broadcast_variables(self.model.variables + self.optimizer.variables + [self.global_step])
+        return first, latest.step if latest is not None else None
+
+    def _update(self, iterator, batch=None) -> tuple[float, dict, tf.Tensor]:
+        """One update of the weights (module docstring): `batch` (or the next one) and the rest of the
+        micro-batches. Returns the mean loss, each metric's [total, count] and the gradient norm."""
+        losses, totals = [], {}
+        for _ in range(self.config.num_accumulation_steps):
+            batch = batch if batch is not None else self._next(iterator)
+            if self._step_fn is not None:
+                loss, metrics, grad_norm = self._step_fn(batch)
+            else:
+                loss, metrics, grads = self._micro_fn(batch)
+            batch = None
+            losses.append(loss)
+            for k, v in metrics.items():
+                t, c = _as_metric(v)
+                mt = totals.setdefault(k, [0.0, 0.0])
+                mt[0] += t
+                mt[1] += c
+        if self._step_fn is None:
+            grad_norm = self._apply_fn(grads)
+        return float(tf.add_n(losses).numpy()) / len(losses), totals, grad_norm
+
+    def _report(self, step: int, loss: float, totals: dict, grad_norm, clock: "_Throughput"):
+        """Log a progress line and write summaries; with several ranks, of the mean over ranks.
+        Returns (loss, metrics, {learning_rate, sequences_per_second}) as logged."""
+        if self.dist.size > 1:
+            loss, metrics = self._mean_over_ranks(loss, totals)
+        else:
+            metrics = _means(totals)
+        sps, lr, scale = clock.window(), self.current_learning_rate(), self.loss_scale()
+        self.log(f"step {step}/{self.config.num_train_steps}  loss {loss:.4f}  lr {lr:.3e}  {sps:.1f} seq/s"
+                 f"{clock.eta(step)}" + (f"  loss_scale {scale:g}" if scale is not None else ""))
+        summary = {"loss": loss, "learning_rate": lr, "sequences_per_second": sps,
+                   "grad_norm": float(grad_norm.numpy()), **metrics}
+        if scale is not None:
+            summary["loss_scale"] = scale
+        self._summary(summary, step)
+        return loss, metrics, {"learning_rate": lr, "sequences_per_second": sps}
 
     def _mean_over_ranks(self, loss: float, mtotals: dict) -> tuple[float, dict[str, float]]:
         names = sorted(mtotals)
@@ -647,6 +413,52 @@ class Trainer:
         except StopIteration:
             raise UserError("the training data ran out before --num_train_steps; repeat the dataset "
                             "or lower --num_train_steps") from None
+
+    def _summary(self, values: Mapping[str, float], step: int) -> None:
+        if not (self.config.summaries and self.dist.is_chief):
+            return
+        if self._summary_writer is None:
+            self._summary_writer = tf.summary.create_file_writer(self.run_dir.summaries_dir)
+        with self._summary_writer.as_default(step=step):
+            for k, v in values.items():
+                tf.summary.scalar(k, v)
+        self._summary_writer.flush()
+
+    def current_learning_rate(self) -> float:
+        lr = self.optimizer.learning_rate
+        return float(lr.numpy() if hasattr(lr, "numpy") else lr)
+
+    def loss_scale(self) -> float | None:
+        return float(self.optimizer.dynamic_scale.numpy()) if self.fp16 else None
+
+    # ------------------------------------------------------------------ checkpoints
+    def save_checkpoint(self, iterator=None) -> str | None:
+        """Every rank: checkpoint the current step (with each rank's input position if `iterator`)."""
+        path = self.run_dir.save(int(self.global_step.numpy()), iterator, self._write_checkpoint)
+        if path:
+            self.log(f"saved {path}")
+        return path
+
+    def _write_checkpoint(self, ckpt: CheckpointDir) -> None:
+        self.weights_io.save(self.model, ckpt.weights)
+        self._state_checkpoint().write(ckpt.state)
+
+    def _state_checkpoint(self) -> tf.train.Checkpoint:
+        return tf.train.Checkpoint(
+            step=self.global_step,
+            optimizer=_keyed(self.optimizer.variables),
+            model_state=_keyed(self.model.non_trainable_variables))  # RNG seeds for dropout, etc.
+
+    def restore_weights(self) -> int | None:
+        """Every rank: load the weights and step of the latest checkpoint in output_dir (a gs:// one is
+        downloaded first), for evaluating, predicting or exporting it. None if there is none."""
+        latest = self.run_dir.sync()
+        if latest is None:
+            return None
+        self.weights_io.restore(self.model, latest.weights)
+        self.global_step.assign(latest.step)
+        self.log(f"restored the weights of {self.run_dir.published(latest)} (step {latest.step})")
+        return latest.step
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, dataset: tf.data.Dataset, max_steps: int | None = None,
@@ -694,3 +506,40 @@ def first_batch_size(features) -> int:
     leaf = tf.nest.flatten(features)[0]
     return int(leaf.shape[0])
 
+
+class _Throughput:
+    """Sequences/s since the last progress line, and the run's pace for the ETA and the result,
+    timed from the end of the first step (which includes tracing and compilation)."""
+
+    def __init__(self, per_update: int, start_step: int, last_step: int):
+        self.per_update, self.last_step = per_update, last_step
+        self._first = start_step + 1
+        self._window_start, self._window_steps = time.perf_counter(), 0
+        self._timed_start, self._timed_steps = None, 0
+        self._window_rate = 0.0
+
+    def tick(self, step: int) -> None:
+        self._window_steps += 1
+        if step == self._first:
+            self._timed_start, self._timed_steps = time.perf_counter(), 0
+        else:
+            self._timed_steps += 1
+
+    def window(self) -> float:
+        """Sequences/s since the previous call (or the start)."""
+        now = time.perf_counter()
+        self._window_rate = self.per_update * self._window_steps / max(now - self._window_start, 1e-9)
+        self._window_start, self._window_steps = now, 0
+        return self._window_rate
+
+    def eta(self, step: int) -> str:
+        if not self._timed_steps:
+            return ""
+        per_step = (time.perf_counter() - self._timed_start) / self._timed_steps
+        return f"  ETA {datetime.timedelta(seconds=int(per_step * (self.last_step - step)))}"
+
+    def overall(self) -> float:
+        """Sequences/s over the timed steps (the last window's rate if there are none)."""
+        if not self._timed_steps:
+            return self._window_rate
+        return self.per_update * self._timed_steps / (time.perf_counter() - self._timed_start)

@@ -106,22 +106,24 @@ def _pretrain(gcs_run, gs_data, out, cache, *extra):
 def _assert_published(out: str, step: int) -> None:
     """ckpt-<step> on gs:// is whole: its marker lists exactly the objects under it, the weights under
     Google's names, the state and rank 0's input position are there, and the pointer names it."""
+    from bert_core import run_dir
+
     ckpt = storage.join(out, f"ckpt-{step}")
     assert storage.is_complete(ckpt)
     listed = {f["path"]: f["size"] for f in storage.read_json(storage.join(ckpt, storage.COMPLETE_MARKER))["files"]}
     present = {i.path[len(ckpt) + 1:]: i.size for i in storage.list_files(ckpt + "/")}
     present.pop(storage.COMPLETE_MARKER)
     assert listed == present
-    for name in (f"model.ckpt-{step}.index", "state.index", "data-rank0.index", "COMPLETE.json"):
+    for name in (f"model.ckpt-{step}.index", "state.index", "data-rank0.index", run_dir.METADATA):
         assert name in listed, sorted(listed)
-    assert storage.read_json(storage.join(ckpt, "COMPLETE.json"))["global_step"] == step
+    assert run_dir.CheckpointDir(step, ckpt).metadata()["global_step"] == step
     assert f'model_checkpoint_path: "ckpt-{step}/model.ckpt-{step}"' in storage.read_text(storage.join(out, "checkpoint"))
 
 
 def test_pretrain_reads_shards_and_writes_checkpoints_on_gs(gcs_run, gs_data, tmp_path):
     import tensorflow as tf
 
-    from bert_core import training
+    from bert_core import run_dir
 
     out = gcs_run.path("pretrain")
     first = _pretrain(gcs_run, gs_data, out, tmp_path / "host-a", "--do_train", "--do_eval",
@@ -136,7 +138,7 @@ def test_pretrain_reads_shards_and_writes_checkpoints_on_gs(gcs_run, gs_data, tm
     # Outputs: complete checkpoints (marker last), metrics, eval results, summaries, all on gs://.
     names = gcs_run.objects("pretrain")
     assert not [n for n in names if n.endswith(".tmp") or "/." in n or n.startswith(".")], names
-    assert [s for s, _ in training.list_checkpoints(out)] == [2, 4]
+    assert [s for s, _ in run_dir.list_checkpoints(out)] == [2, 4]
     _assert_published(out, 4)
     metrics = storage.read_json(storage.join(out, "pretrain_metrics.json"))
     assert metrics["global_step"] == 4 and metrics["eval"]["global_step"] == 4
@@ -155,7 +157,7 @@ def test_pretrain_reads_shards_and_writes_checkpoints_on_gs(gcs_run, gs_data, tm
     assert f"resumed from {out}/ckpt-4 at step 4" in second.stdout, second.stdout
     assert "training: steps 4->6" in second.stdout
     assert storage.read_json(storage.join(out, "pretrain_metrics.json"))["global_step"] == 6
-    assert [s for s, _ in training.list_checkpoints(out)] == [4, 6]  # ckpt-2 pruned, keep 2
+    assert [s for s, _ in run_dir.list_checkpoints(out)] == [4, 6]  # ckpt-2 pruned, keep 2
     assert not gcs_run.objects("pretrain/ckpt-2")
     _assert_published(out, 6)
 
@@ -166,7 +168,7 @@ def test_pretrain_reads_shards_and_writes_checkpoints_on_gs(gcs_run, gs_data, tm
 
 
 def test_killed_pretrain_on_gs_leaves_the_last_complete_checkpoint_and_reruns(gcs_run, gs_data, tmp_path):
-    from bert_core import training
+    from bert_core import run_dir
 
     out = gcs_run.path("pretrain")
     env = {**os.environ, **_env(gcs_run, tmp_path / "host-a")}
@@ -190,7 +192,7 @@ def test_killed_pretrain_on_gs_leaves_the_last_complete_checkpoint_and_reruns(gc
 
     # A kill mid-publish leaves objects without a marker: make one for certain, newer than any real one.
     storage.write_bytes(storage.join(out, "ckpt-99999", "model.ckpt-99999.index"), b"partial")
-    latest = training.latest_checkpoint(out)
+    latest = run_dir.latest_checkpoint(out)
     assert latest is not None and latest[0] >= 6 and latest[0] % 3 == 0
     _assert_published(out, latest[0])
     pointer = storage.read_text(storage.join(out, "checkpoint"))
@@ -203,7 +205,7 @@ def test_killed_pretrain_on_gs_leaves_the_last_complete_checkpoint_and_reruns(gc
     assert not gcs_run.objects("pretrain/ckpt-99999")
     assert storage.read_json(storage.join(out, "pretrain_metrics.json"))["global_step"] == latest[0] + 2
     _assert_published(out, latest[0] + 2)
-    steps = [s for s, _ in training.list_checkpoints(out)]
+    steps = [s for s, _ in run_dir.list_checkpoints(out)]
     assert steps[-1] == latest[0] + 2 and len(steps) <= 3
     # No prefix but complete checkpoints is left under the output.
     assert {n.split("/")[0] for n in gcs_run.objects("pretrain") if n.startswith("ckpt-")} == {f"ckpt-{s}" for s in steps}
@@ -213,6 +215,8 @@ def test_killed_pretrain_on_gs_leaves_the_last_complete_checkpoint_and_reruns(gc
 def test_two_ranks_publish_both_input_positions_and_resume_on_a_fresh_host(gcs_run, gs_data, tmp_path):
     """horovodrun -np 2 --gloo: rank 1 uploads its own data-rank1 files (it may share no disk with the
     chief), the marker lists them, and a rerun whose hosts have no local state gets them back."""
+    from bert_core import run_dir
+
     horovodrun = shutil.which("horovodrun", path=os.path.dirname(sys.executable)) or shutil.which("horovodrun")
     if horovodrun is None or importlib.util.find_spec("horovod") is None:
         pytest.skip("horovodrun not installed")
@@ -232,7 +236,7 @@ def test_two_ranks_publish_both_input_positions_and_resume_on_a_fresh_host(gcs_r
     _assert_published(out, 2)
     listed = [f["path"] for f in storage.read_json(storage.join(out, "ckpt-2", storage.COMPLETE_MARKER))["files"]]
     assert "data-rank1.index" in listed, listed
-    assert storage.read_json(storage.join(out, "ckpt-2", "COMPLETE.json"))["world_size"] == 2
+    assert run_dir.CheckpointDir(2, storage.join(out, "ckpt-2")).metadata()["world_size"] == 2
     second = run(tmp_path / "host-b", 4)
     assert f"resumed from {out}/ckpt-2 at step 2" in second.stdout
     assert "no input position saved" not in second.stdout + second.stderr

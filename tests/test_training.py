@@ -15,8 +15,9 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 import keras  # noqa: E402
 
-from bert_core import distributed, training  # noqa: E402
+from bert_core import distributed, run_dir, storage, training  # noqa: E402
 from tests import train_toy  # noqa: E402
+from gcs_server import gcs, gcs_prefix  # noqa: E402,F401  (fixtures)
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TOY = str(ROOT / "tests" / "train_toy.py")
@@ -121,9 +122,34 @@ def test_overfits_a_small_data_set(tmp_path):
 def test_keeps_last_k_checkpoints_and_tf_finds_the_latest(tmp_path):
     tr = _trainer(tmp_path, 6, save_checkpoints_steps=1, keep_checkpoints=2)
     tr.train(train_toy.make_dataset(train_toy.make_examples(16), 8))
-    assert [s for s, _ in training.list_checkpoints(str(tmp_path))] == [5, 6]
+    assert [s for s, _ in run_dir.list_checkpoints(str(tmp_path))] == [5, 6]
     assert tf.train.latest_checkpoint(str(tmp_path)) == str(tmp_path / "ckpt-6" / "model.ckpt-6")
     assert not list(tmp_path.glob(".ckpt-*"))
+
+
+def test_a_checkpoint_counts_only_with_storage_marker(tmp_path):
+    tr = _trainer(tmp_path, 4, save_checkpoints_steps=2)
+    tr.train(train_toy.make_dataset(train_toy.make_examples(16), 8))
+    ckpt = run_dir.latest_checkpoint(str(tmp_path))
+    assert ckpt.step == 4 and storage.is_complete(ckpt.path)  # the one artifact marker, written last
+    listed = [f["path"] for f in json.loads((tmp_path / "ckpt-4" / storage.COMPLETE_MARKER).read_text())["files"]]
+    assert set(listed) == set(os.listdir(tmp_path / "ckpt-4")) - {storage.COMPLETE_MARKER}
+    assert (ckpt.metadata()["global_step"], ckpt.metadata()["world_size"]) == (4, 1)
+    os.remove(tmp_path / "ckpt-4" / storage.COMPLETE_MARKER)
+    assert [c.step for c in run_dir.list_checkpoints(str(tmp_path))] == [2]
+
+
+def test_restore_weights_loads_the_latest_checkpoint(tmp_path):
+    ds = train_toy.make_dataset(train_toy.make_examples(16), 8)
+    trained = _trainer(tmp_path / "run", 3, save_checkpoints_steps=2, dropout=0.1)
+    trained.train(ds)
+    fresh = _trainer(tmp_path / "run", 3, dropout=0.1)
+    fresh.model(next(iter(ds)))
+    assert _max_diff(train_toy.weights(fresh.model), train_toy.weights(trained.model)) > 1e-3
+    assert fresh.restore_weights() == 3
+    assert int(fresh.global_step.numpy()) == 3
+    assert _max_diff(train_toy.weights(fresh.model), train_toy.weights(trained.model)) == 0.0
+    assert _trainer(tmp_path / "empty", 3).restore_weights() is None
 
 
 def test_resume_after_sigkill_equals_uninterrupted(tmp_path):
@@ -132,7 +158,7 @@ def test_resume_after_sigkill_equals_uninterrupted(tmp_path):
     _run_toy(tmp_path / "straight", *common)
     killed = _run_toy(tmp_path / "resumed", *common, "--kill_after", "5", check=False)
     assert killed.returncode == -signal.SIGKILL
-    assert [s for s, _ in training.list_checkpoints(str(tmp_path / "resumed"))] == [5]
+    assert [s for s, _ in run_dir.list_checkpoints(str(tmp_path / "resumed"))] == [5]
     resumed = _run_toy(tmp_path / "resumed", *common)
     assert "resumed from" in resumed.stdout and "at step 5" in resumed.stdout
     a = dict(np.load(tmp_path / "straight" / "final_rank0.npz"))
@@ -145,7 +171,7 @@ def test_kill_during_save_leaves_the_previous_checkpoint_latest(tmp_path):
     proc = _run_toy(out, "--steps", "6", "--save_every", "3", "--kill_in_save", "6", check=False)
     assert proc.returncode == -signal.SIGKILL
     assert (out / ".ckpt-6.tmp").is_dir()  # the half-written save is there ...
-    assert [s for s, _ in training.list_checkpoints(str(out))] == [3]  # ... and is not a checkpoint
+    assert [s for s, _ in run_dir.list_checkpoints(str(out))] == [3]  # ... and is not a checkpoint
     assert tf.train.latest_checkpoint(str(out)).endswith("ckpt-3/model.ckpt-3")
     resumed = _run_toy(out, "--steps", "6", "--save_every", "3")
     assert "at step 3" in resumed.stdout
@@ -153,6 +179,39 @@ def test_kill_during_save_leaves_the_previous_checkpoint_latest(tmp_path):
     _run_toy(tmp_path / "straight", "--steps", "6", "--save_every", "3")
     a = dict(np.load(tmp_path / "straight" / "final_rank0.npz"))
     assert _max_diff(a, dict(np.load(out / "final_rank0.npz"))) <= 1e-6
+
+
+def test_a_rank_the_saving_run_did_not_have_starts_its_data_afresh(tmp_path):
+    ds = train_toy.make_dataset(train_toy.make_examples(16), 8, shuffle=False)
+    _trainer(tmp_path, 2, save_checkpoints_steps=2).train(ds)
+    second = distributed.Distributed()
+    second.rank = second.local_rank = 1
+    lines = []
+    run = run_dir.RunDirectory(str(tmp_path), second, log=lines.append)
+    iterator = iter(ds)
+    run.restore_input_position(run.latest(), iterator)
+    assert lines == [f"rank 1: {tmp_path}/ckpt-2 has no input position for this rank (saved by 1 ranks); "
+                     f"its data starts afresh"]
+    first = next(iter(ds))
+    assert all(np.array_equal(v, first[k]) for k, v in next(iterator).items())
+
+
+def test_gs_output_dir_resumes_on_the_same_host_from_its_local_copy(tmp_path, gcs_prefix):
+    ds = lambda: train_toy.make_dataset(train_toy.make_examples(32), 8)  # noqa: E731  (a fresh shuffle each)
+    straight = _trainer(tmp_path / "straight", 4, dropout=0.1)
+    straight.train(ds())
+    out, work = f"{gcs_prefix}/run", str(tmp_path / "work")
+    _trainer(out, 2, save_checkpoints_steps=2, dropout=0.1, work_dir=work).train(ds())
+    local = tmp_path / "work" / "ckpt-2"
+    inode = (local / "model.ckpt-2.index").stat().st_ino
+    for f in local.glob("data-rank0.*"):  # a file this host lacks is downloaded, the others are kept
+        f.unlink()
+    resumed = _trainer(out, 4, save_checkpoints_steps=2, dropout=0.1, work_dir=work)
+    assert resumed.train(ds()).resumed_from == 2
+    assert (local / "model.ckpt-2.index").stat().st_ino == inode and storage.is_complete(str(local))
+    assert list(local.glob("data-rank0.*"))
+    assert [c.step for c in run_dir.list_checkpoints(out)] == [2, 4]
+    assert _max_diff(train_toy.weights(straight.model), train_toy.weights(resumed.model)) <= 1e-6
 
 
 @pytest.mark.parametrize("dtype", ["fp16", "bf16"])
