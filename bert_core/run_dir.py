@@ -42,9 +42,13 @@ from typing import Callable, NamedTuple
 import tensorflow as tf
 
 from bert_core import distributed, staging, storage
+from bert_core.errors import UserError
 
 WEIGHTS_NAME = "model.ckpt"  # Google's: ckpt-<step>/model.ckpt-<step>.index, .data-*
 METADATA = "metadata.json"
+# What versions before 2026-12-06 wrote into each checkpoint instead of METADATA (and locally instead
+# of the marker). Such a run is refused in one line, never resumed wrongly or trained over.
+OLDER_LAYOUT = "COMPLETE.json"
 _CKPT_RE = re.compile(r"^ckpt-(\d+)$")
 
 
@@ -121,6 +125,11 @@ class RunDirectory:
         marker; then each host's local rank 0 makes the work directory hold exactly the newest
         complete gs:// checkpoint (gs:// is the record: other local ones are removed)."""
         dist = self.dist
+        older = storage.glob(storage.join(self.output_dir, "ckpt-*", OLDER_LAYOUT))
+        if older:  # every rank sees it, so every rank stops (no rank waits at a barrier)
+            raise UserError(f"{self.output_dir}: holds checkpoints in an older layout ({older[0]}), which "
+                            f"this version does not resume; finish that run with the version that "
+                            f"started it, or give a new --output_dir")
         if dist.is_chief or (self.remote and dist.local_rank == 0):  # one process per directory
             os.makedirs(self.local, exist_ok=True)
             for tmp in glob.glob(os.path.join(self.local, ".ckpt-*.tmp")):

@@ -16,6 +16,7 @@ tf = pytest.importorskip("tensorflow")
 import keras  # noqa: E402
 
 from bert_core import distributed, run_dir, storage, training  # noqa: E402
+from bert_core.errors import UserError  # noqa: E402
 from tests import train_toy  # noqa: E402
 from gcs_server import gcs, gcs_prefix  # noqa: E402,F401  (fixtures)
 
@@ -137,6 +138,18 @@ def test_a_checkpoint_counts_only_with_storage_marker(tmp_path):
     assert (ckpt.metadata()["global_step"], ckpt.metadata()["world_size"]) == (4, 1)
     os.remove(tmp_path / "ckpt-4" / storage.COMPLETE_MARKER)
     assert [c.step for c in run_dir.list_checkpoints(str(tmp_path))] == [2]
+
+
+def test_checkpoints_of_the_older_layout_are_refused_not_trained_over(tmp_path):
+    """A run directory from before the one-marker layout (ckpt-N/COMPLETE.json, no marker) is not
+    silently restarted from step 0 beside the old checkpoints: one line, and nothing is written."""
+    old = tmp_path / "ckpt-2"
+    old.mkdir()
+    (old / run_dir.OLDER_LAYOUT).write_text('{"global_step": 2, "world_size": 1, "weights": "model.ckpt-2"}')
+    tr = _trainer(tmp_path, 4, save_checkpoints_steps=2)
+    with pytest.raises(UserError, match="older layout .*ckpt-2/COMPLETE.json.*new --output_dir"):
+        tr.train(train_toy.make_dataset(train_toy.make_examples(16), 8))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt-2"]
 
 
 def test_restore_weights_loads_the_latest_checkpoint(tmp_path):
