@@ -118,8 +118,8 @@ def _local(path: str) -> str:
         hint = ""
         if f"{scheme.lower()}://" in REMOTE_SCHEMES:
             hint = f" (did you mean {scheme.lower()}://{path[len(scheme) + 1:].lstrip('/')}?)"
-        raise UserError(f"{path}: unsupported storage URL{hint}; use a local path, "
-                        + ", ".join(f"{s}BUCKET/KEY" for s in REMOTE_SCHEMES))
+        *others, last = [f"{s}BUCKET/KEY" for s in REMOTE_SCHEMES]
+        raise UserError(f"{path}: unsupported storage URL{hint}; use a local path, {', '.join(others)} or {last}")
     return path
 
 

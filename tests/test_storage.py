@@ -1,6 +1,7 @@
-"""bert_core.storage on local paths and on gs:// against a real fake-gcs-server (tests/gcs_server.py).
+"""bert_core.storage on local paths, on gs:// against a real fake-gcs-server (tests/gcs_server.py)
+and on s3:// and minio:// against a real S3-API server, moto's (tests/s3_server.py).
 
-Covers every function on both kinds of path, byte-range reads (also through the corpus reader),
+Covers every function on every kind of path, byte-range reads (also through the corpus reader),
 atomicity when a writer is SIGKILLed (while writing its body, and mid-way through a resumable
 upload), concurrent writers (threads and processes: one whole artifact, never a mix), one-line
 errors, and retries through a fault-injecting HTTP proxy on loopback.
@@ -29,16 +30,26 @@ from bert_core import storage
 from bert_core.data import corpus
 from bert_core.errors import UserError
 from gcs_server import gcs, gcs_prefix  # noqa: F401  (fixtures)
+from s3_server import s3, s3_prefix  # noqa: F401  (fixtures)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.fixture(params=["local", "gs"])
+PREFIX_FIXTURES = {"gs": "gcs_prefix", "s3": "s3_prefix"}
+
+
+@pytest.fixture(params=["gs", "s3"])
+def remote(request):
+    """A fresh object storage prefix: gs:// on fake-gcs-server, or s3:// on moto's server."""
+    return request.getfixturevalue(PREFIX_FIXTURES[request.param])
+
+
+@pytest.fixture(params=["local", "gs", "s3"])
 def root(request, tmp_path):
-    """A fresh directory: local, or a gs:// prefix on the fake server."""
+    """A fresh directory: local, or an object storage prefix (as `remote`)."""
     if request.param == "local":
         return str(tmp_path / "root")
-    return request.getfixturevalue("gcs_prefix")
+    return request.getfixturevalue(PREFIX_FIXTURES[request.param])
 
 
 def _payload(seed: int, n: int) -> bytes:
@@ -80,14 +91,24 @@ def test_write_read_exists_size_copy(root):
         storage.read_json(storage.join(root, "bad.json"))
 
 
-def test_copy_between_local_and_gs(gcs_prefix, tmp_path):
+def test_copy_between_local_and_object_storage(remote, tmp_path):
     data = _payload(1, 300_000)
     local = tmp_path / "x.bin"
     local.write_bytes(data)
-    storage.copy(str(local), gcs_prefix + "/x.bin")
-    storage.copy(gcs_prefix + "/x.bin", str(tmp_path / "back" / "y.bin"))
+    storage.copy(str(local), remote + "/x.bin")
+    storage.copy(remote + "/x.bin", str(tmp_path / "back" / "y.bin"))
     assert (tmp_path / "back" / "y.bin").read_bytes() == data
-    assert storage.read_bytes(gcs_prefix + "/x.bin") == data
+    assert storage.read_bytes(remote + "/x.bin") == data
+
+
+def test_copy_between_gs_and_s3(gcs_prefix, s3_prefix):
+    data = _payload(2, 100_000)
+    storage.write_bytes(gcs_prefix + "/a.bin", data)
+    storage.copy(gcs_prefix + "/a.bin", s3_prefix + "/b.bin")
+    storage.copy(s3_prefix + "/b.bin", gcs_prefix + "/c.bin")
+    assert storage.read_bytes(s3_prefix + "/b.bin") == data and storage.read_bytes(gcs_prefix + "/c.bin") == data
+    with pytest.raises(storage.AlreadyExists):
+        storage.copy(gcs_prefix + "/a.bin", s3_prefix + "/b.bin", exclusive=True)
 
 
 def test_glob_matches_like_local_glob(root):
@@ -136,20 +157,26 @@ def test_open_read_seeks_and_reads_byte_ranges(root, monkeypatch):
         assert f.readline() == "line 0 \n"
 
 
-def test_reader_keeps_the_generation_it_opened(gcs_prefix, monkeypatch):
+def test_reader_keeps_the_version_it_opened(remote, monkeypatch):
     monkeypatch.setenv("BERT_STORAGE_READ_MB", "0.25")
-    path = gcs_prefix + "/v.bin"
+    path = remote + "/v.bin"
     old, new = _payload(1, 1 << 20), _payload(2, 1 << 20)
     storage.write_bytes(path, old)
     with storage.open_read(path) as f:
         head = f.read(1000)
         storage.write_bytes(path, new)  # overwritten while being read
-        # Without object versioning the opened generation is gone: a clear error, never a mix of
-        # two versions (with versioning on, the rest of the old generation would be read).
+        # Without object versioning the opened generation is gone (gs://; with versioning on, the
+        # rest of the old generation would be read); on S3 the ETag no longer matches: a clear
+        # error, never a mix of two versions.
         with pytest.raises(UserError) as err:
             f.read()
-        assert str(err.value).startswith(f"{path}: replaced or deleted while being read (generation ")
+        version = "generation " if remote.startswith("gs://") else 'ETag "'
+        assert str(err.value).startswith(f"{path}: replaced or deleted while being read ({version}")
     assert head == old[:1000] and storage.read_bytes(path) == new
+    with storage.open_read(path) as f:  # deleted while open: the same one line
+        storage.remove(path)
+        with pytest.raises(UserError, match="replaced or deleted while being read"):
+            f.read()
 
 
 def _write_corpus(path: str, rng: random.Random, n_docs: int) -> None:
@@ -161,17 +188,17 @@ def _write_corpus(path: str, rng: random.Random, n_docs: int) -> None:
     storage.write_text(path, "\n".join(lines) + "\n")
 
 
-def test_corpus_byte_ranges_on_gs_read_the_same_documents(gcs_prefix, tmp_path, monkeypatch):
+def test_corpus_byte_ranges_on_object_storage_read_the_same_documents(remote, tmp_path, monkeypatch):
     monkeypatch.setenv("BERT_STORAGE_READ_MB", "0.0625")
     rng = random.Random(7)
     local_paths = []
     for i in range(2):
         p = str(tmp_path / f"part{i}.txt")
         _write_corpus(p, rng, 300)
-        storage.copy(p, f"{gcs_prefix}/corpus/part{i}.txt")
+        storage.copy(p, f"{remote}/corpus/part{i}.txt")
         local_paths.append(p)
-    gs_paths = corpus.expand_inputs(f"{gcs_prefix}/corpus/part*.txt")
-    assert gs_paths == [f"{gcs_prefix}/corpus/part0.txt", f"{gcs_prefix}/corpus/part1.txt"]
+    gs_paths = corpus.expand_inputs(f"{remote}/corpus/part*.txt")
+    assert gs_paths == [f"{remote}/corpus/part0.txt", f"{remote}/corpus/part1.txt"]
     for num_ranges in (1, 3, 8):
         def read_all(paths):
             docs = []
@@ -211,7 +238,7 @@ def test_failed_write_leaves_nothing(root):
         with open(tmp, "wb") as f:
             f.write(b"tf record bytes")
     assert storage.read_text(path) == "v3 text" and storage.read_bytes(storage.join(root, "y.rec")) == b"tf record bytes"
-    if not storage.is_gcs(root):
+    if not storage.is_remote(root):
         assert sorted(os.listdir(root)) == ["x.bin", "y.rec"]  # no temporaries left
 
 
@@ -516,37 +543,63 @@ def test_concurrent_process_writers_leave_one_whole_artifact(root, tmp_path, exc
 # errors a user sees: one line each
 
 
-def test_missing_bucket_and_object_are_one_line(gcs, gcs_prefix):
+def test_missing_bucket_and_object_are_one_line(remote):
+    scheme = storage.scheme_of(remote)
+    bucket = f"{scheme}{storage.split(remote)[0]}"
+    nope = f"{scheme}no-such-bucket-x"
     cases = [
-        (lambda: storage.read_bytes("gs://no-such-bucket-x/a/b.txt"), "gs://no-such-bucket-x: bucket does not exist"),
-        (lambda: storage.open_read("gs://no-such-bucket-x/a"), "gs://no-such-bucket-x: bucket does not exist"),
-        (lambda: storage.write_text("gs://no-such-bucket-x/a", "x"), "gs://no-such-bucket-x: bucket does not exist"),
-        (lambda: storage.read_text(gcs_prefix + "/nope.txt"), f"{gcs_prefix}/nope.txt: no such object"),
-        (lambda: storage.size(gcs_prefix + "/nope.txt"), f"{gcs_prefix}/nope.txt: no such object"),
-        (lambda: storage.copy(gcs_prefix + "/nope.txt", gcs_prefix + "/b"), f"{gcs_prefix}/nope.txt: no such object"),
-        (lambda: storage.read_json("gs://"), "gs://: expected gs://BUCKET/OBJECT"),
-        (lambda: storage.read_bytes(gcs.url()), f"{gcs.url()}: expected an object name after the bucket"),
+        (lambda: storage.read_bytes(f"{nope}/a/b.txt"), f"{nope}: bucket does not exist"),
+        (lambda: storage.open_read(f"{nope}/a"), f"{nope}: bucket does not exist"),
+        (lambda: storage.write_text(f"{nope}/a", "x"), f"{nope}: bucket does not exist"),
+        (lambda: storage.read_text(remote + "/nope.txt"), f"{remote}/nope.txt: no such object"),
+        (lambda: storage.size(remote + "/nope.txt"), f"{remote}/nope.txt: no such object"),
+        (lambda: storage.copy(remote + "/nope.txt", remote + "/b"), f"{remote}/nope.txt: no such object"),
+        (lambda: storage.read_json(scheme), f"{scheme}: expected {scheme}BUCKET/OBJECT"),
+        (lambda: storage.read_bytes(bucket), f"{bucket}: expected an object name after the bucket"),
     ]
     for call, message in cases:
         with pytest.raises(UserError) as err:
             call()
         assert str(err.value) == message
-    assert not storage.exists("gs://no-such-bucket-x/a") and storage.glob("gs://no-such-bucket-x/*") == []
-    assert not storage.isdir("gs://no-such-bucket-x") and storage.exists(gcs.url())
+    assert not storage.exists(f"{nope}/a") and storage.glob(f"{nope}/*") == []
+    assert not storage.isdir(nope) and storage.exists(bucket)
     with pytest.raises(UserError, match="no such file"):
-        corpus.expand_inputs(gcs_prefix + "/nope.txt")
+        corpus.expand_inputs(remote + "/nope.txt")
 
 
-def test_a_missing_gs_input_reaches_the_user_as_one_line(gcs_prefix):
+@pytest.mark.parametrize("scheme", ["gs", "s3"])
+def test_a_missing_object_storage_input_reaches_the_user_as_one_line(scheme, request):
     """What `bert` does with a UserError (print it, exit with its code), in a fresh process."""
+    request.getfixturevalue({"gs": "gcs", "s3": "s3"}[scheme])  # the server, and its variables set
     code = ("import sys\nfrom bert_core import storage\nfrom bert_core.errors import UserError\n"
             "try:\n    storage.read_text(sys.argv[1])\n"
             "except UserError as e:\n    print(e, file=sys.stderr); sys.exit(e.exit_code)\n")
-    proc = subprocess.run([sys.executable, "-c", code, "gs://no-such-bucket-y/corpus.txt"], cwd=ROOT,
+    proc = subprocess.run([sys.executable, "-c", code, f"{scheme}://no-such-bucket-y/corpus.txt"], cwd=ROOT,
                           capture_output=True, text=True, env={**os.environ, "PYTHONPATH": ROOT}, timeout=60)
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines()[-1] == "gs://no-such-bucket-y: bucket does not exist"
+    assert proc.stderr.strip().splitlines()[-1] == f"{scheme}://no-such-bucket-y: bucket does not exist"
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("path, message", [
+    ("http://host/x.txt", "http://host/x.txt: unsupported storage URL; use a local path, gs://BUCKET/KEY, "
+                          "s3://BUCKET/KEY or minio://BUCKET/KEY"),
+    ("hdfs://nn/data/*.tfrecord", "hdfs://nn/data/*.tfrecord: unsupported storage URL; use a local path, "
+                                  "gs://BUCKET/KEY, s3://BUCKET/KEY or minio://BUCKET/KEY"),
+    ("gs:/bucket/x", "gs:/bucket/x: unsupported storage URL (did you mean gs://bucket/x?); use a local path, "
+                     "gs://BUCKET/KEY, s3://BUCKET/KEY or minio://BUCKET/KEY"),
+    ("S3:///b/x", "S3:///b/x: unsupported storage URL (did you mean s3://b/x?); use a local path, "
+                  "gs://BUCKET/KEY, s3://BUCKET/KEY or minio://BUCKET/KEY"),
+])
+def test_other_schemes_are_one_line_not_local_paths(path, message, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # where a path taken as local would have been created
+    for call in (storage.exists, storage.read_text, storage.glob, storage.list_files, storage.makedirs,
+                 lambda p: storage.write_text(p, "x"), lambda p: storage.copy(p, str(tmp_path / "y"))):
+        with pytest.raises(UserError) as err:
+            call(path)
+        assert str(err.value) == message
+    assert os.listdir(tmp_path) == []
+    assert storage.is_remote("minio://b/k") and storage.is_remote("s3://b/k") and not storage.is_remote(path)
 
 
 def test_local_behaviour_is_unchanged(tmp_path):
