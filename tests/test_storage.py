@@ -23,6 +23,7 @@ import textwrap
 import threading
 import time
 import urllib.parse
+import uuid
 
 import pytest
 
@@ -317,9 +318,11 @@ def test_writer_killed_while_writing_leaves_no_object(root, tmp_path):
 
 class FaultProxy:
     """Forwards to `upstream`; `rules` decide per request: ("503", n) answers 503 n times (any status),
-    ("hang", n) holds the n-th matching request without answering until `release` is set."""
+    ("hang", n) holds the n-th matching request without answering until `release` is set. Injected
+    errors are Cloud Storage's JSON, or S3's XML with `xml=True`."""
 
-    def __init__(self, upstream: str):
+    def __init__(self, upstream: str, xml: bool = False):
+        self.xml = xml
         self.upstream = urllib.parse.urlsplit(upstream)
         self.upstream_url = upstream
         self.seen: list[tuple[str, str]] = []
@@ -343,9 +346,13 @@ class FaultProxy:
                 if action.isdigit():
                     code = int(action)
                     message = proxy.messages.get(code, "injected fault")
-                    err = json.dumps({"error": {"code": code, "message": message}}).encode()
+                    if proxy.xml:
+                        name = {403: "AccessDenied", 503: "SlowDown"}.get(code, str(code))
+                        err = f"<Error><Code>{name}</Code><Message>{message}</Message></Error>".encode()
+                    else:
+                        err = json.dumps({"error": {"code": code, "message": message}}).encode()
                     self.send_response(code)
-                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Type", "application/xml" if proxy.xml else "application/json")
                     self.send_header("Content-Length", str(len(err)))
                     self.end_headers()
                     self.wfile.write(err)
@@ -357,23 +364,25 @@ class FaultProxy:
                     return
                 conn = http.client.HTTPConnection(proxy.upstream.hostname, proxy.upstream.port, timeout=30)
                 headers = {k: v for k, v in self.headers.items()
-                           if k.lower() not in ("host", "connection", "content-length")}
+                           if k.lower() not in ("host", "connection", "content-length", "expect")}
                 conn.request(self.command, self.path, body=body, headers=headers)
                 resp = conn.getresponse()
                 data = resp.read()
                 conn.close()
                 self.send_response(resp.status)
                 for k, v in resp.getheaders():
-                    if k.lower() in ("transfer-encoding", "connection", "content-length"):
+                    if k.lower() in ("transfer-encoding", "connection") or (
+                            k.lower() == "content-length" and self.command != "HEAD"):
                         continue
                     if k.lower() == "location":  # keep resumable-upload sessions on the proxy
                         v = v.replace(proxy.upstream_url, proxy.url)
                     self.send_header(k, v)
-                self.send_header("Content-Length", str(len(data)))
+                if self.command != "HEAD":  # a HEAD answer keeps the object's own Content-Length
+                    self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
 
-            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _handle
+            do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = do_PATCH = _handle
 
         class Server(http.server.ThreadingHTTPServer):
             def handle_error(self, request, client_address):
@@ -493,6 +502,154 @@ def test_writer_killed_mid_resumable_upload_leaves_no_object(gcs, gcs_prefix, pr
     assert proxy.count(chunk_puts) == 4
     names = [b.name for b in gcs.client().list_blobs(gcs.bucket, prefix=path.split("/", 3)[3])]
     assert names == []  # nothing under the final name, and no partial object anywhere under the prefix
+
+
+@pytest.fixture
+def s3_proxy(s3, monkeypatch):
+    p = FaultProxy(s3.endpoint, xml=True)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", p.url)
+    monkeypatch.setenv("BERT_STORAGE_RETRY_INITIAL", "0.02")
+    yield p
+    p.close()
+
+
+def _s3_object(path: str, method: str, query: str = ""):
+    """Requests of `method` on the object of `path` (path-style: /bucket/key), with `query` in the URL."""
+    target = "/" + path.split("://", 1)[1]
+    return lambda m, p: m == method and p.split("?")[0] == target and query in p
+
+
+def test_s3_transient_errors_are_retried_and_4xx_are_not(s3_prefix, s3_proxy):
+    path = s3_prefix + "/r.bin"
+    storage.write_bytes(path, b"payload")
+    get = _s3_object(path, "GET")
+    s3_proxy.rules.append([get, "503", 2])
+    assert storage.read_bytes(path) == b"payload"
+    assert s3_proxy.count(get) == 3  # two injected 503s, then the forwarded request
+    put = _s3_object(path, "PUT")
+    s3_proxy.rules.append([put, "500", 2])
+    storage.write_bytes(path, b"after 500s")
+    assert s3_proxy.count(put) == 4  # the first upload above, two 500s, the retried upload
+    assert storage.read_bytes(path) == b"after 500s"
+    with pytest.raises(storage.AlreadyExists):  # 412: answered at once
+        storage.write_bytes(path, b"y", exclusive=True)
+    assert s3_proxy.count(put) == 5
+    with pytest.raises(UserError, match="no such object"):  # 404: answered at once
+        storage.read_bytes(s3_prefix + "/absent.bin")
+    assert s3_proxy.count(_s3_object(s3_prefix + "/absent.bin", "GET")) == 1
+
+
+def test_s3_permission_denied_is_one_line_and_not_retried(s3_prefix, s3_proxy):
+    path = s3_prefix + "/secret.bin"
+    storage.write_bytes(path, b"x")
+    s3_proxy.messages[403] = "User: arn:aws:iam::123456789012:user/runner is not authorized to perform: s3:GetObject"
+    get = _s3_object(path, "GET")
+    s3_proxy.rules.append([get, "403", 5])
+    with pytest.raises(UserError) as err:
+        storage.read_bytes(path)
+    assert str(err.value) == (f"{path}: permission denied (403 AccessDenied: User: arn:aws:iam::123456789012:"
+                              "user/runner is not authorized to perform: s3:GetObject)")
+    assert s3_proxy.count(get) == 1
+
+
+def test_s3_persistent_failure_is_one_line_after_the_deadline(s3_prefix, s3_proxy, monkeypatch):
+    monkeypatch.setenv("BERT_STORAGE_RETRY_DEADLINE", "1")
+    path = s3_prefix + "/down.bin"
+    s3_proxy.rules.append([lambda m, p: True, "503", 10**6])
+    t0 = time.monotonic()
+    with pytest.raises(storage.StorageUnavailable) as err:
+        storage.read_bytes(path)
+    assert time.monotonic() - t0 < 10
+    msg = str(err.value)
+    assert msg.startswith(f"{path}: storage unavailable") and "\n" not in msg and "503" in msg
+
+
+def test_s3_writer_killed_mid_multipart_upload_leaves_no_object(s3, s3_prefix, s3_proxy, tmp_path):
+    src = tmp_path / "src.bin"
+    src.write_bytes(_payload(5, 12 << 20))  # > 5 MiB parts: a multipart upload of 3 parts
+    path = s3_prefix + "/big.bin"
+    parts = _s3_object(path, "PUT", "partNumber=")
+    s3_proxy.rules.append([parts, "hang", 2])  # hold the 2nd part: the first is on the server
+    proc = _spawn(["plain", path, str(src), "0"], env={"BERT_STORAGE_CHUNK_MB": "1", "AWS_ENDPOINT_URL": s3_proxy.url})
+    try:
+        assert s3_proxy.hung.wait(30), "the upload never reached its 2nd part"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        proc.kill()
+        s3_proxy.release.set()
+    key = path.split("/", 3)[3]
+    client = s3.client()
+    assert [u["Key"] for u in client.list_multipart_uploads(Bucket=s3.bucket).get("Uploads", [])].count(key) == 1
+    assert client.list_objects_v2(Bucket=s3.bucket, Prefix=key).get("Contents", []) == []  # nothing visible
+
+
+# --------------------------------------------------------------------------------------------------
+# minio:// as Kubeflow Pipelines writes it, and where s3:// finds its endpoint and keys
+
+
+def test_s3_and_minio_settings_come_from_the_aws_variables_then_kfp_defaults(tmp_path):
+    from bert_core.storage_s3 import Settings, settings
+
+    no_secret = {"BERT_MINIO_SECRET_DIR": str(tmp_path / "not-mounted")}
+    assert settings("s3://", no_secret) == Settings(None, None, None, None)  # boto3's own chain, AWS itself
+    assert settings("minio://", no_secret) == Settings("http://minio-service.kubeflow:9000", "minio", None, None)
+    in_kubeflow_ns = {**no_secret, "MINIO_SERVICE_SERVICE_HOST": "10.0.0.7", "MINIO_SERVICE_SERVICE_PORT": "9000"}
+    assert settings("minio://", in_kubeflow_ns).endpoint_url == "http://10.0.0.7:9000"
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    (secret / "accesskey").write_text("minio\n")
+    (secret / "secretkey").write_text("minio123\n")
+    assert settings("minio://", {"BERT_MINIO_SECRET_DIR": str(secret)}).access_key == "minio"
+    assert settings("minio://", {"BERT_MINIO_SECRET_DIR": str(secret)}).secret_key == "minio123"
+    aws = {"AWS_ENDPOINT_URL": "http://all:1", "AWS_ENDPOINT_URL_S3": "https://s3only:2", "AWS_DEFAULT_REGION": "eu-west-1",
+           "AWS_ACCESS_KEY_ID": "AK", "AWS_SECRET_ACCESS_KEY": "SK", "BERT_MINIO_SECRET_DIR": str(secret),
+           "MINIO_SERVICE_SERVICE_HOST": "10.0.0.7", "MINIO_SERVICE_SERVICE_PORT": "9000"}
+    assert settings("s3://", aws) == settings("minio://", aws) == Settings("https://s3only:2", "eu-west-1", "AK", "SK")
+    assert settings("s3://", {"AWS_ENDPOINT_URL": "http://all:1", "AWS_REGION": "r1", "AWS_DEFAULT_REGION": "r2"}) \
+        == Settings("http://all:1", "r1", None, None)
+    with pytest.raises(UserError, match=r"^minio-service:9000: the S3 endpoint must be a URL such as http://host:9000"):
+        settings("s3://", {"AWS_ENDPOINT_URL": "minio-service:9000"})
+
+
+def test_minio_paths_reach_kfp_minio_with_its_secret_and_service(s3, tmp_path, monkeypatch):
+    """No AWS variables, as in a KFP step: the endpoint is the namespace's minio-service (the
+    variables Kubernetes sets for it; here the S3 server on loopback) and the keys are the files of
+    the mounted mlpipeline-minio-artifact secret. The objects are the ones s3:// sees."""
+    for name in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION"):
+        monkeypatch.delenv(name, raising=False)
+    endpoint = urllib.parse.urlsplit(s3.endpoint)
+    monkeypatch.setenv("MINIO_SERVICE_SERVICE_HOST", endpoint.hostname)
+    monkeypatch.setenv("MINIO_SERVICE_SERVICE_PORT", str(endpoint.port))
+    secret = tmp_path / "mlpipeline-minio-artifact"
+    secret.mkdir()
+    (secret / "accesskey").write_text("minio")
+    (secret / "secretkey").write_text("minio123")
+    monkeypatch.setenv("BERT_MINIO_SECRET_DIR", str(secret))
+    run = s3.url(f"v2/artifacts/bert/{uuid.uuid4().hex[:8]}", scheme="minio://")
+    storage.write_text(run + "/data/data_manifest.json", '{"instances": 3}')
+    with storage.atomic_dir(run + "/ckpt-1") as d:
+        open(os.path.join(d, "model.index"), "w").write("i")
+    assert storage.read_json(run + "/data/data_manifest.json") == {"instances": 3}
+    assert storage.glob(run + "/*/model.index") == [run + "/ckpt-1/model.index"] and storage.is_complete(run + "/ckpt-1")
+    key = run.split("/", 3)[3] + "/data/data_manifest.json"
+    assert s3.client().get_object(Bucket=s3.bucket, Key=key)["Body"].read() == b'{"instances": 3}'
+
+
+def test_missing_s3_credentials_are_one_line(s3, tmp_path, monkeypatch):
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE",
+                 "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # no instance-role lookup off this machine
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("BERT_MINIO_SECRET_DIR", str(tmp_path / "not-mounted"))
+    with pytest.raises(UserError) as err:
+        storage.read_bytes(s3.url("x.txt"))
+    assert str(err.value) == ("s3://: no S3 credentials found (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
+                              "use an AWS profile or role)")
+    with pytest.raises(UserError, match=r"^minio://: no S3 credentials found .*mlpipeline-minio-artifact secret at "):
+        storage.exists(s3.url("x.txt", scheme="minio://"))
 
 
 # --------------------------------------------------------------------------------------------------
