@@ -59,7 +59,7 @@ def input_files(spec: str) -> list[str]:
 
 def manifest_vocab_size(files: list[str]) -> tuple[int, str] | None:
     """vocab size recorded by `bert create-data` next to the shards, if there is a manifest."""
-    for d in sorted({storage.dirname(f) if storage.is_gcs(f) else os.path.dirname(os.path.abspath(f))
+    for d in sorted({storage.dirname(f) if storage.is_remote(f) else os.path.dirname(os.path.abspath(f))
                      for f in files}):
         path = storage.join(d, MANIFEST)
         if storage.exists(path):

@@ -164,7 +164,7 @@ _CKPT_RE = re.compile(r"^ckpt-(\d+)$")
 def list_checkpoints(output_dir: str) -> list[tuple[int, str]]:
     """Complete checkpoints in output_dir as (step, directory), oldest first (gs://: with a marker)."""
     found = []
-    if storage.is_gcs(output_dir):
+    if storage.is_remote(output_dir):
         for marker in storage.glob(storage.join(output_dir, "ckpt-*", storage.COMPLETE_MARKER)):
             d = storage.dirname(marker)
             m = _CKPT_RE.match(storage.basename(d))
@@ -259,7 +259,7 @@ class Trainer:
         self.callbacks = list(callbacks or [])
         self._log = log or (lambda line: print(line, flush=True))
         # A gs:// output_dir: checkpoints and summaries are made in a local work dir, then published.
-        self.remote = storage.is_gcs(config.output_dir)
+        self.remote = storage.is_remote(config.output_dir)
         self.work_dir = (config.work_dir or staging.local_dir_for(config.output_dir, "work")) if self.remote \
             else config.output_dir
         self._uploaded: dict[str, int] = {}  # summary file -> size last uploaded
