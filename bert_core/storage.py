@@ -107,12 +107,13 @@ def dirname(path: str) -> str:
 _URL = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):/")
 
 
-def _local(path: str) -> str:
-    """`path` as a local path; object storage, or any other `scheme:/`, is a one-line UserError."""
+def check_scheme(path: str) -> str:
+    """`path` itself if it is local or object storage; any other `scheme:/...` (`hdfs://`, `gs:/b`
+    with one slash) is a one-line UserError naming the supported forms. Every storage function checks
+    this; a stage can call it on its path flags to fail at its start."""
     if is_remote(path):
-        raise UserError(f"{path}: object storage path given where a local path is needed")
-    path = os.fspath(path)
-    url = _URL.match(str(path))
+        return path
+    url = _URL.match(os.fspath(path))
     if url:
         scheme = url.group(1)
         hint = ""
@@ -121,6 +122,13 @@ def _local(path: str) -> str:
         *others, last = [f"{s}BUCKET/KEY" for s in REMOTE_SCHEMES]
         raise UserError(f"{path}: unsupported storage URL{hint}; use a local path, {', '.join(others)} or {last}")
     return path
+
+
+def _local(path: str) -> str:
+    """`path` as a local path; object storage, or any other `scheme:/`, is a one-line UserError."""
+    if is_remote(path):
+        raise UserError(f"{path}: object storage path given where a local path is needed")
+    return check_scheme(os.fspath(path))
 
 
 # --------------------------------------------------------------------------------------------------

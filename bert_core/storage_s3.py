@@ -131,10 +131,11 @@ def _is_transient(err: BaseException) -> bool:
         status, code = _error(err)
         return status == 429 or (status is not None and status >= 500) or code in (
             "SlowDown", "RequestTimeout", "ConditionalRequestConflict", "InternalError", "ServiceUnavailable")
-    if isinstance(err, bx.SSLError):
+    if isinstance(err, bx.SSLError):  # a certificate problem does not heal by waiting
         return False
-    return isinstance(err, (bx.HTTPClientError, bx.ResponseStreamingError, bx.IncompleteReadError,
-                            ConnectionError, TimeoutError))
+    # botocore's ConnectionError (refused, DNS, connect timeout) is not the builtin one
+    return isinstance(err, (bx.ConnectionError, bx.HTTPClientError, bx.ResponseStreamingError,
+                            bx.IncompleteReadError, ConnectionError, TimeoutError))
 
 
 def _first_line(err: BaseException) -> str:
@@ -331,9 +332,9 @@ def server_copy(source: FileInfo, dst: str) -> None:
         return
     src_bucket, src_key = storage.split_object(source.path)
     bucket, key = storage.split_object(dst)
-    _call(dst, lambda: _client(dst).copy_object(Bucket=bucket, Key=key, CopySource={"Bucket": src_bucket, "Key": src_key},
-                                                CopySourceIfMatch=f'"{source.generation}"'),
-          gone=_gone(source))
+    _call(dst, lambda: _client(dst).copy_object(
+        Bucket=bucket, Key=key, CopySource={"Bucket": src_bucket, "Key": src_key},
+        CopySourceIfMatch=f'"{source.generation}"'), gone=_gone(source))
 
 
 def delete(path: str) -> bool:

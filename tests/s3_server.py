@@ -1,6 +1,11 @@
-"""A real S3-API server on loopback for tests: moto's server mode (`ThreadedMotoServer`, PyPI
-`moto[server]`), which answers the S3 REST API over HTTP, conditional writes included
-(If-None-Match on PutObject and CompleteMultipartUpload, If-Match on GetObject and CopyObject).
+"""A real S3-API server on loopback for tests: moto's server mode (PyPI `moto[server]`), which
+answers the S3 REST API over HTTP, conditional writes included (If-None-Match on PutObject and
+CompleteMultipartUpload, If-Match on GetObject and CopyObject).
+
+It is moto's own WSGI app on werkzeug's threaded server, as moto's `ThreadedMotoServer` runs it, with
+one difference: requests are handled one at a time. moto checks `If-None-Match: *` and then stores
+the object in two steps without a lock, so two concurrent create-only writes could both succeed
+there (seen here: 2 races in 12); S3 decides each request atomically, and so does this server.
 
 Use it from any test module with
 
@@ -13,7 +18,7 @@ Use it from any test module with
 
     def test_z(s3_run):      # a gcs_server.StoreRun on s3:// (upload/download/list helpers, env)
 
-`s3` is session-scoped: one server for the whole run, in a thread of the test process, stopped at
+`s3` is session-scoped: one server for the whole run, in threads of the test process, stopped at
 the end. While it runs, AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_REGION
 point bert_core.storage (and any subprocess started with os.environ, e.g. the `bert` command) at
 it; `s3.env` is the same as a dict for subprocess environments. Without pytest, `start_server()`
@@ -26,6 +31,7 @@ import dataclasses
 import logging
 import os
 import socket
+import threading
 import uuid
 
 import pytest
@@ -45,7 +51,7 @@ def _free_port() -> int:
 class S3Server:
     endpoint: str  # http://127.0.0.1:PORT
     bucket: str
-    server: object  # moto.server.ThreadedMotoServer
+    server: object  # werkzeug.serving.BaseWSGIServer
 
     @property
     def env(self) -> dict[str, str]:
@@ -62,21 +68,31 @@ class S3Server:
 
         env = self.env
         return boto3.client("s3", endpoint_url=self.endpoint, region_name=env["AWS_REGION"],
-                            aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
+                            aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+                            aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
 
     def stop(self) -> None:
-        self.server.stop()
+        self.server.shutdown()
+        self.server.server_close()
 
 
 def start_server(bucket: str = DEFAULT_BUCKET) -> S3Server:
     """Start moto's S3 server on 127.0.0.1 (a free port, in memory) and create `bucket`."""
-    from moto.server import ThreadedMotoServer
+    from moto.server import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+    from werkzeug.serving import make_server
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # not a line per request
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    s3 = S3Server(f"http://127.0.0.1:{port}", bucket, server)
+    app = DomainDispatcherApplication(create_backend_app)
+    one_at_a_time = threading.Lock()
+
+    def atomic_requests(environ, start_response):
+        with one_at_a_time:
+            return app(environ, start_response)
+
+    server = make_server("127.0.0.1", _free_port(), atomic_requests, threaded=True,
+                         request_handler=MotoRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    s3 = S3Server(f"http://127.0.0.1:{server.server_address[1]}", bucket, server)
     s3.client().create_bucket(Bucket=bucket)
     return s3
 

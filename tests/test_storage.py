@@ -17,6 +17,7 @@ import json
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -564,6 +565,20 @@ def test_s3_persistent_failure_is_one_line_after_the_deadline(s3_prefix, s3_prox
     assert msg.startswith(f"{path}: storage unavailable") and "\n" not in msg and "503" in msg
 
 
+def test_unreachable_s3_endpoint_is_one_line_after_the_deadline(s3_prefix, monkeypatch):
+    with socket.socket() as sock:  # a loopback port nobody listens on: connections are refused
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("BERT_STORAGE_RETRY_DEADLINE", "1")
+    monkeypatch.setenv("BERT_STORAGE_RETRY_INITIAL", "0.05")
+    path = s3_prefix + "/x.txt"
+    with pytest.raises(storage.StorageUnavailable) as err:
+        storage.exists(path)
+    assert str(err.value) == (f"{path}: storage unavailable after retrying for 1 s (Could not connect to the "
+                              f'endpoint URL: "http://127.0.0.1:{port}/{path[len("s3://"):]}")')
+
+
 def test_s3_writer_killed_mid_multipart_upload_leaves_no_object(s3, s3_prefix, s3_proxy, tmp_path):
     src = tmp_path / "src.bin"
     src.write_bytes(_payload(5, 12 << 20))  # > 5 MiB parts: a multipart upload of 3 parts
@@ -602,9 +617,10 @@ def test_s3_and_minio_settings_come_from_the_aws_variables_then_kfp_defaults(tmp
     (secret / "secretkey").write_text("minio123\n")
     assert settings("minio://", {"BERT_MINIO_SECRET_DIR": str(secret)}).access_key == "minio"
     assert settings("minio://", {"BERT_MINIO_SECRET_DIR": str(secret)}).secret_key == "minio123"
-    aws = {"AWS_ENDPOINT_URL": "http://all:1", "AWS_ENDPOINT_URL_S3": "https://s3only:2", "AWS_DEFAULT_REGION": "eu-west-1",
-           "AWS_ACCESS_KEY_ID": "AK", "AWS_SECRET_ACCESS_KEY": "SK", "BERT_MINIO_SECRET_DIR": str(secret),
-           "MINIO_SERVICE_SERVICE_HOST": "10.0.0.7", "MINIO_SERVICE_SERVICE_PORT": "9000"}
+    aws = {"AWS_ENDPOINT_URL": "http://all:1", "AWS_ENDPOINT_URL_S3": "https://s3only:2",
+           "AWS_DEFAULT_REGION": "eu-west-1", "AWS_ACCESS_KEY_ID": "AK", "AWS_SECRET_ACCESS_KEY": "SK",
+           "BERT_MINIO_SECRET_DIR": str(secret), "MINIO_SERVICE_SERVICE_HOST": "10.0.0.7",
+           "MINIO_SERVICE_SERVICE_PORT": "9000"}
     assert settings("s3://", aws) == settings("minio://", aws) == Settings("https://s3only:2", "eu-west-1", "AK", "SK")
     assert settings("s3://", {"AWS_ENDPOINT_URL": "http://all:1", "AWS_REGION": "r1", "AWS_DEFAULT_REGION": "r2"}) \
         == Settings("http://all:1", "r1", None, None)
@@ -637,8 +653,9 @@ def test_minio_paths_reach_kfp_minio_with_its_secret_and_service(s3, tmp_path, m
 
 
 def test_missing_s3_credentials_are_one_line(s3, tmp_path, monkeypatch):
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE",
-                 "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI"):
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE", "AWS_ROLE_ARN",
+                 "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+                 "AWS_CONTAINER_CREDENTIALS_FULL_URI"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # no instance-role lookup off this machine
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
@@ -750,13 +767,15 @@ def test_a_missing_object_storage_input_reaches_the_user_as_one_line(scheme, req
 ])
 def test_other_schemes_are_one_line_not_local_paths(path, message, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # where a path taken as local would have been created
-    for call in (storage.exists, storage.read_text, storage.glob, storage.list_files, storage.makedirs,
-                 lambda p: storage.write_text(p, "x"), lambda p: storage.copy(p, str(tmp_path / "y"))):
+    for call in (storage.check_scheme, storage.exists, storage.read_text, storage.glob, storage.list_files,
+                 storage.makedirs, lambda p: storage.write_text(p, "x"), lambda p: storage.copy(p, str(tmp_path / "y"))):
         with pytest.raises(UserError) as err:
             call(path)
         assert str(err.value) == message
     assert os.listdir(tmp_path) == []
     assert storage.is_remote("minio://b/k") and storage.is_remote("s3://b/k") and not storage.is_remote(path)
+    for fine in ("minio://b/k", "s3://b/k", "gs://b/k", "runs/a:b", "/data/x", "rel/path"):
+        assert storage.check_scheme(fine) == fine
 
 
 def test_local_behaviour_is_unchanged(tmp_path):
