@@ -144,9 +144,9 @@ def _first_line(err: BaseException) -> str:
 
     if isinstance(err, bx.ClientError):
         status, code = _error(err)
+        head = f"{status} {code}" if status and code and code != str(status) else str(status or code)
         message = str(err.response.get("Error", {}).get("Message") or "").strip().splitlines()
-        return " ".join(str(p) for p in (status, f"{code}:" if message else code) if p) + (
-            f" {message[0]}" if message else "")
+        return f"{head}: {message[0]}" if message else head
     lines = str(err).strip().splitlines()
     return lines[0] if lines else type(err).__name__
 
