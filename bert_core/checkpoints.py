@@ -143,8 +143,10 @@ def _stage_google_checkpoint(path: str) -> str:
 def resolve_checkpoint_path(path: str) -> str:
     """A checkpoint prefix (`model.ckpt-1000`), a file of it (`.index`, `.data-...`), or a directory
     holding a `checkpoint` state file -> the prefix (local or gs://, the latter staged locally)."""
+    from bert_core import storage
+
     path = str(path)
-    if path.startswith("gs://"):
+    if storage.is_remote(path):
         return _stage_google_checkpoint(path)
     if tf.io.gfile.isdir(path):
         latest = tf.train.latest_checkpoint(path)
@@ -298,10 +300,10 @@ def hf_to_google_name(name: str) -> tuple[str | None, bool]:
 def _hf_files(path: str) -> list[str]:
     """A .safetensors file, or a model directory: its model.safetensors, or the shards that
     model.safetensors.index.json lists."""
-    path = str(path)
-    if path.startswith("gs://"):
-        from bert_core import staging, storage
+    from bert_core import staging, storage
 
+    path = str(path)
+    if storage.is_remote(path):
         if not storage.isdir(path):
             return staging.stage([path])
         index = storage.join(path, "model.safetensors.index.json")

@@ -58,7 +58,7 @@ def input_files(spec: str) -> list[str]:
 def manifest_vocab(files: list[str]) -> dict:
     """The vocab entry (path, sha256, size) `bert create-data` recorded next to the shards; {} if
     there is no manifest."""
-    for d in sorted({storage.dirname(f) if storage.is_gcs(f) else os.path.dirname(os.path.abspath(f))
+    for d in sorted({storage.dirname(f) if storage.is_remote(f) else os.path.dirname(os.path.abspath(f))
                      for f in files}):
         path = storage.join(d, layout.DATA_MANIFEST)
         if storage.exists(path):

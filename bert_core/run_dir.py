@@ -103,7 +103,7 @@ class RunDirectory:
         self.dist = dist
         self.keep = keep
         self._log = log
-        self.remote = storage.is_gcs(output_dir)  # the one place that asks
+        self.remote = storage.is_remote(output_dir)  # the one place that asks
         # Where checkpoints are written and read: output_dir itself, or a node-local mirror of it.
         self.local = (work_dir or staging.local_dir_for(output_dir, "work")) if self.remote else output_dir
         self.summaries_dir = os.path.join(self.local, "train")

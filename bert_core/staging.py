@@ -52,7 +52,7 @@ def stage(paths: Iterable[str], log: Callable[[str], None] | None = None) -> lis
     out, fetched, nbytes = [], 0, 0
     for path in paths:
         path = str(path)
-        if not storage.is_gcs(path):
+        if not storage.is_remote(path):
             out.append(path)
             continue
         local = local_path_for(path)
@@ -61,7 +61,7 @@ def stage(paths: Iterable[str], log: Callable[[str], None] | None = None) -> lis
             fetched, nbytes = fetched + 1, nbytes + size
         out.append(local)
     if log is not None and fetched:
-        log(f"staged {fetched} file(s), {nbytes / 1e6:.1f} MB, from gs:// to {cache_root()}")
+        log(f"staged {fetched} file(s), {nbytes / 1e6:.1f} MB, from object storage to {cache_root()}")
     return out
 
 

@@ -1,20 +1,28 @@
 """Paths behind one interface: read, write, list, exists, copy, with atomic writes.
 
 Every stage reads and writes through these functions, so a killed stage leaves either a whole file
-under its final name or none. A path is local (`/data/x`, `runs/a`) or object storage
-(`gs://bucket/key`); the same function serves both.
+under its final name or none. A path is local (`/data/x`, `runs/a`) or object storage:
+`gs://bucket/key` (Cloud Storage), `s3://bucket/key` (Amazon S3 or any S3-compatible store) or
+`minio://bucket/key` (the S3 API of Kubeflow Pipelines' MinIO, as KFP writes its artifact URIs).
+The same function serves all of them; any other `scheme:/...` is a one-line UserError.
 
 Local: writes go to a temporary name in the same directory and are renamed into place after an fsync.
 
-gs://: a write first completes into a local temporary file, then uploads it to the final object name
-in one upload (multipart up to 8 MiB, resumable above). Cloud Storage creates an object only when its
-upload is finalized, so a writer killed at any point leaves no object, or the previous generation,
-under the final name; two writers racing on one name leave exactly one writer's bytes (the last to
-finalize wins, as with rename). `exclusive=True` asks for create-only semantics instead
-(`if_generation_match=0`): the first to finalize wins and the others get `AlreadyExists`. Reads pin
-the object generation they opened, so a reader never mixes bytes of two versions. Transient errors
-(429, 5xx, dropped connections) are retried with backoff up to a deadline; 403, 404 and 412 are not.
-See docs/storage.md.
+Object storage: a write first completes into a local temporary file (or memory), then goes to the
+final object name in one upload. The store creates an object only when its upload completes (a
+Cloud Storage upload is finalized, an S3 PutObject or CompleteMultipartUpload returns), so a writer
+killed at any point leaves no object, or the previous version, under the final name; two writers
+racing on one name leave exactly one writer's bytes (the last to complete wins, as with rename).
+`exclusive=True` asks for create-only semantics instead (gs: `if_generation_match=0`; S3:
+`If-None-Match: *`): the first to complete wins and the others get `AlreadyExists`. Reads pin the
+version they opened (gs: the generation; S3: the ETag, sent as `If-Match`), so a reader never mixes
+bytes of two versions. Transient errors (429, 5xx, dropped connections) are retried with backoff up
+to a deadline; 403, 404 and 412 are not.
+
+The stores themselves are small modules of primitives (stat, list, upload, ranged and whole
+downloads, server-side copy, delete): bert_core/storage_gcs.py and bert_core/storage_s3.py. What is
+built on them (exists and isdir on prefixes, glob, recursive listing, seekable readers, atomic
+directories with their marker) is written once, here. See docs/storage.md.
 """
 
 from __future__ import annotations
@@ -26,18 +34,17 @@ import fnmatch
 import glob as _glob
 import io
 import json
-import mimetypes
 import os
 import posixpath
+import re
 import shutil
 import tempfile
-import threading
-import warnings
 from typing import IO, Callable, Iterator
 
 from bert_core.errors import UserError
 
-_SCHEMES = ("gs://",)
+#: The object storage schemes a path may start with.
+REMOTE_SCHEMES = ("gs://", "s3://", "minio://")
 
 #: The object a completed `atomic_dir` writes last; readers check it with `is_complete(prefix)`.
 COMPLETE_MARKER = "_COMPLETE"
@@ -53,12 +60,23 @@ class StorageUnavailable(UserError):
     exit_code = 75  # EX_TEMPFAIL: worth retrying the step
 
 
+class NoSuchBucket(UserError):
+    """The bucket of an object storage path does not exist."""
+
+
 @dataclasses.dataclass(frozen=True)
 class FileInfo:
     path: str
     size: int
     updated: datetime.datetime | None  # timezone-aware UTC
-    generation: int | None = None  # gs:// only: the object generation (changes on every rewrite)
+    # The object's version, which changes when its bytes do: gs:// the generation (an int), S3 the
+    # ETag (a str; a rewrite with the same bytes in the same parts keeps it). None locally.
+    generation: int | str | None = None
+
+
+def is_remote(path) -> bool:
+    """True for object storage: gs://, s3:// or minio://."""
+    return str(path).startswith(REMOTE_SCHEMES)
 
 
 def is_gcs(path) -> bool:
@@ -66,8 +84,8 @@ def is_gcs(path) -> bool:
 
 
 def join(base: str, *parts: str) -> str:
-    """`os.path.join` for local paths, '/'-joined for gs:// (no double slashes)."""
-    if is_gcs(base):
+    """`os.path.join` for local paths, '/'-joined for object storage (no double slashes)."""
+    if is_remote(base):
         out = str(base)
         for p in parts:
             out = out.rstrip("/") + "/" + str(p).lstrip("/") if p else out
@@ -76,44 +94,65 @@ def join(base: str, *parts: str) -> str:
 
 
 def basename(path: str) -> str:
-    return posixpath.basename(str(path).rstrip("/")) if is_gcs(path) else os.path.basename(path)
+    return posixpath.basename(str(path).rstrip("/")) if is_remote(path) else os.path.basename(path)
 
 
 def dirname(path: str) -> str:
-    if is_gcs(path):
-        bucket, key = _split(path)
-        return f"gs://{bucket}/{posixpath.dirname(key.rstrip('/'))}".rstrip("/")
+    if is_remote(path):
+        bucket, key = split(path)
+        return f"{scheme_of(path)}{bucket}/{posixpath.dirname(key.rstrip('/'))}".rstrip("/")
     return os.path.dirname(path)
 
 
+_URL = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):/")
+
+
+def check_scheme(path: str) -> str:
+    """`path` itself if it is local or object storage; any other `scheme:/...` (`hdfs://`, `gs:/b`
+    with one slash) is a one-line UserError naming the supported forms. Every storage function checks
+    this; a stage can call it on its path flags to fail at its start."""
+    if is_remote(path):
+        return path
+    url = _URL.match(os.fspath(path))
+    if url:
+        scheme = url.group(1)
+        hint = ""
+        if f"{scheme.lower()}://" in REMOTE_SCHEMES:
+            hint = f" (did you mean {scheme.lower()}://{path[len(scheme) + 1:].lstrip('/')}?)"
+        *others, last = [f"{s}BUCKET/KEY" for s in REMOTE_SCHEMES]
+        raise UserError(f"{path}: unsupported storage URL{hint}; use a local path, {', '.join(others)} or {last}")
+    return path
+
+
 def _local(path: str) -> str:
-    if str(path).startswith(_SCHEMES):
+    """`path` as a local path; object storage, or any other `scheme:/`, is a one-line UserError."""
+    if is_remote(path):
         raise UserError(f"{path}: object storage path given where a local path is needed")
-    return os.fspath(path)
+    return check_scheme(os.fspath(path))
 
 
 # --------------------------------------------------------------------------------------------------
-# Public functions: each dispatches to the local or the gs:// implementation.
+# Public functions: each dispatches to the local or the object storage implementation.
 
 
 def exists(path: str) -> bool:
-    """A file, a directory, an object, or a gs:// prefix holding objects (a bucket: if it exists)."""
-    if is_gcs(path):
-        return _gcs_exists(path)
+    """A file, a directory, an object, or a prefix holding objects (a bucket: if it exists)."""
+    if is_remote(path):
+        return _remote_exists(path)
     return os.path.exists(_local(path))
 
 
 def isdir(path: str) -> bool:
-    """A local directory, or a gs:// bucket / prefix with at least one object under `prefix/`."""
-    if is_gcs(path):
-        return _gcs_isdir(path)
+    """A local directory, or a bucket / prefix with at least one object under `prefix/`."""
+    if is_remote(path):
+        return _remote_isdir(path)
     return os.path.isdir(_local(path))
 
 
 def makedirs(path: str) -> None:
     """Create a local directory (and parents). Object storage has no directories: a no-op there."""
-    if is_gcs(path):
-        _split(path)  # validates the path
+    if is_remote(path):
+        split(path)  # validates the path
         return
     os.makedirs(_local(path), exist_ok=True)
 
@@ -121,25 +160,24 @@ def makedirs(path: str) -> None:
 def glob(pattern: str) -> list[str]:
     """Sorted matches of a glob pattern (a plain path matches itself if it exists).
 
-    On gs:// as locally: `*`, `?` and `[...]` match within one path segment, a segment starting with
+    On object storage as locally: `*`, `?` and `[...]` match within one path segment, a segment starting with
     '.' matches only a pattern segment starting with '.', and a prefix with objects under it matches
     like a directory."""
-    if is_gcs(pattern):
-        return _gcs_glob(pattern)
+    if is_remote(pattern):
+        return _remote_glob(pattern)
     return sorted(_glob.glob(_local(pattern)))
 
 
 def size(path: str) -> int:
-    if is_gcs(path):
-        return _gcs_stat(path).size
+    if is_remote(path):
+        return _store(path).stat(path).size
     return os.path.getsize(_local(path))
 
 
 def stat(path: str) -> FileInfo:
-    """Size, time and (gs://) generation of one file or object; a missing one is a one-line UserError."""
-    if is_gcs(path):
-        blob = _gcs_stat(path)
-        return FileInfo(path, int(blob.size or 0), blob.updated, blob.generation)
+    """Size, time and version of one file or object; a missing one is a one-line UserError."""
+    if is_remote(path):
+        return _store(path).stat(path)
     try:
         return _local_info(_local(path))
     except FileNotFoundError:
@@ -147,9 +185,10 @@ def stat(path: str) -> FileInfo:
 
 
 def open_read(path: str, mode: str = "rb") -> IO:
-    """Open for reading: "rb" (seekable; on gs:// byte ranges are fetched on demand) or "r" (UTF-8)."""
-    if is_gcs(path):
-        return _gcs_open_read(path, mode)
+    """Open for reading: "rb" (seekable; on object storage byte ranges are fetched on demand) or "r"
+    (UTF-8)."""
+    if is_remote(path):
+        return _remote_open_read(path, mode)
     local = _local(path)
     try:
         return open(local, mode)
@@ -162,8 +201,8 @@ def open_read(path: str, mode: str = "rb") -> IO:
 
 
 def read_bytes(path: str) -> bytes:
-    if is_gcs(path):
-        return _gcs_read_bytes(path)
+    if is_remote(path):
+        return _store(path).read_bytes(path)
     with open_read(path, "rb") as f:
         return f.read()
 
@@ -188,8 +227,8 @@ def read_json(path: str):
 def atomic_open(path: str, mode: str = "wb", exclusive: bool = False) -> Iterator[IO]:
     """Open a temporary file; on success it becomes `path` whole, on an exception it is removed.
 
-    Local: the temporary sits beside `path` and is fsynced and renamed into place. gs://: it is a
-    local temporary file, uploaded to `path` when the block ends without an exception.
+    Local: the temporary sits beside `path` and is fsynced and renamed into place. Otherwise it is a
+    local temporary file, uploaded to `path` when the block ends without an exception (object storage).
     `exclusive=True`: fail with `AlreadyExists` instead of replacing an existing `path`."""
     with atomic_path(path, exclusive=exclusive) as tmp:
         with open(tmp, mode) as f:
@@ -200,10 +239,10 @@ def atomic_path(path: str, exclusive: bool = False):
     """Context manager yielding a temporary local path that becomes `path` on success.
 
     For writers that want a filename rather than a file object (e.g. TFRecordWriter). Local: renamed
-    into place; gs://: uploaded (see the module docstring). On an exception the temporary is removed
-    and `path` is untouched."""
-    if is_gcs(path):
-        return _GCSAtomicPath(path, exclusive)
+    into place; object storage: uploaded (see the module docstring). On an exception the temporary
+    is removed and `path` is untouched."""
+    if is_remote(path):
+        return _RemoteAtomicPath(path, exclusive)
     return _AtomicPath(_local(path), exclusive)
 
 
@@ -242,8 +281,8 @@ class _AtomicPath:
 
 
 def write_bytes(path: str, data: bytes, exclusive: bool = False) -> None:
-    if is_gcs(path):
-        _gcs_upload(path, data=bytes(data), exclusive=exclusive)
+    if is_remote(path):
+        _store(path).upload(path, data=bytes(data), exclusive=exclusive)
         return
     with atomic_open(path, "wb", exclusive=exclusive) as f:
         f.write(data)
@@ -258,16 +297,22 @@ def write_json(path: str, obj, exclusive: bool = False) -> None:
 
 
 def copy(src: str, dst: str, exclusive: bool = False) -> None:
-    """Copy one file/object to another, atomically at `dst` (gs:// to gs:// copies server-side)."""
-    if is_gcs(src) and is_gcs(dst):
-        _gcs_copy(src, dst, exclusive)
+    """Copy one file/object to another, atomically at `dst`. Within one store (same scheme) the copy
+    is server-side; an exclusive one, or one between stores, goes through a local temporary."""
+    if is_remote(src) and is_remote(dst):
+        if scheme_of(src) == scheme_of(dst) and not exclusive:
+            _store(dst).server_copy(_store(src).stat(src), dst)
+        else:
+            info = _store(src).stat(src)
+            with atomic_path(dst, exclusive=exclusive) as tmp:
+                _store(src).download(info, tmp)
         return
-    if is_gcs(dst):
+    if is_remote(dst):
         with open_read(src, "rb"):  # the clear error for a missing local source
             pass
-        _gcs_upload(dst, filename=_local(src), exclusive=exclusive)
+        _store(dst).upload(dst, filename=_local(src), exclusive=exclusive)
         return
-    if is_gcs(src):
+    if is_remote(src):
         download(src, dst, exclusive=exclusive)
         return
     with open_read(src, "rb") as fin, atomic_open(dst, "wb", exclusive=exclusive) as fout:
@@ -275,24 +320,22 @@ def copy(src: str, dst: str, exclusive: bool = False) -> None:
 
 
 def download(src: str, dst: str, exclusive: bool = False) -> FileInfo:
-    """Copy a file/object to the local path `dst` atomically; returns what was copied (for gs://: the
-    one generation that was read, in one request, so `dst` never mixes two versions)."""
-    if not is_gcs(src):
+    """Copy a file/object to the local path `dst` atomically; returns what was copied (for object
+    storage: the one version that was read, in one request, so `dst` never mixes two versions)."""
+    if not is_remote(src):
         info = stat(src)
         copy(src, dst, exclusive=exclusive)
         return info
-    meta = _gcs_stat(src)
-    pinned = _blob(src, generation=meta.generation)
+    info = _store(src).stat(src)
     with atomic_path(_local(dst), exclusive=exclusive) as tmp:
-        _call(src, pinned.download_to_filename, tmp, retry=_retry(),
-              gone=f"replaced or deleted while being read (generation {meta.generation} is gone); read it again")
-    return FileInfo(src, int(meta.size or 0), meta.updated, meta.generation)
+        _store(src).download(info, tmp)
+    return info
 
 
 def remove(path: str) -> bool:
     """Delete one file or object; True if it was there."""
-    if is_gcs(path):
-        return _gcs_delete(path)
+    if is_remote(path):
+        return _store(path).delete(path)
     try:
         os.unlink(_local(path))
         return True
@@ -303,13 +346,10 @@ def remove(path: str) -> bool:
 def remove_stale_temporaries(directory: str) -> int:
     """Delete `.name.*.tmp` files a killed writer left behind; returns how many.
 
-    gs:// writers keep their temporaries on local disk, so an object prefix normally has none;
-    objects named like that directly under the prefix are removed all the same."""
-    if is_gcs(directory):
-        removed = 0
-        for p in _gcs_glob(join(directory, ".*.tmp")):
-            removed += _gcs_delete(p)
-        return removed
+    Object storage writers keep their temporaries on local disk, so an object prefix normally has
+    none; objects named like that directly under the prefix are removed all the same."""
+    if is_remote(directory):
+        return sum(_store(directory).delete(p) for p in _remote_glob(join(directory, ".*.tmp")))
     removed = 0
     for tmp in _glob.glob(os.path.join(_local(directory), ".*.tmp")):
         with contextlib.suppress(FileNotFoundError):
@@ -319,9 +359,9 @@ def remove_stale_temporaries(directory: str) -> int:
 
 
 def list_files(prefix: str) -> list[FileInfo]:
-    """Every file under a directory / gs:// prefix, recursively, sorted by path (a file: itself)."""
-    if is_gcs(prefix):
-        return _gcs_list_files(prefix)
+    """Every file under a directory / object prefix, recursively, sorted by path (a file: itself)."""
+    if is_remote(prefix):
+        return _remote_list_files(prefix)
     root = _local(prefix)
     if os.path.isfile(root):
         return [_local_info(root)]
@@ -341,7 +381,7 @@ def atomic_dir(path: str, others: Callable[[str], bool] | None = None) -> Iterat
     """Yield an empty local temporary directory that becomes the directory / prefix `path` on success.
 
     For checkpoints and other multi-file artifacts. On success the files are moved (local) or
-    uploaded (gs://) under `path`, files of an earlier version that are not in the new one are
+    uploaded (object storage) under `path`, files of an earlier version that are not in the new one are
     removed, and `path/_COMPLETE` (a JSON list of the files and sizes) is written LAST. Readers call
     `is_complete(path)` before trusting the directory: a writer killed at any point leaves no marker
     (a rewrite removes the old marker before touching anything else). Locally the directory is also
@@ -350,8 +390,8 @@ def atomic_dir(path: str, others: Callable[[str], bool] | None = None) -> Iterat
     `others(relative_name)`: names that other writers (e.g. other ranks of a job, on other hosts)
     have already put under `path` for this version: they are kept as found and listed in the marker,
     and never taken from the temporary directory."""
-    gcs = is_gcs(path)
-    if gcs:
+    remote = is_remote(path)
+    if remote:
         tmp = tempfile.mkdtemp(prefix="bert-atomic-dir-")
     else:
         target = os.path.abspath(_local(path)).rstrip(os.sep)
@@ -369,8 +409,8 @@ def atomic_dir(path: str, others: Callable[[str], bool] | None = None) -> Iterat
                 if others is not None and others(rel):
                     continue  # another writer's file: published by that writer
                 files.append({"path": rel, "size": os.path.getsize(full)})
-        if gcs:
-            _gcs_publish_dir(path, tmp, files, others)
+        if remote:
+            _remote_publish_dir(path, tmp, files, others)
         else:
             if others is not None and os.path.isdir(target):
                 for info in list_files(target):
@@ -401,14 +441,11 @@ def publish_dir(local_dir: str, path: str, others: Callable[[str], bool] | None 
 
 
 def remove_dir(path: str) -> int:
-    """Delete a directory / every object under a gs:// prefix; returns how many files went. The
+    """Delete a directory / every object under a prefix; returns how many files went. The
     `_COMPLETE` marker goes first, so a directory being removed already reads as incomplete."""
     remove(join(path, COMPLETE_MARKER))
-    if is_gcs(path):
-        removed = 0
-        for info in _gcs_list_files(path.rstrip("/") + "/"):
-            removed += _gcs_delete(info.path)
-        return removed
+    if is_remote(path):
+        return sum(_store(path).delete(info.path) for info in _remote_list_files(path.rstrip("/") + "/"))
     local = _local(path)
     n = len(list_files(local)) if os.path.isdir(local) else 0
     shutil.rmtree(local, ignore_errors=True)
@@ -449,95 +486,14 @@ def is_complete(path: str) -> bool:
 
 
 # --------------------------------------------------------------------------------------------------
-# gs:// implementation (google-cloud-storage, imported on first use).
+# Object storage, written once over the primitives of a store module (storage_gcs, storage_s3):
+#   stat(path) -> FileInfo                 object_exists(path) -> bool
+#   bucket_exists(path, strict) -> bool    list_objects(path, prefix, max_results=None) -> [FileInfo]
+#   upload(path, data=|filename=, exclusive=False)
+#   download(info, local_path)             read_range(info, start, n) -> bytes   (the version in info)
+#   read_bytes(path) -> bytes              server_copy(src_info, dst)            delete(path) -> bool
 
 _RETRY_DEADLINE_S = 120.0
-_state = threading.local()
-_creds_lock = threading.Lock()
-_adc: tuple | None = None  # (pid, credentials, project)
-
-
-def _split(path: str) -> tuple[str, str]:
-    rest = str(path)[len("gs://"):]
-    bucket, _, key = rest.partition("/")
-    if not bucket or "*" in bucket or "?" in bucket or "[" in bucket:
-        raise UserError(f"{path}: expected gs://BUCKET/OBJECT")
-    return bucket, key
-
-
-def _g():
-    """google.cloud.storage and friends, imported once (their import costs ~0.3 s)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # api_core's Python-version notices
-        from google.api_core import exceptions as api_exc
-        from google.api_core import retry as api_retry
-        from google.cloud import storage as gcs
-    return gcs, api_exc, api_retry
-
-
-def _client():
-    """One client per thread and process (requests sessions are not fork-safe), rebuilt if
-    STORAGE_EMULATOR_HOST changes. Emulator: anonymous credentials. Otherwise: application-default."""
-    gcs, _, _ = _g()
-    emulator = os.environ.get("STORAGE_EMULATOR_HOST")
-    key = (os.getpid(), emulator)
-    cached = getattr(_state, "client", None)
-    if cached is not None and cached[0] == key:
-        return cached[1]
-    if emulator:
-        from google.auth.credentials import AnonymousCredentials
-
-        client = gcs.Client(project=os.environ.get("GOOGLE_CLOUD_PROJECT", "emulator"),
-                            credentials=AnonymousCredentials())
-    else:
-        credentials, project = _default_credentials()
-        client = gcs.Client(project=project, credentials=credentials)
-    _state.client = (key, client)
-    return client
-
-
-def _default_credentials():
-    global _adc
-    with _creds_lock:
-        if _adc is None or _adc[0] != os.getpid():
-            import google.auth
-            from google.auth.exceptions import DefaultCredentialsError
-
-            try:
-                credentials, project = google.auth.default(
-                    scopes=["https://www.googleapis.com/auth/devstorage.read_write"])
-            except DefaultCredentialsError:
-                raise UserError("gs://: no Google Cloud credentials found (run `gcloud auth application-default "
-                                "login`, set GOOGLE_APPLICATION_CREDENTIALS, or run with a workload identity)") from None
-            _adc = (os.getpid(), credentials, project or os.environ.get("GOOGLE_CLOUD_PROJECT"))
-        return _adc[1], _adc[2]
-
-
-def _is_transient(exc: BaseException) -> bool:
-    """429, 5xx, dropped or refused connections, timeouts: worth another try. Never 4xx otherwise."""
-    import requests
-    from google.api_core import exceptions as api_exc
-    from google.auth import exceptions as auth_exc
-
-    if isinstance(exc, (api_exc.TooManyRequests, api_exc.InternalServerError, api_exc.BadGateway,
-                        api_exc.ServiceUnavailable, api_exc.GatewayTimeout)):
-        return True
-    if isinstance(exc, api_exc.GoogleAPICallError):
-        return False
-    if isinstance(exc, (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError,
-                        requests.exceptions.Timeout, ConnectionError, TimeoutError, auth_exc.TransportError)):
-        return True
-    try:  # google-resumable-media raises its own type for unexpected statuses
-        from google.resumable_media import common as rm_common
-
-        if isinstance(exc, rm_common.InvalidResponse):
-            status = getattr(exc.response, "status_code", None)
-            return status == 429 or (status is not None and status >= 500)
-        if isinstance(exc, rm_common.DataCorruption):
-            return True
-    except ImportError:  # pragma: no cover
-        pass
-    return False
 
 
 def retry_deadline() -> float:
@@ -545,119 +501,86 @@ def retry_deadline() -> float:
     return float(os.environ.get("BERT_STORAGE_RETRY_DEADLINE", _RETRY_DEADLINE_S))
 
 
-def _retry():
-    _, _, api_retry = _g()
-    return api_retry.Retry(predicate=_is_transient,
-                           initial=float(os.environ.get("BERT_STORAGE_RETRY_INITIAL", 0.5)),
-                           maximum=16.0, multiplier=2.0, timeout=retry_deadline())
+def retry_initial() -> float:
+    """The first backoff delay in seconds, doubled up to 16 s (env BERT_STORAGE_RETRY_INITIAL, default 0.5)."""
+    return float(os.environ.get("BERT_STORAGE_RETRY_INITIAL", 0.5))
 
 
-def _call(path: str, fn, *args, missing: str = "object", gone: str | None = None, **kwargs):
-    """Run one storage call with retries; turn its failures into one-line errors naming `path`."""
-    _, api_exc, _ = _g()
-    try:
-        return _retry()(fn)(*args, **kwargs)
-    except api_exc.NotFound:
-        if gone:
-            raise UserError(f"{path}: {gone}") from None
-        raise _not_found(path, missing) from None
-    except api_exc.PreconditionFailed:
-        raise AlreadyExists(f"{path}: already exists (a create-only write found it there)") from None
-    except (api_exc.Forbidden, api_exc.Unauthorized) as err:
-        raise UserError(f"{path}: permission denied ({_first_line(err)})") from None
-    except api_exc.RetryError as err:
-        cause = err.cause if err.cause is not None else err
-        raise StorageUnavailable(f"{path}: storage unavailable after retrying for {retry_deadline():.0f} s "
-                                 f"({_first_line(cause)})") from None
-    except Exception as err:
-        if _is_transient(err):  # the last try of a deadline that ran out mid-call
-            raise StorageUnavailable(f"{path}: storage unavailable ({_first_line(err)})") from None
-        raise
+def upload_chunk_bytes(minimum: int, quantum: int = 1) -> int:
+    """The upload chunk / part size (env BERT_STORAGE_CHUNK_MB, default 16), at least `minimum` and a
+    multiple of `quantum` (Cloud Storage: 256 KiB; S3 parts: at least 5 MiB)."""
+    mb = float(os.environ.get("BERT_STORAGE_CHUNK_MB", 16))
+    return max(minimum, int(mb * (1 << 20)) // quantum * quantum)
 
 
-def _first_line(err: BaseException) -> str:
-    """'403 <the server's own message, first line>' (which names the principal for a 403)."""
-    msg = None
-    response = getattr(err, "response", None)
-    if response is not None:
-        with contextlib.suppress(Exception):
-            msg = response.json()["error"]["message"]
-    msg = msg or getattr(err, "message", None) or str(err) or type(err).__name__
-    code = getattr(err, "code", None)
-    if not isinstance(code, int):
-        code = getattr(response, "status_code", None)
-    line = str(msg).strip().splitlines()[0] if str(msg).strip() else type(err).__name__
-    return f"{int(code)} {line}" if isinstance(code, int) and not line.startswith(str(code)) else line
+def _store(path: str):
+    """The module that implements the primitives for this path's scheme (imported on first use)."""
+    if str(path).startswith("gs://"):
+        from bert_core import storage_gcs
+
+        return storage_gcs
+    from bert_core import storage_s3
+
+    return storage_s3
 
 
-def _not_found(path: str, missing: str) -> UserError:
-    bucket, _ = _split(path)
-    if not _bucket_exists(bucket):
-        return UserError(f"gs://{bucket}: bucket does not exist")
+def scheme_of(path: str) -> str:
+    """The scheme ("gs://", "s3://" or "minio://") of an object storage path."""
+    return str(path)[:str(path).index("://") + 3]
+
+
+def split(path: str) -> tuple[str, str]:
+    """(bucket, key) of an object storage path; a missing or wildcard bucket is a UserError."""
+    scheme = scheme_of(path)
+    bucket, _, key = str(path)[len(scheme):].partition("/")
+    if not bucket or "*" in bucket or "?" in bucket or "[" in bucket:
+        raise UserError(f"{path}: expected {scheme}BUCKET/OBJECT")
+    return bucket, key
+
+
+def split_object(path: str) -> tuple[str, str]:
+    """(bucket, key) of a path that must name one object (not a bucket or a `prefix/`)."""
+    bucket, key = split(path)
+    if not key or key.endswith("/"):
+        raise UserError(f"{path}: expected an object name after the bucket")
+    return bucket, key
+
+
+def url(path: str, key: str) -> str:
+    """The path of object `key` in the bucket of `path`."""
+    return f"{scheme_of(path)}{split(path)[0]}/{key}"
+
+
+def not_found(path: str, missing: str = "object") -> UserError:
+    """The error for a 404 on `path`: its bucket does not exist, or the object (`missing`) does not."""
+    if not _store(path).bucket_exists(path, strict=False):
+        return NoSuchBucket(f"{scheme_of(path)}{split(path)[0]}: bucket does not exist")
     return UserError(f"{path}: no such {missing}")
 
 
-def _bucket_exists(bucket: str) -> bool:
-    _, api_exc, _ = _g()
-    try:
-        return _retry()(_client().bucket(bucket).exists)()
-    except (api_exc.Forbidden, api_exc.Unauthorized):
-        return True  # can't tell: object-level permissions only; assume it exists
-
-
-def _blob(path: str, generation: int | None = None):
-    bucket, key = _split(path)
-    if not key or key.endswith("/"):
-        raise UserError(f"{path}: expected an object name after the bucket")
-    return _client().bucket(bucket).blob(key, generation=generation)
-
-
-def _gcs_stat(path: str):
-    blob = _blob(path)
-    _call(path, blob.reload)
-    return blob
-
-
-def _gcs_exists(path: str) -> bool:
-    bucket, key = _split(path)
+def _remote_exists(path: str) -> bool:
+    _, key = split(path)
     if not key.strip("/"):
-        return _bucket_exists_strict(path, bucket)
-    if not key.endswith("/") and _call(path, _blob(path).exists):
+        return _store(path).bucket_exists(path, strict=True)
+    if not key.endswith("/") and _store(path).object_exists(path):
         return True
-    return _gcs_isdir(path)
+    return _remote_isdir(path)
 
 
-def _bucket_exists_strict(path: str, bucket: str) -> bool:
-    return bool(_call(path, _client().bucket(bucket).exists))
-
-
-def _list(path: str, prefix: str, max_results: int | None = None, delimiter: str | None = None):
-    bucket, _ = _split(path)
-
-    def run():
-        it = _client().list_blobs(bucket, prefix=prefix, max_results=max_results, delimiter=delimiter,
-                                  retry=_retry())
-        return list(it)
-
-    return _call(path, run, missing="bucket")
-
-
-def _gcs_isdir(path: str) -> bool:
-    bucket, key = _split(path)
+def _remote_isdir(path: str) -> bool:
+    _, key = split(path)
     if not key.strip("/"):
-        return _bucket_exists_strict(path, bucket)
+        return _store(path).bucket_exists(path, strict=True)
     try:
-        return bool(_list(path, key.rstrip("/") + "/", max_results=1))
-    except UserError as err:
-        if "bucket does not exist" in str(err):
-            return False
-        raise
+        return bool(_store(path).list_objects(path, key.rstrip("/") + "/", max_results=1))
+    except NoSuchBucket:
+        return False
 
 
-def _gcs_glob(pattern: str) -> list[str]:
-    bucket, key = _split(pattern)
+def _remote_glob(pattern: str) -> list[str]:
+    _, key = split(pattern)
     if not any(ch in key for ch in "*?["):
-        return [pattern] if _gcs_exists(pattern) else []
+        return [pattern] if _remote_exists(pattern) else []
     literal = key
     for i, ch in enumerate(key):
         if ch in "*?[":
@@ -665,19 +588,18 @@ def _gcs_glob(pattern: str) -> list[str]:
             break
     segments = key.rstrip("/").split("/")
     try:
-        blobs = _list(pattern, literal)
-    except UserError as err:
-        if "bucket does not exist" in str(err):
-            return []
-        raise
+        objects = _store(pattern).list_objects(pattern, literal)
+    except NoSuchBucket:
+        return []
+    base = url(pattern, "")
     found = set()
-    for blob in blobs:
-        parts = blob.name.split("/")
+    for info in objects:
+        parts = info.path[len(base):].split("/")
         if len(parts) < len(segments):
             continue
         head = parts[:len(segments)]
         if all(_segment_match(name, pat) for name, pat in zip(head, segments)):
-            found.add(f"gs://{bucket}/" + "/".join(head))
+            found.add(base + "/".join(head))
     return sorted(found)
 
 
@@ -689,48 +611,20 @@ def _segment_match(name: str, pattern: str) -> bool:
     return fnmatch.fnmatchcase(name, pattern)
 
 
-def _gcs_list_files(prefix: str) -> list[FileInfo]:
-    bucket, key = _split(prefix)
+def _remote_list_files(prefix: str) -> list[FileInfo]:
+    store = _store(prefix)
+    _, key = split(prefix)
     single = []
-    if key and not key.endswith("/"):
-        blob = _blob(prefix)
-        if _call(prefix, blob.exists):
-            _call(prefix, blob.reload)
-            single = [FileInfo(prefix, int(blob.size or 0), blob.updated, blob.generation)]
+    if key and not key.endswith("/") and store.object_exists(prefix):
+        single = [store.stat(prefix)]
     under = key.rstrip("/") + "/" if key.strip("/") else ""
-    rows = [FileInfo(f"gs://{bucket}/{b.name}", int(b.size or 0), b.updated, b.generation)
-            for b in _list(prefix, under) if not b.name.endswith("/")]
+    rows = [i for i in store.list_objects(prefix, under) if not i.path.endswith("/")]
     return sorted(single + rows, key=lambda i: i.path)
 
 
-def _upload_chunk_size() -> int:
-    """Resumable upload chunk (env BERT_STORAGE_CHUNK_MB, default 16; a multiple of 256 KiB)."""
-    mb = float(os.environ.get("BERT_STORAGE_CHUNK_MB", 16))
-    quantum = 256 * 1024
-    return max(quantum, int(mb * (1 << 20)) // quantum * quantum)
-
-
-def _gcs_upload(path: str, *, data: bytes | None = None, filename: str | None = None, exclusive: bool = False):
-    """One upload to the final name: the object appears only when the upload is finalized."""
-    blob = _blob(path)
-    blob.chunk_size = _upload_chunk_size()
-    content_type = mimetypes.guess_type(path)[0] or "application/octet-stream"
-    kwargs = {"content_type": content_type, "retry": _retry()}
-    if exclusive:
-        kwargs["if_generation_match"] = 0
-
-    def run():
-        if data is not None:
-            blob.upload_from_string(data, **kwargs)
-        else:
-            blob.upload_from_filename(filename, **kwargs)
-
-    _call(path, run)
-
-
-class _GCSAtomicPath:
+class _RemoteAtomicPath:
     def __init__(self, path: str, exclusive: bool):
-        _blob(path)  # validate the name before any work is done
+        split_object(path)  # validate the name before any work is done
         self.path = path
         self.exclusive = exclusive
 
@@ -743,82 +637,42 @@ class _GCSAtomicPath:
     def __exit__(self, exc_type, exc, tb) -> None:
         try:
             if exc_type is None:
-                _gcs_upload(self.path, filename=self.tmp, exclusive=self.exclusive)
+                _store(self.path).upload(self.path, filename=self.tmp, exclusive=self.exclusive)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.tmp)
 
 
-def _gcs_read_bytes(path: str) -> bytes:
-    blob = _blob(path)
-    return _call(path, blob.download_as_bytes, retry=_retry())
-
-
-def _gcs_copy(src: str, dst: str, exclusive: bool) -> None:
-    """Server-side rewrite (handles large and cross-location objects in several calls); the
-    destination appears only when the rewrite completes.
-
-    An exclusive copy goes through a local temporary and a create-only upload instead: the upload
-    precondition is what fake-gcs-server enforces (it ignores preconditions on rewrite), so the
-    create-only guarantee is the one the tests check."""
-    source = _gcs_stat(src)
-    if exclusive:
-        with atomic_path(dst, exclusive=True) as tmp:
-            pinned = _blob(src, generation=source.generation)
-            _call(src, pinned.download_to_filename, tmp, retry=_retry())
-        return
-    target = _blob(dst)
-    kwargs = {"retry": _retry()}
-    token = None
-    while True:
-        token, _done, _total = _call(dst, target.rewrite, source, token=token, **kwargs)
-        if token is None:
-            return
-
-
-def _gcs_delete(path: str) -> bool:
-    _, api_exc, _ = _g()
-    blob = _blob(path)
-    try:
-        _retry()(blob.delete)()
-        return True
-    except api_exc.NotFound:
-        return False
-    except (api_exc.Forbidden, api_exc.Unauthorized) as err:
-        raise UserError(f"{path}: permission denied ({_first_line(err)})") from None
-
-
-def _gcs_publish_dir(path: str, tmp: str, files: list[dict], others: Callable[[str], bool] | None) -> None:
+def _remote_publish_dir(path: str, tmp: str, files: list[dict], others: Callable[[str], bool] | None) -> None:
+    store = _store(path)
     prefix = path.rstrip("/")
-    _gcs_delete(join(prefix, COMPLETE_MARKER))  # from here on readers see "incomplete"
+    store.delete(join(prefix, COMPLETE_MARKER))  # from here on readers see "incomplete"
     new = {f["path"] for f in files}
     for f in files:
-        _gcs_upload(join(prefix, f["path"]), filename=os.path.join(tmp, *f["path"].split("/")))
+        store.upload(join(prefix, f["path"]), filename=os.path.join(tmp, *f["path"].split("/")))
     listed = list(files)
-    for info in _gcs_list_files(prefix + "/"):
+    for info in _remote_list_files(prefix + "/"):
         rel = info.path[len(prefix) + 1:]
         if rel == COMPLETE_MARKER or rel in new:
             continue
         if others is not None and others(rel):
             listed.append({"path": rel, "size": info.size})
         else:
-            _gcs_delete(info.path)
-    _gcs_upload(join(prefix, COMPLETE_MARKER), data=_marker(listed).encode("utf-8"))
+            store.delete(info.path)
+    store.upload(join(prefix, COMPLETE_MARKER), data=_marker(listed).encode("utf-8"))
 
 
-class _GCSRawReader(io.RawIOBase):
-    """Seekable reads of one object generation by HTTP byte ranges; wrap in io.BufferedReader."""
+class _RemoteRawReader(io.RawIOBase):
+    """Seekable reads of one object version by byte ranges; wrap in io.BufferedReader."""
 
-    def __init__(self, path: str, blob, size: int):
-        self.name = path
-        self._path = path
-        self._blob = blob
-        self._size = size
+    def __init__(self, info: FileInfo):
+        self.name = info.path
+        self._info = info
         self._pos = 0
 
     @property
     def size(self) -> int:
-        return self._size
+        return self._info.size
 
     def readable(self) -> bool:
         return True
@@ -835,42 +689,37 @@ class _GCSRawReader(io.RawIOBase):
         elif whence == io.SEEK_CUR:
             pos = self._pos + offset
         elif whence == io.SEEK_END:
-            pos = self._size + offset
+            pos = self.size + offset
         else:
             raise ValueError(f"invalid whence {whence}")
         if pos < 0:
-            raise OSError(f"{self._path}: negative seek position {pos}")
+            raise OSError(f"{self.name}: negative seek position {pos}")
         self._pos = pos
         return pos
 
     def readall(self) -> bytes:  # one request for the rest, not RawIOBase's 8 KiB loop
-        if self._pos >= self._size:
+        if self._pos >= self.size:
             return b""
-        buf = bytearray(self._size - self._pos)
+        buf = bytearray(self.size - self._pos)
         n = self.readinto(buf)
         return bytes(buf[:n])
 
     def readinto(self, buffer) -> int:
-        n = min(len(buffer), self._size - self._pos)
+        n = min(len(buffer), self.size - self._pos)
         if n <= 0:
             return 0
-        data = _call(self._path, self._blob.download_as_bytes, start=self._pos, end=self._pos + n - 1,
-                     raw_download=True, checksum=None, retry=_retry(),
-                     gone=f"replaced or deleted while being read (generation {self._blob.generation} is gone); "
-                          f"read it again")
+        data = _store(self.name).read_range(self._info, self._pos, n)
         if len(data) != n:
-            raise OSError(f"{self._path}: expected {n} bytes at offset {self._pos}, got {len(data)}")
+            raise OSError(f"{self.name}: expected {n} bytes at offset {self._pos}, got {len(data)}")
         buffer[:n] = data
         self._pos += n
         return n
 
 
-def _gcs_open_read(path: str, mode: str) -> IO:
+def _remote_open_read(path: str, mode: str) -> IO:
     if mode not in ("rb", "r", "rt"):
         raise ValueError(f"open_read: mode {mode!r} (use atomic_open to write)")
-    meta = _gcs_stat(path)
-    pinned = _blob(path, generation=meta.generation)  # never mix bytes of two versions
-    raw = _GCSRawReader(path, pinned, int(meta.size or 0))
+    raw = _RemoteRawReader(_store(path).stat(path))  # never mix bytes of two versions
     buffered = io.BufferedReader(raw, buffer_size=int(float(os.environ.get("BERT_STORAGE_READ_MB", 2)) * (1 << 20)))
     if mode == "rb":
         return buffered

@@ -13,7 +13,7 @@ and then ask for a fixture:
     def test_y(gcs_prefix):   # "gs://<bucket>/<unique>": a fresh prefix for this test only
         ...
 
-    def test_z(gcs_run):      # a GCSRun: gcs_prefix plus upload/download/list helpers and the
+    def test_z(gcs_run):      # a StoreRun: gcs_prefix plus upload/download/list helpers and the
         ...                   # environment for `bert` subprocesses (stage round trips on gs://)
 
 `gcs` is session-scoped: one server (about 0.2 s to start) for the whole run, stopped at the end.
@@ -167,11 +167,12 @@ def gcs_prefix(gcs, request) -> str:
 
 
 @dataclasses.dataclass
-class GCSRun:
-    """A run prefix on the fake server, for stage round trips (create-data -> pretrain on gs://):
-    upload the inputs, run `bert` with `env`, then inspect or download what the stages wrote."""
+class StoreRun:
+    """A run prefix on a test server (this one, or tests/s3_server.py's), for stage round trips
+    (create-data -> pretrain on object storage): upload the inputs, run `bert` with `env`, then
+    inspect or download what the stages wrote."""
 
-    server: GCSServer
+    server: GCSServer  # or s3_server.S3Server: anything with `.env`
     prefix: str  # gs://bert-test/<unique>
 
     def path(self, *parts: str) -> str:
@@ -183,7 +184,7 @@ class GCSRun:
         return {**self.server.env, "BERT_STORAGE_RETRY_DEADLINE": "20"}
 
     def upload(self, local: str | os.PathLike, name: str) -> str:
-        """A local file -> PREFIX/name; a directory -> every file under PREFIX/name/. Returns the gs:// path."""
+        """A local file -> PREFIX/name; a directory -> every file under PREFIX/name/. Returns its path there."""
         from bert_core import storage
 
         local = pathlib.Path(local)
@@ -214,6 +215,6 @@ class GCSRun:
 
 
 @pytest.fixture
-def gcs_run(gcs, gcs_prefix) -> GCSRun:
-    """A fresh run prefix with helpers; see GCSRun."""
-    return GCSRun(gcs, gcs_prefix)
+def gcs_run(gcs, gcs_prefix) -> StoreRun:
+    """A fresh run prefix with helpers; see StoreRun."""
+    return StoreRun(gcs, gcs_prefix)

@@ -1,6 +1,7 @@
-"""bert_core.storage on local paths and on gs:// against a real fake-gcs-server (tests/gcs_server.py).
+"""bert_core.storage on local paths, on gs:// against a real fake-gcs-server (tests/gcs_server.py)
+and on s3:// and minio:// against a real S3-API server, moto's (tests/s3_server.py).
 
-Covers every function on both kinds of path, byte-range reads (also through the corpus reader),
+Covers every function on every kind of path, byte-range reads (also through the corpus reader),
 atomicity when a writer is SIGKILLed (while writing its body, and mid-way through a resumable
 upload), concurrent writers (threads and processes: one whole artifact, never a mix), one-line
 errors, and retries through a fault-injecting HTTP proxy on loopback.
@@ -16,12 +17,14 @@ import json
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
 import threading
 import time
 import urllib.parse
+import uuid
 
 import pytest
 
@@ -29,16 +32,26 @@ from bert_core import storage
 from bert_core.data import corpus
 from bert_core.errors import UserError
 from gcs_server import gcs, gcs_prefix  # noqa: F401  (fixtures)
+from s3_server import s3, s3_prefix  # noqa: F401  (fixtures)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.fixture(params=["local", "gs"])
+PREFIX_FIXTURES = {"gs": "gcs_prefix", "s3": "s3_prefix"}
+
+
+@pytest.fixture(params=["gs", "s3"])
+def remote(request):
+    """A fresh object storage prefix: gs:// on fake-gcs-server, or s3:// on moto's server."""
+    return request.getfixturevalue(PREFIX_FIXTURES[request.param])
+
+
+@pytest.fixture(params=["local", "gs", "s3"])
 def root(request, tmp_path):
-    """A fresh directory: local, or a gs:// prefix on the fake server."""
+    """A fresh directory: local, or an object storage prefix (as `remote`)."""
     if request.param == "local":
         return str(tmp_path / "root")
-    return request.getfixturevalue("gcs_prefix")
+    return request.getfixturevalue(PREFIX_FIXTURES[request.param])
 
 
 def _payload(seed: int, n: int) -> bytes:
@@ -80,14 +93,24 @@ def test_write_read_exists_size_copy(root):
         storage.read_json(storage.join(root, "bad.json"))
 
 
-def test_copy_between_local_and_gs(gcs_prefix, tmp_path):
+def test_copy_between_local_and_object_storage(remote, tmp_path):
     data = _payload(1, 300_000)
     local = tmp_path / "x.bin"
     local.write_bytes(data)
-    storage.copy(str(local), gcs_prefix + "/x.bin")
-    storage.copy(gcs_prefix + "/x.bin", str(tmp_path / "back" / "y.bin"))
+    storage.copy(str(local), remote + "/x.bin")
+    storage.copy(remote + "/x.bin", str(tmp_path / "back" / "y.bin"))
     assert (tmp_path / "back" / "y.bin").read_bytes() == data
-    assert storage.read_bytes(gcs_prefix + "/x.bin") == data
+    assert storage.read_bytes(remote + "/x.bin") == data
+
+
+def test_copy_between_gs_and_s3(gcs_prefix, s3_prefix):
+    data = _payload(2, 100_000)
+    storage.write_bytes(gcs_prefix + "/a.bin", data)
+    storage.copy(gcs_prefix + "/a.bin", s3_prefix + "/b.bin")
+    storage.copy(s3_prefix + "/b.bin", gcs_prefix + "/c.bin")
+    assert storage.read_bytes(s3_prefix + "/b.bin") == data and storage.read_bytes(gcs_prefix + "/c.bin") == data
+    with pytest.raises(storage.AlreadyExists):
+        storage.copy(gcs_prefix + "/a.bin", s3_prefix + "/b.bin", exclusive=True)
 
 
 def test_glob_matches_like_local_glob(root):
@@ -136,20 +159,26 @@ def test_open_read_seeks_and_reads_byte_ranges(root, monkeypatch):
         assert f.readline() == "line 0 \n"
 
 
-def test_reader_keeps_the_generation_it_opened(gcs_prefix, monkeypatch):
+def test_reader_keeps_the_version_it_opened(remote, monkeypatch):
     monkeypatch.setenv("BERT_STORAGE_READ_MB", "0.25")
-    path = gcs_prefix + "/v.bin"
+    path = remote + "/v.bin"
     old, new = _payload(1, 1 << 20), _payload(2, 1 << 20)
     storage.write_bytes(path, old)
     with storage.open_read(path) as f:
         head = f.read(1000)
         storage.write_bytes(path, new)  # overwritten while being read
-        # Without object versioning the opened generation is gone: a clear error, never a mix of
-        # two versions (with versioning on, the rest of the old generation would be read).
+        # Without object versioning the opened generation is gone (gs://; with versioning on, the
+        # rest of the old generation would be read); on S3 the ETag no longer matches: a clear
+        # error, never a mix of two versions.
         with pytest.raises(UserError) as err:
             f.read()
-        assert str(err.value).startswith(f"{path}: replaced or deleted while being read (generation ")
+        version = "generation " if remote.startswith("gs://") else 'ETag "'
+        assert str(err.value).startswith(f"{path}: replaced or deleted while being read ({version}")
     assert head == old[:1000] and storage.read_bytes(path) == new
+    with storage.open_read(path) as f:  # deleted while open: the same one line
+        storage.remove(path)
+        with pytest.raises(UserError, match="replaced or deleted while being read"):
+            f.read()
 
 
 def _write_corpus(path: str, rng: random.Random, n_docs: int) -> None:
@@ -161,17 +190,17 @@ def _write_corpus(path: str, rng: random.Random, n_docs: int) -> None:
     storage.write_text(path, "\n".join(lines) + "\n")
 
 
-def test_corpus_byte_ranges_on_gs_read_the_same_documents(gcs_prefix, tmp_path, monkeypatch):
+def test_corpus_byte_ranges_on_object_storage_read_the_same_documents(remote, tmp_path, monkeypatch):
     monkeypatch.setenv("BERT_STORAGE_READ_MB", "0.0625")
     rng = random.Random(7)
     local_paths = []
     for i in range(2):
         p = str(tmp_path / f"part{i}.txt")
         _write_corpus(p, rng, 300)
-        storage.copy(p, f"{gcs_prefix}/corpus/part{i}.txt")
+        storage.copy(p, f"{remote}/corpus/part{i}.txt")
         local_paths.append(p)
-    gs_paths = corpus.expand_inputs(f"{gcs_prefix}/corpus/part*.txt")
-    assert gs_paths == [f"{gcs_prefix}/corpus/part0.txt", f"{gcs_prefix}/corpus/part1.txt"]
+    gs_paths = corpus.expand_inputs(f"{remote}/corpus/part*.txt")
+    assert gs_paths == [f"{remote}/corpus/part0.txt", f"{remote}/corpus/part1.txt"]
     for num_ranges in (1, 3, 8):
         def read_all(paths):
             docs = []
@@ -211,7 +240,7 @@ def test_failed_write_leaves_nothing(root):
         with open(tmp, "wb") as f:
             f.write(b"tf record bytes")
     assert storage.read_text(path) == "v3 text" and storage.read_bytes(storage.join(root, "y.rec")) == b"tf record bytes"
-    if not storage.is_gcs(root):
+    if not storage.is_remote(root):
         assert sorted(os.listdir(root)) == ["x.bin", "y.rec"]  # no temporaries left
 
 
@@ -290,9 +319,11 @@ def test_writer_killed_while_writing_leaves_no_object(root, tmp_path):
 
 class FaultProxy:
     """Forwards to `upstream`; `rules` decide per request: ("503", n) answers 503 n times (any status),
-    ("hang", n) holds the n-th matching request without answering until `release` is set."""
+    ("hang", n) holds the n-th matching request without answering until `release` is set. Injected
+    errors are Cloud Storage's JSON, or S3's XML with `xml=True`."""
 
-    def __init__(self, upstream: str):
+    def __init__(self, upstream: str, xml: bool = False):
+        self.xml = xml
         self.upstream = urllib.parse.urlsplit(upstream)
         self.upstream_url = upstream
         self.seen: list[tuple[str, str]] = []
@@ -316,9 +347,13 @@ class FaultProxy:
                 if action.isdigit():
                     code = int(action)
                     message = proxy.messages.get(code, "injected fault")
-                    err = json.dumps({"error": {"code": code, "message": message}}).encode()
+                    if proxy.xml:
+                        name = {403: "AccessDenied", 503: "SlowDown"}.get(code, str(code))
+                        err = f"<Error><Code>{name}</Code><Message>{message}</Message></Error>".encode()
+                    else:
+                        err = json.dumps({"error": {"code": code, "message": message}}).encode()
                     self.send_response(code)
-                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Type", "application/xml" if proxy.xml else "application/json")
                     self.send_header("Content-Length", str(len(err)))
                     self.end_headers()
                     self.wfile.write(err)
@@ -330,23 +365,25 @@ class FaultProxy:
                     return
                 conn = http.client.HTTPConnection(proxy.upstream.hostname, proxy.upstream.port, timeout=30)
                 headers = {k: v for k, v in self.headers.items()
-                           if k.lower() not in ("host", "connection", "content-length")}
+                           if k.lower() not in ("host", "connection", "content-length", "expect")}
                 conn.request(self.command, self.path, body=body, headers=headers)
                 resp = conn.getresponse()
                 data = resp.read()
                 conn.close()
                 self.send_response(resp.status)
                 for k, v in resp.getheaders():
-                    if k.lower() in ("transfer-encoding", "connection", "content-length"):
+                    if k.lower() in ("transfer-encoding", "connection") or (
+                            k.lower() == "content-length" and self.command != "HEAD"):
                         continue
                     if k.lower() == "location":  # keep resumable-upload sessions on the proxy
                         v = v.replace(proxy.upstream_url, proxy.url)
                     self.send_header(k, v)
-                self.send_header("Content-Length", str(len(data)))
+                if self.command != "HEAD":  # a HEAD answer keeps the object's own Content-Length
+                    self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
 
-            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _handle
+            do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = do_PATCH = _handle
 
         class Server(http.server.ThreadingHTTPServer):
             def handle_error(self, request, client_address):
@@ -468,6 +505,170 @@ def test_writer_killed_mid_resumable_upload_leaves_no_object(gcs, gcs_prefix, pr
     assert names == []  # nothing under the final name, and no partial object anywhere under the prefix
 
 
+@pytest.fixture
+def s3_proxy(s3, monkeypatch):
+    p = FaultProxy(s3.endpoint, xml=True)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", p.url)
+    monkeypatch.setenv("BERT_STORAGE_RETRY_INITIAL", "0.02")
+    yield p
+    p.close()
+
+
+def _s3_object(path: str, method: str, query: str = ""):
+    """Requests of `method` on the object of `path` (path-style: /bucket/key), with `query` in the URL."""
+    target = "/" + path.split("://", 1)[1]
+    return lambda m, p: m == method and p.split("?")[0] == target and query in p
+
+
+def test_s3_transient_errors_are_retried_and_4xx_are_not(s3_prefix, s3_proxy):
+    path = s3_prefix + "/r.bin"
+    storage.write_bytes(path, b"payload")
+    get = _s3_object(path, "GET")
+    s3_proxy.rules.append([get, "503", 2])
+    assert storage.read_bytes(path) == b"payload"
+    assert s3_proxy.count(get) == 3  # two injected 503s, then the forwarded request
+    put = _s3_object(path, "PUT")
+    s3_proxy.rules.append([put, "500", 2])
+    storage.write_bytes(path, b"after 500s")
+    assert s3_proxy.count(put) == 4  # the first upload above, two 500s, the retried upload
+    assert storage.read_bytes(path) == b"after 500s"
+    with pytest.raises(storage.AlreadyExists):  # 412: answered at once
+        storage.write_bytes(path, b"y", exclusive=True)
+    assert s3_proxy.count(put) == 5
+    with pytest.raises(UserError, match="no such object"):  # 404: answered at once
+        storage.read_bytes(s3_prefix + "/absent.bin")
+    assert s3_proxy.count(_s3_object(s3_prefix + "/absent.bin", "GET")) == 1
+
+
+def test_s3_permission_denied_is_one_line_and_not_retried(s3_prefix, s3_proxy):
+    path = s3_prefix + "/secret.bin"
+    storage.write_bytes(path, b"x")
+    s3_proxy.messages[403] = "User: arn:aws:iam::123456789012:user/runner is not authorized to perform: s3:GetObject"
+    get = _s3_object(path, "GET")
+    s3_proxy.rules.append([get, "403", 5])
+    with pytest.raises(UserError) as err:
+        storage.read_bytes(path)
+    assert str(err.value) == (f"{path}: permission denied (403 AccessDenied: User: arn:aws:iam::123456789012:"
+                              "user/runner is not authorized to perform: s3:GetObject)")
+    assert s3_proxy.count(get) == 1
+
+
+def test_s3_persistent_failure_is_one_line_after_the_deadline(s3_prefix, s3_proxy, monkeypatch):
+    monkeypatch.setenv("BERT_STORAGE_RETRY_DEADLINE", "1")
+    path = s3_prefix + "/down.bin"
+    s3_proxy.rules.append([lambda m, p: True, "503", 10**6])
+    t0 = time.monotonic()
+    with pytest.raises(storage.StorageUnavailable) as err:
+        storage.read_bytes(path)
+    assert time.monotonic() - t0 < 10
+    msg = str(err.value)
+    assert msg.startswith(f"{path}: storage unavailable") and "\n" not in msg and "503" in msg
+
+
+def test_unreachable_s3_endpoint_is_one_line_after_the_deadline(s3_prefix, monkeypatch):
+    with socket.socket() as sock:  # a loopback port nobody listens on: connections are refused
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("BERT_STORAGE_RETRY_DEADLINE", "1")
+    monkeypatch.setenv("BERT_STORAGE_RETRY_INITIAL", "0.05")
+    path = s3_prefix + "/x.txt"
+    with pytest.raises(storage.StorageUnavailable) as err:
+        storage.exists(path)
+    assert str(err.value) == (f"{path}: storage unavailable after retrying for 1 s (Could not connect to the "
+                              f'endpoint URL: "http://127.0.0.1:{port}/{path[len("s3://"):]}")')
+
+
+def test_s3_writer_killed_mid_multipart_upload_leaves_no_object(s3, s3_prefix, s3_proxy, tmp_path):
+    src = tmp_path / "src.bin"
+    src.write_bytes(_payload(5, 12 << 20))  # > 5 MiB parts: a multipart upload of 3 parts
+    path = s3_prefix + "/big.bin"
+    parts = _s3_object(path, "PUT", "partNumber=")
+    s3_proxy.rules.append([parts, "hang", 2])  # hold the 2nd part: the first is on the server
+    proc = _spawn(["plain", path, str(src), "0"], env={"BERT_STORAGE_CHUNK_MB": "1", "AWS_ENDPOINT_URL": s3_proxy.url})
+    try:
+        assert s3_proxy.hung.wait(30), "the upload never reached its 2nd part"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        proc.kill()
+        s3_proxy.release.set()
+    key = path.split("/", 3)[3]
+    client = s3.client()
+    assert [u["Key"] for u in client.list_multipart_uploads(Bucket=s3.bucket).get("Uploads", [])].count(key) == 1
+    assert client.list_objects_v2(Bucket=s3.bucket, Prefix=key).get("Contents", []) == []  # nothing visible
+
+
+# --------------------------------------------------------------------------------------------------
+# minio:// as Kubeflow Pipelines writes it, and where s3:// finds its endpoint and keys
+
+
+def test_s3_and_minio_settings_come_from_the_aws_variables_then_kfp_defaults(tmp_path):
+    from bert_core.storage_s3 import Settings, settings
+
+    no_secret = {"BERT_MINIO_SECRET_DIR": str(tmp_path / "not-mounted")}
+    assert settings("s3://", no_secret) == Settings(None, None, None, None)  # boto3's own chain, AWS itself
+    assert settings("minio://", no_secret) == Settings("http://minio-service.kubeflow:9000", "minio", None, None)
+    in_kubeflow_ns = {**no_secret, "MINIO_SERVICE_SERVICE_HOST": "10.0.0.7", "MINIO_SERVICE_SERVICE_PORT": "9000"}
+    assert settings("minio://", in_kubeflow_ns).endpoint_url == "http://10.0.0.7:9000"
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    (secret / "accesskey").write_text("minio\n")
+    (secret / "secretkey").write_text("minio123\n")
+    assert settings("minio://", {"BERT_MINIO_SECRET_DIR": str(secret)}).access_key == "minio"
+    assert settings("minio://", {"BERT_MINIO_SECRET_DIR": str(secret)}).secret_key == "minio123"
+    aws = {"AWS_ENDPOINT_URL": "http://all:1", "AWS_ENDPOINT_URL_S3": "https://s3only:2",
+           "AWS_DEFAULT_REGION": "eu-west-1", "AWS_ACCESS_KEY_ID": "AK", "AWS_SECRET_ACCESS_KEY": "SK",
+           "BERT_MINIO_SECRET_DIR": str(secret), "MINIO_SERVICE_SERVICE_HOST": "10.0.0.7",
+           "MINIO_SERVICE_SERVICE_PORT": "9000"}
+    assert settings("s3://", aws) == settings("minio://", aws) == Settings("https://s3only:2", "eu-west-1", "AK", "SK")
+    assert settings("s3://", {"AWS_ENDPOINT_URL": "http://all:1", "AWS_REGION": "r1", "AWS_DEFAULT_REGION": "r2"}) \
+        == Settings("http://all:1", "r1", None, None)
+    with pytest.raises(UserError, match=r"^minio-service:9000: the S3 endpoint must be a URL such as http://host:9000"):
+        settings("s3://", {"AWS_ENDPOINT_URL": "minio-service:9000"})
+
+
+def test_minio_paths_reach_kfp_minio_with_its_secret_and_service(s3, tmp_path, monkeypatch):
+    """No AWS variables, as in a KFP step: the endpoint is the namespace's minio-service (the
+    variables Kubernetes sets for it; here the S3 server on loopback) and the keys are the files of
+    the mounted mlpipeline-minio-artifact secret. The objects are the ones s3:// sees."""
+    for name in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION"):
+        monkeypatch.delenv(name, raising=False)
+    endpoint = urllib.parse.urlsplit(s3.endpoint)
+    monkeypatch.setenv("MINIO_SERVICE_SERVICE_HOST", endpoint.hostname)
+    monkeypatch.setenv("MINIO_SERVICE_SERVICE_PORT", str(endpoint.port))
+    secret = tmp_path / "mlpipeline-minio-artifact"
+    secret.mkdir()
+    (secret / "accesskey").write_text("minio")
+    (secret / "secretkey").write_text("minio123")
+    monkeypatch.setenv("BERT_MINIO_SECRET_DIR", str(secret))
+    run = s3.url(f"v2/artifacts/bert/{uuid.uuid4().hex[:8]}", scheme="minio://")
+    storage.write_text(run + "/data/data_manifest.json", '{"instances": 3}')
+    with storage.atomic_dir(run + "/ckpt-1") as d:
+        open(os.path.join(d, "model.index"), "w").write("i")
+    assert storage.read_json(run + "/data/data_manifest.json") == {"instances": 3}
+    assert storage.glob(run + "/*/model.index") == [run + "/ckpt-1/model.index"] and storage.is_complete(run + "/ckpt-1")
+    key = run.split("/", 3)[3] + "/data/data_manifest.json"
+    assert s3.client().get_object(Bucket=s3.bucket, Key=key)["Body"].read() == b'{"instances": 3}'
+
+
+def test_missing_s3_credentials_are_one_line(s3, tmp_path, monkeypatch):
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE", "AWS_ROLE_ARN",
+                 "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+                 "AWS_CONTAINER_CREDENTIALS_FULL_URI"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # no instance-role lookup off this machine
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("BERT_MINIO_SECRET_DIR", str(tmp_path / "not-mounted"))
+    with pytest.raises(UserError) as err:
+        storage.read_bytes(s3.url("x.txt"))
+    assert str(err.value) == ("s3://: no S3 credentials found (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
+                              "use an AWS profile or role)")
+    with pytest.raises(UserError, match=r"^minio://: no S3 credentials found .*mlpipeline-minio-artifact secret at "):
+        storage.exists(s3.url("x.txt", scheme="minio://"))
+
+
 # --------------------------------------------------------------------------------------------------
 # concurrent writers
 
@@ -516,37 +717,65 @@ def test_concurrent_process_writers_leave_one_whole_artifact(root, tmp_path, exc
 # errors a user sees: one line each
 
 
-def test_missing_bucket_and_object_are_one_line(gcs, gcs_prefix):
+def test_missing_bucket_and_object_are_one_line(remote):
+    scheme = storage.scheme_of(remote)
+    bucket = f"{scheme}{storage.split(remote)[0]}"
+    nope = f"{scheme}no-such-bucket-x"
     cases = [
-        (lambda: storage.read_bytes("gs://no-such-bucket-x/a/b.txt"), "gs://no-such-bucket-x: bucket does not exist"),
-        (lambda: storage.open_read("gs://no-such-bucket-x/a"), "gs://no-such-bucket-x: bucket does not exist"),
-        (lambda: storage.write_text("gs://no-such-bucket-x/a", "x"), "gs://no-such-bucket-x: bucket does not exist"),
-        (lambda: storage.read_text(gcs_prefix + "/nope.txt"), f"{gcs_prefix}/nope.txt: no such object"),
-        (lambda: storage.size(gcs_prefix + "/nope.txt"), f"{gcs_prefix}/nope.txt: no such object"),
-        (lambda: storage.copy(gcs_prefix + "/nope.txt", gcs_prefix + "/b"), f"{gcs_prefix}/nope.txt: no such object"),
-        (lambda: storage.read_json("gs://"), "gs://: expected gs://BUCKET/OBJECT"),
-        (lambda: storage.read_bytes(gcs.url()), f"{gcs.url()}: expected an object name after the bucket"),
+        (lambda: storage.read_bytes(f"{nope}/a/b.txt"), f"{nope}: bucket does not exist"),
+        (lambda: storage.open_read(f"{nope}/a"), f"{nope}: bucket does not exist"),
+        (lambda: storage.write_text(f"{nope}/a", "x"), f"{nope}: bucket does not exist"),
+        (lambda: storage.read_text(remote + "/nope.txt"), f"{remote}/nope.txt: no such object"),
+        (lambda: storage.size(remote + "/nope.txt"), f"{remote}/nope.txt: no such object"),
+        (lambda: storage.copy(remote + "/nope.txt", remote + "/b"), f"{remote}/nope.txt: no such object"),
+        (lambda: storage.read_json(scheme), f"{scheme}: expected {scheme}BUCKET/OBJECT"),
+        (lambda: storage.read_bytes(bucket), f"{bucket}: expected an object name after the bucket"),
     ]
     for call, message in cases:
         with pytest.raises(UserError) as err:
             call()
         assert str(err.value) == message
-    assert not storage.exists("gs://no-such-bucket-x/a") and storage.glob("gs://no-such-bucket-x/*") == []
-    assert not storage.isdir("gs://no-such-bucket-x") and storage.exists(gcs.url())
+    assert not storage.exists(f"{nope}/a") and storage.glob(f"{nope}/*") == []
+    assert not storage.isdir(nope) and storage.exists(bucket)
     with pytest.raises(UserError, match="no such file"):
-        corpus.expand_inputs(gcs_prefix + "/nope.txt")
+        corpus.expand_inputs(remote + "/nope.txt")
 
 
-def test_a_missing_gs_input_reaches_the_user_as_one_line(gcs_prefix):
+@pytest.mark.parametrize("scheme", ["gs", "s3"])
+def test_a_missing_object_storage_input_reaches_the_user_as_one_line(scheme, request):
     """What `bert` does with a UserError (print it, exit with its code), in a fresh process."""
+    request.getfixturevalue({"gs": "gcs", "s3": "s3"}[scheme])  # the server, and its variables set
     code = ("import sys\nfrom bert_core import storage\nfrom bert_core.errors import UserError\n"
             "try:\n    storage.read_text(sys.argv[1])\n"
             "except UserError as e:\n    print(e, file=sys.stderr); sys.exit(e.exit_code)\n")
-    proc = subprocess.run([sys.executable, "-c", code, "gs://no-such-bucket-y/corpus.txt"], cwd=ROOT,
+    proc = subprocess.run([sys.executable, "-c", code, f"{scheme}://no-such-bucket-y/corpus.txt"], cwd=ROOT,
                           capture_output=True, text=True, env={**os.environ, "PYTHONPATH": ROOT}, timeout=60)
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines()[-1] == "gs://no-such-bucket-y: bucket does not exist"
+    assert proc.stderr.strip().splitlines()[-1] == f"{scheme}://no-such-bucket-y: bucket does not exist"
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("path, message", [
+    ("http://host/x.txt", "http://host/x.txt: unsupported storage URL; use a local path, gs://BUCKET/KEY, "
+                          "s3://BUCKET/KEY or minio://BUCKET/KEY"),
+    ("hdfs://nn/data/*.tfrecord", "hdfs://nn/data/*.tfrecord: unsupported storage URL; use a local path, "
+                                  "gs://BUCKET/KEY, s3://BUCKET/KEY or minio://BUCKET/KEY"),
+    ("gs:/bucket/x", "gs:/bucket/x: unsupported storage URL (did you mean gs://bucket/x?); use a local path, "
+                     "gs://BUCKET/KEY, s3://BUCKET/KEY or minio://BUCKET/KEY"),
+    ("S3:///b/x", "S3:///b/x: unsupported storage URL (did you mean s3://b/x?); use a local path, "
+                  "gs://BUCKET/KEY, s3://BUCKET/KEY or minio://BUCKET/KEY"),
+])
+def test_other_schemes_are_one_line_not_local_paths(path, message, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # where a path taken as local would have been created
+    for call in (storage.check_scheme, storage.exists, storage.read_text, storage.glob, storage.list_files,
+                 storage.makedirs, lambda p: storage.write_text(p, "x"), lambda p: storage.copy(p, str(tmp_path / "y"))):
+        with pytest.raises(UserError) as err:
+            call(path)
+        assert str(err.value) == message
+    assert os.listdir(tmp_path) == []
+    assert storage.is_remote("minio://b/k") and storage.is_remote("s3://b/k") and not storage.is_remote(path)
+    for fine in ("minio://b/k", "s3://b/k", "gs://b/k", "runs/a:b", "/data/x", "rel/path"):
+        assert storage.check_scheme(fine) == fine
 
 
 def test_local_behaviour_is_unchanged(tmp_path):

@@ -274,7 +274,7 @@ def run_shard(task: ShardTask) -> dict:
     shard_bytes = sum(e - s for _, s, e in task.pieces)
     # The token spill sits beside a local output (same disk, removed with stale temporaries);
     # for gs:// output it goes to the local temp directory.
-    out_dir = None if storage.is_gcs(task.output) else os.path.dirname(os.path.abspath(task.output))
+    out_dir = None if storage.is_remote(task.output) else os.path.dirname(os.path.abspath(task.output))
     spill_path = None
     try:
         with storage.atomic_open(task.output, "wb") as raw_out:
@@ -459,7 +459,7 @@ def _check_inputs(cfg: DataConfig) -> list[tuple[str, int]]:
 
 def _remove_stale(directory: str, names: list[str]) -> int:
     """Temporaries a killed run left for our own files (never other tools' files)."""
-    if storage.is_gcs(directory):  # gs:// writers keep their temporaries on local disk
+    if storage.is_remote(directory):  # gs:// writers keep their temporaries on local disk
         return 0
     removed = 0
     for name in names:
