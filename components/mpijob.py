@@ -265,7 +265,7 @@ class PretrainJob(BaseModel):
                     continue  # gs://..., a preset name, a number as text
                 if mount is None:
                     raise ValueError(f"--{flag}={path} is a local path but the job mounts no volume: "
-                                     f"use gs://bucket/... or set storage (a PVC)")
+                                     f"use object storage (gs://, s3://, minio://) or set storage (a PVC)")
                 if path != mount and not path.startswith(mount + "/"):
                     raise ValueError(f"--{flag}={path} is outside the PVC mounted at {mount}")
         if mount and self.storage.read_only:
