@@ -28,6 +28,7 @@ linux-amd64 and linux-arm64 it runs.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import pathlib
@@ -139,13 +140,10 @@ def start_server(bucket: str = DEFAULT_BUCKET, project: str = "bert-test", timeo
     return server
 
 
-@pytest.fixture(scope="session")
-def gcs():
-    """The session's fake-gcs-server with bucket `bert-test`; STORAGE_EMULATOR_HOST set while it runs."""
-    try:
-        server = start_server()
-    except (RuntimeError, OSError, ImportError) as err:
-        pytest.skip(f"fake-gcs-server cannot run here: {err}")
+@contextlib.contextmanager
+def serving(server):
+    """A test server (this one, or tests/s3_server.py's) with its `env` set in os.environ while it
+    runs; afterwards the variables are restored and the server stopped."""
     saved = {k: os.environ.get(k) for k in server.env}
     os.environ.update(server.env)
     try:
@@ -159,11 +157,27 @@ def gcs():
         server.stop()
 
 
+def unique_prefix(server, request) -> str:
+    """A prefix no other test uses on a test server: <bucket>/<test name>-<random>."""
+    name = "".join(c if c.isalnum() else "-" for c in request.node.name)[:60]
+    return server.url(f"{name}-{uuid.uuid4().hex[:8]}")
+
+
+@pytest.fixture(scope="session")
+def gcs():
+    """The session's fake-gcs-server with bucket `bert-test`; STORAGE_EMULATOR_HOST set while it runs."""
+    try:
+        server = start_server()
+    except (RuntimeError, OSError, ImportError) as err:
+        pytest.skip(f"fake-gcs-server cannot run here: {err}")
+    with serving(server):
+        yield server
+
+
 @pytest.fixture
 def gcs_prefix(gcs, request) -> str:
     """A prefix no other test uses: gs://bert-test/<test name>-<random>."""
-    name = "".join(c if c.isalnum() else "-" for c in request.node.name)[:60]
-    return gcs.url(f"{name}-{uuid.uuid4().hex[:8]}")
+    return unique_prefix(gcs, request)
 
 
 @dataclasses.dataclass

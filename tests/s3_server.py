@@ -29,22 +29,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
-import socket
 import threading
-import uuid
 
 import pytest
 
-from gcs_server import StoreRun
+from gcs_server import StoreRun, _free_port, serving, unique_prefix
 
 DEFAULT_BUCKET = "bert-test"
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclasses.dataclass
@@ -100,25 +91,14 @@ def start_server(bucket: str = DEFAULT_BUCKET) -> S3Server:
 @pytest.fixture(scope="session")
 def s3():
     """The session's S3 server with bucket `bert-test`; the AWS variables set while it runs."""
-    server = start_server()
-    saved = {k: os.environ.get(k) for k in server.env}
-    os.environ.update(server.env)
-    try:
+    with serving(start_server()) as server:
         yield server
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        server.stop()
 
 
 @pytest.fixture
 def s3_prefix(s3, request) -> str:
     """A prefix no other test uses: s3://bert-test/<test name>-<random>."""
-    name = "".join(c if c.isalnum() else "-" for c in request.node.name)[:60]
-    return s3.url(f"{name}-{uuid.uuid4().hex[:8]}")
+    return unique_prefix(s3, request)
 
 
 @pytest.fixture

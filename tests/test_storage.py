@@ -474,10 +474,11 @@ def test_permission_denied_is_one_line_naming_the_principal_and_not_retried(gcs_
     assert proxy.count(_media_get(key)) == 1
 
 
-def test_persistent_failure_is_one_line_after_the_deadline(gcs_prefix, proxy, monkeypatch):
+@pytest.mark.parametrize("store, proxy_fixture", [("gcs", "proxy"), ("s3", "s3_proxy")])
+def test_persistent_failure_is_one_line_after_the_deadline(store, proxy_fixture, request, monkeypatch):
     monkeypatch.setenv("BERT_STORAGE_RETRY_DEADLINE", "1")
-    path = gcs_prefix + "/down.bin"
-    proxy.rules.append([lambda m, p: True, "503", 10**6])
+    path = request.getfixturevalue(f"{store}_prefix") + "/down.bin"
+    request.getfixturevalue(proxy_fixture).rules.append([lambda m, p: True, "503", 10**6])
     t0 = time.monotonic()
     with pytest.raises(storage.StorageUnavailable) as err:
         storage.read_bytes(path)
@@ -486,20 +487,26 @@ def test_persistent_failure_is_one_line_after_the_deadline(gcs_prefix, proxy, mo
     assert msg.startswith(f"{path}: storage unavailable") and "\n" not in msg and "503" in msg
 
 
+def _kill_while_held(proxy, argv: list[str], env: dict, what: str) -> None:
+    """Run a writer (_spawn) until the proxy holds the request a rule marked "hang", then SIGKILL it."""
+    proc = _spawn(argv, env=env)
+    try:
+        assert proxy.hung.wait(30), f"the upload never reached {what}"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        proc.kill()
+        proxy.release.set()
+
+
 def test_writer_killed_mid_resumable_upload_leaves_no_object(gcs, gcs_prefix, proxy, tmp_path):
     src = tmp_path / "src.bin"
     src.write_bytes(_payload(4, 10 << 20))  # > 8 MiB: a resumable upload in 1 MiB chunks
     path = gcs_prefix + "/big.bin"
     chunk_puts = lambda m, p: m == "PUT"  # noqa: E731
     proxy.rules.append([chunk_puts, "hang", 4])  # hold the 4th chunk: 3 MiB are on the server
-    proc = _spawn(["plain", path, str(src), "0"], env={"BERT_STORAGE_CHUNK_MB": "1", "STORAGE_EMULATOR_HOST": proxy.url})
-    try:
-        assert proxy.hung.wait(30), "the upload never reached its 4th chunk"
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
-    finally:
-        proc.kill()
-        proxy.release.set()
+    _kill_while_held(proxy, ["plain", path, str(src), "0"],
+                     {"BERT_STORAGE_CHUNK_MB": "1", "STORAGE_EMULATOR_HOST": proxy.url}, "its 4th chunk")
     assert proxy.count(chunk_puts) == 4
     names = [b.name for b in gcs.client().list_blobs(gcs.bucket, prefix=path.split("/", 3)[3])]
     assert names == []  # nothing under the final name, and no partial object anywhere under the prefix
@@ -553,18 +560,6 @@ def test_s3_permission_denied_is_one_line_and_not_retried(s3_prefix, s3_proxy):
     assert s3_proxy.count(get) == 1
 
 
-def test_s3_persistent_failure_is_one_line_after_the_deadline(s3_prefix, s3_proxy, monkeypatch):
-    monkeypatch.setenv("BERT_STORAGE_RETRY_DEADLINE", "1")
-    path = s3_prefix + "/down.bin"
-    s3_proxy.rules.append([lambda m, p: True, "503", 10**6])
-    t0 = time.monotonic()
-    with pytest.raises(storage.StorageUnavailable) as err:
-        storage.read_bytes(path)
-    assert time.monotonic() - t0 < 10
-    msg = str(err.value)
-    assert msg.startswith(f"{path}: storage unavailable") and "\n" not in msg and "503" in msg
-
-
 def test_unreachable_s3_endpoint_is_one_line_after_the_deadline(s3_prefix, monkeypatch):
     with socket.socket() as sock:  # a loopback port nobody listens on: connections are refused
         sock.bind(("127.0.0.1", 0))
@@ -585,14 +580,8 @@ def test_s3_writer_killed_mid_multipart_upload_leaves_no_object(s3, s3_prefix, s
     path = s3_prefix + "/big.bin"
     parts = _s3_object(path, "PUT", "partNumber=")
     s3_proxy.rules.append([parts, "hang", 2])  # hold the 2nd part: the first is on the server
-    proc = _spawn(["plain", path, str(src), "0"], env={"BERT_STORAGE_CHUNK_MB": "1", "AWS_ENDPOINT_URL": s3_proxy.url})
-    try:
-        assert s3_proxy.hung.wait(30), "the upload never reached its 2nd part"
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
-    finally:
-        proc.kill()
-        s3_proxy.release.set()
+    _kill_while_held(s3_proxy, ["plain", path, str(src), "0"],
+                     {"BERT_STORAGE_CHUNK_MB": "1", "AWS_ENDPOINT_URL": s3_proxy.url}, "its 2nd part")
     key = path.split("/", 3)[3]
     client = s3.client()
     assert [u["Key"] for u in client.list_multipart_uploads(Bucket=s3.bucket).get("Uploads", [])].count(key) == 1
