@@ -260,7 +260,11 @@ for name in ("makedirs", "write_text", "read_json"):
 copy = storage.copy
 storage.copy = lambda src, dst: copy(src, local(dst))
 
-def launch(job, timeout_seconds=None):
+def launch(job, timeout_seconds=None):  # what the MPIJob's `bert pretrain` leaves in its output
+    from bert_core import layout
+    from bert_core.presets import preset_config
+
+    layout.write_model_dir(job.pretrain_flags["output_dir"], preset_config(job.pretrain_flags["model"]), None)
     with open(local(job.pretrain_flags["output_dir"]) + "/pretrain_metrics.json", "w") as f:
         json.dump({{"global_step": 600, "world_size": job.num_ranks, "loss": 1.5}}, f)
     print("IMAGE", job.image)
@@ -286,13 +290,14 @@ run_pretraining(data=Artifact({str(data)!r}, "gs://b/data"), vocab=Artifact({str
                 optimizer_type="adam", dtype="fp32", num_accumulation_steps=1, save_checkpoints_steps=1000,
                 log_every_steps=100, max_eval_steps=20, random_seed=1)
 print("METRICS", metrics.logged)
+print("MODEL", model.metadata)
 """
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
                           env=_env(REGISTRY="registry.example.com/ml", TAG="v7"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "IMAGE registry.example.com/ml/bert-pretrain:v7" in proc.stdout
     assert "'world_size': 16.0" in proc.stdout
-    assert (model / "bert_config.json").exists() and (model / "vocab.txt").exists()
+    assert "'hidden_size': 128" in proc.stdout and "'world_size': 16" in proc.stdout.split("MODEL")[1]
 
 
 def test_image_pull_secrets_reach_every_step(tmp_path):
