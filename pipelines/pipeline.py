@@ -1,4 +1,5 @@
-"""bert_pipeline: the four stages of DESIGN.md as one KFP v2 pipeline.
+"""bert_pipeline: the stages (corpus and vocab, create-data, pretrain, finetune and evaluate) as one KFP v2
+pipeline.
 
     corpus ──> vocab (given, or learned)
       │          │

@@ -1,6 +1,7 @@
-"""`bert-pipeline compile`: the IR YAML a user uploads holds the stages in DESIGN.md's order, typed
-artifacts between them, the parameter defaults of bert_pipeline, each stage's image and its
-resources, GPU scheduling, caching and retries."""
+"""`bert-pipeline compile`: the IR YAML a user uploads holds the stages in the order of pipelines/pipeline.py's
+diagram (corpus -> vocab -> create-data -> pretrain -> finetune -> evaluate), typed artifacts between them,
+the parameter defaults of bert_pipeline, each stage's image and its resources, GPU scheduling, caching and
+retries, and the cluster choices build_pipeline takes (as compile's flags)."""
 
 import inspect
 import os
@@ -50,7 +51,7 @@ def _upstream(task: dict) -> set[str]:
     return found
 
 
-def test_stages_follow_the_design_diagram(compiled):
+def test_stages_follow_the_pipeline_diagram(compiled):
     spec, _ = compiled
     tasks = spec["root"]["dag"]["tasks"]
     assert sorted(tasks) == sorted(STAGES)
@@ -185,6 +186,15 @@ def test_docs_list_every_parameter_with_its_default():
     assert set(documented) == set(signature)
     for name, p in signature.items():
         assert json.loads(documented[name]) == p.default, name
+
+
+def test_the_pipeline_docs_name_only_documents_in_the_repository():
+    import re
+
+    paths = [ROOT / "docs" / "pipeline.md", ROOT / "docs" / "cluster.md", *sorted((ROOT / "pipelines").glob("*.py"))]
+    for path in paths:
+        for name in re.findall(r"[\w./-]+\.md\b", path.read_text()):
+            assert (ROOT / name).exists() or (path.parent / name).exists(), f"{path.relative_to(ROOT)} names {name}"
 
 
 def _compile_in_process(tmp_path, **build) -> tuple[dict, dict]:
