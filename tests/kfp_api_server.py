@@ -133,8 +133,9 @@ def to_json(model) -> dict:
     return _API_CLIENT.sanitize_for_serialization(model)
 
 
-def parse_pipeline_package(data: bytes, where: str) -> dict:
-    """The uploaded YAML: a PipelineSpec document (optionally followed by a PlatformSpec)."""
+def parse_pipeline_package(data: bytes, where: str) -> tuple[dict, dict]:
+    """The uploaded YAML: a PipelineSpec document (optionally followed by a PlatformSpec); both, the
+    second {} when absent."""
     from google.protobuf import json_format
     from kfp.pipeline_spec import pipeline_spec_pb2
 
@@ -150,7 +151,7 @@ def parse_pipeline_package(data: bytes, where: str) -> dict:
             json_format.ParseDict(docs[1], pipeline_spec_pb2.PlatformSpec())
     except json_format.ParseError as err:
         raise Invalid(f"{where}: not a KFP pipeline spec ({err})") from None
-    return docs[0]
+    return docs[0], (docs[1] if len(docs) > 1 else {})
 
 
 def _filter_value(query: dict) -> dict[str, str]:
@@ -182,18 +183,21 @@ class State:
     pipelines: dict = field(default_factory=dict)       # id -> V2beta1Pipeline
     versions: dict = field(default_factory=dict)        # pipeline id -> [V2beta1PipelineVersion]
     specs: dict = field(default_factory=dict)           # version id -> pipeline spec dict
+    platforms: dict = field(default_factory=dict)       # version id -> platform spec dict ({} if none)
     experiments: dict = field(default_factory=dict)     # id -> V2beta1Experiment
     runs: dict = field(default_factory=dict)            # id -> V2beta1Run
     recurring_runs: dict = field(default_factory=dict)  # id -> V2beta1RecurringRun
     requests: list = field(default_factory=list)        # (method, path, query, body) as received
     errors: list = field(default_factory=list)          # (status, message) of refused requests
 
-    def add_version(self, pipeline_id: str, name: str, description: str | None, spec: dict):
+    def add_version(self, pipeline_id: str, name: str, description: str | None, package: tuple[dict, dict]):
+        spec, platform = package
         version = models.V2beta1PipelineVersion(
             pipeline_id=pipeline_id, pipeline_version_id=str(uuid.uuid4()), display_name=name,
             description=description, created_at=_now(), pipeline_spec=spec)
         self.versions.setdefault(pipeline_id, []).append(version)
         self.specs[version.pipeline_version_id] = spec
+        self.platforms[version.pipeline_version_id] = platform
         return version
 
     def check_job(self, body, where: str) -> None:
@@ -295,11 +299,11 @@ class Handler(BaseHTTPRequestHandler):
                 raise Invalid("upload: ?name= is required")
             if any(p.display_name == name for p in s.pipelines.values()):
                 raise Invalid(f"upload: a pipeline named {name!r} exists; upload a version of it instead")
-            spec = parse_pipeline_package(self._upload(raw), "uploadfile")
+            package = parse_pipeline_package(self._upload(raw), "uploadfile")
             pipeline = models.V2beta1Pipeline(pipeline_id=str(uuid.uuid4()), display_name=name,
                                               description=query.get("description"), created_at=_now())
             s.pipelines[pipeline.pipeline_id] = pipeline
-            s.add_version(pipeline.pipeline_id, name, query.get("description"), spec)
+            s.add_version(pipeline.pipeline_id, name, query.get("description"), package)
             return 200, to_json(pipeline)
         if method == "POST" and path == "/pipelines/upload_version":
             pid, name = query.get("pipelineid"), query.get("name")
@@ -309,8 +313,8 @@ class Handler(BaseHTTPRequestHandler):
                 raise Invalid("upload_version: ?name= is required")
             if any(v.display_name == name for v in s.versions[pid]):
                 raise Invalid(f"upload_version: version name {name!r} exists")
-            spec = parse_pipeline_package(self._upload(raw), "uploadfile")
-            return 200, to_json(s.add_version(pid, name, query.get("description"), spec))
+            package = parse_pipeline_package(self._upload(raw), "uploadfile")
+            return 200, to_json(s.add_version(pid, name, query.get("description"), package))
         m = re.fullmatch(r"/pipelines/([^/]+)/versions", path)
         if method == "GET" and m:
             if m.group(1) not in s.pipelines:

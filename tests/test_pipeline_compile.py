@@ -316,3 +316,27 @@ def test_image_pull_secrets_reach_every_step(tmp_path):
     k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     for name in spec["deploymentSpec"]["executors"]:
         assert [s["secretName"] for s in k8s[name]["imagePullSecret"]] == ["regcred"], name
+
+
+def test_compile_flags_reach_the_ir(tmp_path):
+    """compile's flags are build_pipeline's cluster choices: the launch step on the launcher image, a key
+    Secret, pull secrets, and no cached step (what `schedule` uploads)."""
+    from components import images
+    from components.mpijob import GCS_KEY_DIR
+
+    spec, platform = _compile(tmp_path, "--mpijob", "--gcs-key-secret", "gcp-sa-key", "--image-pull-secret",
+                              "regcred", "--no-cache")
+    executors = spec["deploymentSpec"]["executors"]
+    assert executors["exec-pretrain"]["container"]["image"] == images.image("launcher")
+    assert "accelerator" not in executors["exec-pretrain"]["container"]["resources"]
+    assert spec["root"]["dag"]["tasks"]["pretrain"]["inputs"]["parameters"]["launcher"] == {
+        "runtimeValue": {"constant": "mpijob"}}
+    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    for name, executor in executors.items():
+        env = {e["name"]: e["value"] for e in executor["container"].get("env", [])}
+        assert env["GOOGLE_APPLICATION_CREDENTIALS"] == f"{GCS_KEY_DIR}/key.json", name
+        assert [(m["secretName"], m["mountPath"]) for m in k8s[name]["secretAsVolume"]] == [
+            ("gcp-sa-key", GCS_KEY_DIR)], name
+        assert [s["secretName"] for s in k8s[name]["imagePullSecret"]] == ["regcred"], name
+    tasks = spec["root"]["dag"]["tasks"]
+    assert not any(task.get("cachingOptions", {}).get("enableCache") for task in tasks.values())
