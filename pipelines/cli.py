@@ -2,14 +2,15 @@
 
     bert-pipeline compile [-o bert_pipeline.yaml] [--phase2] [BUILD ...] [--no-cache]
     bert-pipeline run [--config FILE] [--param NAME=VALUE ...] [--ci] [--output-dir DIR]
-    bert-pipeline submit --host URL [--experiment NAME] [--config FILE] [--param NAME=VALUE ...] [BUILD ...]
-    bert-pipeline schedule --host URL (--cron "0 0 3 * * *" | --interval 24h) [BUILD ...] [...]
-    bert-pipeline list --host URL [--experiment NAME]
-    bert-pipeline status --host URL RUN_ID
+    bert-pipeline submit [SERVER ...] [--experiment NAME] [--config FILE] [--param NAME=VALUE ...] [BUILD ...]
+    bert-pipeline schedule [SERVER ...] (--cron "0 0 3 * * *" | --interval 24h) [BUILD ...] [...]
+    bert-pipeline list [SERVER ...] [--experiment NAME]
+    bert-pipeline status [SERVER ...] RUN_ID
     bert-pipeline artifacts ls PREFIX | artifacts show PATH
 
 BUILD: what a cluster fixes when the pipeline is built (pipelines.pipeline.build_pipeline): --mpijob,
---gcs-key-secret NAME, --image-pull-secret NAME.
+--gcs-key-secret NAME, --image-pull-secret NAME. SERVER: --host URL (default: kfp's own
+$KF_PIPELINES_ENDPOINT), --token, --namespace, --ssl-ca-cert FILE, --no-verify-ssl.
 
 A user's mistake is one line, `bert-pipeline: error: ...`, and exit status 2.
 """
@@ -333,12 +334,17 @@ def cmd_run(args) -> int:
 # A KFP server: submit, schedule, list, status
 # --------------------------------------------------------------------------------------------------
 def client(args):
+    """kfp.Client for --host, or, without it, kfp's own default (its KF_PIPELINES_ENDPOINT, then
+    in-cluster or kubeconfig); TLS verified against --ssl-ca-cert, or not at all with --no-verify-ssl."""
     import kfp
 
+    if args.ssl_ca_cert and not os.path.isfile(args.ssl_ca_cert):
+        raise UserError(f"--ssl-ca-cert {args.ssl_ca_cert}: no such file")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        return _api_call(f"connect to {args.host}", kfp.Client, host=args.host, namespace=args.namespace,
-                         existing_token=args.token or None)
+        return _api_call("connect", kfp.Client, host=args.host, namespace=args.namespace,
+                         existing_token=args.token or None, ssl_ca_cert=args.ssl_ca_cert,
+                         verify_ssl=args.verify_ssl)
 
 
 def _api_call(what: str, fn, *a, **kw):
@@ -358,8 +364,13 @@ def _api_call(what: str, fn, *a, **kw):
         raise UserError(f"{what}: the KFP server answered {err.status} {err.reason}"
                         + (f": {detail.splitlines()[0]}" if detail else "")) from None
     except urllib3.exceptions.HTTPError as err:
-        raise UserError(f"{what}: cannot reach the KFP server ({type(err).__name__}: "
-                        f"{str(err).splitlines()[0][:200]})") from None
+        # MaxRetryError: the endpoint kfp resolved (--host or not) and the last attempt's error
+        pool, cause = getattr(err, "pool", None), getattr(err, "reason", None) or err
+        where = f" at {pool.scheme}://{pool.host}:{pool.port}" if pool else ""
+        hint = " (--ssl-ca-cert FILE for a private CA, or --no-verify-ssl)" \
+            if isinstance(cause, urllib3.exceptions.SSLError) else ""
+        raise UserError(f"{what}: cannot reach the KFP server{where} ({type(cause).__name__}: "
+                        f"{str(cause).splitlines()[0][:200]}){hint}") from None
 
 
 def ensure_pipeline(kfp_client, package: str, name: str, description: str) -> tuple[str, str]:
@@ -403,7 +414,7 @@ def cmd_submit(args) -> int:
                     service_account=args.service_account or None)
     print(f"run {run.run_id} created in experiment {args.experiment} (pipeline {pipeline.name}, "
           f"version {version_id})")
-    print(f"status: {PROG} status --host {args.host} {run.run_id}")
+    print(f"status: {PROG} status{f' --host {args.host}' if args.host else ''} {run.run_id}")
     return 0
 
 
@@ -510,10 +521,15 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--phase2", action="store_true", help="the two-phase pipeline (phase 2 at seq 512)")
 
     def server(p):
-        p.add_argument("--host", required=True, help="KFP API endpoint, e.g. http://localhost:8080")
+        p.add_argument("--host", help="KFP API endpoint, e.g. http://localhost:8080 (default: "
+                                      "$KF_PIPELINES_ENDPOINT, else kfp's in-cluster or kubeconfig default)")
         p.add_argument("--namespace", default="kubeflow", help="Kubeflow namespace (multi-user installs)")
         p.add_argument("--token", default=os.environ.get("KF_PIPELINES_TOKEN", ""),
                        help="bearer token (default: $KF_PIPELINES_TOKEN)")
+        p.add_argument("--ssl-ca-cert", metavar="FILE", help="CA bundle (PEM) that signed the server's TLS "
+                                                             "certificate (default: certifi's)")
+        p.add_argument("--verify-ssl", action=argparse.BooleanOptionalAction, default=None,
+                       help="verify the server's TLS certificate (default: yes)")
 
     def build(p, cache_flag: bool = True):
         p.add_argument("--mpijob", action="store_true", help="pretraining as MPIJobs: the pretraining step "

@@ -22,6 +22,7 @@ and a recurring run needs exactly one trigger. A rejected request answers 400 wi
 recorded in `errors`), so a test fails on it. Responses are built from the same model classes.
 
     server = start_server(); ...; server.stop()     # or the `kfp_server` pytest fixture
+    server = start_server(tls=tls_files(tmp_dir))   # HTTPS, with a throwaway self-signed certificate
 """
 
 from __future__ import annotations
@@ -29,8 +30,11 @@ from __future__ import annotations
 import datetime
 import email.parser
 import email.policy
+import ipaddress
 import json
+import os
 import re
+import ssl
 import threading
 import urllib.parse
 import uuid
@@ -401,13 +405,47 @@ class KFPServer:
         self._thread.join(timeout=5)
 
 
-def start_server() -> KFPServer:
+def tls_files(directory) -> tuple[str, str]:
+    """A throwaway self-signed certificate for 127.0.0.1 (it is its own CA) and its key: (cert.pem, key.pem)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kfp-api-server test CA")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = os.path.join(directory, "cert.pem"), os.path.join(directory, "key.pem")
+    with open(cert_path, "wb") as f:
+        f.write(cert.public_bytes(serialization.Encoding.PEM))
+    with open(key_path, "wb") as f:
+        f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                  serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+def start_server(tls: tuple[str, str] | None = None) -> KFPServer:
+    """Serve on a free port of 127.0.0.1; HTTPS with `tls` = (cert.pem, key.pem)."""
     state = State()
     handler = type("BoundHandler", (Handler,), {"state": state})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    if tls:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(*tls)
+        # A client that refuses the certificate fails the handshake in accept(): an OSError that
+        # socketserver drops, so the server goes on serving.
+        server.socket = context.wrap_socket(server.socket, server_side=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    return KFPServer(f"http://127.0.0.1:{server.server_address[1]}", state, server, thread)
+    scheme = "https" if tls else "http"
+    return KFPServer(f"{scheme}://127.0.0.1:{server.server_address[1]}", state, server, thread)
 
 
 @pytest.fixture

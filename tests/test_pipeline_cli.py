@@ -5,7 +5,8 @@ HTTP server on 127.0.0.1 that serves the few KFP v2beta1 REST endpoints the comm
 every request against kfp-server-api's own v2beta1 models (unknown or mistyped fields, bad enums,
 required fields; the uploaded package must parse as a PipelineSpec; a run's parameters must be inputs
 of the uploaded pipeline). It is a stand-in for the real API server's request checking, not for its
-scheduling: runs stay PENDING. The artifacts commands run against the fake GCS server (tests/gcs_server.py).
+scheduling: runs stay PENDING. It also serves HTTPS with a throwaway certificate, for the TLS flags.
+The artifacts commands run against the fake GCS server (tests/gcs_server.py).
 """
 
 import json
@@ -13,7 +14,7 @@ import json
 import pytest
 
 from pipelines import cli
-from tests.kfp_api_server import kfp_server  # noqa: F401  (fixture)
+from tests.kfp_api_server import kfp_server, start_server, tls_files  # noqa: F401  (fixture)
 
 pytest_plugins = ["tests.gcs_server"]
 
@@ -137,7 +138,8 @@ def test_bad_config_file(capsys, tmp_path):
 
 def test_unreachable_server_is_one_line(capsys):
     code, _, err = bp(capsys, "list", "--host", "http://127.0.0.1:9")
-    assert code == 2 and err.startswith("bert-pipeline: error: ") and "cannot reach the KFP server" in err
+    assert code == 2 and err.startswith("bert-pipeline: error: ")
+    assert "cannot reach the KFP server at http://127.0.0.1:9 (NewConnectionError" in err
     assert err.count("\n") == 1
 
 
@@ -216,6 +218,35 @@ def test_parse_interval(text, seconds):
 def test_parse_interval_rejects(text):
     with pytest.raises(cli.UserError, match="--interval"):
         cli.parse_interval(text)
+
+
+def test_the_endpoint_from_kfp_env_and_tls(tmp_path, monkeypatch, capsys):
+    """No --host: kfp's own KF_PIPELINES_ENDPOINT. An HTTPS server with a private CA: refused (one line
+    with the way out), then accepted with --ssl-ca-cert, or with --no-verify-ssl."""
+    cert, key = tls_files(str(tmp_path))
+    server = start_server(tls=(cert, key))
+    try:
+        monkeypatch.setenv("KF_PIPELINES_ENDPOINT", server.url)
+        code, _, err = bp(capsys, "submit", "--run-name", "refused")
+        assert code == 2 and err.count("\n") == 1
+        assert f"connect: cannot reach the KFP server at {server.url} (SSLError" in err
+        assert "CERTIFICATE_VERIFY_FAILED" in err
+        assert "--ssl-ca-cert FILE" in err and server.state.requests == []
+
+        code, out, err = bp(capsys, "submit", "--run-name", "verified", "--ssl-ca-cert", cert)
+        assert code == 0, err
+        (run,) = server.state.runs.values()
+        assert run.display_name == "verified"
+        assert f"status: bert-pipeline status {run.run_id}" in out  # no --host to repeat
+
+        code, out, err = bp(capsys, "list", "--no-verify-ssl")
+        assert code == 0, err
+        assert "verified" in out and server.state.errors == []
+
+        code, _, err = bp(capsys, "list", "--ssl-ca-cert", str(tmp_path / "none.pem"))
+        assert code == 2 and "--ssl-ca-cert" in err and "none.pem: no such file" in err
+    finally:
+        server.stop()
 
 
 def test_list_and_status(kfp_server, capsys):
