@@ -1,12 +1,16 @@
 """`bert-pipeline`: compile, run locally, submit and schedule on Kubeflow Pipelines, inspect artifacts.
 
-    bert-pipeline compile [-o bert_pipeline.yaml] [--phase2]
+    bert-pipeline compile [-o bert_pipeline.yaml] [--phase2] [BUILD ...] [--no-cache]
     bert-pipeline run [--config FILE] [--param NAME=VALUE ...] [--ci] [--output-dir DIR]
-    bert-pipeline submit --host URL [--experiment NAME] [--config FILE] [--param NAME=VALUE ...]
-    bert-pipeline schedule --host URL (--cron "0 0 3 * * *" | --interval 24h) [...]
-    bert-pipeline list --host URL [--experiment NAME]
-    bert-pipeline status --host URL RUN_ID
+    bert-pipeline submit [SERVER ...] [--experiment NAME] [--config FILE] [--param NAME=VALUE ...] [BUILD ...]
+    bert-pipeline schedule [SERVER ...] (--cron "0 0 3 * * *" | --interval 24h) [BUILD ...] [...]
+    bert-pipeline list [SERVER ...] [--experiment NAME]
+    bert-pipeline status [SERVER ...] RUN_ID
     bert-pipeline artifacts ls PREFIX | artifacts show PATH
+
+BUILD: what a cluster fixes when the pipeline is built (pipelines.pipeline.build_pipeline): --mpijob,
+--gcs-key-secret NAME, --image-pull-secret NAME. SERVER: --host URL (default: kfp's own
+$KF_PIPELINES_ENDPOINT), --token, --namespace, --ssl-ca-cert FILE, --no-verify-ssl.
 
 A user's mistake is one line, `bert-pipeline: error: ...`, and exit status 2.
 """
@@ -31,10 +35,25 @@ PROG = "bert-pipeline"
 # --------------------------------------------------------------------------------------------------
 # Pipeline arguments: defaults, a config file, --param overrides, each checked against the pipeline
 # --------------------------------------------------------------------------------------------------
-def _pipeline(phase2: bool):
+def _pipeline(phase2: bool, **build):
     from pipelines.pipeline import build_pipeline
 
-    return build_pipeline(phase2=phase2)
+    return build_pipeline(phase2=phase2, **build)
+
+
+# A Kubernetes object name (DNS-1123 subdomain), as the API server checks a Secret's.
+_K8S_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
+
+
+def build_options(args) -> dict:
+    """build_pipeline's cluster choices from the command line (compile, submit, schedule)."""
+    for flag, name in [("--gcs-key-secret", args.gcs_key_secret)] + \
+                      [("--image-pull-secret", n) for n in args.image_pull_secret or ()]:
+        if name is not None and not _K8S_NAME.fullmatch(name):
+            raise UserError(f"{flag} {name!r}: not a Kubernetes Secret name (lower-case letters, digits, "
+                            f"'-' and '.')")
+    return dict(mpijob=args.mpijob, gcs_key_secret=args.gcs_key_secret,
+                image_pull_secrets=tuple(args.image_pull_secret or ()), caching=not args.no_cache)
 
 
 def coerce(name: str, value, kind: str, where: str):
@@ -127,16 +146,16 @@ def parameters_table(phase2: bool = True) -> str:
 # --------------------------------------------------------------------------------------------------
 # compile
 # --------------------------------------------------------------------------------------------------
-def compile_pipeline(output: str, phase2: bool = False) -> str:
+def compile_pipeline(output: str, phase2: bool = False, build: dict | None = None) -> str:
     from kfp import compiler
 
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-    compiler.Compiler().compile(_pipeline(phase2), output)
+    compiler.Compiler().compile(_pipeline(phase2, **(build or {})), output)
     return output
 
 
 def cmd_compile(args) -> int:
-    path = compile_pipeline(args.output, args.phase2)
+    path = compile_pipeline(args.output, args.phase2, build_options(args))
     print(f"wrote {path} (pipeline {_pipeline(args.phase2).name}); upload it in the KFP UI, or "
           f"`{PROG} submit --host URL`")
     return 0
@@ -315,12 +334,17 @@ def cmd_run(args) -> int:
 # A KFP server: submit, schedule, list, status
 # --------------------------------------------------------------------------------------------------
 def client(args):
+    """kfp.Client for --host, or, without it, kfp's own default (its KF_PIPELINES_ENDPOINT, then
+    in-cluster or kubeconfig); TLS verified against --ssl-ca-cert, or not at all with --no-verify-ssl."""
     import kfp
 
+    if args.ssl_ca_cert and not os.path.isfile(args.ssl_ca_cert):
+        raise UserError(f"--ssl-ca-cert {args.ssl_ca_cert}: no such file")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        return _api_call(f"connect to {args.host}", kfp.Client, host=args.host, namespace=args.namespace,
-                         existing_token=args.token or None)
+        return _api_call("connect", kfp.Client, host=args.host, namespace=args.namespace,
+                         existing_token=args.token or None, ssl_ca_cert=args.ssl_ca_cert,
+                         verify_ssl=args.verify_ssl)
 
 
 def _api_call(what: str, fn, *a, **kw):
@@ -340,8 +364,13 @@ def _api_call(what: str, fn, *a, **kw):
         raise UserError(f"{what}: the KFP server answered {err.status} {err.reason}"
                         + (f": {detail.splitlines()[0]}" if detail else "")) from None
     except urllib3.exceptions.HTTPError as err:
-        raise UserError(f"{what}: cannot reach the KFP server ({type(err).__name__}: "
-                        f"{str(err).splitlines()[0][:200]})") from None
+        # MaxRetryError: the endpoint kfp resolved (--host or not) and the last attempt's error
+        pool, cause = getattr(err, "pool", None), getattr(err, "reason", None) or err
+        where = f" at {pool.scheme}://{pool.host}:{pool.port}" if pool else ""
+        hint = " (--ssl-ca-cert FILE for a private CA, or --no-verify-ssl)" \
+            if isinstance(cause, urllib3.exceptions.SSLError) else ""
+        raise UserError(f"{what}: cannot reach the KFP server{where} ({type(cause).__name__}: "
+                        f"{str(cause).splitlines()[0][:200]}){hint}") from None
 
 
 def ensure_pipeline(kfp_client, package: str, name: str, description: str) -> tuple[str, str]:
@@ -365,10 +394,11 @@ def ensure_pipeline(kfp_client, package: str, name: str, description: str) -> tu
 
 def _prepare(args):
     phase2, arguments = pipeline_arguments(args)
+    build = build_options(args)
     pipeline = _pipeline(phase2)
     kfp_client = client(args)
     with tempfile.TemporaryDirectory() as tmp:
-        package = compile_pipeline(os.path.join(tmp, "pipeline.yaml"), phase2)
+        package = compile_pipeline(os.path.join(tmp, "pipeline.yaml"), phase2, build)
         pipeline_id, version_id = ensure_pipeline(kfp_client, package, pipeline.name, pipeline.description or "")
     experiment = _api_call("create experiment", kfp_client.create_experiment, args.experiment,
                            namespace=args.namespace)
@@ -384,7 +414,7 @@ def cmd_submit(args) -> int:
                     service_account=args.service_account or None)
     print(f"run {run.run_id} created in experiment {args.experiment} (pipeline {pipeline.name}, "
           f"version {version_id})")
-    print(f"status: {PROG} status --host {args.host} {run.run_id}")
+    print(f"status: {PROG} status{f' --host {args.host}' if args.host else ''} {run.run_id}")
     return 0
 
 
@@ -401,7 +431,7 @@ def cmd_schedule(args) -> int:
                     pipeline_root=args.pipeline_root or None, service_account=args.service_account or None)
     when = f"cron '{cron}'" if cron else f"every {interval} s"
     print(f"recurring run {job.recurring_run_id} created in experiment {args.experiment}: {when}, "
-          f"at most {args.max_concurrency} at a time")
+          f"at most {args.max_concurrency} at a time, no step reusing a cached result")
     return 0
 
 
@@ -491,14 +521,34 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--phase2", action="store_true", help="the two-phase pipeline (phase 2 at seq 512)")
 
     def server(p):
-        p.add_argument("--host", required=True, help="KFP API endpoint, e.g. http://localhost:8080")
+        p.add_argument("--host", help="KFP API endpoint, e.g. http://localhost:8080 (default: "
+                                      "$KF_PIPELINES_ENDPOINT, else kfp's in-cluster or kubeconfig default)")
         p.add_argument("--namespace", default="kubeflow", help="Kubeflow namespace (multi-user installs)")
         p.add_argument("--token", default=os.environ.get("KF_PIPELINES_TOKEN", ""),
                        help="bearer token (default: $KF_PIPELINES_TOKEN)")
+        p.add_argument("--ssl-ca-cert", metavar="FILE", help="CA bundle (PEM) that signed the server's TLS "
+                                                             "certificate (default: certifi's)")
+        p.add_argument("--verify-ssl", action=argparse.BooleanOptionalAction, default=None,
+                       help="verify the server's TLS certificate (default: yes)")
+
+    def build(p, cache_flag: bool = True):
+        p.add_argument("--mpijob", action="store_true", help="pretraining as MPIJobs: the pretraining step "
+                                                             "runs on the launcher image, off GPU nodes")
+        p.add_argument("--gcs-key-secret", metavar="NAME", help="Secret with a service-account key.json that "
+                                                                "every step and the MPIJob use for gs:// "
+                                                                "(default: none, Workload Identity)")
+        p.add_argument("--image-pull-secret", action="append", metavar="NAME",
+                       help="pull secret for a private registry, on every step and the MPIJob (repeatable)")
+        if cache_flag:
+            p.add_argument("--no-cache", action="store_true", help="no step reuses a cached result "
+                                                                   "(for recurring runs)")
+        else:  # schedule: a recurring run must see a grown corpus
+            p.set_defaults(no_cache=True)
 
     p = sub.add_parser("compile", help="write the pipeline's IR YAML (upload it in the KFP UI)")
     p.add_argument("--output", "-o", default="bert_pipeline.yaml")
     p.add_argument("--phase2", action="store_true", help="the two-phase pipeline (phase 2 at seq 512)")
+    build(p)
     p.set_defaults(func=cmd_compile)
 
     p = sub.add_parser("run", help="run the pipeline on this machine (kfp.local, this Python environment)")
@@ -511,10 +561,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run)
 
     for name, func, text in (("submit", cmd_submit, "upload (or add a version) and start a run on a KFP server"),
-                             ("schedule", cmd_schedule, "create a KFP recurring run (scheduled re-pretraining)")):
+                             ("schedule", cmd_schedule, "create a KFP recurring run (scheduled re-pretraining, no "
+                                                          "cached steps)")):
         p = sub.add_parser(name, help=text)
         server(p)
         arguments(p)
+        build(p, cache_flag=name == "submit")
         p.add_argument("--experiment", default="bert", help="experiment name (created if missing)")
         p.add_argument("--pipeline-root", default="", help="pipeline root, e.g. gs://bucket/kfp (launcher=mpijob "
                                                            "needs gs://)")

@@ -1,4 +1,5 @@
-"""bert_pipeline: the four stages of DESIGN.md as one KFP v2 pipeline.
+"""bert_pipeline: the stages (corpus and vocab, create-data, pretrain, finetune and evaluate) as one KFP v2
+pipeline.
 
     corpus ──> vocab (given, or learned)
       │          │
@@ -16,10 +17,12 @@ line), not by a runtime `dsl.If`: kfp 2.13's local runner does not run condition
 run` must run the very graph the cluster runs. The same holds for "vocab given, or learned" and "task
 given, or held out": a step's parameter (`vocab_uri`, `task_data_uri`) decides, not a branch.
 
-What a cluster fixes when the pipeline is built, not per run (build_pipeline's arguments): where the
-pretraining step runs (`mpijob=True`: on the launcher image, off GPU nodes), a key Secret for gs://
-(`gcs_key_secret`) and registry pull secrets (`image_pull_secrets`); the images' registry and tag are
-the ones components/images.py resolves at compile time, also for the MPIJob the step creates.
+What a cluster fixes when the pipeline is built, not per run (build_pipeline's arguments, `bert-pipeline
+compile/submit/schedule`'s flags): where the pretraining step runs (`mpijob=True`: on the launcher image,
+off GPU nodes), a key Secret for gs:// (`gcs_key_secret`), registry pull secrets (`image_pull_secrets`)
+and whether the data steps may reuse cached results (`caching=False` for recurring runs); the images'
+registry and tag are the ones components/images.py resolves at compile time, also for the MPIJob the
+step creates.
 """
 
 
@@ -82,8 +85,14 @@ def _with_shm(task: dsl.PipelineTask) -> dsl.PipelineTask:
 
 
 def build_pipeline(phase2: bool = False, gcs_key_secret: str | None = None, mpijob: bool = False,
-                   image_pull_secrets: tuple[str, ...] = ()):
+                   image_pull_secrets: tuple[str, ...] = (), caching: bool = True):
     """The pipeline function (phase 1 only, or phases 1 and 2).
+
+    caching: False for recurring runs: no step reuses a cached result. KFP's cache key is a step's
+    inputs, and the corpus step's input is the corpus URI, not its contents, so a cached data step
+    would train every scheduled run on the corpus as it was the first time. (kfp 2.13's
+    `Client.create_recurring_run(enable_caching=False)` does not do this for an uploaded pipeline
+    version: it rewrites only a package it is given inline.)
 
     image_pull_secrets: Secrets for a private registry, on every step (and so on the MPIJob).
     mpijob: pretraining runs as MPIJobs on the cluster. The pretraining steps then only talk to the
@@ -168,10 +177,10 @@ def build_pipeline(phase2: bool = False, gcs_key_secret: str | None = None, mpij
             return _cpu_step(_with_key(task, gcs_key_secret), *args, **kwargs)
 
         corpus = step(prepare_corpus(corpus_uri=corpus_uri, heldout_fraction=heldout_fraction,
-                                     seed=random_seed), "corpus", "1", "2Gi", cache=True, retries=2)
+                                     seed=random_seed), "corpus", "1", "2Gi", cache=caching, retries=2)
         vocab = step(learn_vocab(corpus=corpus.outputs["corpus"], vocab_uri=vocab_uri,
                                  vocab_size=vocab_size, do_lower_case=do_lower_case),
-                     "vocab", "2", "4Gi", cache=True, retries=2)
+                     "vocab", "2", "4Gi", cache=caching, retries=2)
 
         def data_step(name: str, seq: int, predictions: int):
             return step(create_data(
@@ -179,7 +188,7 @@ def build_pipeline(phase2: bool = False, gcs_key_secret: str | None = None, mpij
                 max_seq_length=seq, max_predictions_per_seq=predictions, masked_lm_prob=masked_lm_prob,
                 dupe_factor=dupe_factor, short_seq_prob=short_seq_prob, do_whole_word_mask=do_whole_word_mask,
                 num_shards=num_shards, num_workers=data_workers, random_seed=random_seed),
-                name, "2", "8Gi", cache=True, retries=2)
+                name, "2", "8Gi", cache=caching, retries=2)
 
         def pretrain_step(name: str, data, seq, predictions, batch, lr, steps, warmup, init_model=None):
             if init_model is None:

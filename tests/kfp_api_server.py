@@ -22,6 +22,7 @@ and a recurring run needs exactly one trigger. A rejected request answers 400 wi
 recorded in `errors`), so a test fails on it. Responses are built from the same model classes.
 
     server = start_server(); ...; server.stop()     # or the `kfp_server` pytest fixture
+    server = start_server(tls=tls_files(tmp_dir))   # HTTPS, with a throwaway self-signed certificate
 """
 
 from __future__ import annotations
@@ -29,8 +30,11 @@ from __future__ import annotations
 import datetime
 import email.parser
 import email.policy
+import ipaddress
 import json
+import os
 import re
+import ssl
 import threading
 import urllib.parse
 import uuid
@@ -133,8 +137,9 @@ def to_json(model) -> dict:
     return _API_CLIENT.sanitize_for_serialization(model)
 
 
-def parse_pipeline_package(data: bytes, where: str) -> dict:
-    """The uploaded YAML: a PipelineSpec document (optionally followed by a PlatformSpec)."""
+def parse_pipeline_package(data: bytes, where: str) -> tuple[dict, dict]:
+    """The uploaded YAML: a PipelineSpec document (optionally followed by a PlatformSpec); both, the
+    second {} when absent."""
     from google.protobuf import json_format
     from kfp.pipeline_spec import pipeline_spec_pb2
 
@@ -150,7 +155,7 @@ def parse_pipeline_package(data: bytes, where: str) -> dict:
             json_format.ParseDict(docs[1], pipeline_spec_pb2.PlatformSpec())
     except json_format.ParseError as err:
         raise Invalid(f"{where}: not a KFP pipeline spec ({err})") from None
-    return docs[0]
+    return docs[0], (docs[1] if len(docs) > 1 else {})
 
 
 def _filter_value(query: dict) -> dict[str, str]:
@@ -182,18 +187,21 @@ class State:
     pipelines: dict = field(default_factory=dict)       # id -> V2beta1Pipeline
     versions: dict = field(default_factory=dict)        # pipeline id -> [V2beta1PipelineVersion]
     specs: dict = field(default_factory=dict)           # version id -> pipeline spec dict
+    platforms: dict = field(default_factory=dict)       # version id -> platform spec dict ({} if none)
     experiments: dict = field(default_factory=dict)     # id -> V2beta1Experiment
     runs: dict = field(default_factory=dict)            # id -> V2beta1Run
     recurring_runs: dict = field(default_factory=dict)  # id -> V2beta1RecurringRun
     requests: list = field(default_factory=list)        # (method, path, query, body) as received
     errors: list = field(default_factory=list)          # (status, message) of refused requests
 
-    def add_version(self, pipeline_id: str, name: str, description: str | None, spec: dict):
+    def add_version(self, pipeline_id: str, name: str, description: str | None, package: tuple[dict, dict]):
+        spec, platform = package
         version = models.V2beta1PipelineVersion(
             pipeline_id=pipeline_id, pipeline_version_id=str(uuid.uuid4()), display_name=name,
             description=description, created_at=_now(), pipeline_spec=spec)
         self.versions.setdefault(pipeline_id, []).append(version)
         self.specs[version.pipeline_version_id] = spec
+        self.platforms[version.pipeline_version_id] = platform
         return version
 
     def check_job(self, body, where: str) -> None:
@@ -295,11 +303,11 @@ class Handler(BaseHTTPRequestHandler):
                 raise Invalid("upload: ?name= is required")
             if any(p.display_name == name for p in s.pipelines.values()):
                 raise Invalid(f"upload: a pipeline named {name!r} exists; upload a version of it instead")
-            spec = parse_pipeline_package(self._upload(raw), "uploadfile")
+            package = parse_pipeline_package(self._upload(raw), "uploadfile")
             pipeline = models.V2beta1Pipeline(pipeline_id=str(uuid.uuid4()), display_name=name,
                                               description=query.get("description"), created_at=_now())
             s.pipelines[pipeline.pipeline_id] = pipeline
-            s.add_version(pipeline.pipeline_id, name, query.get("description"), spec)
+            s.add_version(pipeline.pipeline_id, name, query.get("description"), package)
             return 200, to_json(pipeline)
         if method == "POST" and path == "/pipelines/upload_version":
             pid, name = query.get("pipelineid"), query.get("name")
@@ -309,8 +317,8 @@ class Handler(BaseHTTPRequestHandler):
                 raise Invalid("upload_version: ?name= is required")
             if any(v.display_name == name for v in s.versions[pid]):
                 raise Invalid(f"upload_version: version name {name!r} exists")
-            spec = parse_pipeline_package(self._upload(raw), "uploadfile")
-            return 200, to_json(s.add_version(pid, name, query.get("description"), spec))
+            package = parse_pipeline_package(self._upload(raw), "uploadfile")
+            return 200, to_json(s.add_version(pid, name, query.get("description"), package))
         m = re.fullmatch(r"/pipelines/([^/]+)/versions", path)
         if method == "GET" and m:
             if m.group(1) not in s.pipelines:
@@ -397,13 +405,47 @@ class KFPServer:
         self._thread.join(timeout=5)
 
 
-def start_server() -> KFPServer:
+def tls_files(directory) -> tuple[str, str]:
+    """A throwaway self-signed certificate for 127.0.0.1 (it is its own CA) and its key: (cert.pem, key.pem)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kfp-api-server test CA")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = os.path.join(directory, "cert.pem"), os.path.join(directory, "key.pem")
+    with open(cert_path, "wb") as f:
+        f.write(cert.public_bytes(serialization.Encoding.PEM))
+    with open(key_path, "wb") as f:
+        f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                  serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+def start_server(tls: tuple[str, str] | None = None) -> KFPServer:
+    """Serve on a free port of 127.0.0.1; HTTPS with `tls` = (cert.pem, key.pem)."""
     state = State()
     handler = type("BoundHandler", (Handler,), {"state": state})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    if tls:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(*tls)
+        # A client that refuses the certificate fails the handshake in accept(): an OSError that
+        # socketserver drops, so the server goes on serving.
+        server.socket = context.wrap_socket(server.socket, server_side=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    return KFPServer(f"http://127.0.0.1:{server.server_address[1]}", state, server, thread)
+    scheme = "https" if tls else "http"
+    return KFPServer(f"{scheme}://127.0.0.1:{server.server_address[1]}", state, server, thread)
 
 
 @pytest.fixture

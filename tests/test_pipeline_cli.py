@@ -5,7 +5,8 @@ HTTP server on 127.0.0.1 that serves the few KFP v2beta1 REST endpoints the comm
 every request against kfp-server-api's own v2beta1 models (unknown or mistyped fields, bad enums,
 required fields; the uploaded package must parse as a PipelineSpec; a run's parameters must be inputs
 of the uploaded pipeline). It is a stand-in for the real API server's request checking, not for its
-scheduling: runs stay PENDING. The artifacts commands run against the fake GCS server (tests/gcs_server.py).
+scheduling: runs stay PENDING. It also serves HTTPS with a throwaway certificate, for the TLS flags.
+The artifacts commands run against the fake GCS server (tests/gcs_server.py).
 """
 
 import json
@@ -13,7 +14,7 @@ import json
 import pytest
 
 from pipelines import cli
-from tests.kfp_api_server import kfp_server  # noqa: F401  (fixture)
+from tests.kfp_api_server import kfp_server, start_server, tls_files  # noqa: F401  (fixture)
 
 pytest_plugins = ["tests.gcs_server"]
 
@@ -55,6 +56,50 @@ def test_submit_uploads_once_then_adds_versions_and_runs_with_parameters(kfp_ser
     assert [p for m, p, _, _ in kfp_server.state.requests if m == "POST"].count("/apis/v2beta1/pipelines/upload") == 1
 
 
+def _tasks_caching(server, version_id: str) -> dict[str, bool]:
+    tasks = server.state.specs[version_id]["root"]["dag"]["tasks"]
+    return {name: bool(task.get("cachingOptions", {}).get("enableCache")) for name, task in tasks.items()}
+
+
+def test_submit_with_the_build_flags(kfp_server, capsys):
+    """--mpijob, --gcs-key-secret and --image-pull-secret reach the uploaded pipeline (build_pipeline's)."""
+    from components import images
+    from components.mpijob import GCS_KEY_DIR
+
+    code, _, err = bp(capsys, "submit", "--host", kfp_server.url, "--mpijob", "--gcs-key-secret", "gcp-sa-key",
+                      "--image-pull-secret", "regcred", "--image-pull-secret", "mirror")
+    assert code == 0, err
+    assert kfp_server.state.errors == []
+    (run,) = kfp_server.state.runs.values()
+    version_id = run.pipeline_version_reference.pipeline_version_id
+    spec, platform = kfp_server.state.specs[version_id], kfp_server.state.platforms[version_id]
+    executors = spec["deploymentSpec"]["executors"]
+    assert executors["exec-pretrain"]["container"]["image"] == images.image("launcher")
+    assert spec["root"]["dag"]["tasks"]["pretrain"]["inputs"]["parameters"]["launcher"] == {
+        "runtimeValue": {"constant": "mpijob"}}
+    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    for name, executor in executors.items():
+        env = {e["name"]: e["value"] for e in executor["container"].get("env", [])}
+        assert env["GOOGLE_APPLICATION_CREDENTIALS"] == f"{GCS_KEY_DIR}/key.json", name
+        assert [m["secretName"] for m in k8s[name]["secretAsVolume"]] == ["gcp-sa-key"], name
+        assert [s["secretName"] for s in k8s[name]["imagePullSecret"]] == ["regcred", "mirror"], name
+    # a submitted run keeps the data steps' cache; --no-cache turns every step's off
+    assert _tasks_caching(kfp_server, version_id)["create-data"] is True
+    assert bp(capsys, "submit", "--host", kfp_server.url, "--no-cache")[0] == 0
+    latest = kfp_server.state.versions[run.pipeline_version_reference.pipeline_id][-1].pipeline_version_id
+    assert not any(_tasks_caching(kfp_server, latest).values())
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--gcs-key-secret", "GCP_Key"], "--gcs-key-secret 'GCP_Key': not a Kubernetes Secret name"),
+    (["--image-pull-secret", ""], "--image-pull-secret '': not a Kubernetes Secret name"),
+])
+def test_bad_secret_names_are_one_line_before_any_request(kfp_server, capsys, argv, message):
+    code, _, err = bp(capsys, "submit", "--host", kfp_server.url, *argv)
+    assert code == 2 and err.startswith("bert-pipeline: error: ") and message in err and err.count("\n") == 1
+    assert kfp_server.state.requests == []
+
+
 def test_submit_config_file_and_two_phase(kfp_server, capsys, tmp_path):
     config = tmp_path / "mine.yaml"
     config.write_text("corpus_uri: gs://bucket/wiki/*.txt\nphase2: true\nphase2_num_train_steps: 20\n")
@@ -93,7 +138,8 @@ def test_bad_config_file(capsys, tmp_path):
 
 def test_unreachable_server_is_one_line(capsys):
     code, _, err = bp(capsys, "list", "--host", "http://127.0.0.1:9")
-    assert code == 2 and err.startswith("bert-pipeline: error: ") and "cannot reach the KFP server" in err
+    assert code == 2 and err.startswith("bert-pipeline: error: ")
+    assert "cannot reach the KFP server at http://127.0.0.1:9 (NewConnectionError" in err
     assert err.count("\n") == 1
 
 
@@ -115,6 +161,21 @@ def test_schedule_with_kfp_cron_and_interval(kfp_server, capsys):
 
     code, out, _ = bp(capsys, "list", "--host", kfp_server.url, "--recurring")
     assert code == 0 and "every 129600 s" in out and "0 0 3 * * MON-FRI" in out
+
+
+def test_schedule_reuses_no_cached_step(kfp_server, capsys):
+    """A recurring run on a grown corpus: KFP's cache key is a step's inputs (the corpus URI, not its
+    contents), so a cached data step would train every run on the first corpus. The recurring run's
+    pipeline version has every step's cache off (kfp 2.13's create_recurring_run(enable_caching=...)
+    does not rewrite an uploaded version, so the version itself must say it)."""
+    code, out, err = bp(capsys, "schedule", "--host", kfp_server.url, "--interval", "24h", "--phase2")
+    assert code == 0, err
+    assert kfp_server.state.errors == []
+    (job,) = kfp_server.state.recurring_runs.values()
+    caching = _tasks_caching(kfp_server, job.pipeline_version_reference.pipeline_version_id)
+    assert {"prepare-corpus", "learn-vocab", "create-data", "create-data-2"} <= set(caching)
+    assert not any(caching.values()), caching
+    assert "no step reusing a cached result" in out
 
 
 def test_schedule_explains_kubernetes_five_field_cron(kfp_server, capsys):
@@ -157,6 +218,35 @@ def test_parse_interval(text, seconds):
 def test_parse_interval_rejects(text):
     with pytest.raises(cli.UserError, match="--interval"):
         cli.parse_interval(text)
+
+
+def test_the_endpoint_from_kfp_env_and_tls(tmp_path, monkeypatch, capsys):
+    """No --host: kfp's own KF_PIPELINES_ENDPOINT. An HTTPS server with a private CA: refused (one line
+    with the way out), then accepted with --ssl-ca-cert, or with --no-verify-ssl."""
+    cert, key = tls_files(str(tmp_path))
+    server = start_server(tls=(cert, key))
+    try:
+        monkeypatch.setenv("KF_PIPELINES_ENDPOINT", server.url)
+        code, _, err = bp(capsys, "submit", "--run-name", "refused")
+        assert code == 2 and err.count("\n") == 1
+        assert f"connect: cannot reach the KFP server at {server.url} (SSLError" in err
+        assert "CERTIFICATE_VERIFY_FAILED" in err
+        assert "--ssl-ca-cert FILE" in err and server.state.requests == []
+
+        code, out, err = bp(capsys, "submit", "--run-name", "verified", "--ssl-ca-cert", cert)
+        assert code == 0, err
+        (run,) = server.state.runs.values()
+        assert run.display_name == "verified"
+        assert f"status: bert-pipeline status {run.run_id}" in out  # no --host to repeat
+
+        code, out, err = bp(capsys, "list", "--no-verify-ssl")
+        assert code == 0, err
+        assert "verified" in out and server.state.errors == []
+
+        code, _, err = bp(capsys, "list", "--ssl-ca-cert", str(tmp_path / "none.pem"))
+        assert code == 2 and "--ssl-ca-cert" in err and "none.pem: no such file" in err
+    finally:
+        server.stop()
 
 
 def test_list_and_status(kfp_server, capsys):

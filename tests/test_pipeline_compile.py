@@ -1,6 +1,7 @@
-"""`bert-pipeline compile`: the IR YAML a user uploads holds the stages in DESIGN.md's order, typed
-artifacts between them, the parameter defaults of bert_pipeline, each stage's image and its
-resources, GPU scheduling, caching and retries."""
+"""`bert-pipeline compile`: the IR YAML a user uploads holds the stages in the order of pipelines/pipeline.py's
+diagram (corpus -> vocab -> create-data -> pretrain -> finetune -> evaluate), typed artifacts between them,
+the parameter defaults of bert_pipeline, each stage's image and its resources, GPU scheduling, caching and
+retries, and the cluster choices build_pipeline takes (as compile's flags)."""
 
 import inspect
 import os
@@ -50,7 +51,7 @@ def _upstream(task: dict) -> set[str]:
     return found
 
 
-def test_stages_follow_the_design_diagram(compiled):
+def test_stages_follow_the_pipeline_diagram(compiled):
     spec, _ = compiled
     tasks = spec["root"]["dag"]["tasks"]
     assert sorted(tasks) == sorted(STAGES)
@@ -187,6 +188,15 @@ def test_docs_list_every_parameter_with_its_default():
         assert json.loads(documented[name]) == p.default, name
 
 
+def test_the_pipeline_docs_name_only_documents_in_the_repository():
+    import re
+
+    paths = [ROOT / "docs" / "pipeline.md", ROOT / "docs" / "cluster.md", *sorted((ROOT / "pipelines").glob("*.py"))]
+    for path in paths:
+        for name in re.findall(r"[\w./-]+\.md\b", path.read_text()):
+            assert (ROOT / name).exists() or (path.parent / name).exists(), f"{path.relative_to(ROOT)} names {name}"
+
+
 def _compile_in_process(tmp_path, **build) -> tuple[dict, dict]:
     from kfp import compiler
 
@@ -260,7 +270,11 @@ for name in ("makedirs", "write_text", "read_json"):
 copy = storage.copy
 storage.copy = lambda src, dst: copy(src, local(dst))
 
-def launch(job, timeout_seconds=None):
+def launch(job, timeout_seconds=None):  # what the MPIJob's `bert pretrain` leaves in its output
+    from bert_core import layout
+    from bert_core.presets import preset_config
+
+    layout.write_model_dir(job.pretrain_flags["output_dir"], preset_config(job.pretrain_flags["model"]), None)
     with open(local(job.pretrain_flags["output_dir"]) + "/pretrain_metrics.json", "w") as f:
         json.dump({{"global_step": 600, "world_size": job.num_ranks, "loss": 1.5}}, f)
     print("IMAGE", job.image)
@@ -286,13 +300,14 @@ run_pretraining(data=Artifact({str(data)!r}, "gs://b/data"), vocab=Artifact({str
                 optimizer_type="adam", dtype="fp32", num_accumulation_steps=1, save_checkpoints_steps=1000,
                 log_every_steps=100, max_eval_steps=20, random_seed=1)
 print("METRICS", metrics.logged)
+print("MODEL", model.metadata)
 """
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
                           env=_env(REGISTRY="registry.example.com/ml", TAG="v7"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "IMAGE registry.example.com/ml/bert-pretrain:v7" in proc.stdout
     assert "'world_size': 16.0" in proc.stdout
-    assert (model / "bert_config.json").exists() and (model / "vocab.txt").exists()
+    assert "'hidden_size': 128" in proc.stdout and "'world_size': 16" in proc.stdout.split("MODEL")[1]
 
 
 def test_image_pull_secrets_reach_every_step(tmp_path):
@@ -301,3 +316,27 @@ def test_image_pull_secrets_reach_every_step(tmp_path):
     k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     for name in spec["deploymentSpec"]["executors"]:
         assert [s["secretName"] for s in k8s[name]["imagePullSecret"]] == ["regcred"], name
+
+
+def test_compile_flags_reach_the_ir(tmp_path):
+    """compile's flags are build_pipeline's cluster choices: the launch step on the launcher image, a key
+    Secret, pull secrets, and no cached step (what `schedule` uploads)."""
+    from components import images
+    from components.mpijob import GCS_KEY_DIR
+
+    spec, platform = _compile(tmp_path, "--mpijob", "--gcs-key-secret", "gcp-sa-key", "--image-pull-secret",
+                              "regcred", "--no-cache")
+    executors = spec["deploymentSpec"]["executors"]
+    assert executors["exec-pretrain"]["container"]["image"] == images.image("launcher")
+    assert "accelerator" not in executors["exec-pretrain"]["container"]["resources"]
+    assert spec["root"]["dag"]["tasks"]["pretrain"]["inputs"]["parameters"]["launcher"] == {
+        "runtimeValue": {"constant": "mpijob"}}
+    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    for name, executor in executors.items():
+        env = {e["name"]: e["value"] for e in executor["container"].get("env", [])}
+        assert env["GOOGLE_APPLICATION_CREDENTIALS"] == f"{GCS_KEY_DIR}/key.json", name
+        assert [(m["secretName"], m["mountPath"]) for m in k8s[name]["secretAsVolume"]] == [
+            ("gcp-sa-key", GCS_KEY_DIR)], name
+        assert [s["secretName"] for s in k8s[name]["imagePullSecret"]] == ["regcred"], name
+    tasks = spec["root"]["dag"]["tasks"]
+    assert not any(task.get("cachingOptions", {}).get("enableCache") for task in tasks.values())
