@@ -296,6 +296,20 @@ def test_sigkill_leaves_no_partial_shard_and_rerun_completes(brown_corpus, uncas
     assert _shards(out) != expected
 
 
+def test_one_document_fills_every_shard(brown_corpus, uncased_vocab, tmp_path):
+    """A book without blank lines is one document; with 4 shards each still gets a quarter of it."""
+    text = open(brown_corpus, encoding="utf-8").read().split("\n\n")[:40]
+    novel = tmp_path / "novel.txt"
+    novel.write_text("\n".join(d.strip("\n") for d in text) + "\n", encoding="utf-8")
+    out = tmp_path / "out"
+    _create(str(novel), uncased_vocab, out, "--num_shards=4", "--dupe_factor=2", "--short_seq_prob=0", *SMALL)
+    m = json.loads((out / "data_manifest.json").read_text())
+    counts = [s["instances"] for s in m["shards"]]
+    assert m["totals"]["documents"] == 4 and sum(counts) > 1000, m["totals"]
+    assert min(counts) > 0.8 * max(counts), counts
+    assert counts == [len(list(tfrecord.iter_records(str(out / s["file"])))) for s in m["shards"]]
+
+
 def test_output_to_object_storage(brown_small, uncased_vocab, tmp_path, gcs, gcs_prefix):
     from bert_core import storage
 

@@ -4,8 +4,9 @@ Semantics are those of Google's create_pretraining_data.py (same flags, same fea
 to stream instead of holding the corpus and every instance in memory:
 
 * Sharding. The input bytes are split into `--num_shards` near-equal byte ranges
-  (`corpus.split_ranges`); shard i owns the documents that start in range i and writes
-  `train-0000i-of-N.tfrecord`. Shards are independent units of work: `--num_workers` processes on one
+  (`corpus.split_ranges`); shard i owns the lines that start in range i (a document crossing a range
+  boundary is cut there) and writes `train-0000i-of-N.tfrecord`, so shards hold near-equal numbers of
+  instances even when the corpus has fewer documents than shards. Shards are independent units of work: `--num_workers` processes on one
   host and the ranks of `mpirun -np R` (rank r takes shards r, r+R, ...) share them out. A shard's bytes
   depend only on the seed, the shard layout and the parameters, never on who ran it.
 * Per shard and per duplication pass (`--dupe_factor`), documents are read in blocks of
@@ -576,8 +577,9 @@ def create_data_main(config: DataConfig) -> int:
     params = cfg.model_dump()
     layout = corpus.split_ranges([p for p, _ in inputs], cfg.num_shards)
     shard_params = {k: v for k, v in params.items() if k not in _OUTPUT_ONLY}
+    # "ranges": shards made when a range owned whole documents (before lines) are not reused
     base = json.dumps({"params": shard_params, "vocab_sha256": vocab_sha, "inputs": inputs,
-                       "version": bert_core.__version__}, sort_keys=True)
+                       "version": bert_core.__version__, "ranges": "lines"}, sort_keys=True)
 
     names = [storage.basename(o) for o in outputs]
 
@@ -643,6 +645,11 @@ def create_data_main(config: DataConfig) -> int:
         progress.maybe_print(final=True)
     if rank != 0:
         return 0
+    empty = [s["file"] for s in shards if s["instances"] == 0]
+    if empty:
+        print(f"create-data: {len(empty)} of {len(shards)} shard(s) hold no instances (first {empty[0]}): the "
+              f"corpus has too few lines for --num_shards={cfg.num_shards}; bert pretrain skips them",
+              file=sys.stderr)
     if totals["bad_utf8_lines"]:
         print(f"create-data: replaced invalid UTF-8 on {totals['bad_utf8_lines']} line(s), first at "
               f"{', '.join(totals['first_bad_utf8'])}", file=sys.stderr)
