@@ -28,6 +28,7 @@ import time
 
 from bert_core import storage
 from bert_core.config import PretrainConfig
+from bert_core.data import manifest
 from bert_core.errors import UserError
 from bert_core.evaluation import write_eval_results
 
@@ -116,18 +117,14 @@ def check_records(files: list[str], max_seq_length: int, max_predictions_per_seq
 
 def make_train_dataset(files: list[str], cfg: PretrainConfig, rank: int, size: int, vocab_size: int,
                        training: bool = True):
-    """This rank's batches. With as many files as a multiple of the ranks, rank r reads files r, r+N,
-    ...; otherwise every rank reads all files and keeps records r, r+N, ... Either way each record
-    goes to exactly one rank per epoch."""
+    """This rank's batches, from its share of the files (bert_core.data.manifest.split_files: by the
+    manifest's record counts, empty files left out, each record to exactly one rank per epoch)."""
     import tensorflow as tf
 
     from bert_core import staging
     from bert_core.data import tfrecord
 
-    if len(files) % size == 0:
-        mine, record_shard = files[rank::size], False
-    else:
-        mine, record_shard = files, size > 1
+    mine, record_shard = manifest.split_files(files, rank, size)
     # tf.data reads through TF's own filesystem: gs:// files are read from a node-local copy.
     mine = staging.stage(mine, log=(lambda line: print(line, flush=True)) if rank == 0 else None)
     ds = tfrecord.make_dataset(mine, cfg.max_seq_length, cfg.max_predictions_per_seq,
@@ -183,6 +180,7 @@ def pretraining_loss_fn(outputs, features, ops):
 # --------------------------------------------------------------------------------------------------
 def pretrain_main(cfg: PretrainConfig) -> int:
     files = input_files(cfg.input_file)
+    manifest.check_files(files, cfg.vocab_file)  # membership, sizes, vocab sha256 against data_manifest.json
 
     import keras
     import tensorflow as tf

@@ -310,6 +310,55 @@ def test_one_document_fills_every_shard(brown_corpus, uncased_vocab, tmp_path):
     assert counts == [len(list(tfrecord.iter_records(str(out / s["file"])))) for s in m["shards"]]
 
 
+def test_ranks_never_get_only_empty_shards(uncased_vocab, tmp_path):
+    """Two lines over four shards leave two empty; `bert pretrain` on 2 ranks (round-robin by file, as it
+    was) gave rank 1 only those. The manifest's counts leave them out; too few records is one line."""
+    from bert_core.data import manifest
+    from bert_core.errors import UserError
+
+    corpus = _write(tmp_path / "two.txt", b"the first line has some words in it.\nand the second one has more.\n")
+    out = tmp_path / "out"
+    proc = _create(corpus, uncased_vocab, out, "--num_shards=4", "--dupe_factor=5", *SMALL)
+    assert "2 of 4 shard(s) hold no instances" in proc.stderr
+    files = [str(out / n) for n in _shards(out)]
+    assert manifest.record_counts(files) == {files[0]: 5, files[1]: 0, files[2]: 5, files[3]: 0}
+    assert [manifest.split_files(files, r, 2) for r in range(2)] == [([files[0]], False), ([files[2]], False)]
+    assert manifest.split_files(files, 1, 3) == ([files[0], files[2]], True)
+    with pytest.raises(UserError, match="hold 10 record\\(s\\) for 16 ranks: rank 10 and above would get none"):
+        manifest.split_files(files, 0, 16)
+    with pytest.raises(UserError, match="no records"):
+        manifest.split_files([files[1], files[3]], 0, 1)
+    os.remove(out / "data_manifest.json")  # without a manifest, an empty file is found by reading it
+    assert manifest.split_files(files, 1, 2) == ([files[2]], False)
+
+
+def test_pretrain_checks_its_files_against_the_manifest(brown_small, uncased_vocab, tmp_path):
+    from bert_core.data import manifest
+    from bert_core.errors import UserError
+
+    out = tmp_path / "out"
+    _create(brown_small, uncased_vocab, out, "--num_shards=2", "--dupe_factor=1", *SMALL)
+    files = [str(out / n) for n in _shards(out)]
+    manifest.check_files(files, uncased_vocab)
+    other_vocab = _write(tmp_path / "vocab.txt", open(uncased_vocab, "rb").read().replace(b"\nthe\n", b"\nteh\n"))
+    with pytest.raises(UserError, match=r"--vocab_file=.*vocab.txt \(sha256 .*\) is not the vocab .* was made with"):
+        manifest.check_files(files, other_vocab)
+    stray = out / "train-00000-of-00003.tfrecord"  # e.g. left by a run with another --num_shards
+    shutil.copy(files[0], stray)
+    with pytest.raises(UserError, match=r"train-00000-of-00003.tfrecord: not one of the 2 shard\(s\)"):
+        manifest.check_files(files + [str(stray)])
+    stray.unlink()
+    with open(files[1], "ab") as f:
+        f.write(b"\0" * 16)
+    with pytest.raises(UserError, match=r"train-00001-of-00002.tfrecord: .* bytes but .* records"):
+        manifest.check_files(files)
+    # in one line from the command, before TensorFlow starts
+    proc = run_bert("pretrain", f"--input_file={out}/train-*.tfrecord", f"--output_dir={tmp_path / 'run'}",
+                    "--model=bert-mini", "--do_train", "--num_train_steps=1", "--num_warmup_steps=0",
+                    f"--vocab_file={uncased_vocab}")
+    assert "train-00001-of-00002.tfrecord:" in one_line_error(proc)
+
+
 def test_output_to_object_storage(brown_small, uncased_vocab, tmp_path, gcs, gcs_prefix):
     from bert_core import storage
 

@@ -50,9 +50,9 @@ from bert_core import storage
 from bert_core.config import DataConfig
 from bert_core.data import corpus, tfrecord
 from bert_core.data.instances import InstanceMaker, InstanceStats
+from bert_core.data.manifest import MANIFEST_NAME, sha256_file
 from bert_core.errors import UserError
 
-MANIFEST_NAME = "data_manifest.json"
 STATS_DIR = ".shard_stats"
 _ENCODE_BATCH = 256         # instances serialized together
 _PROGRESS_SECONDS = float(os.environ.get("BERT_PROGRESS_SECONDS", "5"))
@@ -443,14 +443,6 @@ def _mpi_comm():
 # --------------------------------------------------------------------------------------------------
 # Entry point
 # --------------------------------------------------------------------------------------------------
-def _sha256_file(path: str) -> str:
-    h = hashlib.sha256()
-    with storage.open_read(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _check_inputs(cfg: DataConfig) -> list[tuple[str, int]]:
     paths = corpus.expand_inputs(cfg.input_file)
     inputs = []
@@ -553,7 +545,7 @@ def create_data_main(config: DataConfig) -> int:
 
     inputs = _check_inputs(cfg)
     vocab, _ = _tokenizer(cfg.vocab_file, cfg.do_lower_case)  # validates the vocab; reused in-process
-    vocab_sha = _sha256_file(cfg.vocab_file)
+    vocab_sha = sha256_file(cfg.vocab_file)
 
     if cfg.output_file is not None:
         if "," in cfg.output_file:
