@@ -37,6 +37,7 @@ import itertools
 import json
 import os
 import random
+import re
 import sys
 import tempfile
 import time
@@ -281,6 +282,7 @@ def run_shard(task: ShardTask) -> dict:
     # for gs:// output it goes to the local temp directory.
     out_dir = None if storage.is_gcs(task.output) else os.path.dirname(os.path.abspath(task.output))
     spill_path = None
+    storage.remove(task.output)  # an earlier run's, if any: never under its final name beside our new stats
     try:
         with storage.atomic_open(task.output, "wb") as raw_out:
             out = _HashingFile(raw_out)
@@ -329,27 +331,29 @@ def run_shard(task: ShardTask) -> dict:
             writer.close()
             if spill is not None:
                 spill.close()
+            stats = {
+                "file": storage.basename(task.output),
+                "shard": task.index,
+                "num_shards": task.num_shards,
+                "fingerprint": task.fingerprint,
+                "bytes": out.bytes,
+                "sha256": out.sha.hexdigest(),
+                **vars(maker.stats),
+                "documents": documents,
+                "sentences": sentences,
+                "input_bytes": shard_bytes,
+                "input_ranges": [[p, s, e] for p, s, e in task.pieces],
+                "bad_utf8_lines": read_stats.bad_utf8_lines,
+                "first_bad_utf8": read_stats.first_bad,
+            }
+            # before the rename: a shard under its final name always has statistics (they prove
+            # create-data wrote it, see _own_output_dir)
+            if task.stats_path:
+                storage.write_json(task.stats_path, stats)
     finally:
         if spill_path:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(spill_path)
-    stats = {
-        "file": storage.basename(task.output),
-        "shard": task.index,
-        "num_shards": task.num_shards,
-        "fingerprint": task.fingerprint,
-        "bytes": out.bytes,
-        "sha256": out.sha.hexdigest(),
-        **vars(maker.stats),
-        "documents": documents,
-        "sentences": sentences,
-        "input_bytes": shard_bytes,
-        "input_ranges": [[p, s, e] for p, s, e in task.pieces],
-        "bad_utf8_lines": read_stats.bad_utf8_lines,
-        "first_bad_utf8": read_stats.first_bad,
-    }
-    if task.stats_path:
-        storage.write_json(task.stats_path, stats)
     return stats
 
 
@@ -467,6 +471,66 @@ def _remove_stale(directory: str, names: list[str]) -> int:
     return removed
 
 
+_SHARD_FILE = re.compile(r"train-\d{5}-of-\d{5}\.tfrecord")
+_STATS_FILE = re.compile(r"train-\d{5}-of-\d{5}\.json")
+_TEMPORARY = re.compile(r"\.(train-\d{5}-of-\d{5}\.(tfrecord|json)|" + re.escape(MANIFEST_NAME) + r")\..+\.tmp")
+
+
+def _own_output_dir(out_dir: str, names: list[str]) -> tuple[int, int]:
+    """Make `out_dir` hold only what this run writes, or refuse it before touching anything.
+
+    Ours: data_manifest.json, .shard_stats/, temporaries of our names, and shards whose size the
+    manifest or their statistics record (statistics are written before a shard's rename, so every
+    shard we wrote has them). Anything else is refused with one line, never deleted. Our temporaries
+    are removed, and so are our shards not in `names` (another --num_shards): each shard before its
+    statistics, so a kill at any point leaves every remaining shard provably ours for the rerun. The
+    old manifest stays until the new one replaces it: a directory caught mid-run never has a manifest
+    that agrees with its shards. Returns (temporaries removed, old shards removed)."""
+    prefix = out_dir.rstrip("/") + "/"
+    files = {i.path[len(prefix):]: i.size for i in storage.list_files(out_dir)}
+
+    def recorded(path: str) -> dict:
+        try:
+            return json.loads(storage.read_bytes(storage.join(out_dir, path)))
+        except (OSError, ValueError, UserError):
+            return {}
+
+    listed: dict = {}
+    if MANIFEST_NAME in files:
+        manifest = recorded(MANIFEST_NAME)
+        if manifest.get("tool") != "bert create-data":
+            raise UserError(f"--output_dir={out_dir}: holds a {MANIFEST_NAME} that bert create-data did not write; "
+                            f"give an empty or new directory")
+        listed = {s.get("file"): s.get("bytes") for s in manifest.get("shards", [])}
+    temporaries, old_shards, old_stats, foreign = [], [], [], []
+    for rel, size in sorted(files.items()):
+        head, _, name = rel.rpartition("/")
+        if head not in ("", STATS_DIR):
+            foreign.append(rel)
+        elif _TEMPORARY.fullmatch(name):
+            temporaries.append(rel)
+        elif head == STATS_DIR:
+            if not _STATS_FILE.fullmatch(name):
+                foreign.append(rel)
+            elif name.replace(".json", ".tfrecord") not in names:
+                old_stats.append(rel)
+        elif name == MANIFEST_NAME:
+            continue
+        elif not _SHARD_FILE.fullmatch(name) or size not in (
+                listed.get(name), recorded(f"{STATS_DIR}/{name.replace('.tfrecord', '.json')}").get("bytes")):
+            foreign.append(rel)
+        elif name not in names:
+            old_shards.append(rel)
+    if foreign:
+        more = f" (and {len(foreign) - 1} more)" if len(foreign) > 1 else ""
+        raise UserError(f"--output_dir={out_dir}: holds {foreign[0]}{more}, which bert create-data did not write "
+                        f"(or which changed since); create-data replaces only its own files: give an empty or "
+                        f"new directory, or move it away")
+    for rel in temporaries + old_shards + old_stats:
+        storage.remove(storage.join(out_dir, rel))
+    return len(temporaries), len(old_shards)
+
+
 def _load_done(stats_path: str, output: str, fingerprint: str) -> dict | None:
     """A finished shard's statistics, if the shard and its stats exist and match these parameters."""
     if not (storage.exists(stats_path) and storage.exists(output)):
@@ -581,13 +645,23 @@ def create_data_main(config: DataConfig) -> int:
             removed += _remove_stale(stats_dir, [n.replace(".tfrecord", ".json") for n in names])
         return removed
 
+    problem = None
     if rank == 0:
-        removed = remove_stale()
-        if removed:
-            print(f"create-data: removed {removed} temporary file(s) left by an interrupted run",
-                  file=sys.stderr)
+        try:
+            temporaries, old = _own_output_dir(out_dir, names) if stats_dir else (remove_stale(), 0)
+        except UserError as err:
+            problem = str(err)
+        else:
+            if temporaries:
+                print(f"create-data: removed {temporaries} temporary file(s) left by an interrupted run",
+                      file=sys.stderr)
+            if old:
+                print(f"create-data: removed {old} shard(s) an earlier run wrote with another --num_shards",
+                      file=sys.stderr)
     if comm is not None:
-        comm.Barrier()
+        problem = comm.bcast(problem, root=0)  # every rank stops alike, none waits for rank 0
+    if problem:
+        raise UserError(problem)
 
     tasks, done = [], []
     for i in range(rank, cfg.num_shards, world):
