@@ -325,6 +325,13 @@ def test_ranks_never_get_only_empty_shards(uncased_vocab, tmp_path):
     assert manifest.record_counts(files) == {files[0]: 5, files[1]: 0, files[2]: 5, files[3]: 0}
     assert [manifest.split_files(files, r, 2) for r in range(2)] == [([files[0]], False), ([files[2]], False)]
     assert manifest.split_files(files, 1, 3) == ([files[0], files[2]], True)
+    pytest.importorskip("tensorflow")
+    from bert_core import pretrain
+    from bert_core.config import PretrainConfig
+
+    cfg = PretrainConfig(input_file=str(out / "train-*.tfrecord"), output_dir=str(tmp_path / "run"), model="bert-mini",
+                         do_eval=True, max_seq_length=64, max_predictions_per_seq=10, eval_batch_size=1)
+    assert [len(list(pretrain.make_train_dataset(files, cfg, r, 2, 30522, training=False))) for r in range(2)] == [5, 5]
     with pytest.raises(UserError, match="hold 10 record\\(s\\) for 16 ranks: rank 10 and above would get none"):
         manifest.split_files(files, 0, 16)
     with pytest.raises(UserError, match="no records"):

@@ -6,9 +6,10 @@ to stream instead of holding the corpus and every instance in memory:
 * Sharding. The input bytes are split into `--num_shards` near-equal byte ranges
   (`corpus.split_ranges`); shard i owns the lines that start in range i (a document crossing a range
   boundary is cut there) and writes `train-0000i-of-N.tfrecord`, so shards hold near-equal numbers of
-  instances even when the corpus has fewer documents than shards. Shards are independent units of work: `--num_workers` processes on one
-  host and the ranks of `mpirun -np R` (rank r takes shards r, r+R, ...) share them out. A shard's bytes
-  depend only on the seed, the shard layout and the parameters, never on who ran it.
+  instances even when the corpus has fewer documents than shards. Shards are independent units of
+  work: `--num_workers` processes on one host and the ranks of `mpirun -np R` (rank r takes shards r,
+  r+R, ...) share them out. A shard's bytes depend only on the seed, the shard layout and the
+  parameters, never on who ran it.
 * Per shard and per duplication pass (`--dupe_factor`), documents are read in blocks of
   `--random_doc_pool_size` documents (a short last block is merged into the one before). A block is the
   pool: its documents are visited in a random order (Google shuffles all documents; we shuffle within a
@@ -491,9 +492,10 @@ def _own_output_dir(out_dir: str, names: list[str]) -> tuple[int, int]:
 
     def recorded(path: str) -> dict:
         try:
-            return json.loads(storage.read_bytes(storage.join(out_dir, path)))
+            found = json.loads(storage.read_bytes(storage.join(out_dir, path)))
         except (OSError, ValueError, UserError):
             return {}
+        return found if isinstance(found, dict) else {}
 
     listed: dict = {}
     if MANIFEST_NAME in files:
