@@ -340,6 +340,27 @@ def test_ranks_never_get_only_empty_shards(uncased_vocab, tmp_path):
     assert manifest.split_files(files, 1, 2) == ([files[2]], False)
 
 
+def test_files_are_shared_out_by_their_record_counts(tmp_path):
+    from bert_core.data import manifest
+
+    def split(counts: list[int], size: int) -> list[tuple[list[str], bool]]:
+        names = [shard_name(i, len(counts)) for i in range(len(counts))]
+        for n in names:
+            (tmp_path / n).write_bytes(b"")
+        (tmp_path / "data_manifest.json").write_text(json.dumps(
+            {"shards": [{"file": n, "instances": c} for n, c in zip(names, counts)]}))
+        return [([os.path.basename(f) for f in mine], by_record)
+                for mine, by_record in (manifest.split_files([str(tmp_path / n) for n in names], r, size)
+                                        for r in range(size))]
+
+    # 75 against 67 records by file order; by counts 71 and 71
+    assert split([40, 36, 35, 31], 2) == [([shard_name(0, 4), shard_name(3, 4)], False),
+                                          ([shard_name(1, 4), shard_name(2, 4)], False)]
+    # 3 equal files do split over 3 ranks, not over 2 (one rank would get twice the records)
+    assert [by_record for _, by_record in split([7, 7, 7], 3)] == [False] * 3
+    assert split([7, 7, 7], 2) == [([shard_name(i, 3) for i in range(3)], True)] * 2
+
+
 def test_pretrain_checks_its_files_against_the_manifest(brown_small, uncased_vocab, tmp_path):
     from bert_core.data import manifest
     from bert_core.errors import UserError

@@ -15,6 +15,9 @@ from bert_core import storage
 from bert_core.errors import UserError
 
 MANIFEST_NAME = "data_manifest.json"
+# A rank may get this much more than the mean number of records when whole files are shared out (its
+# epochs are that much longer); past it, every rank reads all files and keeps every size-th record.
+_FILE_SPLIT_SLACK = 0.1
 
 
 def sha256_file(path: str) -> str:
@@ -88,19 +91,30 @@ def record_counts(files: list[str]) -> dict[str, int | None]:
 def split_files(files: list[str], rank: int, size: int) -> tuple[list[str], bool]:
     """(the files rank `rank` of `size` reads, whether it keeps only every size-th record of them).
 
-    Files with no records are left out. With as many files left as a multiple of the ranks, rank r reads
-    files r, r+size, ...; otherwise every rank reads them all and keeps records r, r+size, ... Either way
-    each record goes to exactly one rank per epoch and no rank is left with only empty files; if there
-    are fewer records than ranks, one UserError line says so (on every rank alike)."""
+    Files with no records are left out. With every file's record count known (a manifest), files go
+    to ranks largest first, each to the rank with the fewest records so far, and that split is taken
+    if no rank gets more than `_FILE_SPLIT_SLACK` above the mean; without counts, it is taken when the
+    files are a multiple of the ranks (rank r reads files r, r+size, ...). Otherwise every rank reads
+    all files and keeps records r, r+size, ... (each rank then reads and parses everything). Either way
+    each record goes to exactly one rank per epoch and no rank is left with only empty files; fewer
+    records than ranks is one UserError line, on every rank alike."""
     counts = record_counts(files)
     full = [f for f in files if counts[f] != 0]
     if not full:
         raise UserError(f"{files[0]}{' and the other input files' if len(files) > 1 else ''}: no records; "
                         f"rerun bert create-data (its manifest counts each shard's records)")
-    if len(full) % size == 0:
-        return full[rank::size], False
     known = [counts[f] for f in full]
-    if None not in known and sum(known) < size:
-        raise UserError(f"the input files hold {sum(known)} record(s) for {size} ranks: rank {sum(known)} and above "
+    if None in known:
+        return (full[rank::size], False) if len(full) % size == 0 else (full, size > 1)
+    total = sum(known)
+    if total < size:
+        raise UserError(f"the input files hold {total} record(s) for {size} ranks: rank {total} and above "
                         f"would get none; make more data or run fewer ranks")
+    loads, shares = [0] * size, [[] for _ in range(size)]
+    for f in sorted(full, key=lambda f: -counts[f]):  # ties keep the files' order
+        r = loads.index(min(loads))
+        loads[r] += counts[f]
+        shares[r].append(f)
+    if max(loads) <= (1 + _FILE_SPLIT_SLACK) * total / size:
+        return sorted(shares[rank], key=full.index), False
     return full, size > 1
