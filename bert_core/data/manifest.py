@@ -32,18 +32,16 @@ def _directory(path: str) -> str:
     return storage.dirname(path) if storage.is_gcs(path) else os.path.dirname(os.path.abspath(path))
 
 
-def manifests(files: list[str]) -> dict[str, tuple[str, dict] | None]:
-    """For each file: (manifest path, manifest) of its directory, or None where there is none."""
-    by_dir: dict[str, tuple[str, dict] | None] = {}
+def _manifests(files: list[str]) -> dict[str, tuple[str, dict, dict] | None]:
+    """For each file: (manifest path, manifest, its shards by file name) of the file's directory, or
+    None where there is no manifest."""
+    by_dir: dict[str, tuple[str, dict, dict] | None] = {}
     for d in {_directory(f) for f in files}:
         path = storage.join(d, MANIFEST_NAME)
-        by_dir[d] = (path, storage.read_json(path)) if storage.exists(path) else None
+        manifest = storage.read_json(path) if storage.exists(path) else None
+        by_dir[d] = (path, manifest, {s.get("file"): s for s in manifest.get("shards", [])}) \
+            if isinstance(manifest, dict) else None
     return {f: by_dir[_directory(f)] for f in files}
-
-
-def _shard(manifest: dict, file: str) -> dict | None:
-    name = storage.basename(file)
-    return next((s for s in manifest.get("shards", []) if s.get("file") == name), None)
 
 
 def check_files(files: list[str], vocab_file: str | None = None) -> None:
@@ -51,13 +49,13 @@ def check_files(files: list[str], vocab_file: str | None = None) -> None:
     the size it was written with (a cheap stand-in for its record count), and `vocab_file`, if given,
     has the sha256 of the vocab the data was made with. Files without a manifest are not checked."""
     vocab_sha = sha256_file(vocab_file) if vocab_file else None
-    for f, found in manifests(files).items():
+    for f, found in _manifests(files).items():
         if found is None:
             continue
-        path, manifest = found
-        shard = _shard(manifest, f)
+        path, manifest, shards = found
+        shard = shards.get(storage.basename(f))
         if shard is None:
-            raise UserError(f"{f}: not one of the {len(manifest.get('shards', []))} shard(s) {path} lists (left "
+            raise UserError(f"{f}: not one of the {len(shards)} shard(s) {path} lists (left "
                             f"by another create-data run?); rerun bert create-data into that directory, or "
                             f"name only its shards in --input_file")
         if storage.size(f) != shard["bytes"]:
@@ -76,8 +74,8 @@ def record_counts(files: list[str]) -> dict[str, int | None]:
     from bert_core.data.tfrecord import iter_records
 
     counts: dict[str, int | None] = {}
-    for f, found in manifests(files).items():
-        shard = _shard(found[1], f) if found else None
+    for f, found in _manifests(files).items():
+        shard = found[2].get(storage.basename(f)) if found else None
         if shard is not None:
             counts[f] = int(shard["instances"])
             continue
