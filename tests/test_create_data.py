@@ -408,6 +408,13 @@ def test_create_data_owns_its_output_dir(brown_small, uncased_vocab, tmp_path):
         assert (out / name).read_bytes() == data
         os.remove(out / name)
         assert _shards(out) == before
+    # another vocab: same names, every shard made again, the manifest names the new vocab
+    other_vocab = _write(tmp_path / "vocab.txt", open(uncased_vocab, "rb").read().replace(b"\nthe\n", b"\nteh\n"))
+    proc = _create(brown_small, other_vocab, out, "--num_shards=2", "--dupe_factor=1", *SMALL)
+    after = _shards(out)
+    assert "kept from an earlier run" not in proc.stderr and after.keys() == before.keys()
+    assert all(after[n] != before[n] for n in before)
+    assert json.loads((out / "data_manifest.json").read_text())["vocab"]["path"] == other_vocab
     # without .shard_stats (copied with `cp data/*`), the manifest proves the shards ours
     shutil.rmtree(out / ".shard_stats")
     _create(brown_small, uncased_vocab, out, "--num_shards=1", "--dupe_factor=1", *SMALL)
