@@ -283,7 +283,8 @@ def run_shard(task: ShardTask) -> dict:
     # for gs:// output it goes to the local temp directory.
     out_dir = None if storage.is_gcs(task.output) else os.path.dirname(os.path.abspath(task.output))
     spill_path = None
-    storage.remove(task.output)  # an earlier run's, if any: never under its final name beside our new stats
+    if task.stats_path:  # an earlier run's shard goes first: never under its final name beside new stats
+        storage.remove(task.output)
     try:
         with storage.atomic_open(task.output, "wb") as raw_out:
             out = _HashingFile(raw_out)
