@@ -30,6 +30,7 @@ import time
 
 from bert_core import events, layout, storage
 from bert_core.config import PretrainConfig
+from bert_core.data import manifest
 from bert_core.errors import UserError
 from bert_core.evaluation import write_eval_results
 
@@ -53,19 +54,6 @@ def input_files(spec: str) -> list[str]:
         plain = next(f for f, k in kinds.items() if k == "none")
         raise UserError(f"--input_file mixes GZIP ({gz}) and plain ({plain}) TFRecords; use one kind per run")
     return files
-
-
-def manifest_vocab(files: list[str]) -> dict:
-    """The vocab entry (path, sha256, size) `bert create-data` recorded next to the shards; {} if
-    there is no manifest."""
-    for d in sorted({storage.dirname(f) if storage.is_remote(f) else os.path.dirname(os.path.abspath(f))
-                     for f in files}):
-        path = storage.join(d, layout.DATA_MANIFEST)
-        if storage.exists(path):
-            vocab = storage.read_json(path).get("vocab") or {}
-            if vocab.get("size"):
-                return vocab
-    return {}
 
 
 def check_records(files: list[str], max_seq_length: int, max_predictions_per_seq: int, vocab_size: int,
@@ -112,15 +100,12 @@ def check_records(files: list[str], max_seq_length: int, max_predictions_per_seq
 
 
 def _rank_files(files: list[str], rank: int, size: int) -> tuple[list[str], bool]:
-    """(the files this rank reads, whether it keeps only every N-th record of them). With as many
-    files as a multiple of the ranks, rank r reads files r, r+N, ...; otherwise every rank reads all
-    files and keeps records r, r+N, ... Either way each record goes to exactly one rank per pass."""
+    """(the files this rank reads, whether it keeps only every N-th record of them): its share from
+    bert_core.data.manifest.split_files (by the manifest's record counts, empty files left out, each
+    record to exactly one rank per pass), object-storage files as node-local copies."""
     from bert_core import staging
 
-    if len(files) % size == 0:
-        mine, record_shard = files[rank::size], False
-    else:
-        mine, record_shard = files, size > 1
+    mine, record_shard = manifest.split_files(files, rank, size)
     # tf.data reads through TF's own filesystem: gs:// files are read from a node-local copy.
     mine = staging.stage(mine, log=(lambda line: print(line, flush=True)) if rank == 0 else None)
     return mine, record_shard
@@ -169,7 +154,7 @@ def vocab_size_hint(cfg: PretrainConfig, files: list[str]) -> int | None:
     if cfg.vocab_file:
         with storage.open_read(cfg.vocab_file, "rb") as f:
             return sum(1 for line in f if line.strip())
-    return manifest_vocab(files).get("size")
+    return manifest.vocab_entry(files).get("size")
 
 
 def vocab_source(cfg: PretrainConfig, files: list[str]) -> str | None:
@@ -179,7 +164,7 @@ def vocab_source(cfg: PretrainConfig, files: list[str]) -> str | None:
         return cfg.vocab_file
     import hashlib
 
-    entry = manifest_vocab(files)
+    entry = manifest.vocab_entry(files)
     path = entry.get("path")
     if not (path and storage.exists(path)):
         return None
@@ -205,6 +190,7 @@ def pretraining_loss_fn(outputs, features, ops):
 # --------------------------------------------------------------------------------------------------
 def pretrain_main(cfg: PretrainConfig) -> int:
     files = input_files(cfg.input_file)
+    manifest.check_files(files, cfg.vocab_file)  # membership, sizes, vocab sha256 against data_manifest.json
 
     import keras
     import tensorflow as tf

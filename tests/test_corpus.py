@@ -20,18 +20,36 @@ def _write_random_corpus(path, rng, n_docs=60):
 
 
 @pytest.mark.parametrize("num_ranges", [1, 2, 3, 7, 16, 200])
-def test_ranges_partition_documents_exactly(tmp_path, num_ranges):
+def test_ranges_partition_lines_and_cut_documents_only_at_their_ends(tmp_path, num_ranges):
     rng = random.Random(num_ranges)
     paths, expected = [], []
     for i in range(3):
         p = tmp_path / f"part{i}.txt"
         expected += _write_random_corpus(p, rng)
         paths.append(str(p))
-    got = []
+    got, ends = [], []
     for part in corpus.split_ranges(paths, num_ranges):
         for path, start, end in part:
             got += list(corpus.iter_documents(path, start, end))
-    assert got == expected
+            ends.append(len(got))
+    # every line once, in order; a document is cut in two only where a range ends
+    assert [s for d in got for s in d] == [s for d in expected for s in d]
+    whole = iter(expected)
+    want = next(whole)
+    for i, doc in enumerate(got):
+        assert doc == want[:len(doc)] and (len(doc) == len(want) or i + 1 in ends)
+        want = want[len(doc):] or next(whole, None)
+    if num_ranges == 1:
+        assert got == expected
+
+
+def test_one_long_document_is_shared_by_every_range(tmp_path):
+    p = tmp_path / "novel.txt"
+    p.write_text("".join(f"sentence {i} of the only document\n" for i in range(100)), encoding="utf-8")
+    parts = [[d for path, start, end in part for d in corpus.iter_documents(path, start, end)]
+             for part in corpus.split_ranges([str(p)], 4)]
+    assert [len(docs) for docs in parts] == [1, 1, 1, 1]
+    assert sum(len(docs[0]) for docs in parts) == 100
 
 
 def test_documents_strip_and_split_on_whitespace_lines(tmp_path):

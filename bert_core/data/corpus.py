@@ -3,7 +3,8 @@
 Input specs are comma-separated files or globs, as in Google's scripts. Lines are decoded as UTF-8;
 bad bytes either stop the run with `file:line` or are replaced with U+FFFD and counted. Documents can
 be read from a byte range of a file, so shards of a large corpus are read in parallel without anyone
-holding the corpus in memory: a range owns the documents whose first line starts inside it.
+holding the corpus in memory: a range owns the lines that start inside it (a document that crosses a
+range boundary is cut in two there, so a corpus of one long document still fills every range).
 """
 
 from __future__ import annotations
@@ -86,28 +87,13 @@ def _is_blank(raw: bytes) -> bool:
     return not raw.strip()
 
 
-def _previous_line_is_blank(f, pos: int) -> bool:
-    """True if `pos` is at the start of the file or the line before `pos` is blank."""
-    if pos == 0:
-        return True
-    back = min(pos, 1 << 16)
-    while True:
-        f.seek(pos - back)
-        chunk = f.read(back)
-        # chunk ends with the newline that ends the previous line
-        body = chunk[:-1]
-        nl = body.rfind(b"\n")
-        if nl >= 0 or back == pos:
-            return _is_blank(body[nl + 1:])
-        back = min(pos, back * 2)
-
-
 def iter_documents(path: str, start: int = 0, end: int | None = None, on_bad_utf8: str = "fail",
                    stats: ReadStats | None = None) -> Iterator[list[str]]:
-    """Documents (lists of non-blank lines, stripped) whose first line starts in [start, end).
+    """Documents (lists of non-blank lines, stripped) made of the lines that start in [start, end).
 
-    A document ends at a blank line or at the end of the file. The last document of a range is read
-    to its end even past `end`, so consecutive ranges together yield every document exactly once.
+    A document ends at a blank line, at the end of the file, or at `end`: a document that crosses the
+    end of a range is cut there, and its rest starts the next range. Consecutive ranges together yield
+    every line exactly once, so even one long document is shared by all ranges.
     """
     stats = stats if stats is not None else ReadStats()
     with storage.open_read(path, "rb") as f:
@@ -118,13 +104,12 @@ def iter_documents(path: str, start: int = 0, end: int | None = None, on_bad_utf
         pos = start
         if pos > 0:
             f.seek(pos - 1)
-            if f.read(1) != b"\n":  # inside a line: skip to the next line start
+            if f.read(1) != b"\n":  # inside a line: the previous range owns it
                 f.seek(pos)
                 pos += len(f.readline())
-        in_document = not _previous_line_is_blank(f, pos)
         f.seek(pos)
         doc: list[str] = []
-        while True:
+        while pos < end:
             raw = f.readline()
             if not raw:
                 break
@@ -134,15 +119,7 @@ def iter_documents(path: str, start: int = 0, end: int | None = None, on_bad_utf
                 if doc:
                     yield doc
                     doc = []
-                in_document = False
-                if pos >= end:
-                    break
                 continue
-            if not doc and in_document:
-                continue  # tail of a document owned by the previous range
-            if not doc and offset >= end:
-                break  # next document starts in the next range
-            in_document = True
             stats.lines += 1
             stats.bytes_read += len(raw)
             doc.append(_decode(raw, path, offset, on_bad_utf8, stats).strip())

@@ -4,10 +4,12 @@ Semantics are those of Google's create_pretraining_data.py (same flags, same fea
 to stream instead of holding the corpus and every instance in memory:
 
 * Sharding. The input bytes are split into `--num_shards` near-equal byte ranges
-  (`corpus.split_ranges`); shard i owns the documents that start in range i and writes
-  `train-0000i-of-N.tfrecord`. Shards are independent units of work: `--num_workers` processes on one
-  host and the ranks of `mpirun -np R` (rank r takes shards r, r+R, ...) share them out. A shard's bytes
-  depend only on the seed, the shard layout and the parameters, never on who ran it.
+  (`corpus.split_ranges`); shard i owns the lines that start in range i (a document crossing a range
+  boundary is cut there) and writes `train-0000i-of-N.tfrecord`, so shards hold near-equal numbers of
+  instances even when the corpus has fewer documents than shards. Shards are independent units of
+  work: `--num_workers` processes on one host and the ranks of `mpirun -np R` (rank r takes shards r,
+  r+R, ...) share them out. A shard's bytes depend only on the seed, the shard layout and the
+  parameters, never on who ran it.
 * Per shard and per duplication pass (`--dupe_factor`), documents are read in blocks of
   `--random_doc_pool_size` documents (a short last block is merged into the one before). A block is the
   pool: its documents are visited in a random order (Google shuffles all documents; we shuffle within a
@@ -36,6 +38,7 @@ import itertools
 import json
 import os
 import random
+import re
 import sys
 import tempfile
 import time
@@ -49,6 +52,7 @@ from bert_core import events, storage
 from bert_core.config import DataConfig
 from bert_core.data import corpus, tfrecord
 from bert_core.data.instances import InstanceMaker, InstanceStats
+from bert_core.data.manifest import sha256_file
 from bert_core.errors import UserError
 from bert_core.layout import DATA_MANIFEST, FLOAT_FEATURES, record_format, shard_name
 
@@ -276,6 +280,8 @@ def run_shard(task: ShardTask) -> dict:
     # for gs:// output it goes to the local temp directory.
     out_dir = None if storage.is_remote(task.output) else os.path.dirname(os.path.abspath(task.output))
     spill_path = None
+    if task.stats_path:  # an earlier run's shard goes first: never under its final name beside new stats
+        storage.remove(task.output)
     try:
         with storage.atomic_open(task.output, "wb") as raw_out:
             out = _HashingFile(raw_out)
@@ -324,27 +330,29 @@ def run_shard(task: ShardTask) -> dict:
             writer.close()
             if spill is not None:
                 spill.close()
+            stats = {
+                "file": storage.basename(task.output),
+                "shard": task.index,
+                "num_shards": task.num_shards,
+                "fingerprint": task.fingerprint,
+                "bytes": out.bytes,
+                "sha256": out.sha.hexdigest(),
+                **vars(maker.stats),
+                "documents": documents,
+                "sentences": sentences,
+                "input_bytes": shard_bytes,
+                "input_ranges": [[p, s, e] for p, s, e in task.pieces],
+                "bad_utf8_lines": read_stats.bad_utf8_lines,
+                "first_bad_utf8": read_stats.first_bad,
+            }
+            # before the rename: a shard under its final name always has statistics (they prove
+            # create-data wrote it, see _own_output_dir)
+            if task.stats_path:
+                storage.write_json(task.stats_path, stats)
     finally:
         if spill_path:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(spill_path)
-    stats = {
-        "file": storage.basename(task.output),
-        "shard": task.index,
-        "num_shards": task.num_shards,
-        "fingerprint": task.fingerprint,
-        "bytes": out.bytes,
-        "sha256": out.sha.hexdigest(),
-        **vars(maker.stats),
-        "documents": documents,
-        "sentences": sentences,
-        "input_bytes": shard_bytes,
-        "input_ranges": [[p, s, e] for p, s, e in task.pieces],
-        "bad_utf8_lines": read_stats.bad_utf8_lines,
-        "first_bad_utf8": read_stats.first_bad,
-    }
-    if task.stats_path:
-        storage.write_json(task.stats_path, stats)
     return stats
 
 
@@ -438,14 +446,6 @@ def _mpi_comm():
 # --------------------------------------------------------------------------------------------------
 # Entry point
 # --------------------------------------------------------------------------------------------------
-def _sha256_file(path: str) -> str:
-    h = hashlib.sha256()
-    with storage.open_read(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _check_inputs(cfg: DataConfig) -> list[tuple[str, int]]:
     paths = corpus.expand_inputs(cfg.input_file)
     inputs = []
@@ -468,6 +468,67 @@ def _remove_stale(directory: str, names: list[str]) -> int:
                 os.unlink(tmp)
                 removed += 1
     return removed
+
+
+_SHARD_FILE = re.compile(r"train-\d{5}-of-\d{5}\.tfrecord")
+_STATS_FILE = re.compile(r"train-\d{5}-of-\d{5}\.json")
+_TEMPORARY = re.compile(r"\.(train-\d{5}-of-\d{5}\.(tfrecord|json)|" + re.escape(DATA_MANIFEST) + r")\..+\.tmp")
+
+
+def _own_output_dir(out_dir: str, names: list[str]) -> tuple[int, int]:
+    """Make `out_dir` hold only what this run writes, or refuse it before touching anything.
+
+    Ours: data_manifest.json, .shard_stats/, temporaries of our names, and shards whose size the
+    manifest or their statistics record (statistics are written before a shard's rename, so every
+    shard we wrote has them). Anything else is refused with one line, never deleted. Our temporaries
+    are removed, and so are our shards not in `names` (another --num_shards): each shard before its
+    statistics, so a kill at any point leaves every remaining shard provably ours for the rerun. The
+    old manifest stays until the new one replaces it: a directory caught mid-run never has a manifest
+    that agrees with its shards. Returns (temporaries removed, old shards removed)."""
+    prefix = out_dir.rstrip("/") + "/"
+    files = {i.path[len(prefix):]: i.size for i in storage.list_files(out_dir)}
+
+    def recorded(path: str) -> dict:
+        try:
+            found = json.loads(storage.read_bytes(storage.join(out_dir, path)))
+        except (OSError, ValueError, UserError):
+            return {}
+        return found if isinstance(found, dict) else {}
+
+    listed: dict = {}
+    if DATA_MANIFEST in files:
+        manifest = recorded(DATA_MANIFEST)
+        if manifest.get("tool") != "bert create-data":
+            raise UserError(f"--output_dir={out_dir}: holds a {DATA_MANIFEST} that bert create-data did not write; "
+                            f"give an empty or new directory")
+        listed = {s.get("file"): s.get("bytes") for s in manifest.get("shards", [])}
+    temporaries, old_shards, old_stats, foreign = [], [], [], []
+    for rel, size in sorted(files.items()):
+        head, _, name = rel.rpartition("/")
+        if head not in ("", STATS_DIR):
+            foreign.append(rel)
+        elif _TEMPORARY.fullmatch(name):
+            temporaries.append(rel)
+        elif head == STATS_DIR:
+            if not _STATS_FILE.fullmatch(name):
+                foreign.append(rel)
+            elif name.replace(".json", ".tfrecord") not in names:
+                old_stats.append(rel)
+        elif name == DATA_MANIFEST:
+            continue
+        elif not _SHARD_FILE.fullmatch(name) or size not in (
+                listed.get(name), recorded(f"{STATS_DIR}/{name.replace('.tfrecord', '.json')}").get("bytes")):
+            foreign.append(rel)
+        elif name not in names:
+            old_shards.append(rel)
+    if foreign:
+        more = f" (and {len(foreign) - 1} more)" if len(foreign) > 1 else ""
+        raise UserError(f"--output_dir={out_dir}: holds {foreign[0]}{more}, which bert create-data did not write "
+                        f"(or which changed since); create-data replaces only its own files: give an empty or "
+                        f"new directory, or move it away")
+    for rel in temporaries + old_shards + old_stats:
+        storage.remove(storage.join(out_dir, rel))
+    return len(temporaries), len(old_shards)
 
 
 def _load_done(stats_path: str, output: str, fingerprint: str) -> dict | None:
@@ -548,7 +609,7 @@ def create_data_main(config: DataConfig) -> int:
 
     inputs = _check_inputs(cfg)
     vocab, _ = _tokenizer(cfg.vocab_file, cfg.do_lower_case)  # validates the vocab; reused in-process
-    vocab_sha = _sha256_file(cfg.vocab_file)
+    vocab_sha = sha256_file(cfg.vocab_file)
 
     if cfg.output_file is not None:
         if "," in cfg.output_file:
@@ -572,8 +633,9 @@ def create_data_main(config: DataConfig) -> int:
     params = cfg.model_dump()
     layout = corpus.split_ranges([p for p, _ in inputs], cfg.num_shards)
     shard_params = {k: v for k, v in params.items() if k not in _OUTPUT_ONLY}
+    # "ranges": shards made when a range owned whole documents (before lines) are not reused
     base = json.dumps({"params": shard_params, "vocab_sha256": vocab_sha, "inputs": inputs,
-                       "version": bert_core.__version__}, sort_keys=True)
+                       "version": bert_core.__version__, "ranges": "lines"}, sort_keys=True)
 
     names = [storage.basename(o) for o in outputs]
 
@@ -583,13 +645,23 @@ def create_data_main(config: DataConfig) -> int:
             removed += _remove_stale(stats_dir, [n.replace(".tfrecord", ".json") for n in names])
         return removed
 
+    problem = None
     if rank == 0:
-        removed = remove_stale()
-        if removed:
-            print(f"create-data: removed {removed} temporary file(s) left by an interrupted run",
-                  file=sys.stderr)
+        try:
+            temporaries, old = _own_output_dir(out_dir, names) if stats_dir else (remove_stale(), 0)
+        except UserError as err:
+            problem = str(err)
+        else:
+            if temporaries:
+                print(f"create-data: removed {temporaries} temporary file(s) left by an interrupted run",
+                      file=sys.stderr)
+            if old:
+                print(f"create-data: removed {old} shard(s) an earlier run wrote with another --num_shards",
+                      file=sys.stderr)
     if comm is not None:
-        comm.Barrier()
+        problem = comm.bcast(problem, root=0)  # every rank stops alike, none waits for rank 0
+    if problem:
+        raise UserError(problem)
 
     tasks, done = [], []
     for i in range(rank, cfg.num_shards, world):
@@ -639,6 +711,11 @@ def create_data_main(config: DataConfig) -> int:
         progress.maybe_print(final=True)
     if rank != 0:
         return 0
+    empty = [s["file"] for s in shards if s["instances"] == 0]
+    if empty:
+        print(f"create-data: {len(empty)} of {len(shards)} shard(s) hold no instances (first {empty[0]}): the "
+              f"corpus has too few lines for --num_shards={cfg.num_shards}; bert pretrain skips them",
+              file=sys.stderr)
     if totals["bad_utf8_lines"]:
         print(f"create-data: replaced invalid UTF-8 on {totals['bad_utf8_lines']} line(s), first at "
               f"{', '.join(totals['first_bad_utf8'])}", file=sys.stderr)
