@@ -331,7 +331,7 @@ def test_ranks_never_get_only_empty_shards(uncased_vocab, tmp_path):
 
     cfg = PretrainConfig(input_file=str(out / "train-*.tfrecord"), output_dir=str(tmp_path / "run"), model="bert-mini",
                          do_eval=True, max_seq_length=64, max_predictions_per_seq=10, eval_batch_size=1)
-    assert [len(list(pretrain.make_train_dataset(files, cfg, r, 2, 30522, training=False))) for r in range(2)] == [5, 5]
+    assert [len(list(pretrain.make_eval_dataset(files, cfg, r, 2, 30522))) for r in range(2)] == [5, 5]
     with pytest.raises(UserError, match="hold 10 record\\(s\\) for 16 ranks: rank 10 and above would get none"):
         manifest.split_files(files, 0, 16)
     with pytest.raises(UserError, match="no records"):

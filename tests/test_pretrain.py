@@ -191,7 +191,8 @@ def test_vocab_comes_from_the_data_manifest_when_not_given(data, tmp_path):
 
     vocab = tmp_path / "vocab.txt"
     vocab.write_text("".join(f"tok{i}\n" for i in range(VOCAB)))
-    (data / layout.DATA_MANIFEST).write_text(json.dumps({"vocab": {
+    shards = [{"file": f.name, "bytes": f.stat().st_size, "instances": 16} for f in sorted(data.glob("train-*"))]
+    (data / layout.DATA_MANIFEST).write_text(json.dumps({"shards": shards, "vocab": {
         "path": str(vocab), "size": VOCAB, "sha256": hashlib.sha256(vocab.read_bytes()).hexdigest()}}))
     out = tmp_path / "out"
     proc = run_bert("pretrain", *flags(data, out, "--do_train", "--num_train_steps=2"), env=QUIET)
