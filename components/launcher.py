@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Callable
 
 from bert_core.errors import UserError
+from bert_core.storage_s3 import MINIO_SECRET_DIR
 from components import images
 from components.mpijob import (GCS_KEY_DIR, GROUP, JOB_NAME_LABEL, JOB_ROLE_LABEL, PLURAL, VERSION, PretrainJob,
                                job_name_problem, load_job, render)
@@ -185,7 +186,7 @@ def inherit_from_pod(job: PretrainJob, pod, log: Callable[[str], None]) -> Pretr
     """The job with the step pod's identity where the job leaves it open.
 
     - its service account (Workload Identity is bound to one, e.g. `default-editor` under Kubeflow),
-    - the key Secret mounted at GCS_KEY_DIR in the pod, if any,
+    - the Secrets mounted at GCS_KEY_DIR (a gs:// key) and MINIO_SECRET_DIR (KFP's MinIO keys), if any,
     - its image pull secrets (a private registry).
     And a check: a job still on the default registry while this pod runs from another one means the
     manifests were pointed at a registry with a kustomize `images:` override, which does not reach the
@@ -197,12 +198,14 @@ def inherit_from_pod(job: PretrainJob, pod, log: Callable[[str], None]) -> Pretr
         update["service_account"] = spec.service_account_name
     if job.image_pull_secrets is None and spec.image_pull_secrets:
         update["image_pull_secrets"] = [ref.name for ref in spec.image_pull_secrets]
-    if job.gcs_credentials_secret is None:
+    for field, mount_path in (("gcs_credentials_secret", GCS_KEY_DIR), ("minio_secret", MINIO_SECRET_DIR)):
+        if getattr(job, field) is not None:
+            continue
         mounted = {m.name for c in spec.containers for m in (c.volume_mounts or [])
-                   if m.mount_path.rstrip("/") == GCS_KEY_DIR}
+                   if m.mount_path.rstrip("/") == mount_path}
         for volume in spec.volumes or []:
             if volume.name in mounted and volume.secret is not None:
-                update["gcs_credentials_secret"] = volume.secret.secret_name
+                update[field] = volume.secret.secret_name
     own = [images.registry_of(c.image) for c in spec.containers if images.registry_of(c.image)]
     if own and images.registry_of(job.image) == images.DEFAULT_REGISTRY and own[0] != images.DEFAULT_REGISTRY:
         raise LaunchError(f"the job's image {job.image} is on the default registry but this pod runs from "

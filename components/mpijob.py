@@ -26,6 +26,7 @@ from typing import Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from bert_core.errors import UserError
+from bert_core.storage_s3 import MINIO_SECRET_DIR
 from components import images
 
 API_VERSION = "kubeflow.org/v2beta1"
@@ -217,6 +218,9 @@ class PretrainJob(BaseModel):
     gcs_credentials_secret: str | None = Field(
         None, description="Secret with a service-account key.json for gs://; None for Workload Identity "
                           "(the launcher step passes on the one mounted in its own pod)")
+    minio_secret: str | None = Field(
+        None, description=f"KFP's MinIO credentials Secret (mlpipeline-minio-artifact: accesskey, secretkey) "
+                          f"for minio://, mounted at {MINIO_SECRET_DIR}; None: the launcher step's own, if any")
     service_account: str | None = Field(
         None, description="Service account of the job's pods (gs:// access); None: the launcher step's own")
     image_pull_secrets: list[str] | None = Field(
@@ -365,6 +369,9 @@ def _volumes(job: PretrainJob, worker: bool) -> tuple[list[dict], list[dict]]:
     if job.gcs_credentials_secret:
         volumes.append({"name": "gcp-key", "secret": {"secretName": job.gcs_credentials_secret}})
         mounts.append({"name": "gcp-key", "mountPath": GCS_KEY_DIR, "readOnly": True})
+    if job.minio_secret:
+        volumes.append({"name": "minio-keys", "secret": {"secretName": job.minio_secret}})
+        mounts.append({"name": "minio-keys", "mountPath": MINIO_SECRET_DIR, "readOnly": True})
     return volumes, mounts
 
 

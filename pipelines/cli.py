@@ -9,7 +9,7 @@
     bert-pipeline artifacts ls PREFIX | artifacts show PATH
 
 BUILD: what a cluster fixes when the pipeline is built (pipelines.pipeline.build_pipeline): --mpijob,
---gcs-key-secret NAME, --image-pull-secret NAME. SERVER: --host URL (default: kfp's own
+--gcs-key-secret NAME, --minio-secret NAME, --image-pull-secret NAME. SERVER: --host URL (default: kfp's own
 $KF_PIPELINES_ENDPOINT), --token, --namespace, --ssl-ca-cert FILE, --no-verify-ssl.
 
 A user's mistake is one line, `bert-pipeline: error: ...`, and exit status 2.
@@ -47,12 +47,12 @@ _K8S_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
 
 def build_options(args) -> dict:
     """build_pipeline's cluster choices from the command line (compile, submit, schedule)."""
-    for flag, name in [("--gcs-key-secret", args.gcs_key_secret)] + \
+    for flag, name in [("--gcs-key-secret", args.gcs_key_secret), ("--minio-secret", args.minio_secret)] + \
                       [("--image-pull-secret", n) for n in args.image_pull_secret or ()]:
         if name is not None and not _K8S_NAME.fullmatch(name):
             raise UserError(f"{flag} {name!r}: not a Kubernetes Secret name (lower-case letters, digits, "
                             f"'-' and '.')")
-    return dict(mpijob=args.mpijob, gcs_key_secret=args.gcs_key_secret,
+    return dict(mpijob=args.mpijob, gcs_key_secret=args.gcs_key_secret, minio_secret=args.minio_secret,
                 image_pull_secrets=tuple(args.image_pull_secret or ()), caching=not args.no_cache)
 
 
@@ -537,6 +537,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--gcs-key-secret", metavar="NAME", help="Secret with a service-account key.json that "
                                                                 "every step and the MPIJob use for gs:// "
                                                                 "(default: none, Workload Identity)")
+        p.add_argument("--minio-secret", metavar="NAME",
+                       help="KFP's MinIO credentials Secret for minio:// paths, on every step and the MPIJob "
+                            "(mlpipeline-minio-artifact in a Kubeflow profile namespace; default: none)")
         p.add_argument("--image-pull-secret", action="append", metavar="NAME",
                        help="pull secret for a private registry, on every step and the MPIJob (repeatable)")
         if cache_flag:

@@ -19,7 +19,8 @@ given, or held out": a step's parameter (`vocab_uri`, `task_data_uri`) decides, 
 
 What a cluster fixes when the pipeline is built, not per run (build_pipeline's arguments, `bert-pipeline
 compile/submit/schedule`'s flags): where the pretraining step runs (`mpijob=True`: on the launcher image,
-off GPU nodes), a key Secret for gs:// (`gcs_key_secret`), registry pull secrets (`image_pull_secrets`)
+off GPU nodes), a key Secret for gs:// (`gcs_key_secret`), KFP's MinIO Secret for minio://
+(`minio_secret`), registry pull secrets (`image_pull_secrets`)
 and whether the data steps may reuse cached results (`caching=False` for recurring runs); the images'
 registry and tag are the ones components/images.py resolves at compile time, also for the MPIJob the
 step creates.
@@ -32,6 +33,7 @@ from components import images
 from components.data import create_data, prepare_corpus
 from components.evaluate import evaluate
 from components.finetune import finetune
+from bert_core.storage_s3 import MINIO_SECRET_DIR
 from components.mpijob import GCS_KEY_DIR, GPU_RESOURCE, PretrainJob
 from components.pretrain import pretrain, pretrain_phase2
 from components.vocab import learn_vocab
@@ -69,12 +71,15 @@ def _cpu_step(task: dsl.PipelineTask, name: str, cpu: str, memory: str, cache: b
     return task
 
 
-def _with_key(task: dsl.PipelineTask, secret: str | None) -> dsl.PipelineTask:
-    """Mount the key Secret where GOOGLE_APPLICATION_CREDENTIALS points; a launcher step passes it on
-    to its MPIJob (components.launcher.inherit_from_pod)."""
-    if secret:
-        kubernetes.use_secret_as_volume(task, secret_name=secret, mount_path=GCS_KEY_DIR)
+def _with_keys(task: dsl.PipelineTask, gcs_key_secret: str | None, minio_secret: str | None) -> dsl.PipelineTask:
+    """Mount the key Secret where GOOGLE_APPLICATION_CREDENTIALS points, and KFP's MinIO Secret where
+    bert_core.storage_s3 reads minio:// keys; a launcher step passes both on to its MPIJob
+    (components.launcher.inherit_from_pod)."""
+    if gcs_key_secret:
+        kubernetes.use_secret_as_volume(task, secret_name=gcs_key_secret, mount_path=GCS_KEY_DIR)
         task.set_env_variable("GOOGLE_APPLICATION_CREDENTIALS", f"{GCS_KEY_DIR}/key.json")
+    if minio_secret:
+        kubernetes.use_secret_as_volume(task, secret_name=minio_secret, mount_path=MINIO_SECRET_DIR)
     return task
 
 
@@ -85,7 +90,7 @@ def _with_shm(task: dsl.PipelineTask) -> dsl.PipelineTask:
 
 
 def build_pipeline(phase2: bool = False, gcs_key_secret: str | None = None, mpijob: bool = False,
-                   image_pull_secrets: tuple[str, ...] = (), caching: bool = True):
+                   image_pull_secrets: tuple[str, ...] = (), caching: bool = True, minio_secret: str | None = None):
     """The pipeline function (phase 1 only, or phases 1 and 2).
 
     caching: False for recurring runs: no step reuses a cached result. KFP's cache key is a step's
@@ -101,6 +106,10 @@ def build_pipeline(phase2: bool = False, gcs_key_secret: str | None = None, mpij
     because a step's image and node placement are (the run-time `launcher` parameter cannot move a
     step off a GPU node).
 
+    minio_secret: KFP's MinIO credentials Secret (`mlpipeline-minio-artifact` in a Kubeflow profile
+    namespace: keys accesskey, secretkey) for minio:// paths, mounted into every step (and the MPIJob),
+    e.g. when the pipeline root is KFP's default minio://mlpipeline/v2/artifacts; None when the
+    steps reach object storage otherwise (gs://, or s3:// with AWS_* credentials).
     gcs_key_secret: a Secret with a service-account key.json that every step (and the MPIJob) uses for
     gs://; None for Workload Identity, which follows the run's service account. It is chosen when the
     pipeline is built: a Secret volume cannot have an empty name, so a run-time parameter could not
@@ -174,7 +183,7 @@ def build_pipeline(phase2: bool = False, gcs_key_secret: str | None = None, mpij
         def step(task: dsl.PipelineTask, *args, **kwargs) -> dsl.PipelineTask:
             if image_pull_secrets:
                 kubernetes.set_image_pull_secrets(task, list(image_pull_secrets))
-            return _cpu_step(_with_key(task, gcs_key_secret), *args, **kwargs)
+            return _cpu_step(_with_keys(task, gcs_key_secret, minio_secret), *args, **kwargs)
 
         corpus = step(prepare_corpus(corpus_uri=corpus_uri, heldout_fraction=heldout_fraction,
                                      seed=random_seed), "corpus", "1", "2Gi", cache=caching, retries=2)

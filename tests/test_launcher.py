@@ -326,16 +326,19 @@ def test_command_line_bad_spec_is_one_line(tmp_path, capsys):
 
 
 def _step_pod(name: str, image: str, service_account: str | None = None, key_secret: str | None = None,
-              pull_secret: str | None = None) -> dict:
-    container = {"name": "main", "image": image}
-    spec: dict = {"containers": [container]}
+              pull_secret: str | None = None, minio_secret: str | None = None) -> dict:
+    from bert_core.storage_s3 import MINIO_SECRET_DIR
+
+    container = {"name": "main", "image": image, "volumeMounts": []}
+    spec: dict = {"containers": [container], "volumes": []}
     if pull_secret:
         spec["imagePullSecrets"] = [{"name": pull_secret}]
     if service_account:
         spec["serviceAccountName"] = service_account
-    if key_secret:
-        spec["volumes"] = [{"name": "key", "secret": {"secretName": key_secret}}]
-        container["volumeMounts"] = [{"name": "key", "mountPath": "/var/secrets/google", "readOnly": True}]
+    for volume, secret, path in (("key", key_secret, "/var/secrets/google"), ("minio", minio_secret, MINIO_SECRET_DIR)):
+        if secret:
+            spec["volumes"].append({"name": volume, "secret": {"secretName": secret}})
+            container["volumeMounts"].append({"name": volume, "mountPath": path, "readOnly": True})
     return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": NS, "uid": "u-7"},
             "spec": spec}
 
@@ -361,6 +364,24 @@ def test_the_mpijob_runs_as_the_step_pods_service_account_with_its_key(cluster, 
         assert {"name": "gcp-key", "secret": {"secretName": "gcp-sa-key"}} in pod["volumes"]
         env = {e["name"]: e["value"] for e in pod["containers"][0]["env"]}
         assert env["GOOGLE_APPLICATION_CREDENTIALS"] == "/var/secrets/google/key.json"
+    if CRD_PATH.exists():
+        assert mpijob_problems({k: v for k, v in op.job.items() if k != "status"}) == []
+
+
+def test_the_mpijob_gets_the_step_pods_minio_keys(cluster, monkeypatch):
+    """KFP's MinIO Secret mounted into the step (build_pipeline(minio_secret=...)) reaches every rank
+    at the path bert_core.storage_s3 reads minio:// keys from."""
+    from bert_core.storage_s3 import MINIO_SECRET_DIR
+
+    monkeypatch.setenv("KFP_POD_NAME", "step-3")
+    cluster.core.create_namespaced_pod(NS, _step_pod("step-3", _job().image, minio_secret="mlpipeline-minio-artifact"))
+    op = FakeOperator(cluster, "Succeeded")
+    launch(_job(), api=cluster.api, namespace=NS, poll_seconds=0.05, timeout_seconds=20, log=lambda _: None)
+    op.join(5)
+    for pod in _pod_specs(op.job):
+        assert {"name": "minio-keys", "secret": {"secretName": "mlpipeline-minio-artifact"}} in pod["volumes"]
+        assert {"name": "minio-keys", "mountPath": MINIO_SECRET_DIR, "readOnly": True} in \
+            pod["containers"][0]["volumeMounts"]
     if CRD_PATH.exists():
         assert mpijob_problems({k: v for k, v in op.job.items() if k != "status"}) == []
 

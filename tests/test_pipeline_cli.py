@@ -93,6 +93,7 @@ def test_submit_with_the_build_flags(kfp_server, capsys):
 @pytest.mark.parametrize("argv, message", [
     (["--gcs-key-secret", "GCP_Key"], "--gcs-key-secret 'GCP_Key': not a Kubernetes Secret name"),
     (["--image-pull-secret", ""], "--image-pull-secret '': not a Kubernetes Secret name"),
+    (["--minio-secret", "mlpipeline_minio"], "--minio-secret 'mlpipeline_minio': not a Kubernetes Secret name"),
 ])
 def test_bad_secret_names_are_one_line_before_any_request(kfp_server, capsys, argv, message):
     code, _, err = bp(capsys, "submit", "--host", kfp_server.url, *argv)

@@ -224,6 +224,19 @@ def test_a_key_secret_reaches_every_step(tmp_path):
     assert not any("secretAsVolume" in e for e in k8s.values()), "no key: Workload Identity"
 
 
+def test_kfps_minio_secret_reaches_every_step(tmp_path):
+    """minio:// (KFP's default pipeline root) needs KFP's MinIO keys in every step, where
+    bert_core.storage_s3 reads them; the launcher step passes them on to its MPIJob."""
+    from bert_core.storage_s3 import MINIO_SECRET_DIR
+
+    spec, platform = _compile_in_process(tmp_path, minio_secret="mlpipeline-minio-artifact")
+    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert set(k8s) == set(spec["deploymentSpec"]["executors"])
+    for name, executor in k8s.items():
+        (mount,) = executor["secretAsVolume"]
+        assert (mount["secretName"], mount["mountPath"]) == ("mlpipeline-minio-artifact", MINIO_SECRET_DIR), name
+
+
 def test_gpu_steps_get_a_real_dev_shm(tmp_path):
     """A container's /dev/shm is 64 MiB; RCCL needs far more (kfp.kubernetes.empty_dir_mount)."""
     from pipelines.pipeline import STEP_SHM_SIZE
