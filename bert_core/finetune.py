@@ -370,6 +370,10 @@ def _make_tokenizers(cfg: FinetuneConfig):
 
 
 def run_finetune(cfg: FinetuneConfig) -> FinetuneRun:
+    if cfg.export_dir:  # before training, and again when the export is written
+        from bert_core.export import check_export_dir
+
+        check_export_dir(cfg.export_dir, cfg.output_dir)
     vocab, tokenizer, tokenize_batch = _make_tokenizers(cfg)
     adapter = (SquadAdapter(cfg, tokenizer) if cfg.is_squad
                else ClassifierAdapter(cfg, tokenizer, tokenize_batch))
@@ -460,7 +464,7 @@ def run_finetune(cfg: FinetuneConfig) -> FinetuneRun:
                 "global_step": int(trainer.global_step.numpy())}
         export.export_saved_model(model, cfg.export_dir, cfg.max_seq_length, adapter.kind, extra_files={
             layout.VOCAB: storage.read_bytes(cfg.vocab_file), layout.BERT_CONFIG: bert_config.to_json_string(),
-            layout.TASK_INFO: json.dumps(info, indent=2) + "\n"})
+            layout.TASK_INFO: json.dumps(info, indent=2) + "\n"}, output_dir=cfg.output_dir)
         say(f"exported a SavedModel to {cfg.export_dir} (signature serving_default)")
         metrics["export_dir"] = cfg.export_dir
     if dist.is_chief:
