@@ -123,6 +123,32 @@ def test_resume_continues_from_output_dir(tmp_path):
     assert "ckpt-8" in alone.stdout
 
 
+def test_metrics_of_the_run_that_trained_survive_reruns_that_train_nothing(tmp_path):
+    from bert_core.config import FinetuneConfig
+    from bert_core.finetune import run_finetune
+
+    vocab, config = write_model_files(tmp_path / "model")
+    data = write_sentiment_tsv(tmp_path / "data", sizes=(("train", 16), ("dev", 4), ("test", 2)))
+    metrics = tmp_path / "out" / "finetune_metrics.json"
+    cfg = FinetuneConfig(task_name="tsv", text_a_column="sentence", label_column="label", data_dir=str(data),
+                         vocab_file=vocab, bert_config_file=config, output_dir=str(tmp_path / "out"),
+                         max_seq_length=16, train_batch_size=8, num_train_epochs=1, do_train=True)
+    run_finetune(cfg)
+    first = json.loads(metrics.read_text())
+    assert first["global_step"] == 2 and first["train_loss"] > 0 and first["sequences_per_second"] > 0
+    run_finetune(cfg)  # finished already: no step to train
+    assert json.loads(metrics.read_text()) == first
+    run_finetune(cfg.model_copy(update={"do_train": False, "export_dir": str(tmp_path / "saved")}))
+    exported = json.loads(metrics.read_text())
+    assert {k: exported[k] for k in first} == first and exported["export_dir"] == str(tmp_path / "saved")
+    # Resumed for another epoch: its own training numbers, the earlier session's seconds added, the
+    # export of the older weights no longer listed.
+    run_finetune(cfg.model_copy(update={"num_train_epochs": 2}))
+    resumed = json.loads(metrics.read_text())
+    assert resumed["global_step"] == 4 and resumed["resumed_from"] == 2 and "export_dir" not in resumed
+    assert resumed["train_seconds"] > first["train_seconds"] and resumed["sequences_per_second"] > 0
+
+
 def test_stsb_regression(tmp_path):
     vocab, config = write_model_files(tmp_path / "model")
     rng = random.Random(3)
