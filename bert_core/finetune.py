@@ -374,6 +374,7 @@ def run_finetune(cfg: FinetuneConfig) -> FinetuneRun:
         from bert_core.export import check_export_dir
 
         check_export_dir(cfg.export_dir, cfg.output_dir)
+    layout.check_start_vocab(cfg.vocab_file, cfg.output_dir, cfg.init_checkpoint)
     vocab, tokenizer, tokenize_batch = _make_tokenizers(cfg)
     adapter = (SquadAdapter(cfg, tokenizer) if cfg.is_squad
                else ClassifierAdapter(cfg, tokenizer, tokenize_batch))

@@ -205,6 +205,8 @@ def pretraining_loss_fn(outputs, features, ops):
 # --------------------------------------------------------------------------------------------------
 def pretrain_main(cfg: PretrainConfig) -> int:
     files = input_files(cfg.input_file)
+    if cfg.vocab_file:
+        layout.check_start_vocab(cfg.vocab_file, cfg.output_dir, cfg.init_checkpoint)
 
     import keras
     import tensorflow as tf

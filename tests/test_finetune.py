@@ -381,6 +381,31 @@ def test_checkpoint_that_does_not_fit_lists_the_mismatches(tmp_path):
     assert "16 encoder variables missing" in line and "bert/encoder/layer_2/" in line
 
 
+def test_vocab_other_than_the_checkpoints_is_refused(tmp_path):
+    """Same size, two tokens swapped: every id still fits the embeddings, every word means another."""
+    from bert_core.config import FinetuneConfig
+    from bert_core.errors import UserError
+    from bert_core.finetune import run_finetune
+
+    vocab, config = write_model_files(tmp_path / "model")
+    data = write_sentiment_tsv(tmp_path / "data", sizes=(("train", 16), ("dev", 4), ("test", 2)))
+    out = tmp_path / "out"
+    cfg = FinetuneConfig(task_name="tsv", text_a_column="sentence", label_column="label", data_dir=str(data),
+                         vocab_file=vocab, bert_config_file=config, output_dir=str(out), max_seq_length=16,
+                         train_batch_size=8, num_train_epochs=1, do_train=True)
+    run_finetune(cfg)
+    swapped = [{"good": "bad", "bad": "good"}.get(t, t) for t in VOCAB]
+    other = tmp_path / "other_vocab.txt"
+    other.write_text("\n".join(swapped) + "\n")
+    said = f"is not the vocab the checkpoint was made with, {out / 'vocab.txt'} .*: line 6 is 'bad' there 'good'"
+    with pytest.raises(UserError, match=said):  # resuming from (or evaluating) output_dir's checkpoint
+        run_finetune(cfg.model_copy(update={"vocab_file": str(other), "do_train": False, "do_eval": True}))
+    with pytest.raises(UserError, match=said):  # starting from a checkpoint of that model directory
+        run_finetune(cfg.model_copy(update={"vocab_file": str(other), "output_dir": str(tmp_path / "b"),
+                                            "init_checkpoint": str(out / "ckpt-2" / "model.ckpt-2")}))
+    assert (out / "vocab.txt").read_text() == (tmp_path / "model" / "vocab.txt").read_text()
+
+
 def test_bad_input_is_one_line(tmp_path):
     vocab, config = write_model_files(tmp_path / "model")
     data = write_sentiment_tsv(tmp_path / "data", sizes=(("train", 16), ("dev", 4), ("test", 2)))

@@ -212,6 +212,27 @@ def test_output_dir_is_a_self_contained_model_dir_and_progress_comes_as_events(d
         str(out), str(out / layout.EVAL_RESULTS), str(out / layout.PRETRAIN_METRICS)]
 
 
+def test_vocab_other_than_the_checkpoints_is_refused(data, tmp_path):
+    from bert_core.errors import UserError
+
+    vocab, other = tmp_path / "vocab.txt", tmp_path / "other.txt"
+    vocab.write_text("".join(f"tok{i}\n" for i in range(VOCAB)))
+    other.write_text("".join(f"tok{i}\n" for i in [0, 2, 1, *range(3, VOCAB)]))  # same size, two swapped
+    out = tmp_path / "out"
+    cfg = PretrainConfig(input_file=f"{data}/train-*.tfrecord", output_dir=str(out), vocab_file=str(vocab),
+                         bert_config_file=str(data / "bert_config.json"), max_seq_length=SEQ,
+                         max_predictions_per_seq=PREDS, train_batch_size=8, num_train_steps=2,
+                         num_warmup_steps=1, do_train=True)
+    pretrain.pretrain_main(cfg)
+    said = f"is not the vocab the checkpoint was made with, {out / 'vocab.txt'} .*: line 2 is 'tok2' there 'tok1'"
+    with pytest.raises(UserError, match=said):  # resuming
+        pretrain.pretrain_main(cfg.model_copy(update={"vocab_file": str(other), "num_train_steps": 4}))
+    with pytest.raises(UserError, match=said):  # starting from its checkpoint
+        pretrain.pretrain_main(cfg.model_copy(update={"vocab_file": str(other), "output_dir": str(tmp_path / "b"),
+                                                      "init_checkpoint": str(out / "ckpt-2" / "model.ckpt-2")}))
+    assert (out / "vocab.txt").read_text() == vocab.read_text()
+
+
 def test_vocab_comes_from_the_data_manifest_when_not_given(data, tmp_path):
     import hashlib
 
