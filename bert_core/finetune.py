@@ -370,6 +370,7 @@ def _make_tokenizers(cfg: FinetuneConfig):
 
 
 def run_finetune(cfg: FinetuneConfig) -> FinetuneRun:
+    layout.check_output_dir(cfg.output_dir)
     if cfg.export_dir:  # before training, and again when the export is written
         from bert_core.export import check_export_dir
 

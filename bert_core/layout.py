@@ -97,6 +97,14 @@ EVAL_METRICS = "metrics.json"               # bert evaluate
 SAVED_MODEL_DIR = "saved_model"             # the fine-tuning component's --export_dir, inside its Model
 
 
+def check_output_dir(output_dir: str) -> None:
+    """One UserError line if a stage's --output_dir is an existing file (a directory is made as needed)."""
+    from bert_core import storage
+
+    if storage.exists(output_dir) and not storage.isdir(output_dir):
+        raise UserError(f"--output_dir={output_dir} is a file; give a directory (new, or one this stage wrote)")
+
+
 def more_test_results(split: str) -> str:
     """A further test split's predictions: MNLI's test_mismatched -> test_results_mismatched.tsv."""
     return f"test_results_{split.split('_', 1)[-1]}.tsv"
