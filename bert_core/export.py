@@ -22,8 +22,8 @@ built in a local temporary directory (tf.saved_model.save never writes to object
 renamed into place locally or uploaded to gs:// / s3:// with storage.COMPLETE_MARKER last. The marker,
 listing saved_model.pb and task.json, is how an export of ours is recognised: `check_export_dir`
 refuses to replace anything else (a file, a non-empty directory that is not such an export, the
-run's own --output_dir or a directory holding it), and a reader sees the previous export or the new
-one whole.
+run's own --output_dir, a directory holding it, a place inside it other than saved_model/), and a
+reader sees the previous export or the new one whole.
 """
 
 from __future__ import annotations

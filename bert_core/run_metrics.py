@@ -1,6 +1,6 @@
 """pretrain_metrics.json and finetune_metrics.json over the runs of one output directory.
 
-    write_run_metrics(path, settings, training, results) -> the dict written
+    write_run_metrics(path, stage, settings, training, results) -> the dict written
 
 A run's numbers come in three parts:
 
@@ -23,18 +23,23 @@ from __future__ import annotations
 import math
 
 from bert_core import events, storage
+from bert_core.errors import UserError
 
 
 def write_run_metrics(path: str, stage: str, settings: dict, training: dict, results: dict) -> dict:
     """Merge this run's numbers into the file at `path` (see the module docstring), write it
     atomically (non-finite floats as null) and return what was written."""
-    previous = storage.read_json(path) if storage.exists(path) else {}
+    try:  # a file that is not ours to merge with (edited, not JSON) must not fail a finished run
+        previous = storage.read_json(path) if storage.exists(path) else {}
+    except UserError:
+        previous = {}
     if not isinstance(previous, dict):
         previous = {}
     if training:
         merged = {**settings, **training, **results}
-        if training.get("resumed_from") is not None and "train_seconds" in previous and "train_seconds" in training:
-            merged["train_seconds"] = previous["train_seconds"] + training["train_seconds"]
+        earlier = previous.get("train_seconds")
+        if training.get("resumed_from") is not None and isinstance(earlier, (int, float)):
+            merged["train_seconds"] = earlier + training["train_seconds"]
     else:
         merged = {**settings, **previous, **results}
     merged = _finite(merged)
