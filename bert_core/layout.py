@@ -5,7 +5,7 @@
     file names   every file a stage leaves for another stage, a component or a person
     model dir    a pretrained model as Google's releases lay it out: bert_config.json, vocab.txt and
                  the checkpoints beside them; `bert pretrain` writes it, `bert finetune` and the
-                 components read it
+                 components read it, and both check their --vocab_file against its vocab.txt
 
 The checkpoints inside a model directory (ckpt-<step>/model.ckpt-<step>, the completion marker) are
 the training loop's (bert_core.training); this module only names the files around them. No
