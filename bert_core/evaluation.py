@@ -96,10 +96,10 @@ def evaluate_glue(config: EvalConfig) -> dict[str, float]:
     task = glue.get_task(config.task_name, **config.task_options(config.task_name))
     split = config.eval_split or task.dev_splits[0]
     examples = task.get_examples(config.data_dir, split)
-    labels = task.labels
-    gold = [e.label if labels is None else labels.index(e.label) for e in examples]
     if any(e.label is None for e in examples):
         raise UserError(f"{task.path(config.data_dir, split)}: the {split} split has no labels to evaluate against")
+    labels = task.labels
+    gold = [e.label if labels is None else labels.index(e.label) for e in examples]
     preds = read_glue_predictions(config.predictions_file, labels)
     if len(preds) != len(gold):
         raise UserError(f"{config.predictions_file}: {len(preds)} predictions, but "
@@ -117,6 +117,7 @@ def format_table(task: str, values: dict[str, float]) -> str:
 
 
 def evaluate_main(config: EvalConfig) -> int:
+    layout.check_output_dir(config.output_dir)
     if config.task_name.lower() in SQUAD_TASKS:
         values = evaluate_squad(config)
     else:

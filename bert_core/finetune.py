@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import time
 
@@ -40,6 +39,7 @@ from bert_core import events, layout, storage
 from bert_core.config import BertConfig, FinetuneConfig
 from bert_core.errors import UserError
 from bert_core.evaluation import write_eval_results
+from bert_core.run_metrics import write_run_metrics
 
 
 # --------------------------------------------------------------------------------------------------
@@ -370,6 +370,12 @@ def _make_tokenizers(cfg: FinetuneConfig):
 
 
 def run_finetune(cfg: FinetuneConfig) -> FinetuneRun:
+    layout.check_output_dir(cfg.output_dir)
+    if cfg.export_dir:  # before training, and again when the export is written
+        from bert_core.export import check_export_dir
+
+        check_export_dir(cfg.export_dir, cfg.output_dir)
+    layout.check_start_vocab(cfg.vocab_file, cfg.output_dir, cfg.init_checkpoint)
     vocab, tokenizer, tokenize_batch = _make_tokenizers(cfg)
     adapter = (SquadAdapter(cfg, tokenizer) if cfg.is_squad
                else ClassifierAdapter(cfg, tokenizer, tokenize_batch))
@@ -423,9 +429,10 @@ def run_finetune(cfg: FinetuneConfig) -> FinetuneRun:
     if dist.is_chief:
         layout.write_model_dir(cfg.output_dir, bert_config, cfg.vocab_file)
 
-    metrics: dict = {"task_name": cfg.task_name, "world_size": dist.size, "dtype": cfg.dtype, "xla": cfg.xla,
-                     "train_batch_size_per_rank": cfg.train_batch_size,
-                     "num_accumulation_steps": cfg.num_accumulation_steps, "global_batch_size": per_update}
+    settings = {"task_name": cfg.task_name, "world_size": dist.size, "dtype": cfg.dtype, "xla": cfg.xla,
+                "train_batch_size_per_rank": cfg.train_batch_size,
+                "num_accumulation_steps": cfg.num_accumulation_steps, "global_batch_size": per_update}
+    training: dict = {}
     if cfg.do_train:
         say(f"fine-tuning {cfg.task_name}: {n_train} training examples, {cfg.num_train_epochs:g} epochs, "
             f"{num_train_steps} updates of {per_update} examples, {num_warmup_steps} warmup")
@@ -433,49 +440,43 @@ def run_finetune(cfg: FinetuneConfig) -> FinetuneRun:
         ds = make_train_dataset(train_arrays, cfg.train_batch_size, dist.rank, dist.size, cfg.seed)
         result = trainer.train(ds)
         seconds = time.time() - t0
-        metrics.update({"num_train_examples": n_train, "num_train_epochs": cfg.num_train_epochs,
+        if result.global_step > (result.resumed_from or 0):  # else the checkpoint was the last step
+            training = {"num_train_examples": n_train, "num_train_epochs": cfg.num_train_epochs,
                         "num_train_steps": num_train_steps, "global_step": result.global_step,
                         "train_loss": result.loss, "train_seconds": seconds,
                         "sequences_per_second": result.sequences_per_second,
                         "resumed_from": result.resumed_from,
-                        **{f"train_{k}": v for k, v in result.metrics.items()}})
+                        **{f"train_{k}": v for k, v in result.metrics.items()}}
     elif cfg.do_eval or cfg.do_predict or cfg.export_dir:
         if trainer.restore_weights() is None and not cfg.init_checkpoint:
             raise UserError(f"{cfg.output_dir} holds no checkpoint and no --init_checkpoint was given; "
                             f"add --do_train or point --init_checkpoint at fine-tuned weights")
 
+    results: dict = {"global_step": int(trainer.global_step.numpy())}
     if cfg.do_eval:
-        results = {"global_step": int(trainer.global_step.numpy()), **adapter.evaluate(model, dist)}
+        evaluated = {"global_step": results["global_step"], **adapter.evaluate(model, dist)}
         if dist.is_chief:
-            write_eval_results(cfg.output_dir, results, stage="finetune")
-        metrics["eval"] = results
+            write_eval_results(cfg.output_dir, evaluated, stage="finetune")
+        results["eval"] = evaluated
     if cfg.do_predict:
         files = adapter.predict(model, dist)
         say(f"wrote {', '.join(os.path.join(cfg.output_dir, f) for f in files)}")
-        metrics["predictions"] = files
+        results["predictions"] = files
     if cfg.export_dir and dist.is_chief:
         from bert_core import export
 
         info = {**adapter.task_info(), "max_seq_length": cfg.max_seq_length, "do_lower_case": cfg.do_lower_case,
-                "global_step": int(trainer.global_step.numpy())}
+                "global_step": results["global_step"]}
         export.export_saved_model(model, cfg.export_dir, cfg.max_seq_length, adapter.kind, extra_files={
             layout.VOCAB: storage.read_bytes(cfg.vocab_file), layout.BERT_CONFIG: bert_config.to_json_string(),
-            layout.TASK_INFO: json.dumps(info, indent=2) + "\n"})
+            layout.TASK_INFO: json.dumps(info, indent=2) + "\n"}, output_dir=cfg.output_dir)
         say(f"exported a SavedModel to {cfg.export_dir} (signature serving_default)")
-        metrics["export_dir"] = cfg.export_dir
+        results["export_dir"] = cfg.export_dir
+    metrics = {**settings, **training, **results}
     if dist.is_chief:
-        path = os.path.join(cfg.output_dir, layout.FINETUNE_METRICS)
-        storage.write_json(path, _finite(metrics))
-        events.emit("wrote", "finetune", path=path)
+        metrics = write_run_metrics(os.path.join(cfg.output_dir, layout.FINETUNE_METRICS), "finetune",
+                                    settings, training, results)
     return FinetuneRun(model, trainer, adapter, bert_config, metrics)
-
-
-def _finite(obj):
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    return obj
 
 
 def finetune_main(cfg: FinetuneConfig) -> int:

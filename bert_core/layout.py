@@ -5,7 +5,7 @@
     file names   every file a stage leaves for another stage, a component or a person
     model dir    a pretrained model as Google's releases lay it out: bert_config.json, vocab.txt and
                  the checkpoints beside them; `bert pretrain` writes it, `bert finetune` and the
-                 components read it
+                 components read it, and both check their --vocab_file against its vocab.txt
 
 The checkpoints inside a model directory (ckpt-<step>/model.ckpt-<step>, the completion marker) are
 the training loop's (bert_core.training); this module only names the files around them. No
@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+
+from bert_core.errors import UserError
 
 # --------------------------------------------------------------------------------------------------
 # Pretraining records
@@ -95,6 +97,14 @@ EVAL_METRICS = "metrics.json"               # bert evaluate
 SAVED_MODEL_DIR = "saved_model"             # the fine-tuning component's --export_dir, inside its Model
 
 
+def check_output_dir(output_dir: str) -> None:
+    """One UserError line if a stage's --output_dir is an existing file (a directory is made as needed)."""
+    from bert_core import storage
+
+    if storage.exists(output_dir) and not storage.isdir(output_dir):
+        raise UserError(f"--output_dir={output_dir} is a file; give a directory (new, or one this stage wrote)")
+
+
 def more_test_results(split: str) -> str:
     """A further test split's predictions: MNLI's test_mismatched -> test_results_mismatched.tsv."""
     return f"test_results_{split.split('_', 1)[-1]}.tsv"
@@ -140,13 +150,62 @@ def config_candidates(init_checkpoint: str | None, fallback_dir: str | None = No
     """Where a model's config may be found, in order: beside the weights (HF config.json, then
     bert_config.json), in a checkpoint prefix's parent (ckpt-<step>/ in a model directory), then in
     `fallback_dir` (a previous run's output directory)."""
-    from bert_core import storage
-
     candidates = []
     if init_checkpoint:
-        base = init_checkpoint if storage.isdir(init_checkpoint) else os.path.dirname(init_checkpoint)
+        base, parent = _weights_dirs(init_checkpoint)
         candidates += [os.path.join(base, HF_CONFIG), os.path.join(base, BERT_CONFIG),
-                       os.path.join(os.path.dirname(base), BERT_CONFIG)]
+                       os.path.join(parent, BERT_CONFIG)]
     if fallback_dir:
         candidates.append(os.path.join(fallback_dir, BERT_CONFIG))
     return candidates
+
+
+def weights_vocab(init_checkpoint: str) -> str | None:
+    """The vocab.txt of the model directory the weights `init_checkpoint` belong to: beside them, or
+    in a checkpoint prefix's parent (ckpt-<step>/ in a model directory); None if there is none."""
+    from bert_core import storage
+
+    return next((path for path in (os.path.join(d, VOCAB) for d in _weights_dirs(init_checkpoint))
+                 if storage.exists(path)), None)
+
+
+def _weights_dirs(init_checkpoint: str) -> tuple[str, str]:
+    """(the directory holding the weights, its parent)."""
+    from bert_core import storage
+
+    base = init_checkpoint if storage.isdir(init_checkpoint) else os.path.dirname(init_checkpoint)
+    return base, os.path.dirname(base)
+
+
+def check_start_vocab(vocab_file: str, output_dir: str, init_checkpoint: str | None) -> None:
+    """--vocab_file must be the vocab.txt of the weights a run starts from: output_dir's, if it holds a
+    checkpoint to resume from, else that of --init_checkpoint's model directory (where either has
+    one). One UserError line naming the first line that differs, see `check_same_vocab`."""
+    from bert_core import storage
+    from bert_core.run_dir import latest_checkpoint
+
+    if storage.isdir(output_dir) and latest_checkpoint(output_dir):
+        model_vocab = model_vocab_path(output_dir) if storage.exists(model_vocab_path(output_dir)) else None
+    else:
+        model_vocab = weights_vocab(init_checkpoint) if init_checkpoint else None
+    if model_vocab:
+        check_same_vocab(vocab_file, model_vocab)
+
+
+def check_same_vocab(vocab_file: str, model_vocab: str) -> None:
+    """One UserError line if --vocab_file differs (sha256) from `model_vocab`, the vocab.txt the
+    weights were made with: it names the first line that differs."""
+    import hashlib
+
+    from bert_core import storage
+
+    given, made = storage.read_bytes(vocab_file), storage.read_bytes(model_vocab)
+    if given == made:
+        return
+    a, b = given.decode("utf-8", "replace").splitlines(), made.decode("utf-8", "replace").splitlines()
+    line = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), None)
+    what = (f"line {line + 1} is {a[line]!r} there {b[line]!r}" if line is not None
+            else f"{len(a)} lines, {len(b)} there")
+    raise UserError(f"--vocab_file={vocab_file} (sha256 {hashlib.sha256(given).hexdigest()[:12]}) is not the vocab "
+                    f"the checkpoint was made with, {model_vocab} (sha256 {hashlib.sha256(made).hexdigest()[:12]}): "
+                    f"{what}; give --vocab_file={model_vocab}")

@@ -23,7 +23,6 @@ hazard Google's README warns about). Every batch is checked again in the input p
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import time
@@ -33,6 +32,7 @@ from bert_core.config import PretrainConfig
 from bert_core.data import manifest
 from bert_core.errors import UserError
 from bert_core.evaluation import write_eval_results
+from bert_core.run_metrics import write_run_metrics
 
 _EVAL_KEYS = ("masked_lm_accuracy", "masked_lm_loss", "next_sentence_accuracy", "next_sentence_loss")
 
@@ -191,6 +191,8 @@ def pretraining_loss_fn(outputs, features, ops):
 def pretrain_main(cfg: PretrainConfig) -> int:
     files = input_files(cfg.input_file)
     manifest.check_files(files, cfg.vocab_file)  # membership, sizes, vocab sha256 against data_manifest.json
+    if cfg.vocab_file:
+        layout.check_start_vocab(cfg.vocab_file, cfg.output_dir, cfg.init_checkpoint)
 
     import keras
     import tensorflow as tf
@@ -251,18 +253,21 @@ def pretrain_main(cfg: PretrainConfig) -> int:
     elif cfg.init_checkpoint:
         trainer.log(f"{cfg.output_dir} holds ckpt-{latest[0]}: resuming from it, not --init_checkpoint")
 
-    metrics: dict = {"world_size": dist.size, "dtype": cfg.dtype, "xla": cfg.xla,
-                     "train_batch_size_per_rank": cfg.train_batch_size,
-                     "num_accumulation_steps": cfg.num_accumulation_steps,
-                     "global_batch_size": cfg.train_batch_size * cfg.num_accumulation_steps * dist.size}
+    settings = {"world_size": dist.size, "dtype": cfg.dtype, "xla": cfg.xla,
+                "train_batch_size_per_rank": cfg.train_batch_size,
+                "num_accumulation_steps": cfg.num_accumulation_steps,
+                "global_batch_size": cfg.train_batch_size * cfg.num_accumulation_steps * dist.size}
+    training: dict = {}
+    done: dict = {}  # what the run did with the weights: run_metrics' results
     t0 = time.time()
     try:
         if cfg.do_train:
             result = trainer.train(make_train_dataset(files, cfg, dist.rank, dist.size, bert_config.vocab_size))
-            metrics.update({"global_step": result.global_step, "train_loss": result.loss,
+            if result.global_step > (result.resumed_from or 0):  # else the checkpoint was the last step
+                training = {"global_step": result.global_step, "train_loss": result.loss,
                             "sequences_per_second": result.sequences_per_second,
-                            "train_seconds": time.time() - t0,
-                            **{f"train_{k}": v for k, v in result.metrics.items()}})
+                            "train_seconds": time.time() - t0, "resumed_from": result.resumed_from,
+                            **{f"train_{k}": v for k, v in result.metrics.items()}}
         if cfg.do_eval:
             if not cfg.do_train:
                 if trainer.restore_weights() is None and not cfg.init_checkpoint:
@@ -274,7 +279,7 @@ def pretrain_main(cfg: PretrainConfig) -> int:
                        **{k: results[k] for k in _EVAL_KEYS}}
             if dist.is_chief:
                 write_eval_results(cfg.output_dir, results, stage="pretrain")
-            metrics["eval"] = results
+            done["eval"] = results
     except tf.errors.InvalidArgumentError as err:
         found = re.search(rf"({'|'.join(layout.TOKEN_ID_FEATURES)}) holds a token id >= vocab_size=\d+", str(err))
         if found:
@@ -282,8 +287,6 @@ def pretrain_main(cfg: PretrainConfig) -> int:
                             f"vocab.txt than the model's config") from None
         raise
     if dist.is_chief:
-        path = os.path.join(cfg.output_dir, layout.PRETRAIN_METRICS)
-        storage.write_json(path, {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
-                                  for k, v in metrics.items()})
-        events.emit("wrote", "pretrain", path=path)
+        write_run_metrics(os.path.join(cfg.output_dir, layout.PRETRAIN_METRICS), "pretrain", settings, training,
+                          {"global_step": int(trainer.global_step.numpy()), **done})
     return 0

@@ -79,10 +79,6 @@ def is_remote(path) -> bool:
     return str(path).startswith(REMOTE_SCHEMES)
 
 
-def is_gcs(path) -> bool:
-    return str(path).startswith("gs://")
-
-
 def join(base: str, *parts: str) -> str:
     """`os.path.join` for local paths, '/'-joined for object storage (no double slashes)."""
     if is_remote(base):

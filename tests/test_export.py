@@ -11,6 +11,8 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 
 from bert_core.config import FinetuneConfig  # noqa: E402
+from gcs_server import gcs, gcs_prefix  # noqa: E402,F401  (fixtures: loopback object stores)
+from s3_server import s3, s3_prefix  # noqa: E402,F401
 from bert_core.finetune import run_finetune  # noqa: E402
 from tests.conftest import run_bert  # noqa: E402
 from tests.test_finetune import (QUIET, squad_file, tsv_flags, write_model_files,  # noqa: E402
@@ -106,3 +108,93 @@ def test_export_only_from_the_latest_checkpoint_via_the_command(tmp_path):
     load_google_checkpoint(model, str(out))
     expected = model(_inputs(), training=False)["logits"].numpy()[:, 0]
     np.testing.assert_allclose(served["predictions"], expected, atol=1e-5, rtol=0)
+
+
+# --------------------------------------------------------------------------------------------------
+# What --export_dir may replace: only an earlier export of ours, whole
+# --------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A fine-tuned tiny classifier: (its output_dir, the FinetuneConfig of an export-only run from it)."""
+    tmp = tmp_path_factory.mktemp("trained")
+    vocab, config = write_model_files(tmp / "model")
+    data = write_sentiment_tsv(tmp / "data", sizes=(("train", 16), ("dev", 4), ("test", 2)))
+    cfg = FinetuneConfig(task_name="tsv", text_a_column="sentence", label_column="label", data_dir=str(data),
+                         vocab_file=vocab, bert_config_file=config, output_dir=str(tmp / "out"),
+                         max_seq_length=SEQ, train_batch_size=8, num_train_epochs=1, do_train=True)
+    run_finetune(cfg)
+    return tmp / "out", cfg.model_copy(update={"do_train": False})
+
+
+def _not_ours(tmp_path, out):
+    """What an export must never replace: (export_dir, a file whose bytes must survive, the error)."""
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "todo.txt").write_text("keep me\n")
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("a corpus\n")
+    return {
+        "a file": (corpus, corpus, "is a file; the export is a directory"),
+        "a directory of notes": (notes, notes / "todo.txt", "is a non-empty directory that is not a SavedModel"),
+        "the output_dir": (out, out / "finetune_metrics.json", "is --output_dir"),
+        "a directory holding the output_dir": (out.parent, out / "finetune_metrics.json", "holds --output_dir"),
+        "a checkpoint in the output_dir": (out / "ckpt-2", out / "ckpt-2" / "metadata.json",
+                                           "is inside --output_dir"),
+    }
+
+
+@pytest.mark.parametrize("case", ["a file", "a directory of notes", "the output_dir",
+                                  "a directory holding the output_dir", "a checkpoint in the output_dir"])
+def test_export_dir_that_is_not_an_earlier_export_is_refused_and_kept(trained, tmp_path, case):
+    from bert_core.errors import UserError
+
+    out, cfg = trained
+    export_dir, keep, message = _not_ours(tmp_path, out)[case]
+    before = keep.read_bytes()
+    with pytest.raises(UserError, match=message):
+        run_finetune(cfg.model_copy(update={"export_dir": str(export_dir)}))
+    assert keep.read_bytes() == before
+
+
+def test_an_earlier_export_is_replaced_whole(trained, tmp_path):
+    from bert_core import storage
+
+    out, cfg = trained
+    export_dir = out / "saved_model"  # the one place inside output_dir an export may go (the component's)
+    run_finetune(cfg.model_copy(update={"export_dir": str(export_dir)}))
+    assert storage.is_complete(str(export_dir))
+    (export_dir / "stale.txt").write_text("from before\n")  # not in the marker: gone with the old export
+    run_finetune(cfg.model_copy(update={"export_dir": str(export_dir)}))
+    assert not (export_dir / "stale.txt").exists() and storage.is_complete(str(export_dir))
+    assert set(_serve(export_dir, _inputs())) == {"logits", "probabilities"}
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    run_finetune(cfg.model_copy(update={"export_dir": str(empty)}))
+    assert json.loads((empty / "task.json").read_text())["labels"] == ["neg", "pos"]
+
+
+@pytest.fixture(params=["gs", "s3"])
+def store_prefix(request):
+    """A fresh gs:// or s3:// prefix on the tests' loopback servers."""
+    return request.getfixturevalue(f"{request.param}_prefix".replace("gs_", "gcs_"))
+
+
+def test_export_to_object_storage_is_staged_and_published_marker_last(trained, store_prefix, tmp_path):
+    from bert_core import storage
+    from bert_core.errors import UserError
+
+    out, cfg = trained
+    export_dir = f"{store_prefix}/saved"
+    run_finetune(cfg.model_copy(update={"export_dir": export_dir}))
+    marker = storage.read_json(f"{export_dir}/{storage.COMPLETE_MARKER}")
+    objects = {i.path[len(export_dir) + 1:] for i in storage.list_files(export_dir + "/")}
+    assert objects == {f["path"] for f in marker["files"]} | {storage.COMPLETE_MARKER}
+    assert {"saved_model.pb", "task.json", "vocab.txt", "bert_config.json"} <= objects
+    for name in objects - {storage.COMPLETE_MARKER}:
+        storage.download(f"{export_dir}/{name}", str(tmp_path / "local" / name))
+    assert set(_serve(tmp_path / "local", _inputs())) == {"logits", "probabilities"}
+    run_finetune(cfg.model_copy(update={"export_dir": export_dir}))  # our own export: replaced
+    storage.write_text(f"{store_prefix}/notes/todo.txt", "keep me\n")
+    with pytest.raises(UserError, match="not a SavedModel exported by bert finetune"):
+        run_finetune(cfg.model_copy(update={"export_dir": f"{store_prefix}/notes"}))
+    assert storage.read_text(f"{store_prefix}/notes/todo.txt") == "keep me\n"

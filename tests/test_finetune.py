@@ -123,6 +123,32 @@ def test_resume_continues_from_output_dir(tmp_path):
     assert "ckpt-8" in alone.stdout
 
 
+def test_metrics_of_the_run_that_trained_survive_reruns_that_train_nothing(tmp_path):
+    from bert_core.config import FinetuneConfig
+    from bert_core.finetune import run_finetune
+
+    vocab, config = write_model_files(tmp_path / "model")
+    data = write_sentiment_tsv(tmp_path / "data", sizes=(("train", 16), ("dev", 4), ("test", 2)))
+    metrics = tmp_path / "out" / "finetune_metrics.json"
+    cfg = FinetuneConfig(task_name="tsv", text_a_column="sentence", label_column="label", data_dir=str(data),
+                         vocab_file=vocab, bert_config_file=config, output_dir=str(tmp_path / "out"),
+                         max_seq_length=16, train_batch_size=8, num_train_epochs=1, do_train=True)
+    run_finetune(cfg)
+    first = json.loads(metrics.read_text())
+    assert first["global_step"] == 2 and first["train_loss"] > 0 and first["sequences_per_second"] > 0
+    run_finetune(cfg)  # finished already: no step to train
+    assert json.loads(metrics.read_text()) == first
+    run_finetune(cfg.model_copy(update={"do_train": False, "export_dir": str(tmp_path / "saved")}))
+    exported = json.loads(metrics.read_text())
+    assert {k: exported[k] for k in first} == first and exported["export_dir"] == str(tmp_path / "saved")
+    # Resumed for another epoch: its own training numbers, the earlier session's seconds added, the
+    # export of the older weights no longer listed.
+    run_finetune(cfg.model_copy(update={"num_train_epochs": 2}))
+    resumed = json.loads(metrics.read_text())
+    assert resumed["global_step"] == 4 and resumed["resumed_from"] == 2 and "export_dir" not in resumed
+    assert resumed["train_seconds"] > first["train_seconds"] and resumed["sequences_per_second"] > 0
+
+
 def test_stsb_regression(tmp_path):
     vocab, config = write_model_files(tmp_path / "model")
     rng = random.Random(3)
@@ -353,6 +379,31 @@ def test_checkpoint_that_does_not_fit_lists_the_mismatches(tmp_path):
                                            f"--init_checkpoint={tmp_path / 'a'}"), env=QUIET)
     line = one_line_error(proc)
     assert "16 encoder variables missing" in line and "bert/encoder/layer_2/" in line
+
+
+def test_vocab_other_than_the_checkpoints_is_refused(tmp_path):
+    """Same size, two tokens swapped: every id still fits the embeddings, every word means another."""
+    from bert_core.config import FinetuneConfig
+    from bert_core.errors import UserError
+    from bert_core.finetune import run_finetune
+
+    vocab, config = write_model_files(tmp_path / "model")
+    data = write_sentiment_tsv(tmp_path / "data", sizes=(("train", 16), ("dev", 4), ("test", 2)))
+    out = tmp_path / "out"
+    cfg = FinetuneConfig(task_name="tsv", text_a_column="sentence", label_column="label", data_dir=str(data),
+                         vocab_file=vocab, bert_config_file=config, output_dir=str(out), max_seq_length=16,
+                         train_batch_size=8, num_train_epochs=1, do_train=True)
+    run_finetune(cfg)
+    swapped = [{"good": "bad", "bad": "good"}.get(t, t) for t in VOCAB]
+    other = tmp_path / "other_vocab.txt"
+    other.write_text("\n".join(swapped) + "\n")
+    said = f"is not the vocab the checkpoint was made with, {out / 'vocab.txt'} .*: line 6 is 'bad' there 'good'"
+    with pytest.raises(UserError, match=said):  # resuming from (or evaluating) output_dir's checkpoint
+        run_finetune(cfg.model_copy(update={"vocab_file": str(other), "do_train": False, "do_eval": True}))
+    with pytest.raises(UserError, match=said):  # starting from a checkpoint of that model directory
+        run_finetune(cfg.model_copy(update={"vocab_file": str(other), "output_dir": str(tmp_path / "b"),
+                                            "init_checkpoint": str(out / "ckpt-2" / "model.ckpt-2")}))
+    assert (out / "vocab.txt").read_text() == (tmp_path / "model" / "vocab.txt").read_text()
 
 
 def test_bad_input_is_one_line(tmp_path):

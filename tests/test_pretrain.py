@@ -147,6 +147,34 @@ def test_resume_with_google_checkpoints_is_exact(data, tmp_path):
     assert len(names) == len(resumed.model.trainable_variables)
 
 
+def test_metrics_of_the_run_that_trained_survive_reruns_that_train_nothing(data, tmp_path):
+    out = tmp_path / "out"
+    metrics = out / "pretrain_metrics.json"
+    cfg = PretrainConfig(input_file=f"{data}/train-*.tfrecord", output_dir=str(out),
+                         bert_config_file=str(data / "bert_config.json"), max_seq_length=SEQ,
+                         max_predictions_per_seq=PREDS, train_batch_size=8, eval_batch_size=8, num_train_steps=4,
+                         num_warmup_steps=1, do_train=True)
+    pretrain.pretrain_main(cfg)
+    first = json.loads(metrics.read_text())
+    assert first["global_step"] == 4 and first["train_loss"] > 0 and first["sequences_per_second"] > 0
+    pretrain.pretrain_main(cfg)  # finished already: no step to train
+    assert json.loads(metrics.read_text()) == first
+    pretrain.pretrain_main(cfg.model_copy(update={"do_train": False, "do_eval": True, "max_eval_steps": 1}))
+    evaluated = json.loads(metrics.read_text())
+    assert {k: evaluated[k] for k in first} == first and evaluated["eval"]["global_step"] == 4
+    # Resumed to a later step: its own training numbers, the earlier session's seconds added, the
+    # eval of the older weights dropped.
+    pretrain.pretrain_main(cfg.model_copy(update={"num_train_steps": 6}))
+    resumed = json.loads(metrics.read_text())
+    assert resumed["global_step"] == 6 and resumed["resumed_from"] == 4 and "eval" not in resumed
+    assert resumed["train_seconds"] > first["train_seconds"] and resumed["sequences_per_second"] > 0
+    # Killed after its last checkpoint, before the metrics: the rerun says what it knows, no null loss.
+    metrics.unlink()
+    pretrain.pretrain_main(cfg.model_copy(update={"num_train_steps": 6}))
+    rerun = json.loads(metrics.read_text())
+    assert rerun["global_step"] == 6 and "train_loss" not in rerun and "sequences_per_second" not in rerun
+
+
 @pytest.mark.parametrize("dtype", ["fp16", "bf16"])
 def test_mixed_precision_bert_stays_finite(data, tmp_path, dtype):
     out = tmp_path / dtype
@@ -182,6 +210,27 @@ def test_output_dir_is_a_self_contained_model_dir_and_progress_comes_as_events(d
     assert steps[0]["eta_seconds"] is None and steps[-1]["eta_seconds"] == 0
     assert [e["path"] for e in events if e["event"] == "wrote"] == [
         str(out), str(out / layout.EVAL_RESULTS), str(out / layout.PRETRAIN_METRICS)]
+
+
+def test_vocab_other_than_the_checkpoints_is_refused(data, tmp_path):
+    from bert_core.errors import UserError
+
+    vocab, other = tmp_path / "vocab.txt", tmp_path / "other.txt"
+    vocab.write_text("".join(f"tok{i}\n" for i in range(VOCAB)))
+    other.write_text("".join(f"tok{i}\n" for i in [0, 2, 1, *range(3, VOCAB)]))  # same size, two swapped
+    out = tmp_path / "out"
+    cfg = PretrainConfig(input_file=f"{data}/train-*.tfrecord", output_dir=str(out), vocab_file=str(vocab),
+                         bert_config_file=str(data / "bert_config.json"), max_seq_length=SEQ,
+                         max_predictions_per_seq=PREDS, train_batch_size=8, num_train_steps=2,
+                         num_warmup_steps=1, do_train=True)
+    pretrain.pretrain_main(cfg)
+    said = f"is not the vocab the checkpoint was made with, {out / 'vocab.txt'} .*: line 2 is 'tok2' there 'tok1'"
+    with pytest.raises(UserError, match=said):  # resuming
+        pretrain.pretrain_main(cfg.model_copy(update={"vocab_file": str(other), "num_train_steps": 4}))
+    with pytest.raises(UserError, match=said):  # starting from its checkpoint
+        pretrain.pretrain_main(cfg.model_copy(update={"vocab_file": str(other), "output_dir": str(tmp_path / "b"),
+                                                      "init_checkpoint": str(out / "ckpt-2" / "model.ckpt-2")}))
+    assert (out / "vocab.txt").read_text() == vocab.read_text()
 
 
 def test_vocab_comes_from_the_data_manifest_when_not_given(data, tmp_path):
