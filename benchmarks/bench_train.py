@@ -180,6 +180,7 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=os.cpu_count())
     p.add_argument("--rounds", type=int, default=2, help="interleaved repetitions; the best of each is kept")
     p.add_argument("--json", default=None, help="also write the results here")
+    p.add_argument("--ops", default=",".join(VARIANTS), help=f"which of our rows to measure ({', '.join(VARIANTS)})")
     p.add_argument("--baseline", default=None, metavar="DIR",
                    help="also measure the default training step of another checkout in the same rounds "
                         "(e.g. `git worktree add /tmp/before HEAD~3`): a before/after row")
@@ -195,7 +196,10 @@ def main() -> int:
     # The machine may be shared: measurements alternate (peak, peer, ours on each backend, ...) and
     # each keeps its best round, so a busy moment penalises no side in particular.
     models = args.models.split(",")
-    variants = [*VARIANTS, *(["baseline"] if args.baseline else [])]
+    ours = args.ops.split(",")
+    if not set(ours) <= set(VARIANTS):
+        p.error(f"--ops: expected some of {', '.join(VARIANTS)}")
+    variants = [*ours, *(["baseline"] if args.baseline else [])]
     best: dict[tuple, float] = {}
 
     def keep(key, value):
@@ -206,13 +210,13 @@ def main() -> int:
         for model in models:
             common = {"model": model, "steps": args.steps, "warmup": args.warmup}
             keep((model, "hf"), run_worker("hf", args.threads, **common)["seq_per_s"])
-            for variant in VARIANTS:
+            for variant in ours:
                 keep((model, variant), run_worker("ours", args.threads, **VARIANTS[variant], **common)["seq_per_s"])
             if args.baseline:
                 keep((model, "baseline"), run_worker("ours", args.threads, checkout=args.baseline, xla=False,
                                                      **common)["seq_per_s"])
-            ours = ", ".join(f"{v} {best[(model, v)]:.1f}" for v in variants)
-            print(f"  round {rnd + 1} {model}: peer {best[(model, 'hf')]:.1f}, ours: {ours} seq/s (best so far)",
+            so_far = ", ".join(f"{v} {best[(model, v)]:.1f}" for v in variants)
+            print(f"  round {rnd + 1} {model}: peer {best[(model, 'hf')]:.1f}, ours: {so_far} seq/s (best so far)",
                   flush=True)
     peak = best[("peak",)]
     rows = []

@@ -85,6 +85,6 @@ class CpuFusedOps(PlainOps):
         k = math.sqrt(a2 / c2)
         lr = tf.cast(learning_rate, tf.float32)
         scale = tf.constant(1.0) if gradient_scale is None else tf.cast(gradient_scale, tf.float32)
+        decay = lr * weight_decay if weight_decay else tf.constant(0.0)
         kernels.apply_adamw(w.handle, m_var.handle, v_var.handle, tf.cast(tf.convert_to_tensor(gradient), tf.float32),
-                            scale, lr * (a1 / c1 / k), lr * weight_decay, beta1=beta_1, beta2=beta_2,
-                            epsilon=epsilon / k)
+                            scale, lr * (a1 / c1 / k), decay, beta1=beta_1, beta2=beta_2, epsilon=epsilon / k)
