@@ -46,10 +46,15 @@ def bert_argv(name: str, config) -> list[str]:
 
 
 def run_stage(name: str, config, num_processes: int = 1) -> None:
-    """Run `bert <name>`: in this process for one process, else `horovodrun -np N` on this host."""
+    """Run `bert <name>`: in this process for one process, else `horovodrun -np N` on this host.
+
+    The step ends with `bert-pipeline run` when that started it (bert_core.children), and horovodrun
+    with the step (horovodrun ends its ranks when it is killed)."""
+    from bert_core import children
     from bert_core.errors import UserError
     from bert_core.stages import run_stage as run_here
 
+    children.exit_with_owner_from_env()
     if num_processes <= 1:
         code = run_here(name, config)
         if code:
@@ -61,7 +66,8 @@ def run_stage(name: str, config, num_processes: int = 1) -> None:
     cmd = [runner, "-np", str(num_processes), "-H", f"localhost:{num_processes}", "--gloo",
            sys.executable, "-m", "bert_core.cli", *bert_argv(name, config)]
     print("+ " + " ".join(cmd), flush=True)
-    proc = subprocess.run(cmd)
+    step = os.getpid()
+    proc = subprocess.run(cmd, preexec_fn=lambda: children.die_with_parent(step))
     if proc.returncode:
         raise UserError(f"bert {name} under horovodrun -np {num_processes} exited with status {proc.returncode} "
                         f"(see the ranks' log above)")

@@ -274,7 +274,7 @@ def run_local(arguments: dict, phase2: bool, output_dir: str, verbose: bool = Fa
     The steps report events (bert_core.events) to pipeline-events.jsonl beside pipeline.log."""
     from kfp import local
 
-    from bert_core import events
+    from bert_core import children, events
 
     pipeline = _pipeline(phase2)
     os.makedirs(output_dir, exist_ok=True)
@@ -288,12 +288,15 @@ def run_local(arguments: dict, phase2: bool, output_dir: str, verbose: bool = Fa
     open(events_path, "w").close()  # this run's events only
     started = time.monotonic()
     terminal = sys.stdout
-    before_env = os.environ.get(events.ENV)
+    # The steps' subprocesses inherit these: where to report events, and whose end ends them
+    # (bert_core.children: a killed `bert-pipeline run` leaves no step, horovodrun or rank running).
+    step_env = {events.ENV: events_path, children.OWNER_ENV: str(os.getpid())}
+    before_env = {name: os.environ.get(name) for name in step_env}
     with open(log_path, "a", encoding="utf-8") as log:
         progress = StageProgress(log, terminal, total, events_path, verbose)
         terminal.write(f"{pipeline.name}: {total} stages, artifacts in {output_dir} (log: {log_path})\n")
         sys.stdout = progress
-        os.environ[events.ENV] = events_path  # the steps' subprocesses inherit it
+        os.environ.update(step_env)
         failure = None
         try:
             with warnings.catch_warnings():
@@ -303,10 +306,11 @@ def run_local(arguments: dict, phase2: bool, output_dir: str, verbose: bool = Fa
             failure = _ANSI.sub("", str(err)).splitlines()[0]
         finally:
             sys.stdout = terminal
-            if before_env is None:
-                os.environ.pop(events.ENV, None)
-            else:
-                os.environ[events.ENV] = before_env
+            for name, value in before_env.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
             progress.read_events()
     runs = sorted(set(os.listdir(output_dir)) - before - {"pipeline.log", EVENTS_FILE})
     run_dir = os.path.join(output_dir, runs[-1]) if runs else output_dir

@@ -344,3 +344,33 @@ def test_one_boolean_spelling_for_both_command_lines():
         assert build_parser().parse_args(["pretrain", "--output_dir=o", f"--do_train={text}"]).do_train is value
     with pytest.raises(Exception, match="expected true or false, got 'maybe'"):
         cli.coerce("x", "maybe", "Boolean", "--param")
+
+
+@pytest.mark.slow
+def test_sigkill_of_run_ends_its_steps_horovodrun_and_ranks(tmp_path):
+    """A killed `bert-pipeline run` leaves nothing running: not the step, horovodrun or the 2 ranks."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.processes import descendants, still_running
+
+    cmd = [sys.executable, "-m", "pipelines.cli", "run", "--ci", "-p", "dupe_factor=1", "--output-dir",
+           str(tmp_path)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline, ranks = time.time() + 900, {}
+    try:
+        while len(ranks) < 2 and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.5)
+            children = descendants(proc.pid)
+            ranks = {pid: c for pid, c in children.items()
+                     if "-m bert_core.cli pretrain" in c and "horovodrun" not in c and not c.startswith("/bin/sh")}
+        assert len(ranks) == 2, f"the pretraining ranks never started: {proc.poll()}"
+        assert any("horovodrun" in c for c in children.values()), children
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    # horovodrun ends its ranks with SIGTERM, then SIGKILL after its 5 s grace
+    assert still_running(children, seconds=15) == {}
