@@ -4,9 +4,10 @@ writing, a SIGKILLed `bert-pipeline run` no step, horovodrun or rank running.
 Two ways, for two kinds of child:
 
 * `die_with_parent(owner)`, called in the child: Linux's PR_SET_PDEATHSIG has the kernel SIGKILL the
-  child when the *thread* that created it exits (prctl(2)). So it suits a child whose creating thread
-  lives as long as the child's work: horovodrun, started by a step's main thread blocked in
-  subprocess.run.
+  child when the *thread* that created it exits (prctl(2)); it holds across exec. So it suits a child
+  whose creating thread lives as long as the child's work: horovodrun, started by a step's main
+  thread blocked in subprocess.run, through `dying_with_this_process(argv)` (`python -m
+  bert_core.children OWNER ARGV...` asks, then execs ARGV; a preexec_fn is not safe beside threads).
 * `exit_with(owner)`: a thread that ends this process when `owner` is gone, for a process whose parent
   is not its owner: create-data's workers (their parent is multiprocessing's forkserver, which lives
   on while any worker does), and a `bert-pipeline run` step (kfp.local's `sh -c ... python3`, whose
@@ -71,3 +72,13 @@ def exit_with_owner_from_env() -> None:
     owner = os.environ.get(OWNER_ENV)
     if owner:
         exit_with(int(owner))
+
+
+def dying_with_this_process(argv: list[str]) -> list[str]:
+    """`argv` run so that it is SIGKILLed when the thread that starts it exits (see the module)."""
+    return [sys.executable, "-m", "bert_core.children", str(os.getpid()), *argv]
+
+
+if __name__ == "__main__":  # python -m bert_core.children OWNER ARGV...
+    die_with_parent(int(sys.argv[1]))
+    os.execvp(sys.argv[2], sys.argv[2:])

@@ -66,8 +66,7 @@ def run_stage(name: str, config, num_processes: int = 1) -> None:
     cmd = [runner, "-np", str(num_processes), "-H", f"localhost:{num_processes}", "--gloo",
            sys.executable, "-m", "bert_core.cli", *bert_argv(name, config)]
     print("+ " + " ".join(cmd), flush=True)
-    step = os.getpid()
-    proc = subprocess.run(cmd, preexec_fn=lambda: children.die_with_parent(step))
+    proc = subprocess.run(children.dying_with_this_process(cmd))
     if proc.returncode:
         raise UserError(f"bert {name} under horovodrun -np {num_processes} exited with status {proc.returncode} "
                         f"(see the ranks' log above)")
