@@ -25,6 +25,7 @@ import tempfile
 import time
 import warnings
 
+from bert_core.cli import OneLineParser
 from bert_core.config import parse_bool
 from bert_core.errors import UserError, exit_from
 from pipelines.cron import parse_interval, validate_cron
@@ -508,14 +509,9 @@ def cmd_artifacts(args) -> int:
 # --------------------------------------------------------------------------------------------------
 # The command line
 # --------------------------------------------------------------------------------------------------
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # argparse's own usage errors: one line, exit 2, as ours
-        raise UserError(message)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog=PROG, description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_Parser)
+    parser = OneLineParser(prog=PROG, description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=OneLineParser)
 
     def arguments(p):
         p.add_argument("--config", metavar="FILE", help="YAML or JSON mapping of pipeline parameters "
