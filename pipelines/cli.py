@@ -133,7 +133,63 @@ def pipeline_arguments(args, base: dict | None = None) -> tuple[bool, dict]:
                             + (f" (did you mean {', '.join(close)}?)" if close else
                                f"; see `{PROG} run --help-params`"))
         out[name] = coerce(name, value, inputs[name].type, sources[name])
+    check_stage_configs(phase2, out)
     return phase2, out
+
+
+def check_stage_configs(phase2: bool, arguments: dict) -> None:
+    """Build every stage's config as its step will (components.common.STAGE_CONFIGS), from the
+    parameter values and stand-in artifact paths, before the first step: a bad value is one line
+    naming the step, the field and the pipeline parameter, not a failure after the data steps."""
+    import inspect
+
+    from google.protobuf.json_format import MessageToDict
+
+    from bert_core.stages import command
+    from components.common import STAGE_CONFIGS
+
+    spec = MessageToDict(_pipeline(phase2).pipeline_spec)
+    values = {name: p.get("defaultValue") for name, p in spec["root"]["inputDefinitions"]["parameters"].items()}
+    values.update(arguments)
+    tasks, ordered = spec["root"]["dag"]["tasks"], []
+    while ready := sorted(name for name, task in tasks.items() if name not in ordered
+                          and set(task.get("dependentTasks", [])) <= set(ordered)):
+        ordered += ready  # in the order the steps run: the first bad step is the one named
+    for task_name in ordered:
+        task = tasks[task_name]
+        component = spec["components"][task["componentRef"]["name"]]
+        args = spec["deploymentSpec"]["executors"][component["executorLabel"]]["container"]["args"]
+        function = args[args.index("--function_to_execute") + 1]
+        if function not in STAGE_CONFIGS:
+            continue
+        stage, build = STAGE_CONFIGS[function]
+        inputs, renamed = {}, {}
+        for name, definition in component.get("inputDefinitions", {}).get("parameters", {}).items():
+            binding = task.get("inputs", {}).get("parameters", {}).get(name)
+            if binding is None:
+                inputs[name] = definition.get("defaultValue")
+            elif "componentInputParameter" in binding:
+                parameter = binding["componentInputParameter"]
+                inputs[name] = values[parameter]
+                if parameter != name:
+                    renamed[name] = parameter
+            elif "constant" in binding.get("runtimeValue", {}):
+                inputs[name] = binding["runtimeValue"]["constant"]
+            else:  # another step's output: known only when that step has run
+                break
+        else:
+            for kind in ("inputDefinitions", "outputDefinitions"):
+                for name in component.get(kind, {}).get("artifacts", {}):
+                    inputs[name] = f"/{task_name}/{name}"  # stands in for the artifact's path
+            known = set(inspect.signature(build).parameters) | set(command(stage).config.model_fields)
+            try:
+                build(**{k: v for k, v in inputs.items() if k in known})
+            except UserError as err:
+                message = str(err).removeprefix(f"{stage}: ")
+                where = [f"--{name} is the pipeline parameter {parameter}" for name, parameter in renamed.items()
+                         if f"--{name}" in message]
+                raise UserError(f"step {task_name} (bert {stage}): {message}"
+                                + (f" ({'; '.join(where)})" if where else "")) from None
 
 
 def parameters_table(phase2: bool = True) -> str:
