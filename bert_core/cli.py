@@ -18,6 +18,14 @@ from bert_core.errors import UserError, exit_from
 from bert_core.stages import COMMANDS, run_stage
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse's own usage errors (an invalid choice, a missing command) as every other user error:
+    one `prog: error: ...` line and exit 2, without the usage (`--help` prints that)."""
+
+    def error(self, message):
+        raise UserError(message)
+
+
 def _bool_flag(text: str) -> bool:
     try:
         return cfg.parse_bool(text)
@@ -68,7 +76,7 @@ def config_from_args(model: type[pydantic.BaseModel], args: argparse.Namespace) 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="bert", description="BERT pretraining and fine-tuning (TensorFlow 2 + Horovod), one subcommand per "
                                  "stage. Flags follow Google's BERT scripts; `bert COMMAND --help` lists them.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)

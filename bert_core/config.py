@@ -6,10 +6,10 @@ these models, and the KFP components pass the same fields. Every constraint live
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import pydantic
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from bert_core.choices import OptimizerType, Precision
 
@@ -130,6 +130,22 @@ class BertConfig(BaseModel):
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
 
 
+def _known_model(name: str) -> str:
+    """A --model name is one of bert_core.presets' (a field check: it comes before any check across fields)."""
+    from bert_core import presets
+    from bert_core.errors import UserError
+
+    try:
+        presets.preset_config(name)
+    except UserError:
+        raise ValueError(f"unknown model, expected one of {', '.join(presets.preset_names())}") from None
+    return name
+
+
+#: `--model`: a named shape (bert_core.presets), checked with the other fields.
+ModelName = Annotated[str, AfterValidator(_known_model)]
+
+
 # --------------------------------------------------------------------------------------------------
 # Stage 0: vocabulary
 # --------------------------------------------------------------------------------------------------
@@ -198,7 +214,7 @@ class PretrainConfig(StageConfig):
     output_dir: str = Field(description="Checkpoints, summaries, eval_results.txt and pretrain_metrics.json; "
                                         "a run resumes from the latest checkpoint here")
     bert_config_file: str | None = Field(None, description="Google's bert_config.json (or give --model)")
-    model: str | None = Field(None, description="A named shape instead of --bert_config_file, e.g. bert-mini, "
+    model: ModelName | None = Field(None, description="A named shape instead of --bert_config_file, e.g. bert-mini, "
                                                 "bert-base, bert-L4-H256")
     vocab_file: str | None = Field(None, description="vocab.txt; sets a --model preset's vocab_size and checks "
                                                      "the data's token ids (default: the data_manifest.json's)")
@@ -279,8 +295,25 @@ class TsvTaskFields(BaseModel):
 SQUAD_TASKS = ("squad", "squad2", "squad_v2")
 
 
+def _known_task(name: str) -> str:
+    """A --task_name is SQuAD's, tsv, or a GLUE task bert_core.data.glue knows (with its aliases)."""
+    from bert_core.data import glue
+    from bert_core.errors import UserError
+
+    if name.lower() not in SQUAD_TASKS + ("tsv",):
+        try:
+            glue.get_task(name)
+        except UserError:
+            raise ValueError(f"unknown task, expected one of {', '.join(glue.TASK_NAMES + SQUAD_TASKS)}") from None
+    return name
+
+
+#: `--task_name`: a GLUE task, tsv, or squad (checked with the other fields).
+TaskName = Annotated[str, AfterValidator(_known_task)]
+
+
 class EvalConfig(TsvTaskFields, StageConfig):
-    task_name: str = Field(description="squad, or a GLUE task: cola, sst-2, mrpc, sts-b, qqp, mnli, qnli, "
+    task_name: TaskName = Field(description="squad, or a GLUE task: cola, sst-2, mrpc, sts-b, qqp, mnli, qnli, "
                                        "rte, wnli, xnli; or tsv (your own columns)")
     output_dir: str = Field(description="Directory for metrics.json")
     # SQuAD
@@ -318,7 +351,7 @@ class FinetuneConfig(TsvTaskFields, StageConfig):
     """`bert finetune`: the flags of Google's run_classifier.py and run_squad.py, plus precision, XLA,
     accumulation and export. Under horovodrun/mpirun the batch sizes are per rank."""
 
-    task_name: str = Field(description="A GLUE task (cola, sst-2, mrpc, sts-b, qqp, mnli, qnli, rte, wnli, "
+    task_name: TaskName = Field(description="A GLUE task (cola, sst-2, mrpc, sts-b, qqp, mnli, qnli, rte, wnli, "
                                        "xnli), tsv (your own columns), or squad (1.1; 2.0 with "
                                        "--version_2_with_negative)")
     output_dir: str = Field(description="Checkpoints, eval_results.txt/json, test_results.tsv or the SQuAD "
@@ -330,7 +363,7 @@ class FinetuneConfig(TsvTaskFields, StageConfig):
     bert_config_file: str | None = Field(None, description="Google's bert_config.json or HF's config.json "
                                                            "(or give --model; default: the config.json "
                                                            "next to a Hugging Face --init_checkpoint)")
-    model: str | None = Field(None, description="A named shape instead of --bert_config_file, e.g. bert-base")
+    model: ModelName | None = Field(None, description="A named shape instead of --bert_config_file, e.g. bert-base")
     init_checkpoint: str | None = Field(None, description="Initial weights: a Google checkpoint, our pretraining "
                                                           "output dir or prefix, or HF .safetensors (file or dir)")
     do_lower_case: bool = Field(True, description="Lower-case and strip accents (uncased models)")
@@ -396,7 +429,7 @@ class FeaturesConfig(StageConfig):
     output_file: str = Field(description="JSON lines: one object per input with each token's layer values")
     vocab_file: str = Field(description="WordPiece vocab.txt")
     bert_config_file: str | None = Field(None, description="bert_config.json / HF config.json (or --model)")
-    model: str | None = Field(None, description="A named shape instead of --bert_config_file")
+    model: ModelName | None = Field(None, description="A named shape instead of --bert_config_file")
     init_checkpoint: str | None = Field(None, description="Weights: Google checkpoint, our output, or HF "
                                                           "safetensors (file or dir)")
     layers: str = Field("-1,-2,-3,-4", description="Comma-separated layer indexes (-1 is the last layer)")

@@ -22,6 +22,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from bert_core.errors import UserError
+
 logger = logging.getLogger(__name__)
 
 
@@ -152,10 +154,15 @@ def gold_answers(dataset: Sequence[Mapping], version_2: bool = True) -> tuple[di
     Version 2 keeps only answers that normalize to something and uses [""] when none is left."""
     golds: dict[str, list[str]] = {}
     has_answer: dict[str, bool] = {}
-    for article in dataset:
-        for paragraph in article["paragraphs"]:
-            for qa in paragraph["qas"]:
-                qid = str(qa["id"])
+    first: dict[str, str] = {}  # qid -> where it is, to name both places of a duplicate
+    for a, article in enumerate(dataset):
+        for p, paragraph in enumerate(article["paragraphs"]):
+            for q, qa in enumerate(paragraph["qas"]):
+                qid, where = str(qa["id"]), f"data[{a}].paragraphs[{p}].qas[{q}]"
+                if qid in first:
+                    raise UserError(f"the SQuAD dataset has question id {qid!r} twice ({first[qid]} and {where}): "
+                                    f"ids must be unique, each is scored once")
+                first[qid] = where
                 texts = [a["text"] for a in qa.get("answers", [])]
                 has_answer[qid] = bool(texts)
                 if version_2:
@@ -223,6 +230,10 @@ def squad_metrics(dataset: Sequence[Mapping], predictions: Mapping[str, str], ve
 
     # The null odds in their file's order (it breaks ties in the threshold search); missing ones are 0.
     probs = {str(q): float(p) for q, p in (na_probs or {}).items() if str(q) in golds}
+    for q, p in probs.items():
+        if np.isnan(p):
+            raise UserError(f"the null odds of question {q!r} are NaN: expected a number (a NaN cannot be "
+                            f"compared with the threshold)")
     probs.update({q: 0.0 for q in qids if q not in probs})
     # A question whose null odds exceed the threshold counts as answered "no answer".
     exact_t = {q: (float(not has_answer[q]) if probs[q] > na_prob_thresh else s) for q, s in exact.items()}

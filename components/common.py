@@ -38,6 +38,88 @@ def stage_config(name: str, **fields):
         raise UserError(f"{name}: {describe_validation_error(err)}") from None
 
 
+# --------------------------------------------------------------------------------------------------
+# Each stage component's config from its inputs, artifacts given as the paths the step reads or writes.
+# The components build their configs here, and `bert-pipeline run/submit/schedule` builds them here
+# before the first step (with stand-in paths), so a bad value is found before any step runs.
+# --------------------------------------------------------------------------------------------------
+def learn_vocab_config(corpus: str, vocab: str, vocab_uri: str, vocab_size: int, do_lower_case: bool):
+    """`bert learn-vocab`'s config, or None when vocab_uri gives the vocab (the step copies it)."""
+    if vocab_uri:
+        return None
+    return stage_config("learn-vocab", input_file=corpus, output_file=vocab, vocab_size=vocab_size,
+                        do_lower_case=do_lower_case)
+
+
+def create_data_config(corpus: str, vocab: str, data: str, **flags):
+    """`bert create-data`'s config: the corpus and vocab into the data directory; `flags` by name."""
+    return stage_config("create-data", input_file=corpus, vocab_file=vocab, output_dir=data, **flags)
+
+
+def pretrain_config(data: str, vocab: str, model: str, launcher: str, bert_model: str, bert_config: dict,
+                    init_checkpoint: str = "", **flags):
+    """`bert pretrain --do_train --do_eval`'s config: the shards in `data` into the model directory
+    `model`; the shape is `bert_model`, or `bert_config` (checked here; run_pretraining writes it where
+    the model directory keeps its config); `flags` by name."""
+    from bert_core import layout, storage
+    from bert_core.config import BertConfig
+    from bert_core.errors import UserError
+
+    if launcher not in ("local", "mpijob"):
+        raise UserError(f"launcher={launcher!r}: expected local or mpijob")
+    if bert_config:
+        BertConfig.from_dict(bert_config, source="bert_config")
+        shape = {"bert_config_file": layout.model_config_path(model)}
+    else:
+        shape = {"model": bert_model}
+    return stage_config(
+        "pretrain", input_file=storage.join(data, layout.SHARD_GLOB), output_dir=model, vocab_file=vocab,
+        **shape, do_train=True, do_eval=True, **({"init_checkpoint": init_checkpoint} if init_checkpoint else {}),
+        **flags)
+
+
+def finetune_config(pretrained: str, task_data: str, model: str, task_data_uri: str, text_b_column: str,
+                    labels: str, **flags):
+    """`bert finetune --do_train --do_eval --do_predict --export_dir`'s config: from the pretrained
+    model directory, on task_data_uri or else the task_data artifact, into `model` (its SavedModel in
+    model/saved_model); empty text_b_column and labels are unset; `flags` by name."""
+    from bert_core import layout, storage
+
+    return stage_config(
+        "finetune", data_dir=task_data_uri or task_data, output_dir=model,
+        vocab_file=layout.model_vocab_path(pretrained), bert_config_file=layout.model_config_path(pretrained),
+        init_checkpoint=pretrained, do_train=True, do_eval=True, do_predict=True,
+        text_b_column=text_b_column or None, labels=labels or None,
+        export_dir=storage.join(model, layout.SAVED_MODEL_DIR), **flags)
+
+
+def evaluate_config(task_data: str, predictions: str, metrics: str, task_data_uri: str, text_b_column: str,
+                    labels: str, eval_split: str, **flags):
+    """`bert evaluate`'s config: the predictions against task_data_uri or else the task_data artifact,
+    metrics.json into `metrics`; empty text_b_column, labels and eval_split are unset; `flags` by name."""
+    return stage_config(
+        "evaluate", output_dir=metrics, data_dir=task_data_uri or task_data, predictions_file=predictions,
+        eval_split=eval_split or None, text_b_column=text_b_column or None, labels=labels or None, **flags)
+
+
+def pretrain_phase2_config(init_model: str, data: str, vocab: str, model: str, launcher: str, bert_model: str,
+                           bert_config: dict, **flags):
+    """Phase 2's `bert pretrain` config: phase 1's model directory is the initial checkpoint."""
+    return pretrain_config(data, vocab, model, launcher, bert_model, bert_config, init_checkpoint=init_model,
+                           **flags)
+
+
+#: {component function: (its `bert` subcommand, the function that builds that config from its inputs)}
+STAGE_CONFIGS = {
+    "learn_vocab": ("learn-vocab", learn_vocab_config),
+    "create_data": ("create-data", create_data_config),
+    "pretrain": ("pretrain", pretrain_config),
+    "pretrain_phase2": ("pretrain", pretrain_phase2_config),
+    "finetune": ("finetune", finetune_config),
+    "evaluate": ("evaluate", evaluate_config),
+}
+
+
 def bert_argv(name: str, config) -> list[str]:
     """`bert <name> --field=value ...` for the fields the config was given (the inverse of the CLI)."""
     from bert_core.stages import config_argv
@@ -46,10 +128,15 @@ def bert_argv(name: str, config) -> list[str]:
 
 
 def run_stage(name: str, config, num_processes: int = 1) -> None:
-    """Run `bert <name>`: in this process for one process, else `horovodrun -np N` on this host."""
+    """Run `bert <name>`: in this process for one process, else `horovodrun -np N` on this host.
+
+    The step ends with `bert-pipeline run` when that started it (bert_core.children), and horovodrun
+    with the step (horovodrun ends its ranks when it is killed)."""
+    from bert_core import children
     from bert_core.errors import UserError
     from bert_core.stages import run_stage as run_here
 
+    children.exit_with_owner_from_env()
     if num_processes <= 1:
         code = run_here(name, config)
         if code:
@@ -61,7 +148,7 @@ def run_stage(name: str, config, num_processes: int = 1) -> None:
     cmd = [runner, "-np", str(num_processes), "-H", f"localhost:{num_processes}", "--gloo",
            sys.executable, "-m", "bert_core.cli", *bert_argv(name, config)]
     print("+ " + " ".join(cmd), flush=True)
-    proc = subprocess.run(cmd)
+    proc = subprocess.run(children.dying_with_this_process(cmd))
     if proc.returncode:
         raise UserError(f"bert {name} under horovodrun -np {num_processes} exited with status {proc.returncode} "
                         f"(see the ranks' log above)")
@@ -97,25 +184,15 @@ def run_pretraining(data, vocab, model, metrics, launcher: str, num_processes: i
     has no file: it is written where the model directory keeps its config, and read from there."""
     from bert_core import layout, storage
     from bert_core.config import BertConfig
-    from bert_core.errors import UserError
 
-    if launcher not in ("local", "mpijob"):
-        raise UserError(f"launcher={launcher!r}: expected local or mpijob")
     # The MPIJob's pods see only object storage: they get the artifacts' URIs, the step's host its paths.
     remote = launcher == "mpijob"
     out = model.uri if remote else model.path
-    data_dir = data.uri if remote else data.path
+    config = pretrain_config(data.uri if remote else data.path, vocab.uri if remote else vocab.path, out,
+                             launcher, bert_model, bert_config, init_checkpoint, **flags)
     if bert_config:
         storage.makedirs(out)
-        storage.write_text(layout.model_config_path(out),
-                           BertConfig.from_dict(bert_config, source="bert_config").to_json_string())
-        shape = {"bert_config_file": layout.model_config_path(out)}
-    else:
-        shape = {"model": bert_model}
-    config = stage_config(
-        "pretrain", input_file=storage.join(data_dir, layout.SHARD_GLOB), output_dir=out,
-        vocab_file=vocab.uri if remote else vocab.path, **shape, do_train=True, do_eval=True,
-        **({"init_checkpoint": init_checkpoint} if init_checkpoint else {}), **flags)
+        storage.write_text(layout.model_config_path(out), BertConfig.from_dict(bert_config).to_json_string())
     if remote:
         from bert_core import events
         from components.launcher import launch

@@ -33,10 +33,10 @@ def create_data(corpus: Input[Dataset], vocab: Input[Artifact], do_lower_case: b
                 data: Output[Dataset]):
     """`bert create-data`: masked-LM/NSP TFRecord shards and data_manifest.json; its counts as metadata."""
     from bert_core import layout, storage
-    from components.common import run_stage, stage_config
+    from components.common import create_data_config, run_stage
 
-    config = stage_config(
-        "create-data", input_file=corpus.path, vocab_file=vocab.path, output_dir=data.path,
+    config = create_data_config(
+        corpus.path, vocab.path, data.path,
         do_lower_case=do_lower_case, max_seq_length=max_seq_length,
         max_predictions_per_seq=max_predictions_per_seq, masked_lm_prob=masked_lm_prob,
         dupe_factor=dupe_factor, short_seq_prob=short_seq_prob, do_whole_word_mask=do_whole_word_mask,

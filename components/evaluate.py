@@ -16,13 +16,11 @@ def evaluate(task_data: Input[Dataset], predictions: Input[Dataset], task_data_u
 
     from bert_core import layout, storage
     from bert_core.evaluation import format_table
-    from components.common import log_numbers, run_stage, stage_config
+    from components.common import evaluate_config, log_numbers, run_stage
 
-    config = stage_config(
-        "evaluate", task_name=task_name, output_dir=metrics.path, data_dir=task_data_uri or task_data.path,
-        predictions_file=predictions.path, eval_split=eval_split or None, text_a_column=text_a_column,
-        text_b_column=text_b_column or None, label_column=label_column, has_header=has_header,
-        labels=labels or None)
+    config = evaluate_config(
+        task_data.path, predictions.path, metrics.path, task_data_uri, text_b_column, labels, eval_split,
+        task_name=task_name, text_a_column=text_a_column, label_column=label_column, has_header=has_header)
     run_stage("evaluate", config)
     values = log_numbers(metrics, storage.read_json(os.path.join(metrics.path, layout.EVAL_METRICS)))
     with open(report.path, "w") as f:

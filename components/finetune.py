@@ -19,20 +19,14 @@ def finetune(pretrained: Input[Model], task_data: Input[Dataset], task_data_uri:
     (model/saved_model) as the Model, test_results.tsv as the predictions, finetune_metrics.json's
     numbers as Metrics."""
     from bert_core import layout, storage
-    from components.common import log_numbers, run_stage, stage_config
+    from components.common import finetune_config, log_numbers, run_stage
 
-    data_dir = task_data_uri or task_data.path
-    config = stage_config(
-        "finetune", task_name=task_name, data_dir=data_dir, output_dir=model.path,
-        vocab_file=layout.model_vocab_path(pretrained.path),
-        bert_config_file=layout.model_config_path(pretrained.path), init_checkpoint=pretrained.path,
-        do_train=True, do_eval=True, do_predict=True, max_seq_length=max_seq_length,
-        train_batch_size=train_batch_size, eval_batch_size=eval_batch_size, learning_rate=learning_rate,
-        num_train_epochs=num_train_epochs, warmup_proportion=warmup_proportion, optimizer_type=optimizer_type,
-        do_lower_case=do_lower_case,
-        text_a_column=text_a_column, text_b_column=text_b_column or None, label_column=label_column,
-        has_header=has_header, labels=labels or None, log_every_steps=log_every_steps, seed=seed,
-        export_dir=storage.join(model.path, layout.SAVED_MODEL_DIR))
+    config = finetune_config(
+        pretrained.path, task_data.path, model.path, task_data_uri, text_b_column, labels, task_name=task_name,
+        max_seq_length=max_seq_length, train_batch_size=train_batch_size, eval_batch_size=eval_batch_size,
+        learning_rate=learning_rate, num_train_epochs=num_train_epochs, warmup_proportion=warmup_proportion,
+        optimizer_type=optimizer_type, do_lower_case=do_lower_case, text_a_column=text_a_column,
+        label_column=label_column, has_header=has_header, log_every_steps=log_every_steps, seed=seed)
     run_stage("finetune", config, num_processes=num_processes)
     storage.copy(storage.join(model.path, layout.TEST_RESULTS), predictions.path)
     results = storage.read_json(storage.join(model.path, layout.FINETUNE_METRICS))

@@ -13,11 +13,11 @@ def learn_vocab(corpus: Input[Dataset], vocab_uri: str, vocab_size: int, do_lowe
     """vocab.txt: copied from vocab_uri when given, else learned from the corpus (WordPiece)."""
     from bert_core import storage
     from bert_core.tokenization import load_vocab
-    from components.common import run_stage, stage_config
+    from components.common import learn_vocab_config, run_stage
 
-    if vocab_uri:
+    config = learn_vocab_config(corpus.path, vocab.path, vocab_uri, vocab_size, do_lower_case)
+    if config is None:
         storage.copy(vocab_uri, vocab.path)
     else:
-        run_stage("learn-vocab", stage_config("learn-vocab", input_file=corpus.path, output_file=vocab.path,
-                                              vocab_size=vocab_size, do_lower_case=do_lower_case))
+        run_stage("learn-vocab", config)
     vocab.metadata.update({"size": len(load_vocab(vocab.path)), "source": vocab_uri or "learned"})

@@ -25,6 +25,7 @@ import tempfile
 import time
 import warnings
 
+from bert_core.cli import OneLineParser
 from bert_core.config import parse_bool
 from bert_core.errors import UserError, exit_from
 from pipelines.cron import parse_interval, validate_cron
@@ -132,7 +133,63 @@ def pipeline_arguments(args, base: dict | None = None) -> tuple[bool, dict]:
                             + (f" (did you mean {', '.join(close)}?)" if close else
                                f"; see `{PROG} run --help-params`"))
         out[name] = coerce(name, value, inputs[name].type, sources[name])
+    check_stage_configs(phase2, out)
     return phase2, out
+
+
+def check_stage_configs(phase2: bool, arguments: dict) -> None:
+    """Build every stage's config as its step will (components.common.STAGE_CONFIGS), from the
+    parameter values and stand-in artifact paths, before the first step: a bad value is one line
+    naming the step, the field and the pipeline parameter, not a failure after the data steps."""
+    import inspect
+
+    from google.protobuf.json_format import MessageToDict
+
+    from bert_core.stages import command
+    from components.common import STAGE_CONFIGS
+
+    spec = MessageToDict(_pipeline(phase2).pipeline_spec)
+    values = {name: p.get("defaultValue") for name, p in spec["root"]["inputDefinitions"]["parameters"].items()}
+    values.update(arguments)
+    tasks, ordered = spec["root"]["dag"]["tasks"], []
+    while ready := sorted(name for name, task in tasks.items() if name not in ordered
+                          and set(task.get("dependentTasks", [])) <= set(ordered)):
+        ordered += ready  # in the order the steps run: the first bad step is the one named
+    for task_name in ordered:
+        task = tasks[task_name]
+        component = spec["components"][task["componentRef"]["name"]]
+        args = spec["deploymentSpec"]["executors"][component["executorLabel"]]["container"]["args"]
+        function = args[args.index("--function_to_execute") + 1]
+        if function not in STAGE_CONFIGS:
+            continue
+        stage, build = STAGE_CONFIGS[function]
+        inputs, renamed = {}, {}
+        for name, definition in component.get("inputDefinitions", {}).get("parameters", {}).items():
+            binding = task.get("inputs", {}).get("parameters", {}).get(name)
+            if binding is None:
+                inputs[name] = definition.get("defaultValue")
+            elif "componentInputParameter" in binding:
+                parameter = binding["componentInputParameter"]
+                inputs[name] = values[parameter]
+                if parameter != name:
+                    renamed[name] = parameter
+            elif "constant" in binding.get("runtimeValue", {}):
+                inputs[name] = binding["runtimeValue"]["constant"]
+            else:  # another step's output: known only when that step has run
+                break
+        else:
+            for kind in ("inputDefinitions", "outputDefinitions"):
+                for name in component.get(kind, {}).get("artifacts", {}):
+                    inputs[name] = f"/{task_name}/{name}"  # stands in for the artifact's path
+            known = set(inspect.signature(build).parameters) | set(command(stage).config.model_fields)
+            try:
+                build(**{k: v for k, v in inputs.items() if k in known})
+            except UserError as err:
+                message = str(err).removeprefix(f"{stage}: ")
+                where = [f"--{name} is the pipeline parameter {parameter}" for name, parameter in renamed.items()
+                         if f"--{name}" in message]
+                raise UserError(f"step {task_name} (bert {stage}): {message}"
+                                + (f" ({'; '.join(where)})" if where else "")) from None
 
 
 def parameters_table(phase2: bool = True) -> str:
@@ -274,7 +331,7 @@ def run_local(arguments: dict, phase2: bool, output_dir: str, verbose: bool = Fa
     The steps report events (bert_core.events) to pipeline-events.jsonl beside pipeline.log."""
     from kfp import local
 
-    from bert_core import events
+    from bert_core import children, events
 
     pipeline = _pipeline(phase2)
     os.makedirs(output_dir, exist_ok=True)
@@ -288,12 +345,15 @@ def run_local(arguments: dict, phase2: bool, output_dir: str, verbose: bool = Fa
     open(events_path, "w").close()  # this run's events only
     started = time.monotonic()
     terminal = sys.stdout
-    before_env = os.environ.get(events.ENV)
+    # The steps' subprocesses inherit these: where to report events, and whose end ends them
+    # (bert_core.children: a killed `bert-pipeline run` leaves no step, horovodrun or rank running).
+    step_env = {events.ENV: events_path, children.OWNER_ENV: str(os.getpid())}
+    before_env = {name: os.environ.get(name) for name in step_env}
     with open(log_path, "a", encoding="utf-8") as log:
         progress = StageProgress(log, terminal, total, events_path, verbose)
         terminal.write(f"{pipeline.name}: {total} stages, artifacts in {output_dir} (log: {log_path})\n")
         sys.stdout = progress
-        os.environ[events.ENV] = events_path  # the steps' subprocesses inherit it
+        os.environ.update(step_env)
         failure = None
         try:
             with warnings.catch_warnings():
@@ -303,10 +363,11 @@ def run_local(arguments: dict, phase2: bool, output_dir: str, verbose: bool = Fa
             failure = _ANSI.sub("", str(err)).splitlines()[0]
         finally:
             sys.stdout = terminal
-            if before_env is None:
-                os.environ.pop(events.ENV, None)
-            else:
-                os.environ[events.ENV] = before_env
+            for name, value in before_env.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
             progress.read_events()
     runs = sorted(set(os.listdir(output_dir)) - before - {"pipeline.log", EVENTS_FILE})
     run_dir = os.path.join(output_dir, runs[-1]) if runs else output_dir
@@ -504,14 +565,9 @@ def cmd_artifacts(args) -> int:
 # --------------------------------------------------------------------------------------------------
 # The command line
 # --------------------------------------------------------------------------------------------------
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # argparse's own usage errors: one line, exit 2, as ours
-        raise UserError(message)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog=PROG, description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_Parser)
+    parser = OneLineParser(prog=PROG, description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=OneLineParser)
 
     def arguments(p):
         p.add_argument("--config", metavar="FILE", help="YAML or JSON mapping of pipeline parameters "

@@ -5,6 +5,7 @@ import csv
 import math
 import os
 import subprocess
+import sys
 
 import pytest
 
@@ -60,7 +61,8 @@ def test_local_launcher_runs_horovodrun_with_the_stage_flags(monkeypatch):
     monkeypatch.setattr(common.subprocess, "run", fake_run)
     config = common.stage_config("pretrain", input_file="d/*", output_dir="o", model="bert-tiny", do_train=True)
     common.run_stage("pretrain", config, num_processes=2)
-    cmd = calls[0]
+    wrapper, cmd = calls[0][:4], calls[0][4:]
+    assert wrapper == [sys.executable, "-m", "bert_core.children", str(os.getpid())]  # ends with this process
     assert os.path.basename(cmd[0]) == "horovodrun"
     assert cmd[1:6] == ["-np", "2", "-H", "localhost:2", "--gloo"]
     assert cmd[cmd.index("bert_core.cli") + 1:] == common.bert_argv("pretrain", config)
@@ -295,6 +297,4 @@ def test_mpijob_launcher_hands_the_job_object_storage_paths(gcs_prefix, tmp_path
 
 def test_unknown_launcher_is_one_line():
     with pytest.raises(UserError, match="launcher='k8s': expected local or mpijob"):
-        common.run_pretraining(data=None, vocab=None, model=None, metrics=None, launcher="k8s", num_processes=1,
-                               bert_model="bert-tiny", bert_config={}, mpijob_workers=1, mpijob_gpus_per_worker=1,
-                               timeout_seconds=0)
+        common.pretrain_config(data="d", vocab="v", model="m", launcher="k8s", bert_model="bert-tiny", bert_config={})

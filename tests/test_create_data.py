@@ -21,6 +21,7 @@ from bert_core.data.instances import InstanceMaker
 from bert_core.data.pretraining import shard_name
 from conftest import ROOT, one_line_error, run_bert
 from gcs_server import gcs, gcs_prefix  # noqa: F401  (fixtures: a real GCS-API server on loopback)
+from processes import descendants, still_running
 
 SMALL = ["--max_seq_length=64", "--max_predictions_per_seq=10"]
 
@@ -295,6 +296,28 @@ def test_sigkill_leaves_no_partial_shard_and_rerun_completes(brown_corpus, uncas
     assert _shards(out) == expected
     _create(brown_corpus, uncased_vocab, out, *flags[:-1], "--max_predictions_per_seq=12")
     assert _shards(out) != expected
+
+
+def test_sigkill_ends_the_workers_too(brown_corpus, uncased_vocab, tmp_path):
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "bert_core.cli", "create-data", f"--input_file={brown_corpus}",
+           f"--vocab_file={uncased_vocab}", f"--output_dir={out}", "--num_shards=4", "--num_workers=2",
+           "--dupe_factor=20", *SMALL]  # the worker alone would take many seconds to finish
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+
+    def writing() -> int:
+        return len([n for n in os.listdir(out) if n.endswith(".tmp") and ".tokens." not in n]) \
+            if out.exists() else 0
+
+    deadline = time.time() + 120  # until this process and its worker both write a shard
+    while writing() < 2 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    children = descendants(proc.pid)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert any("forkserver" in c or "multiprocessing" in c for c in children.values()), children
+    assert still_running(children, seconds=3) == {}
+    assert not (out / "data_manifest.json").exists()
 
 
 def test_one_document_fills_every_shard(brown_corpus, uncased_vocab, tmp_path):

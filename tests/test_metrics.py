@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bert_core import metrics
+from bert_core.errors import UserError
 
 # --------------------------------------------------------------------------------------------------
 # GLUE
@@ -120,6 +121,20 @@ def test_squad_v2_best_threshold_by_hand():
     # A lower na_prob_thresh also nulls q3 (right: no answer) and q4, q1 stays: exact (1+1+1+0+0)/5.
     low = metrics.squad_metrics(V2_DATA, V2_PREDS, version_2=True, na_probs=odds, na_prob_thresh=0.0)
     assert low["exact"] == pytest.approx(60.0) and low["NoAns_exact"] == pytest.approx(100.0)
+
+
+def test_nan_null_odds_are_one_line():
+    odds = {"q1": -2.0, "q2": float("nan"), "q3": 0.5, "q4": 1.5, "q5": -1.0}
+    with pytest.raises(UserError, match="the null odds of question 'q2' are NaN: expected a number"):
+        metrics.squad_metrics(V2_DATA, V2_PREDS, version_2=True, na_probs=odds)
+
+
+@pytest.mark.parametrize("version_2", [False, True])
+def test_a_question_id_in_the_dataset_twice_is_one_line(version_2):
+    data = [{"paragraphs": [{"context": "...", "qas": [_qa("q1", "a")]}, {"context": "...", "qas": [_qa("q1", "b")]}]}]
+    with pytest.raises(UserError, match=r"the SQuAD dataset has question id 'q1' twice \(data\[0\].paragraphs\[0\]"
+                                        r".qas\[0\] and data\[0\].paragraphs\[1\].qas\[0\]\)"):
+        metrics.squad_metrics(data, {"q1": "a"}, version_2=version_2)
 
 
 def test_best_threshold_keeps_all_null_when_nothing_helps():

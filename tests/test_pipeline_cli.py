@@ -32,17 +32,20 @@ def _no_kfp_context(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))  # kfp.Client reads ~/.config/kfp/context.json
 
 
+TINY = {"vocab_size": 10, "hidden_size": 8, "num_hidden_layers": 1, "num_attention_heads": 2,
+        "intermediate_size": 16, "max_position_embeddings": 64, "type_vocab_size": 2}
+
+
 def test_submit_uploads_once_then_adds_versions_and_runs_with_parameters(kfp_server, capsys):
     code, out, err = bp(capsys, "submit", "--host", kfp_server.url, "--experiment", "nightly",
-                        "-p", "num_train_steps=50", "-p", "launcher=mpijob", "-p", "bert_config={\"vocab_size\": 10}")
+                        "-p", "num_train_steps=100", "-p", "launcher=mpijob", "-p", f"bert_config={json.dumps(TINY)}")
     assert code == 0, err
     assert kfp_server.state.errors == []
     (pipeline,) = kfp_server.state.pipelines.values()
     assert pipeline.display_name == "bert-pipeline"
     (run,) = kfp_server.state.runs.values()
     assert f"run {run.run_id} created in experiment nightly" in out
-    assert run.runtime_config.parameters == {"num_train_steps": 50, "launcher": "mpijob",
-                                             "bert_config": {"vocab_size": 10}}
+    assert run.runtime_config.parameters == {"num_train_steps": 100, "launcher": "mpijob", "bert_config": TINY}
     assert run.pipeline_version_reference.pipeline_id == pipeline.pipeline_id
 
     code, out, err = bp(capsys, "submit", "--host", kfp_server.url, "--experiment", "nightly")
@@ -117,12 +120,39 @@ def test_submit_config_file_and_two_phase(kfp_server, capsys, tmp_path):
     (["-p", "num_train_steps=many"], "--param: num_train_steps: expected an integer, got 'many'"),
     (["-p", "bert_config=[1]"], "--param: bert_config: expected a JSON object"),
     (["-p", "oops"], "--param 'oops': expected NAME=VALUE"),
+    # every stage's config, built before the first step as its step builds it
+    (["-p", "num_warmup_steps=900"], "step pretrain (bert pretrain): --num_warmup_steps=900 exceeds "
+                                     "--num_train_steps=600"),
+    (["-p", "finetune_learning_rate=0"], "step finetune (bert finetune): --learning_rate: Input should be greater "
+                                         "than 0 (got 0.0) (--learning_rate is the pipeline parameter "
+                                         "finetune_learning_rate)"),
+    (["-p", "bert_config={\"vocab_size\": 10}"], "step pretrain (bert pretrain): bert_config: hidden_size: "
+                                                  "Field required"),
+    (["-p", "bert_model=bert-huge"], "step pretrain (bert pretrain): --model: unknown model, expected one of "),
+    (["-p", "launcher=ssh"], "step pretrain (bert pretrain): launcher='ssh': expected local or mpijob"),
+    (["-p", "masked_lm_prob=0.5"], "step create-data (bert create-data): --max_predictions_per_seq=10 is below "
+                                   "masked_lm_prob * max_seq_length = 32"),
+    (["-p", "task_name=squadd"], "step finetune (bert finetune): --task_name: unknown task, expected one of "),
+    (["--phase2", "-p", "phase2_learning_rate=-1"], "step pretrain-phase2 (bert pretrain): --learning_rate: "
+                                                    "Input should be greater than 0 (got -1.0) (--learning_rate "
+                                                    "is the pipeline parameter phase2_learning_rate)"),
 ])
 def test_bad_parameters_are_one_line_before_any_request(kfp_server, capsys, argv, message):
     code, out, err = bp(capsys, "submit", "--host", kfp_server.url, *argv)
     assert code == 2
     assert err.startswith("bert-pipeline: error: ") and message in err and err.count("\n") == 1
     assert kfp_server.state.requests == []
+
+
+def test_run_checks_every_stage_before_the_first_step(capsys, tmp_path):
+    config = tmp_path / "mine.yaml"
+    config.write_text("num_train_steps: 1000\nfinetune_optimizer_type: adamx\n")
+    code, out, err = bp(capsys, "run", "--config", str(config), "--output-dir", str(tmp_path / "runs"))
+    assert code == 2 and out == ""
+    assert err == ("bert-pipeline: error: step finetune (bert finetune): --optimizer_type: Input should be 'adam', "
+                   "'lamb', 'nadam' or 'nlamb' (got 'adamx') (--optimizer_type is the pipeline parameter "
+                   "finetune_optimizer_type)\n")
+    assert not (tmp_path / "runs").exists()  # no step ran
 
 
 def test_bad_config_file(capsys, tmp_path):
@@ -344,3 +374,33 @@ def test_one_boolean_spelling_for_both_command_lines():
         assert build_parser().parse_args(["pretrain", "--output_dir=o", f"--do_train={text}"]).do_train is value
     with pytest.raises(Exception, match="expected true or false, got 'maybe'"):
         cli.coerce("x", "maybe", "Boolean", "--param")
+
+
+@pytest.mark.slow
+def test_sigkill_of_run_ends_its_steps_horovodrun_and_ranks(tmp_path):
+    """A killed `bert-pipeline run` leaves nothing running: not the step, horovodrun or the 2 ranks."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.processes import descendants, still_running
+
+    cmd = [sys.executable, "-m", "pipelines.cli", "run", "--ci", "-p", "dupe_factor=1", "--output-dir",
+           str(tmp_path)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline, ranks = time.time() + 900, {}
+    try:
+        while len(ranks) < 2 and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.5)
+            children = descendants(proc.pid)
+            ranks = {pid: c for pid, c in children.items()
+                     if "-m bert_core.cli pretrain" in c and "horovodrun" not in c and not c.startswith("/bin/sh")}
+        assert len(ranks) == 2, f"the pretraining ranks never started: {proc.poll()}"
+        assert any("horovodrun" in c for c in children.values()), children
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    # horovodrun ends its ranks with SIGTERM, then SIGKILL after its 5 s grace
+    assert still_running(children, seconds=15) == {}

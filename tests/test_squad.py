@@ -127,6 +127,15 @@ def test_bad_squad_files_are_one_line_errors(tmp_path):
         squad.read_squad_examples(str(tmp_path / "broken.json"), False)
 
 
+@pytest.mark.parametrize("training", [False, True])
+def test_a_question_id_used_twice_is_one_line(tmp_path, training):
+    qa = {"id": "q", "question": "?", "answers": [{"text": "a", "answer_start": 0}]}
+    twice = {"data": [{"paragraphs": [{"context": "a b", "qas": [qa]}, {"context": "a c", "qas": [qa]}]}]}
+    with pytest.raises(UserError, match=r"question id 'q' is used twice \(data\[0\].paragraphs\[0\].qas\[0\] and "
+                                        r"data\[0\].paragraphs\[1\].qas\[0\]\): predictions are keyed by id"):
+        squad.read_squad_examples(dump(tmp_path, twice), training)
+
+
 # --------------------------------------------------------------------------------------------------
 # Features
 # --------------------------------------------------------------------------------------------------
@@ -299,6 +308,15 @@ def test_unanswerable_prediction_and_null_odds(tmp_path, tokenizer, basic):
     # A higher threshold lets the span through.
     higher = squad.compute_predictions(examples, features, results, 20, 30, True, True, 3.5, basic)
     assert higher.predictions["impossible"] == "Charles Darwin"
+
+
+def test_nan_logits_are_one_line_not_nan_probabilities(tmp_path, tokenizer, basic):
+    examples = squad.read_squad_examples(dump(tmp_path, DATASET), False)[:1]
+    features = squad.convert_examples_to_features(examples, tokenizer, 21, 6, 8, False)
+    results = _spike(features, {})
+    results[-1].start_logits[3] = np.nan  # as a diverged model gives
+    with pytest.raises(UserError, match="the model's logits for question 'edge' are not finite: did training diverge"):
+        squad.compute_predictions(examples, features, results, 20, 30, True, basic_tokenizer=basic)
 
 
 def test_non_ascii_predictions_keep_the_original_text(tmp_path, tokenizer, basic):

@@ -48,7 +48,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 import bert_core
-from bert_core import events, storage
+from bert_core import children, events, storage
 from bert_core.config import DataConfig
 from bert_core.data import corpus, tfrecord
 from bert_core.data.instances import InstanceMaker, InstanceStats
@@ -359,9 +359,12 @@ def run_shard(task: ShardTask) -> dict:
 _NEXT_TASK = None  # shared counter: the next task index to claim
 
 
-def _worker_init(counters, next_task, threads: int) -> None:
-    """In a worker process (forkserver; no TensorFlow): report progress to the parent, claim tasks."""
+def _worker_init(owner: int, counters, next_task, threads: int) -> None:
+    """In a worker process (forkserver; no TensorFlow): end with `owner`, the process that started the
+    pool, report progress to it, claim tasks. (Our parent is the forkserver, which outlives `owner`
+    while any worker runs: PR_SET_PDEATHSIG would not fire.)"""
     global _REPORT, _NEXT_TASK
+    children.exit_with(owner)
     os.environ.setdefault("RAYON_NUM_THREADS", str(threads))  # tokenizers' thread pool per worker
     _NEXT_TASK = next_task
 
@@ -569,7 +572,7 @@ def _run_tasks(tasks: list[ShardTask], cfg: DataConfig, progress: Progress) -> l
     counters = ctx.Array("d", 2)
     next_task = ctx.Value("i", 0)
     threads = max(1, (os.cpu_count() or 1) // workers)
-    with ctx.Pool(workers - 1, initializer=_worker_init, initargs=(counters, next_task, threads)) as pool:
+    with ctx.Pool(workers - 1, initializer=_worker_init, initargs=(os.getpid(), counters, next_task, threads)) as pool:
         helpers = [pool.apply_async(_claim_and_run, (tasks,)) for _ in range(workers - 1)]
 
         def check_helpers() -> None:

@@ -129,6 +129,7 @@ def read_squad_examples(input_file: str, is_training: bool, version_2_with_negat
     data = _field(storage.read_json(input_file), "data", list, input_file, "the file")
     examples: list[SquadExample] = []
     skipped = 0
+    first: dict[str, str] = {}  # qas_id -> where it is: predictions are keyed by it, so it must be unique
     for a, article in enumerate(data):
         for p, paragraph in enumerate(_field(article, "paragraphs", list, input_file, f"data[{a}]")):
             where = f"data[{a}].paragraphs[{p}]"
@@ -137,6 +138,10 @@ def read_squad_examples(input_file: str, is_training: bool, version_2_with_negat
             for q, qa in enumerate(_field(paragraph, "qas", list, input_file, where)):
                 qwhere = f"{where}.qas[{q}]"
                 qas_id = str(_field(qa, "id", (str, int), input_file, qwhere))  # type: ignore[arg-type]
+                if qas_id in first:
+                    raise UserError(f"{input_file}: question id {qas_id!r} is used twice ({first[qas_id]} and "
+                                    f"{qwhere}): predictions are keyed by id, so ids must be unique")
+                first[qas_id] = qwhere
                 question = _field(qa, "question", str, input_file, qwhere)
                 example = SquadExample(qas_id, question, doc_tokens)
                 if is_training:
@@ -397,6 +402,9 @@ def compute_predictions(examples: Sequence[SquadExample], features: Sequence[Squ
             if feature.unique_id not in logits:
                 raise UserError(f"no model output for feature {feature.unique_id} (question {example.qas_id!r})")
             start_logits, end_logits = logits[feature.unique_id]
+            if math.isnan(sum(start_logits) + sum(end_logits)):
+                raise UserError(f"the model's logits for question {example.qas_id!r} are not finite: did training "
+                                f"diverge? (see its loss; a lower --learning_rate, or --dtype=fp32)")
             if version_2_with_negative:
                 score = start_logits[0] + end_logits[0]
                 if score < null_score:
