@@ -155,8 +155,16 @@ def test_a_live_lease_is_kept_alive_by_its_heartbeat(output, monkeypatch):
 # --------------------------------------------------------------------------------------------------
 # Races for a stale lease: exactly one winner
 # --------------------------------------------------------------------------------------------------
-def test_runs_racing_for_a_stale_lease_exactly_one_wins(output):
+def test_runs_racing_for_a_stale_lease_exactly_one_wins(output, monkeypatch):
     _plant(output, heartbeat_age=60, timeout=2)
+    read_version = storage.read_version
+
+    def slow_read(path):  # every racer reads the stale record before any of them writes
+        found = read_version(path)
+        time.sleep(0.3)
+        return found
+
+    monkeypatch.setattr(storage, "read_version", slow_read)
     n = 6
     start, results, done = threading.Barrier(n), [], threading.Condition()
 
@@ -166,6 +174,7 @@ def test_runs_racing_for_a_stale_lease_exactly_one_wins(output):
             with lease.hold(output, "pretrain"):
                 with done:
                     results.append("won")
+                    done.notify_all()
                     done.wait_for(lambda: len(results) == n, timeout=60)  # hold it until all others tried
         except lease.LeaseHeld as err:
             assert "in use by bert pretrain" in str(err)
