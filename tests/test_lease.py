@@ -266,3 +266,43 @@ def test_the_staleness_timeout_is_checked(monkeypatch):
     monkeypatch.setenv("BERT_LEASE_TIMEOUT", "soon")
     with pytest.raises(UserError, match="BERT_LEASE_TIMEOUT=soon: expected a number of seconds above 0"):
         lease.timeout()
+
+
+# Each rank writes what it was told to rank<N>.txt (and exits 0, so horovodrun lets every rank finish).
+RANK = """
+import os, sys
+from bert_core import lease
+rank = os.environ["HOROVOD_RANK"]
+try:
+    with lease.hold(sys.argv[1], "pretrain", ranks="horovod"):
+        said = "held"
+except lease.LeaseHeld as err:
+    said = str(err)
+open(os.path.join(sys.argv[2], f"rank{rank}.txt"), "w").write(said)
+"""
+
+
+@pytest.mark.slow
+def test_every_rank_learns_of_a_refusal_under_horovodrun(tmp_path):
+    from tests.tiny_bert import BIN, launcher_env
+
+    horovodrun = shutil.which("horovodrun", path=str(BIN)) or shutil.which("horovodrun")
+    if horovodrun is None:
+        pytest.skip("horovodrun not installed")
+    out = tmp_path / "model"
+    holder = _holder(str(out), "finetune")
+    try:
+        proc = subprocess.run([horovodrun, "-np", "2", "-H", "localhost:2", "--gloo", sys.executable, "-c", RANK,
+                               str(out), str(tmp_path)],
+                              capture_output=True, text=True, env=launcher_env(), cwd=ROOT, timeout=300)
+    finally:
+        _release(holder)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    for rank in (0, 1):
+        said = (tmp_path / f"rank{rank}.txt").read_text()
+        assert f"in use by bert finetune (pid {holder.pid} " in said, said
+    proc = subprocess.run([horovodrun, "-np", "2", "-H", "localhost:2", "--gloo", sys.executable, "-c", RANK,
+                           str(out), str(tmp_path)], capture_output=True, text=True, env=launcher_env(), cwd=ROOT,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert [(tmp_path / f"rank{r}.txt").read_text() for r in (0, 1)] == ["held", "held"]
