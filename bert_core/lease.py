@@ -102,6 +102,8 @@ def hold(output: str, command: str, ranks=None):
     finally:
         if lease is not None:
             lease.release()
+    if lease is not None and lease.lost:  # found by the heartbeat with no main thread to interrupt
+        raise LeaseLost(lease.lost)
 
 
 def _ranks(ranks):
@@ -200,7 +202,7 @@ class _Lease:
 
         _HELD.add(self.record["token"])
         try:
-            self._update(decide)
+            self._update(decide, create=True)
         except BaseException:
             _HELD.discard(self.record["token"])
             raise
@@ -251,11 +253,13 @@ class _Lease:
     # One compare-and-swap of the record: `decide(found record or None)` returns the record to write,
     # _KEEP or _DELETE, or raises.
 
-    def _update(self, decide) -> None:
+    def _update(self, decide, create: bool = False) -> None:
         if storage.is_remote(self.path):
             self._update_object(decide)
-        else:
+        elif create or os.path.exists(self.path):
             self._update_file(decide)
+        else:
+            decide(None)  # the file is gone (removed by hand): decided on as found, never recreated
 
     def _update_object(self, decide) -> None:
         while True:
