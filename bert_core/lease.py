@@ -18,7 +18,7 @@ Every change is a compare-and-swap, so of two runs racing for a free or stale le
   to create) and deleted with it (`storage.remove_version`).
 
 The heartbeat thread that finds its lease taken over (its run was stale, e.g. stopped for longer than
-the timeout) says so on stderr and interrupts the run's main thread, which ends with `LeaseLost`.
+the timeout) interrupts the run's main thread, which ends with `LeaseLost` (one line, exit 2).
 See docs/training.md, "What a run owns".
 """
 
@@ -242,8 +242,7 @@ class _Lease:
             try:
                 self.renew()
             except LeaseLost as err:
-                self.lost = str(err)
-                print(f"bert: error: {err}", file=sys.stderr, flush=True)
+                self.lost = str(err)  # raised as LeaseLost where the run leaves the block
                 if self._interrupt:
                     _thread.interrupt_main()
                 return
