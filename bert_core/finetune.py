@@ -35,7 +35,7 @@ import time
 
 import numpy as np
 
-from bert_core import events, layout, storage
+from bert_core import events, layout, lease, storage
 from bert_core.config import BertConfig, FinetuneConfig
 from bert_core.errors import UserError
 from bert_core.evaluation import write_eval_results
@@ -480,5 +480,6 @@ def run_finetune(cfg: FinetuneConfig) -> FinetuneRun:
 
 
 def finetune_main(cfg: FinetuneConfig) -> int:
-    run_finetune(cfg)
+    with lease.hold(cfg.output_dir, "finetune", ranks="horovod"):  # no other run writes output_dir meanwhile
+        run_finetune(cfg)
     return 0

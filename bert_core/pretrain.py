@@ -27,7 +27,7 @@ import os
 import re
 import time
 
-from bert_core import events, layout, storage
+from bert_core import events, layout, lease, storage
 from bert_core.config import PretrainConfig
 from bert_core.data import manifest
 from bert_core.errors import UserError
@@ -189,6 +189,11 @@ def pretraining_loss_fn(outputs, features, ops):
 # The command
 # --------------------------------------------------------------------------------------------------
 def pretrain_main(cfg: PretrainConfig) -> int:
+    with lease.hold(cfg.output_dir, "pretrain", ranks="horovod"):  # no other run writes output_dir meanwhile
+        return _pretrain(cfg)
+
+
+def _pretrain(cfg: PretrainConfig) -> int:
     files = input_files(cfg.input_file)
     manifest.check_files(files, cfg.vocab_file)  # membership, sizes, vocab sha256 against data_manifest.json
     if cfg.vocab_file:

@@ -54,6 +54,11 @@ class AlreadyExists(FileExistsError):
     """An `exclusive=True` write found the target already there (another writer won)."""
 
 
+class VersionChanged(Exception):
+    """A conditional write or delete (`write_version`, `remove_version`) found another version of the
+    object than the one it named, or none (another writer came first)."""
+
+
 class StorageUnavailable(UserError):
     """Object storage kept failing with transient errors until the retry deadline passed."""
 
@@ -339,6 +344,36 @@ def remove(path: str) -> bool:
         return False
 
 
+def read_version(path: str) -> tuple[bytes | None, int | str | None]:
+    """Object storage: (bytes, version) of one object read in one request, or (None, None) if there is
+    none. The version is what `write_version` and `remove_version` take (see `FileInfo.generation`)."""
+    return _store(_remote(path)).read_version(path)
+
+
+def write_version(path: str, data: bytes, if_version: int | str | None) -> int | str:
+    """Object storage: write `data` to `path` only if the object is at version `if_version` (None: only
+    if there is no object), decided by the store in the one request (gs: `ifGenerationMatch`; S3:
+    `If-Match: <ETag>`, or `If-None-Match: *` to create). Returns the new version; raises
+    `VersionChanged` if the object is at another version or gone. A compare-and-swap for small
+    records (a run's lease, bert_core.lease)."""
+    try:
+        return _store(_remote(path)).upload(path, data=bytes(data), exclusive=if_version is None,
+                                            if_version=if_version)
+    except AlreadyExists:
+        raise VersionChanged(f"{path}: already exists") from None
+
+
+def remove_version(path: str, version: int | str) -> bool:
+    """Object storage: delete `path` only if it is still at `version`; True if it was deleted."""
+    return _store(_remote(path)).delete(path, if_version=version)
+
+
+def _remote(path: str) -> str:
+    if not is_remote(path):
+        raise ValueError(f"{path}: versions are an object storage notion")
+    return path
+
+
 def remove_stale_temporaries(directory: str) -> int:
     """Delete `.name.*.tmp` files a killed writer left behind; returns how many.
 
@@ -485,9 +520,10 @@ def is_complete(path: str) -> bool:
 # Object storage, written once over the primitives of a store module (storage_gcs, storage_s3):
 #   stat(path) -> FileInfo                 object_exists(path) -> bool
 #   bucket_exists(path, strict) -> bool    list_objects(path, prefix, max_results=None) -> [FileInfo]
-#   upload(path, data=|filename=, exclusive=False)
+#   upload(path, data=|filename=, exclusive=False, if_version=None) -> the new version
 #   download(info, local_path)             read_range(info, start, n) -> bytes   (the version in info)
-#   read_bytes(path) -> bytes              server_copy(src_info, dst)            delete(path) -> bool
+#   read_bytes(path) -> bytes              read_version(path) -> (bytes, version) | (None, None)
+#   server_copy(src_info, dst)             delete(path, if_version=None) -> bool
 
 _RETRY_DEADLINE_S = 120.0
 

@@ -18,7 +18,7 @@ import warnings
 
 from bert_core import storage
 from bert_core.errors import UserError
-from bert_core.storage import AlreadyExists, FileInfo, StorageUnavailable
+from bert_core.storage import AlreadyExists, FileInfo, StorageUnavailable, VersionChanged
 
 _state = threading.local()
 _creds_lock = threading.Lock()
@@ -193,22 +193,34 @@ def list_objects(path: str, prefix: str, max_results: int | None = None) -> list
     return [_info(storage.url(path, b.name), b) for b in _call(path, run, missing="bucket")]
 
 
-def upload(path: str, *, data: bytes | None = None, filename: str | None = None, exclusive: bool = False) -> None:
-    """One upload to the final name: the object appears only when the upload is finalized."""
+def upload(path: str, *, data: bytes | None = None, filename: str | None = None, exclusive: bool = False,
+           if_version: int | None = None) -> int:
+    """One upload to the final name: the object appears only when the upload is finalized. Returns
+    its generation. `if_version`: replace only that generation (`ifGenerationMatch`), else
+    VersionChanged."""
+    _, api_exc, _ = _g()
     blob = _blob(path)
     blob.chunk_size = storage.upload_chunk_bytes(256 * 1024, quantum=256 * 1024)
     content_type = mimetypes.guess_type(path)[0] or "application/octet-stream"
     kwargs = {"content_type": content_type, "retry": _retry()}
     if exclusive:
         kwargs["if_generation_match"] = 0
+    elif if_version is not None:
+        kwargs["if_generation_match"] = int(if_version)
 
     def run():
-        if data is not None:
-            blob.upload_from_string(data, **kwargs)
-        else:
-            blob.upload_from_filename(filename, **kwargs)
+        try:
+            if data is not None:
+                blob.upload_from_string(data, **kwargs)
+            else:
+                blob.upload_from_filename(filename, **kwargs)
+        except (api_exc.PreconditionFailed, api_exc.NotFound):
+            if if_version is None:
+                raise
+            raise VersionChanged(f"{path}: no longer generation {if_version}") from None
 
     _call(path, run)
+    return blob.generation
 
 
 def download(info: FileInfo, local: str) -> None:
@@ -227,6 +239,20 @@ def read_bytes(path: str) -> bytes:
     return _call(path, blob.download_as_bytes, retry=_retry())
 
 
+def read_version(path: str) -> tuple[bytes | None, int | None]:
+    _, api_exc, _ = _g()
+    blob = _blob(path)
+
+    def run():
+        try:
+            return blob.download_as_bytes(retry=_retry())
+        except api_exc.NotFound:
+            return None
+
+    data = _call(path, run)
+    return (None, None) if data is None else (data, blob.generation)  # the download sets the generation it read
+
+
 def server_copy(source: FileInfo, dst: str) -> None:
     """A rewrite (handles large and cross-location objects in several calls); the destination
     appears only when the rewrite completes. (fake-gcs-server ignores preconditions on rewrite, so
@@ -240,13 +266,16 @@ def server_copy(source: FileInfo, dst: str) -> None:
             return
 
 
-def delete(path: str) -> bool:
+def delete(path: str, if_version: int | None = None) -> bool:
+    """Delete one object; True if it was there. `if_version`: only that generation
+    (`ifGenerationMatch`; fake-gcs-server ignores it, Cloud Storage honours it)."""
     _, api_exc, _ = _g()
     blob = _blob(path)
+    condition = {} if if_version is None else {"if_generation_match": int(if_version)}
     try:
-        _retry()(blob.delete)()
+        _retry()(blob.delete)(**condition)
         return True
-    except api_exc.NotFound:
+    except (api_exc.NotFound, api_exc.PreconditionFailed):
         return False
     except (api_exc.Forbidden, api_exc.Unauthorized) as err:
         raise UserError(f"{path}: permission denied ({_first_line(err)})") from None

@@ -25,7 +25,7 @@ import time
 
 from bert_core import storage
 from bert_core.errors import UserError
-from bert_core.storage import AlreadyExists, FileInfo, NoSuchBucket, StorageUnavailable
+from bert_core.storage import AlreadyExists, FileInfo, NoSuchBucket, StorageUnavailable, VersionChanged
 
 #: KFP's MinIO when no endpoint is given and the step's namespace has no `minio-service` (KFP's
 #: objectstore.DefaultMinioEndpointInMultiUserMode; KFP talks to it without TLS).
@@ -259,20 +259,32 @@ def list_objects(path: str, prefix: str, max_results: int | None = None) -> list
     return _call(path, run, missing="bucket")
 
 
-def upload(path: str, *, data: bytes | None = None, filename: str | None = None, exclusive: bool = False) -> None:
+def upload(path: str, *, data: bytes | None = None, filename: str | None = None, exclusive: bool = False,
+           if_version: str | None = None) -> str:
     """One PutObject up to the part size, else one multipart upload: the object appears only when it
-    completes. `exclusive`: `If-None-Match: *` on the request that creates the object."""
+    completes; returns its ETag. `exclusive`: `If-None-Match: *` on the request that creates the
+    object. `if_version`: replace only the object with that ETag (`If-Match`, one PutObject), else
+    VersionChanged."""
     bucket, key = storage.split_object(path)
     client = _client(path)
-    condition = {"IfNoneMatch": "*"} if exclusive else {}
+    condition = {"IfNoneMatch": "*"} if exclusive else {"IfMatch": f'"{if_version}"'} if if_version else {}
     content_type = mimetypes.guess_type(path)[0] or "application/octet-stream"
     total = len(data) if data is not None else os.path.getsize(filename)
     part = max(storage.upload_chunk_bytes(_MIN_PART), -(-total // _MAX_PARTS))
-    if total <= part:
+    if total <= part or if_version:
         body = data if data is not None else _read_file(filename)
-        _call(path, lambda: client.put_object(Bucket=bucket, Key=key, Body=body, ContentType=content_type,
-                                              **condition))
-        return
+
+        def put():
+            from botocore import exceptions as bx
+
+            try:
+                return client.put_object(Bucket=bucket, Key=key, Body=body, ContentType=content_type, **condition)
+            except bx.ClientError as err:  # 412: another ETag; 404: gone
+                if if_version and _error(err)[0] in (404, 412):
+                    raise VersionChanged(f'{path}: no longer ETag "{if_version}"') from None
+                raise
+
+        return _etag(_call(path, put)["ETag"])
     upload_id = _call(path, lambda: client.create_multipart_upload(
         Bucket=bucket, Key=key, ContentType=content_type))["UploadId"]
     try:
@@ -282,8 +294,8 @@ def upload(path: str, *, data: bytes | None = None, filename: str | None = None,
             etag = _call(path, lambda: client.upload_part(Bucket=bucket, Key=key, UploadId=upload_id,
                                                           PartNumber=number, Body=chunk))["ETag"]
             parts.append({"ETag": etag, "PartNumber": number})
-        _call(path, lambda: client.complete_multipart_upload(
-            Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}, **condition))
+        return _etag(_call(path, lambda: client.complete_multipart_upload(
+            Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}, **condition))["ETag"])
     except BaseException:
         try:  # parts of an aborted upload are dropped; a killed writer's expire by bucket lifecycle
             client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
@@ -323,6 +335,23 @@ def read_bytes(path: str) -> bytes:
     return _call(path, lambda: _client(path).get_object(Bucket=bucket, Key=key)["Body"].read())
 
 
+def read_version(path: str) -> tuple[bytes | None, str | None]:
+    from botocore import exceptions as bx
+
+    bucket, key = storage.split_object(path)
+
+    def get():
+        try:
+            got = _client(path).get_object(Bucket=bucket, Key=key)
+        except bx.ClientError as err:
+            if _error(err)[1] == "NoSuchKey":
+                return None, None
+            raise
+        return got["Body"].read(), _etag(got["ETag"])
+
+    return _call(path, get)
+
+
 def server_copy(source: FileInfo, dst: str) -> None:
     """CopyObject of the version `source` names; the destination appears when the copy completes.
     Objects over 5 GiB (CopyObject's limit) go through a local temporary and a multipart upload."""
@@ -337,10 +366,25 @@ def server_copy(source: FileInfo, dst: str) -> None:
         CopySourceIfMatch=f'"{source.generation}"'), gone=_gone(source))
 
 
-def delete(path: str) -> bool:
-    """Delete one object; True if it was there (S3's DeleteObject answers the same either way)."""
+def delete(path: str, if_version: str | None = None) -> bool:
+    """Delete one object; True if it was there (S3's DeleteObject answers the same either way).
+    `if_version`: only the object with that ETag (`If-Match`: S3 and moto honour it)."""
+    from botocore import exceptions as bx
+
     bucket, key = storage.split_object(path)
-    if not object_exists(path):
-        return False
-    _call(path, lambda: _client(path).delete_object(Bucket=bucket, Key=key))
-    return True
+    if if_version is None:
+        if not object_exists(path):
+            return False
+        _call(path, lambda: _client(path).delete_object(Bucket=bucket, Key=key))
+        return True
+
+    def conditional():
+        try:
+            _client(path).delete_object(Bucket=bucket, Key=key, IfMatch=f'"{if_version}"')
+            return True
+        except bx.ClientError as err:
+            if _error(err)[0] in (404, 412):
+                return False
+            raise
+
+    return _call(path, conditional)

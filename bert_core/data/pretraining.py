@@ -48,7 +48,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 import bert_core
-from bert_core import children, events, storage
+from bert_core import children, events, lease, storage
 from bert_core.config import DataConfig
 from bert_core.data import corpus, tfrecord
 from bert_core.data.instances import InstanceMaker, InstanceStats
@@ -517,7 +517,7 @@ def _own_output_dir(out_dir: str, names: list[str]) -> tuple[int, int]:
                 foreign.append(rel)
             elif name.replace(".json", ".tfrecord") not in names:
                 old_stats.append(rel)
-        elif name == DATA_MANIFEST:
+        elif name in (DATA_MANIFEST, lease.LEASE_NAME):
             continue
         elif not _SHARD_FILE.fullmatch(name) or size not in (
                 listed.get(name), recorded(f"{STATS_DIR}/{name.replace('.tfrecord', '.json')}").get("bytes")):
@@ -605,6 +605,12 @@ def _run_tasks(tasks: list[ShardTask], cfg: DataConfig, progress: Progress) -> l
 
 def create_data_main(config: DataConfig) -> int:
     """`bert create-data`: see the module docstring. Prints progress on stderr, a summary on stdout."""
+    out = config.output_dir if config.output_file is None else storage.dirname(config.output_file) or "."
+    with lease.hold(out, "create-data", ranks=_mpi_comm()):  # no other run writes the output meanwhile
+        return _create_data(config)
+
+
+def _create_data(config: DataConfig) -> int:
     cfg = config
     t0 = time.monotonic()
     comm = _mpi_comm()
