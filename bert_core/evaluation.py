@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import csv
 import io
+import json
+import math
 import os
 
 import numpy as np
@@ -47,8 +49,27 @@ def evaluate_squad(config: EvalConfig) -> dict[str, float]:
         raise UserError(f"{config.predict_file}: not in the SQuAD format (missing or bad field {err})") from None
 
 
+def _unique_keys(pairs: list) -> dict:
+    """json object_pairs_hook: a repeated key is an error, not the last value silently kept."""
+    obj: dict = {}
+    for key, value in pairs:
+        if key in obj:
+            raise _RepeatedKey(key)
+        obj[key] = value
+    return obj
+
+
+class _RepeatedKey(Exception):
+    pass
+
+
 def _read_json_object(path: str, value_type) -> dict:
-    obj = storage.read_json(path)
+    try:
+        obj = json.loads(storage.read_text(path), object_pairs_hook=_unique_keys)
+    except json.JSONDecodeError as err:
+        raise UserError(f"{path}: not valid JSON ({err})") from None
+    except _RepeatedKey as key:
+        raise UserError(f"{path}: question {key.args[0]!r} appears more than once; one answer per question id") from None
     if not isinstance(obj, dict):
         raise UserError(f"{path}: expected a JSON object of question id -> value")
     for key, value in obj.items():
@@ -85,9 +106,12 @@ def read_glue_predictions(path: str, labels: list[str] | None) -> np.ndarray:
 
 def _number(path: str, line: int, text: str) -> float:
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         raise UserError(f"{where(path, line)}: {text!r} is not a number") from None
+    if not math.isfinite(value):  # NaN would make argmax pick class 0 (or any metric NaN) silently
+        raise UserError(f"{where(path, line)}: {text!r} is not a finite number")
+    return value
 
 
 def evaluate_glue(config: EvalConfig) -> dict[str, float]:

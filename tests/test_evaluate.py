@@ -118,6 +118,24 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path):
                                              prediction_json=bad, output_dir="o"))
 
 
+def test_nan_probabilities_and_repeated_question_ids_are_one_line(tmp_path):
+    """float('nan') parses, and np.argmax of a row with NaN is silently its first NaN; json.load keeps
+    the last of two values for one key. Both would score wrong predictions without a word."""
+    data_dir = _mrpc(tmp_path)
+    (tmp_path / "nan.tsv").write_text("0.1\t0.9\nnan\t0.2\n0.3\t0.7\n0.4\t0.6\n")
+    proc = run_bert("evaluate", "--task_name=mrpc", f"--data_dir={data_dir}",
+                    f"--predictions_file={tmp_path / 'nan.tsv'}", f"--output_dir={tmp_path / 'out'}")
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0, proc.stderr
+    assert "nan.tsv:2: 'nan' is not a finite number" in proc.stderr
+    gold = _write(tmp_path / "dev.json", SQUAD)
+    (tmp_path / "twice.json").write_text('{"q1": "Denver Broncos", "q3": "Santa Clara", "q1": "Denver"}')
+    proc = run_bert("evaluate", "--task_name=squad2", f"--predict_file={gold}",
+                    f"--prediction_json={tmp_path / 'twice.json'}", f"--output_dir={tmp_path / 'out'}")
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0, proc.stderr
+    assert "twice.json: question 'q1' appears more than once" in proc.stderr
+    assert not (tmp_path / "out" / "metrics.json").exists()
+
+
 def test_flags_come_from_the_config():
     args = build_parser().parse_args(["evaluate", "--task_name=squad", "--version_2_with_negative",
                                       "--predict_file=a", "--prediction_json=b", "--output_dir=o",
