@@ -45,6 +45,9 @@ ROWS = [
     ("finetune --task_name=squad --vocab_file={vocab} --do_train --output_dir={out}", 2,
      "--do_train needs --train_file"),
     (TSV + " --output_dir=gs:/bucket/out", 2, "gs:/bucket/out: unsupported storage URL (did you mean gs://bucket/out?)"),
+    ("pretrain --input_file={empty} --output_dir={out} --bert_config_file={config} --max_seq_length=16 "
+     "--max_predictions_per_seq=3 --do_train", 2,
+     "{empty}: no records"),
     ("pretrain --input_file={tmp}/absent.tfrecord --output_dir={out} --bert_config_file={config} --do_train", 2,
      "{tmp}/absent.tfrecord: no such file"),
 ]
@@ -65,11 +68,13 @@ def workspace(tmp_path_factory) -> dict[str, str]:
     (sst2 / "test.tsv").write_text("index\tsentence\n0\ta fine story\n")  # GLUE's test files have no labels
     (tmp / "preds.tsv").write_text("1\n0\n")
     (tmp / "file.txt").write_text("not a directory\n")
+    (tmp / "empty.tfrecord").write_bytes(b"")
     (tmp / "notes").mkdir()
     (tmp / "notes" / "todo.txt").write_text("keep me\n")
     return {"tmp": str(tmp), "model": str(tmp / "model"), "vocab": vocab, "config": config, "swapped": str(swapped),
             "data": str(data), "sst2": str(sst2), "preds": str(tmp / "preds.tsv"), "file": str(tmp / "file.txt"),
-            "notes": str(tmp / "notes"), "out": str(tmp / "out")}
+            "notes": str(tmp / "notes"), "out": str(tmp / "out"),
+            "empty": str(tmp / "empty.tfrecord")}
 
 
 @pytest.mark.parametrize("command, code, line", ROWS, ids=[f"{c.split()[0]}: {l}" for c, _, l in ROWS])

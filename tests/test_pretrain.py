@@ -278,6 +278,25 @@ def test_bad_token_ids_past_the_checked_sample_stop_with_one_line(tmp_path):
     assert "token id >= vocab_size=64" in line
 
 
+def test_damaged_record_past_the_checked_sample_names_the_file_and_offset(tmp_path):
+    d = tmp_path / "data"
+    d.mkdir()
+    write_records(d / "train-0.tfrecord", 64, seed=0)
+    damaged = write_records(d / "train-1.tfrecord", 64, seed=1)
+    data = bytearray(pathlib.Path(damaged).read_bytes())
+    record = len(data) // 64  # every record has the same length here
+    data[40 * record + 20] ^= 0xFF  # inside record 40's data: its checksum no longer matches
+    pathlib.Path(damaged).write_bytes(bytes(data))
+    (d / "bert_config.json").write_text(json.dumps(tiny_config()))
+    args = flags(d, tmp_path / "out", "--do_train", "--num_train_steps=40", "--check_records=4")
+    line = one_line_error(run_bert("pretrain", *args, env=QUIET))
+    assert f"{damaged}: record 40 (byte offset {40 * record}): truncated or corrupt record" in line
+    assert "--skip_damaged_records" in line
+    proc = run_bert("pretrain", *args, "--skip_damaged_records", env=QUIET)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "out" / "ckpt-40").is_dir()
+
+
 def test_vocab_larger_than_the_model_is_refused(data, tmp_path):
     vocab = tmp_path / "vocab.txt"
     vocab.write_text("".join(f"tok{i}\n" for i in range(VOCAB + 10)))
