@@ -213,6 +213,7 @@ def pretraining_loss_fn(outputs, features, ops):
 # The command
 # --------------------------------------------------------------------------------------------------
 def pretrain_main(cfg: PretrainConfig) -> int:
+    layout.check_output_dir(cfg.output_dir)
     files = input_files(cfg.input_file)
     manifest.check_files(files, cfg.vocab_file)  # membership, sizes, vocab sha256 against data_manifest.json
     if cfg.vocab_file:

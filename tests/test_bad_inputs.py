@@ -36,6 +36,14 @@ ROWS = [
     # --output_dir that is a file
     (TSV + " --output_dir={file}", 2, "--output_dir={file} is a file"),
     (SST2 + " --output_dir={file}", 2, "--output_dir={file} is a file"),
+    ("pretrain --input_file={empty} --output_dir={file} --bert_config_file={config} --do_train", 2,
+     "--output_dir={file} is a file"),
+    # --output_file that is a directory, or under a file
+    ("learn-vocab --input_file={corpus} --output_file={notes}", 2, "--output_file={notes} is a directory"),
+    ("learn-vocab --input_file={corpus} --output_file={file}/vocab.txt", 2,
+     "--output_file={file}/vocab.txt: {file} is a file, not a directory"),
+    ("extract-features --input_file={corpus} --vocab_file={vocab} --bert_config_file={config} --output_file={notes}",
+     2, "--output_file={notes} is a directory"),
     # evaluate
     (SST2 + " --eval_split=test --output_dir={tmp}/ev", 2,
      "{sst2}/test.tsv: the test split has no labels to evaluate against"),
@@ -69,12 +77,13 @@ def workspace(tmp_path_factory) -> dict[str, str]:
     (tmp / "preds.tsv").write_text("1\n0\n")
     (tmp / "file.txt").write_text("not a directory\n")
     (tmp / "empty.tfrecord").write_bytes(b"")
+    (tmp / "corpus.txt").write_text("a good movie .\nthe plot is bad .\n")
     (tmp / "notes").mkdir()
     (tmp / "notes" / "todo.txt").write_text("keep me\n")
     return {"tmp": str(tmp), "model": str(tmp / "model"), "vocab": vocab, "config": config, "swapped": str(swapped),
             "data": str(data), "sst2": str(sst2), "preds": str(tmp / "preds.tsv"), "file": str(tmp / "file.txt"),
             "notes": str(tmp / "notes"), "out": str(tmp / "out"),
-            "empty": str(tmp / "empty.tfrecord")}
+            "empty": str(tmp / "empty.tfrecord"), "corpus": str(tmp / "corpus.txt")}
 
 
 @pytest.mark.parametrize("command, code, line", ROWS, ids=[f"{c.split()[0]}: {l}" for c, _, l in ROWS])
