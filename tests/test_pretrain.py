@@ -185,6 +185,41 @@ def test_mixed_precision_bert_stays_finite(data, tmp_path, dtype):
     assert all(np.isfinite(losses)) and losses[-1] < losses[0]
 
 
+def _truncate(path: pathlib.Path) -> str:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    return str(path)
+
+
+def test_a_truncated_checkpoint_is_one_line_naming_the_file(data, tmp_path):
+    out = tmp_path / "out"
+    run_bert("pretrain", *flags(data, out, "--do_train", "--num_train_steps=2"), env=QUIET, check=True)
+    saved = out / "ckpt-2"
+    pristine = {p.name: p.read_bytes() for p in saved.iterdir()}
+    for name in ("model.ckpt-2.data-00000-of-00001", "state.data-00000-of-00001"):  # resuming: weights, state
+        damaged = _truncate(saved / name)
+        line = one_line_error(run_bert("pretrain", *flags(data, out, "--do_train", "--num_train_steps=4"), env=QUIET))
+        assert f"{damaged}: truncated or damaged" in line and f"remove {saved} and rerun" in line
+        (saved / name).write_bytes(pristine[name])
+    damaged = _truncate(saved / "model.ckpt-2.data-00000-of-00001")  # as the weights a new run starts from
+    line = one_line_error(run_bert("pretrain", *flags(data, tmp_path / "new", "--do_train", "--num_train_steps=2",
+                                                      f"--init_checkpoint={saved}/model.ckpt-2"), env=QUIET))
+    assert f"{damaged}: truncated or damaged" in line and "copy the checkpoint again" in line
+
+
+def test_resuming_fp32_as_fp16_is_one_line_and_bf16_resumes(data, tmp_path):
+    out = tmp_path / "out"
+    run_bert("pretrain", *flags(data, out, "--do_train", "--num_train_steps=2"), env=QUIET, check=True)
+    line = one_line_error(run_bert("pretrain", *flags(data, out, "--do_train", "--num_train_steps=4",
+                                                      "--dtype=fp16"), env=QUIET))
+    assert f"{out}/ckpt-2: its optimizer state does not fit this run's (--dtype=fp16" in line
+    assert f"--init_checkpoint={out}/ckpt-2/model.ckpt-2" in line
+    run_bert("pretrain", *flags(data, tmp_path / "fp16", "--do_train", "--num_train_steps=2", "--dtype=fp16",
+                                f"--init_checkpoint={out}/ckpt-2/model.ckpt-2"), env=QUIET, check=True)
+    run_bert("pretrain", *flags(data, out, "--do_train", "--num_train_steps=4", "--dtype=bf16"), env=QUIET,
+             check=True)
+    assert (out / "ckpt-4").is_dir()
+
+
 def test_output_dir_is_a_self_contained_model_dir_and_progress_comes_as_events(data, tmp_path):
     """bert_config.json and vocab.txt beside the checkpoints, as the pipeline's Model; every log step
     a `step` event, the files a `wrote` event, on the events side channel."""
