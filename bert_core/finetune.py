@@ -232,7 +232,7 @@ class ClassifierAdapter:
         results: dict = {}
         preds_by_split = {}
         for split in self.task.dev_splits:
-            examples, f, logits = self._run(model, split, dist, self.cfg.eval_batch_size, labelled=True)
+            _, f, logits = self._run(model, split, dist, self.cfg.eval_batch_size, labelled=True)
             if self.task.is_regression:
                 preds = logits[:, 0].astype(np.float64)
                 loss = float(np.mean((preds - f.label_ids) ** 2))
