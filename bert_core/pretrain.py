@@ -58,9 +58,11 @@ def input_files(spec: str) -> list[str]:
 
 
 def check_records(files: list[str], max_seq_length: int, max_predictions_per_seq: int, vocab_size: int,
-                  limit: int) -> int:
+                  limit: int, skip_damaged: bool = False) -> int:
     """Read up to `limit` records of every file (local or gs://, through bert_core.storage: only the
-    first records are fetched); raise one UserError line at the first problem."""
+    first records are fetched); raise one UserError line at the first problem. With `skip_damaged`, a
+    damaged record (framing, checksums, gzip) ends its file's check with a line, as training skips the
+    rest of that file."""
     import itertools
 
     import numpy as np
@@ -96,6 +98,9 @@ def check_records(files: list[str], max_seq_length: int, max_predictions_per_seq
                                         f"vocab.txt than the model's config")
                 checked += 1
         except (ValueError, OSError, EOFError, DecodeError) as err:  # framing, checksums, gzip, protobuf
+            if skip_damaged and not isinstance(err, DecodeError):
+                print(f"{str(err).splitlines()[0]}: skipping the rest of {path} (--skip_damaged_records)", flush=True)
+                continue
             raise UserError(f"{path}: not a readable TFRecord file ({str(err).splitlines()[0]})") from None
     return checked
 
@@ -238,7 +243,7 @@ def pretrain_main(cfg: PretrainConfig) -> int:
         problem = None
         try:
             check_records(files[dist.rank::dist.size], cfg.max_seq_length, cfg.max_predictions_per_seq,
-                          bert_config.vocab_size, cfg.check_records)
+                          bert_config.vocab_size, cfg.check_records, cfg.skip_damaged_records)
         except UserError as err:
             problem = err
         if dist.size > 1:

@@ -330,6 +330,11 @@ def test_damaged_record_past_the_checked_sample_names_the_file_and_offset(tmp_pa
     proc = run_bert("pretrain", *args, "--skip_damaged_records", env=QUIET)
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "out" / "ckpt-40").is_dir()
+    args = flags(d, tmp_path / "checked", "--do_train", "--num_train_steps=10")  # damage among the checked records
+    assert f"{damaged}: not a readable TFRecord file" in one_line_error(run_bert("pretrain", *args, env=QUIET))
+    proc = run_bert("pretrain", *args, "--skip_damaged_records", env=QUIET)
+    assert proc.returncode == 0, proc.stderr
+    assert f"{damaged}: record 40 (byte offset {40 * record}): truncated or corrupt record: skipping" in proc.stdout
 
 
 def test_vocab_larger_than_the_model_is_refused(data, tmp_path):
