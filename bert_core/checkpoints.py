@@ -159,6 +159,10 @@ def resolve_checkpoint_path(path: str) -> str:
     return path
 
 
+# What TensorFlow's checkpoint reader raises for a truncated or corrupt .data file.
+DAMAGE_ERRORS = (IndexError, tf.errors.DataLossError)
+
+
 def read_google_checkpoint(path: str) -> tuple[str, dict[str, np.ndarray]]:
     """prefix, {name: array} for every variable in a TF checkpoint (name-based, TF1 or SaveV2)."""
     prefix = resolve_checkpoint_path(path)
@@ -166,7 +170,28 @@ def read_google_checkpoint(path: str) -> tuple[str, dict[str, np.ndarray]]:
         reader = tf.train.load_checkpoint(prefix)
     except (tf.errors.OpError, ValueError) as err:
         raise UserError(f"{prefix}: not a readable TF checkpoint ({str(err).splitlines()[0]})") from None
-    return prefix, {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()}
+    try:
+        return prefix, {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()}
+    except DAMAGE_ERRORS as err:
+        raise DamagedCheckpoint(prefix, err, "copy the checkpoint again, whole") from None
+
+
+class DamagedCheckpoint(UserError):
+    """A checkpoint whose files are there but do not read whole (a truncated copy, a full disk)."""
+
+    def __init__(self, prefix: str, err: Exception, todo: str):
+        files = ", ".join(sorted(tf.io.gfile.glob(prefix + ".data-*"))) or prefix
+        super().__init__(f"{files}: truncated or damaged ({str(err).splitlines()[0]}); {todo}")
+
+
+def check_whole(prefix: str, todo: str) -> None:
+    """Read every tensor of a TF checkpoint; DamagedCheckpoint (with what to do) if one does not read."""
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+        for name in reader.get_variable_to_shape_map():
+            reader.get_tensor(name)
+    except DAMAGE_ERRORS as err:
+        raise DamagedCheckpoint(prefix, err, todo) from None
 
 
 def load_google_checkpoint(model, path: str, strict: bool = True) -> LoadReport:

@@ -245,6 +245,8 @@ class PretrainConfig(StageConfig):
     shuffle_buffer_size: int = Field(100, ge=1, description="Records shuffled together (per rank)")
     check_records: int = Field(1000, ge=0, description="Records per input file checked before training (token "
                                                        "ids < vocab_size, lengths); 0 skips the check")
+    skip_damaged_records: bool = Field(False, description="At a damaged record (truncated, bad checksum) warn and go "
+                                                          "on with the next file instead of stopping")
 
     @model_validator(mode="after")
     def _check(self) -> "PretrainConfig":

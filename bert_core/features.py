@@ -22,7 +22,7 @@ import json
 
 import numpy as np
 
-from bert_core import storage
+from bert_core import layout, storage
 from bert_core.config import FeaturesConfig
 from bert_core.errors import UserError, where
 
@@ -82,6 +82,7 @@ def extract_features_main(cfg: FeaturesConfig) -> int:
     from bert_core.finetune import resolve_config
     from bert_core.tokenization import FullTokenizer, load_vocab
 
+    layout.check_output_file("--output_file", cfg.output_file)
     vocab = load_vocab(cfg.vocab_file)
     inputs = read_inputs(cfg.input_file)
     bert_config = resolve_config(cfg.model, cfg.bert_config_file, cfg.init_checkpoint, len(vocab))

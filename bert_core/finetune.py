@@ -141,6 +141,7 @@ class ClassifierAdapter:
         self.tokenizer = tokenizer
         self.tokenize_batch = tokenize_batch
         self._train_examples = None
+        self._split_examples: dict[str, list] = {}
 
     @property
     def kind(self) -> str:
@@ -148,6 +149,33 @@ class ClassifierAdapter:
 
     def examples(self, split: str):
         return self.task.get_examples(self.cfg.data_dir, split)
+
+    def split_examples(self, split: str, labelled: bool = False):
+        """A dev or test split's examples, read once: one line if it has none, or no labels where
+        `labelled` (evaluation needs them)."""
+        if split not in self._split_examples:
+            self._split_examples[split] = self.examples(split)
+        examples = self._split_examples[split]
+        if not examples:
+            raise UserError(f"{self.task.path(self.cfg.data_dir, split)}: no examples")
+        if labelled and any(e.label is None for e in examples):
+            raise UserError(f"{self.task.path(self.cfg.data_dir, split)}: the {split} split has no labels")
+        return examples
+
+    def check_splits(self) -> None:
+        """Read every split --do_eval and --do_predict will read (a missing file, a bad row, a label
+        not of the task's, no labels to evaluate against: one line now, not after training)."""
+        if self.cfg.do_eval:
+            for split in self.task.dev_splits:
+                self.split_examples(split, labelled=True)
+        if self.cfg.do_predict:
+            for split in self._test_splits():
+                self.split_examples(split)
+
+    def _test_splits(self) -> list[str]:
+        """The first test split, and each further one whose file is there (MNLI's mismatched)."""
+        splits = list(self.task.test_splits)
+        return splits[:1] + [s for s in splits[1:] if storage.exists(self.task.path(self.cfg.data_dir, s))]
 
     def train_examples(self):
         if self._train_examples is None:
@@ -191,10 +219,8 @@ class ClassifierAdapter:
         hit = tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32), tf.cast(tf.reshape(labels, [-1]), tf.int32))
         return loss, {"accuracy": (tf.reduce_sum(tf.cast(hit, tf.float32)), tf.cast(tf.size(hit), tf.float32))}
 
-    def _run(self, model, split: str, dist, batch_size: int):
-        examples = self.examples(split)
-        if not examples:
-            raise UserError(f"{self.task.path(self.cfg.data_dir, split)}: no examples")
+    def _run(self, model, split: str, dist, batch_size: int, labelled: bool = False):
+        examples = self.split_examples(split, labelled)
         f = self.features(examples)
         arrays = {"input_ids": f.input_ids, "input_mask": f.input_mask, "segment_ids": f.segment_ids}
         logits = predict_outputs(model, arrays, ("logits",), batch_size, dist, self.cfg.xla)["logits"]
@@ -206,9 +232,7 @@ class ClassifierAdapter:
         results: dict = {}
         preds_by_split = {}
         for split in self.task.dev_splits:
-            examples, f, logits = self._run(model, split, dist, self.cfg.eval_batch_size)
-            if any(e.label is None for e in examples):
-                raise UserError(f"{self.task.path(self.cfg.data_dir, split)}: the {split} split has no labels")
+            _, f, logits = self._run(model, split, dist, self.cfg.eval_batch_size, labelled=True)
             if self.task.is_regression:
                 preds = logits[:, 0].astype(np.float64)
                 loss = float(np.mean((preds - f.label_ids) ** 2))
@@ -230,10 +254,7 @@ class ClassifierAdapter:
     def predict(self, model, dist) -> list[str]:
         """test_results.tsv (first test split; MNLI's mismatched as test_results_mismatched.tsv)."""
         written = []
-        for i, split in enumerate(self.task.test_splits):
-            path = self.task.path(self.cfg.data_dir, split)
-            if i > 0 and not storage.exists(path):
-                continue
+        for i, split in enumerate(self._test_splits()):
             examples, f, logits = self._run(model, split, dist, self.cfg.predict_batch_size)
             if self.task.is_regression:
                 lines = [f"{float(v)}\n" for v in logits[:, 0]]
@@ -262,6 +283,7 @@ class SquadAdapter:
         self.tokenizer = tokenizer
         self.version_2 = cfg.version_2_with_negative or cfg.task_name.lower() in ("squad2", "squad_v2")
         self._train = None
+        self._predict_examples = None
         self._predict = None
 
     def _features(self, examples, is_training):
@@ -296,11 +318,23 @@ class SquadAdapter:
                                      features["end_positions"])
         return loss, {"start_loss": start, "end_loss": end}
 
-    def _predictions(self, model, dist):
-        if self._predict is None:
+    def predict_examples(self):
+        """The questions of --predict_file, read once."""
+        if self._predict_examples is None:
             examples = self.squad.read_squad_examples(self.cfg.predict_file, False, self.version_2)
             if not examples:
                 raise UserError(f"{self.cfg.predict_file}: no questions")
+            self._predict_examples = examples
+        return self._predict_examples
+
+    def check_splits(self) -> None:
+        """Read --predict_file if --do_eval or --do_predict will (one line now, not after training)."""
+        if self.cfg.do_eval or self.cfg.do_predict:
+            self.predict_examples()
+
+    def _predictions(self, model, dist):
+        if self._predict is None:
+            examples = self.predict_examples()
             features = self._features(examples, False)
             arrays = self.squad.features_to_arrays(features)
             out = predict_outputs(model, arrays, ("start_logits", "end_logits"), self.cfg.predict_batch_size,
@@ -400,6 +434,7 @@ def run_finetune(cfg: FinetuneConfig) -> FinetuneRun:
     train_arrays = adapter.train_arrays() if cfg.do_train else None
     if not cfg.do_train and not cfg.is_squad:
         adapter.num_labels()
+    adapter.check_splits()  # and every split evaluation and prediction will read
 
     keras.utils.set_random_seed(cfg.seed)
     training.set_precision(cfg.dtype)

@@ -105,6 +105,18 @@ def check_output_dir(output_dir: str) -> None:
         raise UserError(f"--output_dir={output_dir} is a file; give a directory (new, or one this stage wrote)")
 
 
+def check_output_file(flag: str, path: str) -> None:
+    """One UserError line if a stage's output file (`flag`=path) is an existing directory, or its local
+    directory is a file; checked before the work, not when writing after it."""
+    from bert_core import storage
+
+    if storage.isdir(path):
+        raise UserError(f"{flag}={path} is a directory; give a file name (new, or a file to replace)")
+    parent = os.path.dirname(path)
+    if not storage.is_remote(path) and parent and os.path.exists(parent) and not os.path.isdir(parent):
+        raise UserError(f"{flag}={path}: {parent} is a file, not a directory")
+
+
 def more_test_results(split: str) -> str:
     """A further test split's predictions: MNLI's test_mismatched -> test_results_mismatched.tsv."""
     return f"test_results_{split.split('_', 1)[-1]}.tsv"

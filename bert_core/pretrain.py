@@ -23,6 +23,7 @@ hazard Google's README warns about). Every batch is checked again in the input p
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import time
@@ -57,9 +58,11 @@ def input_files(spec: str) -> list[str]:
 
 
 def check_records(files: list[str], max_seq_length: int, max_predictions_per_seq: int, vocab_size: int,
-                  limit: int) -> int:
+                  limit: int, skip_damaged: bool = False) -> int:
     """Read up to `limit` records of every file (local or gs://, through bert_core.storage: only the
-    first records are fetched); raise one UserError line at the first problem."""
+    first records are fetched); raise one UserError line at the first problem. With `skip_damaged`, a
+    damaged record (framing, checksums, gzip) ends its file's check with a line, as training skips the
+    rest of that file."""
     import itertools
 
     import numpy as np
@@ -95,6 +98,9 @@ def check_records(files: list[str], max_seq_length: int, max_predictions_per_seq
                                         f"vocab.txt than the model's config")
                 checked += 1
         except (ValueError, OSError, EOFError, DecodeError) as err:  # framing, checksums, gzip, protobuf
+            if skip_damaged and not isinstance(err, DecodeError):
+                print(f"{str(err).splitlines()[0]}: skipping the rest of {path} (--skip_damaged_records)", flush=True)
+                continue
             raise UserError(f"{path}: not a readable TFRecord file ({str(err).splitlines()[0]})") from None
     return checked
 
@@ -118,7 +124,8 @@ def _batches(files: list[str], cfg: PretrainConfig, rank: int, size: int, vocab_
 
     mine, record_shard = _rank_files(files, rank, size)
     ds = tfrecord.make_dataset(mine, cfg.max_seq_length, cfg.max_predictions_per_seq,
-                               num_parallel_reads=min(4, len(mine)) if len(mine) > 1 else None)
+                               num_parallel_reads=min(4, len(mine)) if len(mine) > 1 else None,
+                               skip_damaged=cfg.skip_damaged_records)
     if record_shard:
         ds = ds.shard(size, rank)
     if training:
@@ -145,6 +152,28 @@ def make_train_dataset(files: list[str], cfg: PretrainConfig, rank: int, size: i
 def make_eval_dataset(files: list[str], cfg: PretrainConfig, rank: int, size: int, vocab_size: int):
     """This rank's eval batches: its records once, in order, --eval_batch_size each."""
     return _batches(files, cfg, rank, size, vocab_size, training=False)
+
+
+@contextlib.contextmanager
+def input_errors(files: list[str], cfg: PretrainConfig):
+    """The input pipeline's errors that surface mid-run, in the loop's next batch, as one line each: a
+    damaged record past the checked ones (the file and the record's offset) and a token id past the vocab."""
+    import tensorflow as tf
+
+    try:
+        yield
+    except tf.errors.DataLossError as err:
+        from bert_core.data.tfrecord import find_damage
+
+        damage = find_damage(files) or f"--input_file={cfg.input_file}: {err.message.split('}}')[-1].strip()}"
+        raise UserError(f"{damage}; regenerate the file (bert create-data), or pass --skip_damaged_records to go on "
+                        f"without the rest of a damaged file") from None
+    except tf.errors.InvalidArgumentError as err:
+        found = re.search(rf"({'|'.join(layout.TOKEN_ID_FEATURES)}) holds a token id >= vocab_size=\d+", str(err))
+        if found:
+            raise UserError(f"{cfg.input_file}: a record's {found.group(0)}; the data was made with a different "
+                            f"vocab.txt than the model's config") from None
+        raise
 
 
 # --------------------------------------------------------------------------------------------------
@@ -189,6 +218,7 @@ def pretraining_loss_fn(outputs, features, ops):
 # The command
 # --------------------------------------------------------------------------------------------------
 def pretrain_main(cfg: PretrainConfig) -> int:
+    layout.check_output_dir(cfg.output_dir)
     with lease.hold(cfg.output_dir, "pretrain", ranks="horovod"):  # no other run writes output_dir meanwhile
         return _pretrain(cfg)
 
@@ -218,7 +248,7 @@ def _pretrain(cfg: PretrainConfig) -> int:
         problem = None
         try:
             check_records(files[dist.rank::dist.size], cfg.max_seq_length, cfg.max_predictions_per_seq,
-                          bert_config.vocab_size, cfg.check_records)
+                          bert_config.vocab_size, cfg.check_records, cfg.skip_damaged_records)
         except UserError as err:
             problem = err
         if dist.size > 1:
@@ -265,7 +295,7 @@ def _pretrain(cfg: PretrainConfig) -> int:
     training: dict = {}
     done: dict = {}  # what the run did with the weights: run_metrics' results
     t0 = time.time()
-    try:
+    with input_errors(files, cfg):
         if cfg.do_train:
             result = trainer.train(make_train_dataset(files, cfg, dist.rank, dist.size, bert_config.vocab_size))
             if result.global_step > (result.resumed_from or 0):  # else the checkpoint was the last step
@@ -285,12 +315,6 @@ def _pretrain(cfg: PretrainConfig) -> int:
             if dist.is_chief:
                 write_eval_results(cfg.output_dir, results, stage="pretrain")
             done["eval"] = results
-    except tf.errors.InvalidArgumentError as err:
-        found = re.search(rf"({'|'.join(layout.TOKEN_ID_FEATURES)}) holds a token id >= vocab_size=\d+", str(err))
-        if found:
-            raise UserError(f"{cfg.input_file}: a record's {found.group(0)}; the data was made with a different "
-                            f"vocab.txt than the model's config") from None
-        raise
     if dist.is_chief:
         write_run_metrics(os.path.join(cfg.output_dir, layout.PRETRAIN_METRICS), "pretrain", settings, training,
                           {"global_step": int(trainer.global_step.numpy()), **done})

@@ -32,6 +32,7 @@ host's work directory hold the newest complete one.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import glob
 import os
@@ -153,11 +154,28 @@ class RunDirectory:
             dist.barrier()
         return latest_checkpoint(self.local)
 
+    @contextlib.contextmanager
+    def reading(self, ckpt: CheckpointDir):
+        """Around reading `ckpt`: a truncated or damaged file of it is one line naming the file and
+        saying how to go on (the checkpoint before it is whole: saves are atomic)."""
+        from bert_core import checkpoints
+
+        try:
+            yield
+        except checkpoints.DAMAGE_ERRORS + (checkpoints.DamagedCheckpoint,):
+            todo = (f"remove {self.published(ckpt)} and rerun: the run resumes from the checkpoint before it "
+                    f"(or starts afresh if there is none)")
+            for prefix in (ckpt.weights, ckpt.state, ckpt.input_position(self.dist.rank)):  # which file it is
+                if glob.glob(prefix + ".index"):
+                    checkpoints.check_whole(prefix, todo)
+            raise
+
     def restore_input_position(self, ckpt: CheckpointDir, iterator) -> None:
         """This rank's tf.data position from `ckpt`; a rank the saving run did not have starts afresh."""
         prefix = ckpt.input_position(self.dist.rank)
         if os.path.exists(prefix + ".index"):
-            tf.train.Checkpoint(iterator=iterator).read(prefix).assert_existing_objects_matched()
+            with self.reading(ckpt):
+                tf.train.Checkpoint(iterator=iterator).read(prefix).assert_existing_objects_matched()
         else:
             self._log(f"rank {self.dist.rank}: {ckpt.path} has no input position for this rank (saved by "
                       f"{ckpt.metadata()['world_size']} ranks); its data starts afresh")

@@ -351,14 +351,34 @@ class Trainer:
         first = self._next(iterator)
         self._build(first)
         if latest is not None:
-            self.weights_io.restore(self.model, latest.weights)
-            self._state_checkpoint().read(latest.state).assert_existing_objects_matched()
+            with self.run_dir.reading(latest):
+                self._check_state_fits(latest)
+                self.weights_io.restore(self.model, latest.weights)
+                self._state_checkpoint().read(latest.state).assert_existing_objects_matched()
             self.log(f"resumed from {self.run_dir.published(latest)} at step {latest.step}")
         # All state exists before the first step here, so one broadcast covers it; Horovod's usual
         # "after the first step" is only for optimizers that create their slots lazily.
         if self.dist.size > 1:
             self.dist.broadcast_variables(self.model.variables + self.optimizer.variables + [self.global_step])
         return first, latest.step if latest is not None else None
+
+    def _check_state_fits(self, ckpt: CheckpointDir) -> None:
+        """One line, before reading it, if ckpt's optimizer state is not this optimizer's: saved with
+        another --optimizer_type, or across fp16 and fp32/bf16 (fp16 keeps a loss scale and its counter
+        beside the slots). Resuming is continuing one run exactly, so the run keeps its optimizer;
+        starting a new run from the checkpoint's weights is --init_checkpoint."""
+        saved = tf.train.load_checkpoint(ckpt.state)
+        shapes, dtypes = saved.get_variable_to_shape_map(), saved.get_variable_to_dtype_map()
+        was = {k: (shapes[k], dtypes[k]) for k in shapes if k.startswith("optimizer/")}
+        now = {f"optimizer/{k}/.ATTRIBUTES/VARIABLE_VALUE": (v.shape.as_list(), v.dtype.base_dtype)
+               for k, v in _keyed(self.optimizer.variables).items()}
+        if was != now:
+            published = self.run_dir.published(ckpt)
+            weights = storage.join(published, storage.basename(ckpt.weights))
+            raise UserError(f"{published}: its optimizer state does not fit this run's (--dtype={self.config.dtype}; "
+                            f"fp16 keeps a loss scale that fp32 and bf16 do not, and each --optimizer_type its own "
+                            f"slots): resume with the --dtype and --optimizer_type the run started with, or start "
+                            f"a new --output_dir with --init_checkpoint={weights}")
 
     def _update(self, iterator, batch=None) -> tuple[float, dict, tf.Tensor]:
         """One update of the weights (module docstring): `batch` (or the next one) and the rest of the
@@ -455,7 +475,8 @@ class Trainer:
         latest = self.run_dir.sync()
         if latest is None:
             return None
-        self.weights_io.restore(self.model, latest.weights)
+        with self.run_dir.reading(latest):
+            self.weights_io.restore(self.model, latest.weights)
         self.global_step.assign(latest.step)
         self.log(f"restored the weights of {self.run_dir.published(latest)} (step {latest.step})")
         return latest.step

@@ -15,7 +15,7 @@ import sys
 import time
 from typing import Iterator
 
-from bert_core import storage
+from bert_core import layout, storage
 from bert_core.config import VocabConfig
 from bert_core.data.corpus import ReadStats, expand_inputs, iter_lines
 from bert_core.errors import UserError
@@ -104,6 +104,7 @@ def coverage(vocab: dict[str, int], counts: collections.Counter[str], do_lower_c
 
 
 def learn_vocab_main(config: VocabConfig) -> int:
+    layout.check_output_file("--output_file", config.output_file)
     paths = expand_inputs(config.input_file)
     corpus = _CorpusWords(paths, config.do_lower_case, config.on_bad_utf8)
     started = time.monotonic()

@@ -36,6 +36,14 @@ ROWS = [
     # --output_dir that is a file
     (TSV + " --output_dir={file}", 2, "--output_dir={file} is a file"),
     (SST2 + " --output_dir={file}", 2, "--output_dir={file} is a file"),
+    ("pretrain --input_file={empty} --output_dir={file} --bert_config_file={config} --do_train", 2,
+     "--output_dir={file} is a file"),
+    # --output_file that is a directory, or under a file
+    ("learn-vocab --input_file={corpus} --output_file={notes}", 2, "--output_file={notes} is a directory"),
+    ("learn-vocab --input_file={corpus} --output_file={file}/vocab.txt", 2,
+     "--output_file={file}/vocab.txt: {file} is a file, not a directory"),
+    ("extract-features --input_file={corpus} --vocab_file={vocab} --bert_config_file={config} --output_file={notes}",
+     2, "--output_file={notes} is a directory"),
     # evaluate
     (SST2 + " --eval_split=test --output_dir={tmp}/ev", 2,
      "{sst2}/test.tsv: the test split has no labels to evaluate against"),
@@ -45,6 +53,9 @@ ROWS = [
     ("finetune --task_name=squad --vocab_file={vocab} --do_train --output_dir={out}", 2,
      "--do_train needs --train_file"),
     (TSV + " --output_dir=gs:/bucket/out", 2, "gs:/bucket/out: unsupported storage URL (did you mean gs://bucket/out?)"),
+    ("pretrain --input_file={empty} --output_dir={out} --bert_config_file={config} --max_seq_length=16 "
+     "--max_predictions_per_seq=3 --do_train", 2,
+     "{empty}: no records"),
     ("pretrain --input_file={tmp}/absent.tfrecord --output_dir={out} --bert_config_file={config} --do_train", 2,
      "{tmp}/absent.tfrecord: no such file"),
 ]
@@ -65,11 +76,14 @@ def workspace(tmp_path_factory) -> dict[str, str]:
     (sst2 / "test.tsv").write_text("index\tsentence\n0\ta fine story\n")  # GLUE's test files have no labels
     (tmp / "preds.tsv").write_text("1\n0\n")
     (tmp / "file.txt").write_text("not a directory\n")
+    (tmp / "empty.tfrecord").write_bytes(b"")
+    (tmp / "corpus.txt").write_text("a good movie .\nthe plot is bad .\n")
     (tmp / "notes").mkdir()
     (tmp / "notes" / "todo.txt").write_text("keep me\n")
     return {"tmp": str(tmp), "model": str(tmp / "model"), "vocab": vocab, "config": config, "swapped": str(swapped),
             "data": str(data), "sst2": str(sst2), "preds": str(tmp / "preds.tsv"), "file": str(tmp / "file.txt"),
-            "notes": str(tmp / "notes"), "out": str(tmp / "out")}
+            "notes": str(tmp / "notes"), "out": str(tmp / "out"),
+            "empty": str(tmp / "empty.tfrecord"), "corpus": str(tmp / "corpus.txt")}
 
 
 @pytest.mark.parametrize("command, code, line", ROWS, ids=[f"{c.split()[0]}: {l}" for c, _, l in ROWS])

@@ -432,3 +432,28 @@ def test_bad_input_is_one_line(tmp_path):
     line = one_line_error(run_bert("finetune", *tsv_flags(clean, tmp_path / "fresh", vocab, config, "--do_eval"),
                                    env=QUIET))
     assert "holds no checkpoint and no --init_checkpoint" in line
+
+
+def test_every_split_it_will_read_is_checked_before_training(tmp_path):
+    vocab, config = write_model_files(tmp_path / "model")
+    data = write_sentiment_tsv(tmp_path / "data", sizes=(("train", 16), ("dev", 4)))
+    with open(data / "dev.tsv", "a") as f:
+        f.write("a good movie\tmaybe\n")
+    cases = [
+        (data, ["--do_eval"], f"{data}/dev.tsv:6: label 'maybe' is not one of ['neg', 'pos']"),
+        (write_sentiment_tsv(tmp_path / "no_test", sizes=(("train", 16), ("dev", 4))), ["--do_predict"],
+         f"{tmp_path}/no_test/test.tsv"),
+    ]
+    for d, extra, expected in cases:
+        out = tmp_path / "out"
+        proc = run_bert("finetune", *tsv_flags(d, out, vocab, config, "--do_train", *extra), env=QUIET)
+        assert expected in one_line_error(proc)
+        assert "fine-tuning tsv" not in proc.stdout and not list(out.glob("ckpt-*"))
+    train = squad_file(tmp_path / "train.json")
+    out = tmp_path / "squad"
+    proc = run_bert("finetune", "--task_name=squad", f"--train_file={train}", f"--predict_file={tmp_path}/dev.json",
+                    f"--vocab_file={vocab}", f"--bert_config_file={config}", f"--output_dir={out}",
+                    "--max_seq_length=32", "--doc_stride=8", "--max_query_length=8", "--do_train", "--do_predict",
+                    env=QUIET)
+    assert f"{tmp_path}/dev.json" in one_line_error(proc)
+    assert "fine-tuning squad" not in proc.stdout and not list(out.glob("ckpt-*"))

@@ -185,6 +185,41 @@ def test_mixed_precision_bert_stays_finite(data, tmp_path, dtype):
     assert all(np.isfinite(losses)) and losses[-1] < losses[0]
 
 
+def _truncate(path: pathlib.Path) -> str:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    return str(path)
+
+
+def test_a_truncated_checkpoint_is_one_line_naming_the_file(data, tmp_path):
+    out = tmp_path / "out"
+    run_bert("pretrain", *flags(data, out, "--do_train", "--num_train_steps=2"), env=QUIET, check=True)
+    saved = out / "ckpt-2"
+    pristine = {p.name: p.read_bytes() for p in saved.iterdir()}
+    for name in ("model.ckpt-2.data-00000-of-00001", "state.data-00000-of-00001"):  # resuming: weights, state
+        damaged = _truncate(saved / name)
+        line = one_line_error(run_bert("pretrain", *flags(data, out, "--do_train", "--num_train_steps=4"), env=QUIET))
+        assert f"{damaged}: truncated or damaged" in line and f"remove {saved} and rerun" in line
+        (saved / name).write_bytes(pristine[name])
+    damaged = _truncate(saved / "model.ckpt-2.data-00000-of-00001")  # as the weights a new run starts from
+    line = one_line_error(run_bert("pretrain", *flags(data, tmp_path / "new", "--do_train", "--num_train_steps=2",
+                                                      f"--init_checkpoint={saved}/model.ckpt-2"), env=QUIET))
+    assert f"{damaged}: truncated or damaged" in line and "copy the checkpoint again" in line
+
+
+def test_resuming_fp32_as_fp16_is_one_line_and_bf16_resumes(data, tmp_path):
+    out = tmp_path / "out"
+    run_bert("pretrain", *flags(data, out, "--do_train", "--num_train_steps=2"), env=QUIET, check=True)
+    line = one_line_error(run_bert("pretrain", *flags(data, out, "--do_train", "--num_train_steps=4",
+                                                      "--dtype=fp16"), env=QUIET))
+    assert f"{out}/ckpt-2: its optimizer state does not fit this run's (--dtype=fp16" in line
+    assert f"--init_checkpoint={out}/ckpt-2/model.ckpt-2" in line
+    run_bert("pretrain", *flags(data, tmp_path / "fp16", "--do_train", "--num_train_steps=2", "--dtype=fp16",
+                                f"--init_checkpoint={out}/ckpt-2/model.ckpt-2"), env=QUIET, check=True)
+    run_bert("pretrain", *flags(data, out, "--do_train", "--num_train_steps=4", "--dtype=bf16"), env=QUIET,
+             check=True)
+    assert (out / "ckpt-4").is_dir()
+
+
 def test_output_dir_is_a_self_contained_model_dir_and_progress_comes_as_events(data, tmp_path):
     """bert_config.json and vocab.txt beside the checkpoints, as the pipeline's Model; every log step
     a `step` event, the files a `wrote` event, on the events side channel."""
@@ -276,6 +311,30 @@ def test_bad_token_ids_past_the_checked_sample_stop_with_one_line(tmp_path):
                                        "--check_records=4"), env=QUIET)
     line = one_line_error(proc)
     assert "token id >= vocab_size=64" in line
+
+
+def test_damaged_record_past_the_checked_sample_names_the_file_and_offset(tmp_path):
+    d = tmp_path / "data"
+    d.mkdir()
+    write_records(d / "train-0.tfrecord", 64, seed=0)
+    damaged = write_records(d / "train-1.tfrecord", 64, seed=1)
+    data = bytearray(pathlib.Path(damaged).read_bytes())
+    record = len(data) // 64  # every record has the same length here
+    data[40 * record + 20] ^= 0xFF  # inside record 40's data: its checksum no longer matches
+    pathlib.Path(damaged).write_bytes(bytes(data))
+    (d / "bert_config.json").write_text(json.dumps(tiny_config()))
+    args = flags(d, tmp_path / "out", "--do_train", "--num_train_steps=40", "--check_records=4")
+    line = one_line_error(run_bert("pretrain", *args, env=QUIET))
+    assert f"{damaged}: record 40 (byte offset {40 * record}): truncated or corrupt record" in line
+    assert "--skip_damaged_records" in line
+    proc = run_bert("pretrain", *args, "--skip_damaged_records", env=QUIET)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "out" / "ckpt-40").is_dir()
+    args = flags(d, tmp_path / "checked", "--do_train", "--num_train_steps=10")  # damage among the checked records
+    assert f"{damaged}: not a readable TFRecord file" in one_line_error(run_bert("pretrain", *args, env=QUIET))
+    proc = run_bert("pretrain", *args, "--skip_damaged_records", env=QUIET)
+    assert proc.returncode == 0, proc.stderr
+    assert f"{damaged}: record 40 (byte offset {40 * record}): truncated or corrupt record: skipping" in proc.stdout
 
 
 def test_vocab_larger_than_the_model_is_refused(data, tmp_path):

@@ -107,6 +107,17 @@ def test_iter_records_detects_corruption(tmp_path):
         list(tfrecord.iter_records(str(path)))
 
 
+def test_find_damage_names_the_record_and_its_offset(tmp_path):
+    good, path = tmp_path / "good.tfrecord", tmp_path / "bad.tfrecord"
+    for p in (good, path):
+        with open(p, "wb") as f:
+            tfrecord.RecordWriter(f).write_many([b"one", b"two", b"three"])
+    path.write_bytes(path.read_bytes()[:-2])  # the last record cut short, as by a killed copy
+    assert tfrecord.find_damage([str(good)]) is None
+    assert tfrecord.find_damage([str(good), str(path)]) == (
+        f"{path}: record 2 (byte offset {2 * 16 + 3 + 3}): truncated or corrupt record")
+
+
 def test_decode_example_reads_tensorflow_serialization():
     values = {"input_ids": [101, 2023, 30000, 0], "masked_lm_weights": [1.0, 0.5, 0.0],
               "next_sentence_labels": [1], "neg": [-3, 2**40], "empty": []}

@@ -82,26 +82,46 @@ class RecordWriter:
 
 def iter_records(path: str) -> Iterable[bytes]:
     """The raw records of a TFRecord file (plain or gzip; local or gs://), with both checksums verified.
-    No TensorFlow."""
+    No TensorFlow. A damaged record is a ValueError naming the file, the record's index and its byte
+    offset (in the uncompressed stream, as TensorFlow counts it)."""
     from bert_core import storage
 
     with storage.open_read(path, "rb") as raw:
         f = gzip.GzipFile(fileobj=raw, mode="rb") if raw.read(2) == _GZIP_MAGIC else raw
         raw.seek(0)
+        index = offset = 0
         while True:
             header = f.read(12)
             if not header:
                 return
+            where = f"{path}: record {index} (byte offset {offset})"
             if len(header) < 12:
-                raise ValueError(f"{path}: truncated record header")
+                raise ValueError(f"{where}: truncated record header")
             (length,), (crc,) = struct.unpack("<Q", header[:8]), struct.unpack("<I", header[8:])
             if masked_crc32c(header[:8]) != crc:
-                raise ValueError(f"{path}: corrupt record length")
+                raise ValueError(f"{where}: corrupt record length")
             data = f.read(length)
             tail = f.read(4)
             if len(data) < length or len(tail) < 4 or struct.unpack("<I", tail)[0] != masked_crc32c(data):
-                raise ValueError(f"{path}: truncated or corrupt record")
+                raise ValueError(f"{where}: truncated or corrupt record")
             yield data
+            index += 1
+            offset += 16 + length
+
+
+def find_damage(files: Sequence[str]) -> str | None:
+    """The first damaged record of `files` ("path: record N (byte offset X): what"), reading them whole
+    in order; None if every record reads. For naming the file behind TensorFlow's DataLossError, which
+    gives only an offset."""
+    import zlib
+
+    for path in files:
+        try:
+            for _ in iter_records(path):
+                pass
+        except (ValueError, OSError, EOFError, zlib.error) as err:  # framing and checksums; gzip
+            return str(err) if str(err).startswith(str(path)) else f"{path}: {err}"
+    return None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -305,7 +325,7 @@ def detect_compression(path: str) -> str:
 
 def make_dataset(files: str | Sequence[str], max_seq_length: int, max_predictions_per_seq: int,
                  compression: str = "auto", batch_size: int | None = None, drop_remainder: bool = False,
-                 int32: bool = True, num_parallel_reads: int | None = None):
+                 int32: bool = True, num_parallel_reads: int | None = None, skip_damaged: bool = False):
     """Pretraining records -> tf.data.Dataset of feature dicts. The one reader, plain or GZIP.
 
     files: a list of TFRecord paths (or one string: comma-separated paths or globs).
@@ -317,6 +337,9 @@ def make_dataset(files: str | Sequence[str], max_seq_length: int, max_prediction
     int32: cast the int64 features to int32 (what models and accelerators want), as Google's
         run_pretraining.py does; False keeps int64.
     num_parallel_reads: files read in parallel (None: sequentially, in the given order).
+    skip_damaged: at a damaged record (truncated, bad checksum) go on with the next file, TensorFlow
+        logging a warning with the offset, instead of failing with tf.errors.DataLossError. The rest
+        of that file is skipped too: past a damaged length no record boundary can be trusted.
 
     Each element is a dict of the features of bert_core.layout.PRETRAINING_RECORD, int features as
     int32 (or int64), masked_lm_weights float32.
@@ -348,6 +371,8 @@ def make_dataset(files: str | Sequence[str], max_seq_length: int, max_prediction
 
     ds = tf.data.TFRecordDataset(files, compression_type="GZIP" if compression == "gzip" else "",
                                  num_parallel_reads=num_parallel_reads)
+    if skip_damaged:
+        ds = ds.ignore_errors(log_warning=True)
     ds = ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if batch_size:
         ds = ds.batch(batch_size, drop_remainder=drop_remainder)
