@@ -44,6 +44,13 @@ ROWS = [
      "--output_file={file}/vocab.txt: {file} is a file, not a directory"),
     ("extract-features --input_file={corpus} --vocab_file={vocab} --bert_config_file={config} --output_file={notes}",
      2, "--output_file={notes} is a directory"),
+    # create-data owns its output directory: a user's file there is refused, never deleted
+    ("create-data --input_file={corpus} --vocab_file={vocab} --output_dir={notes} --max_seq_length=16", 2,
+     "--output_dir={notes}: holds todo.txt, which bert create-data did not write"),
+    ("create-data --input_file={corpus} --vocab_file={vocab} --output_dir={file} --max_seq_length=16", 2,
+     "--output_dir={file}: exists and is not a directory"),
+    ("create-data --input_file={empty} --vocab_file={vocab} --output_dir={tmp}/cd --max_seq_length=16", 2,
+     "{empty}: empty input file, expected text (one sentence a line)"),
     # evaluate
     (SST2 + " --eval_split=test --output_dir={tmp}/ev", 2,
      "{sst2}/test.tsv: the test split has no labels to evaluate against"),
