@@ -328,9 +328,23 @@ class SquadAdapter:
         return self._predict_examples
 
     def check_splits(self) -> None:
-        """Read --predict_file if --do_eval or --do_predict will (one line now, not after training)."""
+        """Read --predict_file if --do_eval or --do_predict will, and with --do_eval its gold answers
+        (one line now, not after training)."""
         if self.cfg.do_eval or self.cfg.do_predict:
             self.predict_examples()
+        if self.cfg.do_eval:
+            self._gold()
+
+    def _gold(self) -> list:
+        """--predict_file's articles, checked to be scorable (the gold answers, unique ids)."""
+        from bert_core import metrics
+
+        dataset = storage.read_json(self.cfg.predict_file)
+        try:
+            metrics.gold_answers(dataset["data"], self.version_2)
+        except (KeyError, TypeError) as err:
+            raise UserError(f"{self.cfg.predict_file}: cannot score it, no gold answers ({err})") from None
+        return dataset["data"]
 
     def _predictions(self, model, dist):
         if self._predict is None:
@@ -362,12 +376,8 @@ class SquadAdapter:
         from bert_core import metrics
 
         preds = self._predictions(model, dist)
-        dataset = storage.read_json(self.cfg.predict_file)
-        try:
-            return metrics.squad_metrics(dataset["data"], preds.predictions, version_2=self.version_2,
-                                         na_probs=preds.null_odds if self.version_2 else None)
-        except (KeyError, TypeError) as err:
-            raise UserError(f"{self.cfg.predict_file}: cannot score it, no gold answers ({err})") from None
+        return metrics.squad_metrics(self._gold(), preds.predictions, version_2=self.version_2,
+                                     na_probs=preds.null_odds if self.version_2 else None)
 
     def task_info(self) -> dict:
         return {"task_name": "squad", "version_2_with_negative": self.version_2,
