@@ -130,16 +130,23 @@ class BertConfig(BaseModel):
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
 
 
-def _known_model(name: str) -> str:
-    """A --model name is one of bert_core.presets' (a field check: it comes before any check across fields)."""
-    from bert_core import presets
+def _known_name(kind: str, name: str, lookup, names) -> str:
+    """`name` if lookup(name) accepts it, else the field's one ValueError listing `names()` (a field
+    check: it comes before any check across fields)."""
     from bert_core.errors import UserError
 
     try:
-        presets.preset_config(name)
+        lookup(name)
     except UserError:
-        raise ValueError(f"unknown model, expected one of {', '.join(presets.preset_names())}") from None
+        raise ValueError(f"unknown {kind}, expected one of {', '.join(names())}") from None
     return name
+
+
+def _known_model(name: str) -> str:
+    """A --model name is one of bert_core.presets'."""
+    from bert_core import presets
+
+    return _known_name("model", name, presets.preset_config, presets.preset_names)
 
 
 #: `--model`: a named shape (bert_core.presets), checked with the other fields.
@@ -300,14 +307,10 @@ SQUAD_TASKS = ("squad", "squad2", "squad_v2")
 def _known_task(name: str) -> str:
     """A --task_name is SQuAD's, tsv, or a GLUE task bert_core.data.glue knows (with its aliases)."""
     from bert_core.data import glue
-    from bert_core.errors import UserError
 
-    if name.lower() not in SQUAD_TASKS + ("tsv",):
-        try:
-            glue.get_task(name)
-        except UserError:
-            raise ValueError(f"unknown task, expected one of {', '.join(glue.TASK_NAMES + SQUAD_TASKS)}") from None
-    return name
+    if name.lower() in SQUAD_TASKS + ("tsv",):
+        return name
+    return _known_name("task", name, glue.get_task, lambda: glue.TASK_NAMES + SQUAD_TASKS)
 
 
 #: `--task_name`: a GLUE task, tsv, or squad (checked with the other fields).

@@ -451,20 +451,19 @@ def test_every_split_it_will_read_is_checked_before_training(tmp_path):
         assert "fine-tuning tsv" not in proc.stdout and not list(out.glob("ckpt-*"))
     train = squad_file(tmp_path / "train.json")
     out = tmp_path / "squad"
-    proc = run_bert("finetune", "--task_name=squad", f"--train_file={train}", f"--predict_file={tmp_path}/dev.json",
-                    f"--vocab_file={vocab}", f"--bert_config_file={config}", f"--output_dir={out}",
-                    "--max_seq_length=32", "--doc_stride=8", "--max_query_length=8", "--do_train", "--do_predict",
-                    env=QUIET)
-    assert f"{tmp_path}/dev.json" in one_line_error(proc)
-    assert "fine-tuning squad" not in proc.stdout and not list(out.glob("ckpt-*"))
+
+    def squad_line(after_training: str) -> str:
+        proc = run_bert("finetune", "--task_name=squad", f"--train_file={train}",
+                        f"--predict_file={tmp_path}/dev.json", f"--vocab_file={vocab}", f"--bert_config_file={config}",
+                        f"--output_dir={out}", "--max_seq_length=32", "--doc_stride=8", "--max_query_length=8",
+                        "--do_train", after_training, env=QUIET)
+        assert "fine-tuning squad" not in proc.stdout and not list(out.glob("ckpt-*"))
+        return one_line_error(proc)
+
+    assert f"{tmp_path}/dev.json" in squad_line("--do_predict")
     # --do_eval scores against the gold answers: a file whose answers are not a list of {"text": ...}
     # reads fine as questions (prediction ignores answers) and failed only after training
     dev = json.loads(pathlib.Path(train).read_text())
     dev["data"][0]["paragraphs"][0]["qas"][0]["answers"] = "paris"
     (tmp_path / "dev.json").write_text(json.dumps(dev))
-    proc = run_bert("finetune", "--task_name=squad", f"--train_file={train}", f"--predict_file={tmp_path}/dev.json",
-                    f"--vocab_file={vocab}", f"--bert_config_file={config}", f"--output_dir={out}",
-                    "--max_seq_length=32", "--doc_stride=8", "--max_query_length=8", "--do_train", "--do_eval",
-                    env=QUIET)
-    assert f"{tmp_path}/dev.json: cannot score it, no gold answers" in one_line_error(proc)
-    assert "fine-tuning squad" not in proc.stdout and not list(out.glob("ckpt-*"))
+    assert f"{tmp_path}/dev.json: cannot score it, no gold answers" in squad_line("--do_eval")

@@ -66,8 +66,7 @@ def _tasks_caching(server, version_id: str) -> dict[str, bool]:
 
 def test_submit_with_the_build_flags(kfp_server, capsys):
     """--mpijob, --gcs-key-secret and --image-pull-secret reach the uploaded pipeline (build_pipeline's)."""
-    from components import images
-    from components.mpijob import GCS_KEY_DIR
+    from tests.test_pipeline_compile import assert_cluster_build
 
     code, _, err = bp(capsys, "submit", "--host", kfp_server.url, "--mpijob", "--gcs-key-secret", "gcp-sa-key",
                       "--image-pull-secret", "regcred", "--image-pull-secret", "mirror")
@@ -75,17 +74,8 @@ def test_submit_with_the_build_flags(kfp_server, capsys):
     assert kfp_server.state.errors == []
     (run,) = kfp_server.state.runs.values()
     version_id = run.pipeline_version_reference.pipeline_version_id
-    spec, platform = kfp_server.state.specs[version_id], kfp_server.state.platforms[version_id]
-    executors = spec["deploymentSpec"]["executors"]
-    assert executors["exec-pretrain"]["container"]["image"] == images.image("launcher")
-    assert spec["root"]["dag"]["tasks"]["pretrain"]["inputs"]["parameters"]["launcher"] == {
-        "runtimeValue": {"constant": "mpijob"}}
-    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    for name, executor in executors.items():
-        env = {e["name"]: e["value"] for e in executor["container"].get("env", [])}
-        assert env["GOOGLE_APPLICATION_CREDENTIALS"] == f"{GCS_KEY_DIR}/key.json", name
-        assert [m["secretName"] for m in k8s[name]["secretAsVolume"]] == ["gcp-sa-key"], name
-        assert [s["secretName"] for s in k8s[name]["imagePullSecret"]] == ["regcred", "mirror"], name
+    assert_cluster_build(kfp_server.state.specs[version_id], kfp_server.state.platforms[version_id], "gcp-sa-key",
+                         ["regcred", "mirror"])
     # a submitted run keeps the data steps' cache; --no-cache turns every step's off
     assert _tasks_caching(kfp_server, version_id)["create-data"] is True
     assert bp(capsys, "submit", "--host", kfp_server.url, "--no-cache")[0] == 0

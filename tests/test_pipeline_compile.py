@@ -331,14 +331,13 @@ def test_image_pull_secrets_reach_every_step(tmp_path):
         assert [s["secretName"] for s in k8s[name]["imagePullSecret"]] == ["regcred"], name
 
 
-def test_compile_flags_reach_the_ir(tmp_path):
-    """compile's flags are build_pipeline's cluster choices: the launch step on the launcher image, a key
-    Secret, pull secrets, and no cached step (what `schedule` uploads)."""
+def assert_cluster_build(spec: dict, platform: dict, key_secret: str, pull_secrets: list[str]) -> None:
+    """The IR of a pipeline built with --mpijob, --gcs-key-secret KEY_SECRET and --image-pull-secret
+    (each of PULL_SECRETS): the launch step on the launcher image without a GPU, launcher=mpijob, and
+    the key and pull secrets on every step."""
     from components import images
     from components.mpijob import GCS_KEY_DIR
 
-    spec, platform = _compile(tmp_path, "--mpijob", "--gcs-key-secret", "gcp-sa-key", "--image-pull-secret",
-                              "regcred", "--no-cache")
     executors = spec["deploymentSpec"]["executors"]
     assert executors["exec-pretrain"]["container"]["image"] == images.image("launcher")
     assert "accelerator" not in executors["exec-pretrain"]["container"]["resources"]
@@ -349,7 +348,15 @@ def test_compile_flags_reach_the_ir(tmp_path):
         env = {e["name"]: e["value"] for e in executor["container"].get("env", [])}
         assert env["GOOGLE_APPLICATION_CREDENTIALS"] == f"{GCS_KEY_DIR}/key.json", name
         assert [(m["secretName"], m["mountPath"]) for m in k8s[name]["secretAsVolume"]] == [
-            ("gcp-sa-key", GCS_KEY_DIR)], name
-        assert [s["secretName"] for s in k8s[name]["imagePullSecret"]] == ["regcred"], name
+            (key_secret, GCS_KEY_DIR)], name
+        assert [s["secretName"] for s in k8s[name]["imagePullSecret"]] == pull_secrets, name
+
+
+def test_compile_flags_reach_the_ir(tmp_path):
+    """compile's flags are build_pipeline's cluster choices: the launch step on the launcher image, a key
+    Secret, pull secrets, and no cached step (what `schedule` uploads)."""
+    spec, platform = _compile(tmp_path, "--mpijob", "--gcs-key-secret", "gcp-sa-key", "--image-pull-secret",
+                              "regcred", "--no-cache")
+    assert_cluster_build(spec, platform, "gcp-sa-key", ["regcred"])
     tasks = spec["root"]["dag"]["tasks"]
     assert not any(task.get("cachingOptions", {}).get("enableCache") for task in tasks.values())
