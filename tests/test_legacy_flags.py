@@ -291,7 +291,7 @@ def test_googles_readme_pretraining_and_features_run(tmp_path):
     words = ["the", "cat", "sat", "on", "mat", "a", "dog", "ran", "far", "away", "."]
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + words
     (base / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    config = tiny_config(vocab_size=len(vocab), max_position_embeddings=128)
+    config = tiny_config(vocab_size=len(vocab), max_position_embeddings=128, num_hidden_layers=4)  # --layers=-1..-4
     (base / "bert_config.json").write_text(json.dumps(config))
     model = modeling.BertPretrainer(BertConfig(**config))
     model.build()
