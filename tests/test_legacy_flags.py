@@ -260,14 +260,21 @@ def test_the_forks_command_lines_build_the_config(capsys, monkeypatch, script):
         assert len(notes) == 2 and "horovodrun -np N bert finetune" in notes[0]
 
 
-def test_googles_readme_create_data_runs(tmp_path):
-    """create_pretraining_data.py's README line, run: a TFRecord Google's pretraining reads."""
-    base = tmp_path / "uncased_L-2_H-32_A-2"
+def write_model_dir_and_corpus(tmp_path) -> tuple[pathlib.Path, list[str]]:
+    """$BERT_BASE_DIR with a small vocab.txt, and ./sample_text.txt of 30 short documents."""
+    base = tmp_path / "uncased_L-4_H-32_A-2"
     base.mkdir()
-    words = ["the", "cat", "sat", "on", "mat", "a", "dog", "ran", "far", "away", "."]
-    (base / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + words) + "\n")
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "cat", "sat", "on", "mat", "a", "dog", "ran",
+             "far", "away", "."]
+    (base / "vocab.txt").write_text("\n".join(vocab) + "\n")
     (tmp_path / "sample_text.txt").write_text(
         "".join(f"The cat sat on a mat {i}.\nA dog ran far away.\nThe dog sat.\n\n" for i in range(30)))
+    return base, vocab
+
+
+def test_googles_readme_create_data_runs(tmp_path):
+    """create_pretraining_data.py's README line, run: a TFRecord Google's pretraining reads."""
+    base, _ = write_model_dir_and_corpus(tmp_path)
     out = tmp_path / "tmp"
     flags = README["create_pretraining_data.py"].replace("/tmp/", f"{out}/").replace("./", f"{tmp_path}/")
     argv = readme_argv("create_pretraining_data.py", flags, {"BERT_BASE_DIR": str(base)})
@@ -286,18 +293,12 @@ def test_googles_readme_pretraining_and_features_run(tmp_path):
     from bert_core import checkpoints, modeling
     from bert_core.config import BertConfig
 
-    base = tmp_path / "uncased_L-2_H-32_A-2"
-    base.mkdir()
-    words = ["the", "cat", "sat", "on", "mat", "a", "dog", "ran", "far", "away", "."]
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + words
-    (base / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    base, vocab = write_model_dir_and_corpus(tmp_path)
     config = tiny_config(vocab_size=len(vocab), max_position_embeddings=128, num_hidden_layers=4)  # --layers=-1..-4
     (base / "bert_config.json").write_text(json.dumps(config))
     model = modeling.BertPretrainer(BertConfig(**config))
     model.build()
     checkpoints.save_google_checkpoint(model, str(base / "bert_model.ckpt"))
-    (tmp_path / "sample_text.txt").write_text(
-        "".join(f"The cat sat on a mat {i}.\nA dog ran far away.\nThe dog sat.\n\n" for i in range(30)))
     (tmp_path / "input.txt").write_text("The cat sat.\nA dog ||| ran far away.\n")
     env = {"BERT_BASE_DIR": str(base)}
     out = tmp_path / "tmp"
