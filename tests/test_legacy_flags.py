@@ -21,8 +21,9 @@ from tests.conftest import run_bert
 from tests.tiny_bert import tiny_config
 
 # The flags the ROCm fork (github.com/ROCmSoftwarePlatform/bert, master 8ccd186) adds to Google's
-# scripts: its DEFINE_* calls, read from its source (not on PyPI). Its README (line 72) spells
-# --auto_mixed_precision as --auto_mixed_precisioin.
+# scripts: its DEFINE_* calls, read from its source (not on PyPI): create_pretraining_data.py:46,
+# run_pretraining.py:119-135, run_classifier.py:127-135, run_squad.py:163-174. Its README (line 72)
+# spells --auto_mixed_precision as --auto_mixed_precisioin.
 FORK_FLAGS = {
     "create_pretraining_data.py": ["do_whole_word_mask"],
     "run_pretraining.py": ["use_horovod", "optimizer_type", "num_report_steps", "enable_timeline",
@@ -102,6 +103,15 @@ def test_a_bad_boolean_is_one_line(capsys):
         cli.main(EXTRACT + ["--use_tpu=maybe"])
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and err == "bert: error: argument --use_tpu: expected true or false, got 'maybe'\n"
+
+
+@pytest.mark.parametrize("spelling, value", [("--do_lower_case", True), ("--do_lower_case=True", True),
+                                             ("--do_lower_case=false", False), ("--nodo_lower_case", False),
+                                             ("--do_lower_case=FALSE", False), ("--do_lower_case=1", True)])
+def test_absl_booleans_on_our_flags(capsys, spelling, value):
+    config, notes = parse(capsys, ["create-data", "--input_file=c.txt", "--output_file=o.tfrecord",
+                                   "--vocab_file=v.txt", spelling])
+    assert config.do_lower_case is value and notes == []
 
 
 # --------------------------------------------------------------------------------------------------
