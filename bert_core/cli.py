@@ -14,6 +14,7 @@ import typing
 import pydantic
 
 from bert_core import config as cfg
+from bert_core import legacy_flags
 from bert_core.errors import UserError, exit_from
 from bert_core.stages import COMMANDS, run_stage
 
@@ -83,12 +84,14 @@ def build_parser() -> argparse.ArgumentParser:
     for command in COMMANDS:
         p = sub.add_parser(command.name, help=command.help, description=command.help)
         add_config_flags(p, command.config)
+        legacy_flags.add_flags(p, command.name)  # Google's and the ROCm fork's other flags
     return parser
 
 
 def run(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    legacy_flags.apply(args.command, args)
     command = next(c for c in COMMANDS if c.name == args.command)
     return run_stage(command.name, config_from_args(command.config, args))
 

@@ -47,6 +47,14 @@ def launcher_world_size() -> int:
     return 1
 
 
+def launcher_rank() -> int:
+    """This process's rank as its launcher set it, or 0 without a launcher (no Horovod call)."""
+    for rank_var, _, _ in _LAUNCHER_ENV:
+        if os.environ.get(rank_var):
+            return int(os.environ[rank_var])
+    return 0
+
+
 def _tf_variable(v):
     """Keras 3 variables wrap a tf.Variable; Horovod and tf ops want the tf.Variable itself."""
     return getattr(v, "value", v) if not isinstance(v, tf.Variable) else v

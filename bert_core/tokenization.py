@@ -21,10 +21,19 @@ Two paths, one result:
   are not used: they disagree with Google's rules on ~138k code points (private-use characters deleted,
   older Unicode tables for punctuation and marks, lower-casing without the final-sigma rule) and were
   slower; docs/tokenization.md has the measurements.
+
+Google's public API, with Google's signatures, so `from bert_core import tokenization` replaces
+`import tokenization` in code written for Google's scripts: `FullTokenizer` (`.vocab`, `.inv_vocab`),
+`BasicTokenizer`, `WordpieceTokenizer` (its `tokenize` takes a text), `convert_to_unicode`,
+`printable_text`, `load_vocab`, `convert_by_vocab`, `convert_tokens_to_ids`, `convert_ids_to_tokens`,
+`whitespace_tokenize`, `validate_case_matches_checkpoint`. Google's `preserve_unused_tokens` absl flag
+is not offered ([unusedN] in the text is tokenized as text). Tested by running Google's own
+tokenization_test.py against this module (tests/test_tokenization_google.py).
 """
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from itertools import chain
 from typing import Iterable, Mapping, Sequence
@@ -34,19 +43,20 @@ from bert_core.errors import UserError
 
 UNK = "[UNK]"
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")  # BERT's layout at the top of vocab.txt
-REQUIRED_TOKENS = ("[CLS]", "[SEP]", "[MASK]", "[UNK]")           # [PAD] is optional
+REQUIRED_TOKENS = ("[CLS]", "[SEP]", "[UNK]")  # every use; [PAD] is optional, [MASK] is create-data's (require_tokens)
 MAX_INPUT_CHARS_PER_WORD = 200  # Google's WordpieceTokenizer default
 
 
 # --------------------------------------------------------------------------------------------------
 # Vocabulary
 # --------------------------------------------------------------------------------------------------
-def load_vocab(path: str) -> dict[str, int]:
+def load_vocab(vocab_file: str) -> dict[str, int]:
     """vocab.txt -> {token: id}, id = line number - 1 (one token a line, surrounding whitespace stripped).
 
     Raises UserError (one line) for a missing or empty file, bad UTF-8, a blank line, a duplicate token,
-    or a missing [CLS]/[SEP]/[MASK]/[UNK].
+    or a missing [CLS]/[SEP]/[UNK]. ([MASK] is checked by what needs it: `require_tokens`.)
     """
+    path = vocab_file
     data = storage.read_bytes(path)
     if not data.strip():
         raise UserError(f"{path}: the vocab file is empty (expected one token a line)")
@@ -71,6 +81,14 @@ def load_vocab(path: str) -> dict[str, int]:
     return vocab
 
 
+def require_tokens(vocab: Mapping[str, int], tokens: Iterable[str], path: str, why: str) -> None:
+    """One UserError line if `vocab` (read from `path`) lacks any of `tokens`, which `why` needs."""
+    missing = [t for t in tokens if t not in vocab]
+    if missing:
+        raise UserError(f"{path}: missing special token{'s' if len(missing) > 1 else ''} {' '.join(missing)} "
+                        f"({why})")
+
+
 def _as_vocab(vocab_file: str | Mapping[str, int]) -> dict[str, int]:
     return dict(vocab_file) if isinstance(vocab_file, Mapping) else load_vocab(vocab_file)
 
@@ -81,6 +99,66 @@ def _as_text(text: str | bytes) -> str:
     if not isinstance(text, str):
         raise TypeError(f"expected str or bytes, got {type(text).__name__}")
     return text
+
+
+# --------------------------------------------------------------------------------------------------
+# Google's module-level helpers (same names, arguments and results)
+# --------------------------------------------------------------------------------------------------
+def convert_to_unicode(text: str | bytes) -> str:
+    """str as is; bytes decoded as UTF-8, invalid bytes dropped. ValueError for anything else (Google's)."""
+    if isinstance(text, (str, bytes)):
+        return _as_text(text)
+    raise ValueError(f"Unsupported string type: {type(text)}")
+
+
+def printable_text(text: str | bytes) -> str:
+    """Text for printing or logging: on Python 3 the same as `convert_to_unicode`."""
+    return convert_to_unicode(text)
+
+
+def convert_by_vocab(vocab: Mapping, items: Iterable) -> list:
+    """[vocab[item] for item in items]: tokens -> ids with a vocab, ids -> tokens with an inverse vocab."""
+    return [vocab[item] for item in items]
+
+
+def convert_tokens_to_ids(vocab: Mapping[str, int], tokens: Iterable[str]) -> list[int]:
+    return convert_by_vocab(vocab, tokens)
+
+
+def convert_ids_to_tokens(inv_vocab: Mapping[int, str], ids: Iterable[int]) -> list[str]:
+    return convert_by_vocab(inv_vocab, ids)
+
+
+def whitespace_tokenize(text: str) -> list[str]:
+    """Split on runs of whitespace, none at either end (`str.split()`)."""
+    return text.split()
+
+
+# Google's released checkpoints whose directory name says the casing they were trained with.
+_UNCASED_MODELS = ("uncased_L-24_H-1024_A-16", "uncased_L-12_H-768_A-12", "multilingual_L-12_H-768_A-12",
+                   "chinese_L-12_H-768_A-12")
+_CASED_MODELS = ("cased_L-12_H-768_A-12", "cased_L-24_H-1024_A-16", "multi_cased_L-12_H-768_A-12")
+
+
+def validate_case_matches_checkpoint(do_lower_case: bool, init_checkpoint: str | None) -> None:
+    """ValueError if `init_checkpoint` is `<dir>/bert_model.ckpt` of one of Google's released models
+    whose casing differs from `do_lower_case` (the flag must match how the model was trained); any
+    other path passes, since the casing of other checkpoints cannot be told from their name."""
+    if not init_checkpoint:
+        return
+    found = re.search(r"([A-Za-z0-9_-]+)/bert_model\.ckpt", init_checkpoint)
+    if found is None:
+        return
+    model = found.group(1)
+    if model in _UNCASED_MODELS and not do_lower_case:
+        flag, trained, other = "False", "uncased", "True"
+    elif model in _CASED_MODELS and do_lower_case:
+        flag, trained, other = "True", "cased", "False"
+    else:
+        return
+    raise ValueError(f"You passed in `--do_lower_case={flag}` with `--init_checkpoint={init_checkpoint}`. "
+                     f"However, `{model}` is a {trained} model: use `--do_lower_case={other}` with it "
+                     f"(or check that --init_checkpoint is the model you meant).")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -115,10 +193,14 @@ def is_cjk(ch: str) -> bool:
 # The reference path
 # --------------------------------------------------------------------------------------------------
 class BasicTokenizer:
-    """Steps 1-5 of the module docstring: text -> words and punctuation marks."""
+    """Steps 1-5 of the module docstring: text -> words and punctuation marks.
 
-    def __init__(self, do_lower_case: bool = True):
+    `vocab` is accepted for Google's signature; Google uses it only under its `preserve_unused_tokens`
+    flag, which is not offered here."""
+
+    def __init__(self, do_lower_case: bool = True, vocab: Iterable[str] = ()):
         self.do_lower_case = do_lower_case
+        self.vocab = vocab
 
     def tokenize(self, text: str | bytes) -> list[str]:
         text = self._space_cjk(self._clean(_as_text(text)))
@@ -165,7 +247,8 @@ class BasicTokenizer:
 
 
 class WordpieceTokenizer:
-    """Step 6: greedy longest-match-first WordPiece over one word."""
+    """Step 6: greedy longest-match-first WordPiece. `tokenize` takes a text already split into words by
+    whitespace (BasicTokenizer's output joined, as Google's); `tokenize_word` takes one word."""
 
     def __init__(self, vocab: Mapping[str, int], unk_token: str = UNK,
                  max_input_chars_per_word: int = MAX_INPUT_CHARS_PER_WORD):
@@ -173,7 +256,10 @@ class WordpieceTokenizer:
         self.unk_token = unk_token
         self.max_input_chars_per_word = max_input_chars_per_word
 
-    def tokenize(self, word: str) -> list[str]:
+    def tokenize(self, text: str | bytes) -> list[str]:
+        return [piece for word in convert_to_unicode(text).split() for piece in self.tokenize_word(word)]
+
+    def tokenize_word(self, word: str) -> list[str]:
         if len(word) > self.max_input_chars_per_word:
             return [self.unk_token]
         pieces: list[str] = []
@@ -197,18 +283,18 @@ class FullTokenizer:
         self.vocab = _as_vocab(vocab_file)
         self.inv_vocab = {i: t for t, i in self.vocab.items()}
         self.do_lower_case = do_lower_case
-        self.basic_tokenizer = BasicTokenizer(do_lower_case)
+        self.basic_tokenizer = BasicTokenizer(do_lower_case, self.vocab)
         self.wordpiece_tokenizer = WordpieceTokenizer(self.vocab)
 
     def tokenize(self, text: str | bytes) -> list[str]:
         return [piece for word in self.basic_tokenizer.tokenize(text)
-                for piece in self.wordpiece_tokenizer.tokenize(word)]
+                for piece in self.wordpiece_tokenizer.tokenize_word(word)]
 
     def convert_tokens_to_ids(self, tokens: Iterable[str]) -> list[int]:
-        return [self.vocab[t] for t in tokens]
+        return convert_by_vocab(self.vocab, tokens)
 
     def convert_ids_to_tokens(self, ids: Iterable[int]) -> list[str]:
-        return [self.inv_vocab[i] for i in ids]
+        return convert_by_vocab(self.inv_vocab, ids)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -250,8 +250,8 @@ def test_load_vocab_ok(tmp_path):
     ("\n \n", "the vocab file is empty"),
     (SPECIALS + "the\na\nthe\n", ":8: duplicate token 'the' (first at line 6)"),
     (SPECIALS + "[CLS]\n", ":6: duplicate token '[CLS]' (first at line 3)"),
-    ("[PAD]\n[UNK]\n[CLS]\n[SEP]\nthe\n", "missing special token [MASK] "),
-    ("[PAD]\n[CLS]\nthe\n", "missing special tokens [SEP] [MASK] [UNK] "),
+    ("[PAD]\n[UNK]\n[CLS]\nthe\n", "missing special token [SEP] "),
+    ("[PAD]\n[CLS]\nthe\n", "missing special tokens [SEP] [UNK] "),
     (SPECIALS + "the\n\nof\n", ":7: blank line"),
     (SPECIALS.encode() + b"caf\xe9\n", ":6: invalid UTF-8"),
 ])

@@ -220,9 +220,10 @@ def _tokenizer(vocab_file: str, do_lower_case: bool):
     """(vocab, FastTokenizer), one per process and vocab: its word cache carries over between shards."""
     key = (vocab_file, do_lower_case)
     if key not in _TOKENIZERS:
-        from bert_core.tokenization import FastTokenizer, load_vocab
+        from bert_core.tokenization import FastTokenizer, load_vocab, require_tokens
 
         vocab = load_vocab(vocab_file)
+        require_tokens(vocab, ("[MASK]",), vocab_file, "create-data replaces masked tokens with [MASK]")
         _TOKENIZERS.clear()
         _TOKENIZERS[key] = (vocab, FastTokenizer(vocab, do_lower_case))
     return _TOKENIZERS[key]
