@@ -304,20 +304,32 @@ class TsvTaskFields(BaseModel):
 SQUAD_TASKS = ("squad", "squad2", "squad_v2")
 
 
-def _known_task(name: str) -> str:
-    """A --task_name is SQuAD's, tsv, or a GLUE task bert_core.data.glue knows (with its aliases)."""
+def _known_task(name: str, info: pydantic.ValidationInfo) -> str:
+    """A --task_name is SQuAD's, tsv, a GLUE task bert_core.data.glue knows (with its aliases), one an
+    installed package offers (bert_core.tasks' entry points), or, with --task_module, any name (the
+    module is imported when the stage runs, which checks it registers the name)."""
+    from bert_core import tasks
     from bert_core.data import glue
 
-    if name.lower() in SQUAD_TASKS + ("tsv",):
+    if name.lower() in SQUAD_TASKS + ("tsv",) + tasks.entry_point_names() or info.data.get("task_module"):
         return name
-    return _known_name("task", name, glue.get_task, lambda: glue.TASK_NAMES + SQUAD_TASKS)
+    return _known_name("task", name, glue.get_task,
+                       lambda: glue.TASK_NAMES + SQUAD_TASKS + tasks.entry_point_names() + ("or a task of --task_module",))
 
 
-#: `--task_name`: a GLUE task, tsv, or squad (checked with the other fields).
+#: `--task_name`: a GLUE task, tsv, squad, or a registered task (checked with the other fields).
 TaskName = Annotated[str, AfterValidator(_known_task)]
 
 
-class EvalConfig(TsvTaskFields, StageConfig):
+class TaskModuleField(BaseModel):
+    """`--task_module` (bert_core.tasks): before --task_name, which it may name (FinetuneConfig, EvalConfig)."""
+
+    task_module: str | None = Field(None, description="Your own tasks: a .py file, module name or gs:// / s3:// "
+                                                      "file that registers DataProcessors "
+                                                      "(bert_core.tasks.register); --task_name picks one")
+
+
+class EvalConfig(TsvTaskFields, TaskModuleField, StageConfig):
     task_name: TaskName = Field(description="squad, or a GLUE task: cola, sst-2, mrpc, sts-b, qqp, mnli, qnli, "
                                        "rte, wnli, xnli; or tsv (your own columns)")
     output_dir: str = Field(description="Directory for metrics.json")
@@ -352,7 +364,7 @@ class EvalConfig(TsvTaskFields, StageConfig):
 # --------------------------------------------------------------------------------------------------
 # Stage 3: fine-tuning (and feature extraction)
 # --------------------------------------------------------------------------------------------------
-class FinetuneConfig(TsvTaskFields, StageConfig):
+class FinetuneConfig(TsvTaskFields, TaskModuleField, StageConfig):
     """`bert finetune`: the flags of Google's run_classifier.py and run_squad.py, plus precision, XLA,
     accumulation and export. Under horovodrun/mpirun the batch sizes are per rank."""
 
