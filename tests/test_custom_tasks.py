@@ -177,3 +177,30 @@ def test_cli_errors_name_the_module(tmp_path, uncased_vocab):
                          f"--predictions_file={EXAMPLE}", f"--output_dir={tmp_path}/ev", env=QUIET)
     assert one_line_error(no_module) == ("bert: error: --task_module=no_such_tasks_module: no such file or "
                                          "importable module")
+
+
+@pytest.mark.slow
+def test_a_local_pipeline_run_with_a_task_module(tmp_path):
+    """`bert-pipeline run` with task_module, task_name and task_data_uri: finetune and evaluate read the
+    example's processor (a path the local steps see, as a gs:// URI on a cluster), and evaluate scores
+    exactly finetune's test predictions against the processor's test labels."""
+    import glob
+    import subprocess
+    import sys
+
+    params = {"task_module": EXAMPLE, "task_name": "movie_reviews", "task_data_uri": DATA, "eval_split": "test",
+              "num_train_steps": 100, "num_warmup_steps": 10, "num_processes": 1, "num_train_epochs": 1.0,
+              "finetune_max_seq_length": 32}
+    cmd = [sys.executable, "-m", "pipelines.cli", "run", "--ci", "--output-dir", str(tmp_path)]
+    for name, value in params.items():
+        cmd += ["-p", f"{name}={value}"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=900)
+    assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    (run_dir,) = glob.glob(str(tmp_path / "bert-pipeline-*"))
+    probs = np.array([[float(x) for x in line.split("\t")] for line in
+                      open(os.path.join(run_dir, "finetune", "predictions")).read().splitlines()])
+    assert probs.shape == (len(gold("test")), 2)
+    metrics = json.loads(open(os.path.join(run_dir, "evaluate", "metrics", "metrics.json")).read())
+    expected = np.mean(np.array(["neg", "pos"])[probs.argmax(1)] == np.array(gold("test")))
+    assert metrics == {"accuracy": pytest.approx(expected)}
+    assert "## Evaluation: movie_reviews" in open(os.path.join(run_dir, "evaluate", "report")).read()
