@@ -469,3 +469,35 @@ class FeaturesConfig(StageConfig):
     @property
     def layer_indexes(self) -> list[int]:
         return [int(x) for x in self.layers.split(",") if x.strip()]
+
+
+# --------------------------------------------------------------------------------------------------
+# bert smoke-test: does BERT train on this machine's accelerators (bert_core.smoke_test)
+# --------------------------------------------------------------------------------------------------
+class SmokeTestConfig(StageConfig):
+    """`bert smoke-test`: defaults are the ROCm fork's scripts/run_model_in_rocm_docker.sh (bert_large,
+    SEQ=128, BATCH=8, --auto_mixed_precision=True, learning rate 2e-5)."""
+
+    model: ModelName | None = Field(None, description="The shape to train (default: bert-large on a GPU, as the "
+                                                      "ROCm fork's script; bert-tiny on the CPU)")
+    max_seq_length: int = Field(128, ge=8, description="Sequence length")
+    train_batch_size: int = Field(8, ge=1, description="Sequences per step (per rank under horovodrun)")
+    max_predictions_per_seq: int | None = Field(None, ge=1, description="Masked-LM slots (default: "
+                                                                       "ceil(0.15 x max_seq_length))")
+    num_train_steps: int = Field(20, ge=2, description="Updates on each device (the first is not timed)")
+    dtype: Precision | None = Field(None, description="fp32, fp16 or bf16 (default: fp16 on a GPU, as the "
+                                                      "fork's --auto_mixed_precision=True; fp32 on the CPU)")
+    xla: bool = Field(False, description="Compile the step with XLA")
+    optimizer_type: OptimizerType = Field("adam", description="AdamW, LAMB, NAdam or NLAMB")
+    learning_rate: float = Field(2e-5, gt=0, description="Learning rate (no warmup)")
+    random_seed: int = Field(12345, description="Seed of the weights and the random token ids")
+    agreement_tolerance: float = Field(1e-6, ge=0, description="Under horovodrun: the largest relative "
+                                                               "difference of a rank's loss and weights "
+                                                               "checksum from rank 0's")
+
+    @model_validator(mode="after")
+    def _check(self) -> "SmokeTestConfig":
+        if self.max_predictions_per_seq is not None and self.max_predictions_per_seq >= self.max_seq_length:
+            raise ValueError(f"--max_predictions_per_seq={self.max_predictions_per_seq} must be below "
+                             f"--max_seq_length={self.max_seq_length}")
+        return self
