@@ -311,10 +311,15 @@ def _known_task(name: str, info: pydantic.ValidationInfo) -> str:
     from bert_core import tasks
     from bert_core.data import glue
 
-    if name.lower() in SQUAD_TASKS + ("tsv",) + tasks.entry_point_names() or info.data.get("task_module"):
+    if name.lower() in SQUAD_TASKS + ("tsv",) or info.data.get("task_module"):
         return name
-    return _known_name("task", name, glue.get_task,
-                       lambda: glue.TASK_NAMES + SQUAD_TASKS + tasks.entry_point_names() + ("or a task of --task_module",))
+
+    def lookup(task: str) -> None:
+        if task.lower() not in tasks.entry_point_names():  # scanned only for a name GLUE does not know
+            glue.get_task(task)
+
+    return _known_name("task", name, lookup, lambda: glue.TASK_NAMES + SQUAD_TASKS + tasks.entry_point_names()
+                       + ("or a task of --task_module",))
 
 
 #: `--task_name`: a GLUE task, tsv, squad, or a registered task (checked with the other fields).

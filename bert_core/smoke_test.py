@@ -31,7 +31,6 @@ from __future__ import annotations
 import math
 import os
 import resource
-import sys
 import tempfile
 
 from bert_core.config import SmokeTestConfig
@@ -232,9 +231,3 @@ def smoke_test_main(cfg: SmokeTestConfig) -> int:
             say(line)
         return 0 if ok else 1
     return 0
-
-
-if __name__ == "__main__":  # python -m bert_core.smoke_test == bert smoke-test
-    from bert_core.cli import main
-
-    main(["smoke-test", *sys.argv[1:]])

@@ -178,7 +178,13 @@ def _run_user_code(spec: str, call):
     except UserError:
         raise
     except Exception as err:  # the user's module: its own error, in one line
-        raise UserError(f"--task_module={spec}: importing it failed: {type(err).__name__}: {err}") from None
+        raise UserError(f"--task_module={spec}: importing it failed: {_said(err)}") from None
+
+
+def _said(err: Exception) -> str:
+    """A user's exception as one line: its type and the first line of its message."""
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
 
 
 def _entry_points():
@@ -239,8 +245,7 @@ class ProcessorTask(glue.Task):
         try:
             self.processor = processor()
         except Exception as err:
-            raise UserError(f"{self.where}(): {type(err).__name__}: {err} (a processor is built without "
-                            f"arguments)") from None
+            raise UserError(f"{self.where}(): {_said(err)} (a processor is built without arguments)") from None
         labels = self._call("get_labels")
         if (not isinstance(labels, (list, tuple)) or len(labels) < 2
                 or not all(isinstance(x, str) for x in labels) or len(set(labels)) != len(labels)):
@@ -263,7 +268,7 @@ class ProcessorTask(glue.Task):
             raise
         except Exception as err:
             call = f"{self.where}.{method}({', '.join(repr(a) for a in args)})"
-            raise UserError(f"{call} failed: {type(err).__name__}: {err}") from None
+            raise UserError(f"{call} failed: {_said(err)}") from None
 
     def get_examples(self, data_dir: str, split: str) -> list[InputExample]:
         call = self.path(data_dir, split)

@@ -142,8 +142,8 @@ PROCESSOR = """
 @pytest.mark.parametrize("body, split, error", [
     ("x = 1\n", None, r"my_tasks\.py: registers no task \(decorate a DataProcessor subclass with "
                       r"@bert_core\.tasks\.register\(\"name\"\)\)"),
-    ("raise RuntimeError('no network')\n", None,
-     r"my_tasks\.py: importing it failed: RuntimeError: no network"),
+    ("raise RuntimeError('no network\\nsecond line')\n", None,
+     r"my_tasks\.py: importing it failed: RuntimeError: no network$"),
     ("@register('mine')\nclass Mine(DataProcessor.__base__):\n    def get_labels(self): return ['a', 'b']\n", None,
      r"'Mine' is not a DataProcessor: it has no get_train_examples, get_dev_examples, get_test_examples"),
     ("@register('mrpc')\nclass Mine(DataProcessor): pass\n", None,
@@ -159,9 +159,10 @@ PROCESSOR = """
 ])
 def test_mistakes_in_a_module_are_one_line(tmp_path, body, split, error):
     module = write_module(tmp_path, body)
-    with pytest.raises(UserError, match=error):
+    with pytest.raises(UserError, match=error) as raised:
         task = tasks.get_task("mine", module)
         task.get_examples("d", split)
+    assert "\n" not in str(raised.value)
 
 
 def test_cli_errors_name_the_module(tmp_path, uncased_vocab):
