@@ -191,7 +191,7 @@ def ranks_agree(model, bert_config, predictions: int, cfg: SmokeTestConfig, dist
     bad = [r for r in range(dist.size) if (spread[r] > cfg.agreement_tolerance).any()]
     return False, ("ranks agree: NO (" + "; ".join(f"rank {r}: loss {values[r, 0]:.6f} checksum {values[r, 1]:.9e}"
                                                    for r in [0, *bad]) +
-                   f"; rank 0's differ beyond {cfg.agreement_tolerance:g} relative)")
+                   f": more than {cfg.agreement_tolerance:g} relative apart)")
 
 
 def smoke_test_main(cfg: SmokeTestConfig) -> int:
