@@ -93,7 +93,7 @@ def register(name: str):
         if missing:
             raise UserError(f"{where} is not a DataProcessor: it has no {', '.join(missing)} "
                             f"(needs {', '.join(METHODS)})")
-        if key in glue.TASK_NAMES or key in _squad_names():
+        if _built_in(key):
             raise UserError(f"{where}: task name {name!r} is a built-in task; register it under another name")
         old = _REGISTRY.get(key)
         if old is not None and (old.__qualname__, _source(old)) != (processor.__qualname__, _source(processor)):
@@ -104,10 +104,17 @@ def register(name: str):
     return add
 
 
-def _squad_names() -> tuple[str, ...]:
+def _built_in(key: str) -> bool:
+    """Whether --task_name=key already means a built-in task (GLUE's with their aliases, tsv, SQuAD)."""
     from bert_core.config import SQUAD_TASKS
 
-    return SQUAD_TASKS
+    if key in glue.TASK_NAMES + SQUAD_TASKS:
+        return True
+    try:
+        glue.get_task(key)
+    except UserError:
+        return False
+    return True
 
 
 # --------------------------------------------------------------------------------------------------

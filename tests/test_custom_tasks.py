@@ -148,6 +148,8 @@ PROCESSOR = """
      r"'Mine' is not a DataProcessor: it has no get_train_examples, get_dev_examples, get_test_examples"),
     ("@register('mrpc')\nclass Mine(DataProcessor): pass\n", None,
      r"task name 'mrpc' is a built-in task; register it under another name"),
+    ("@register('SST2')\nclass Mine(DataProcessor): pass\n", None,  # an alias of sst-2
+     r"task name 'SST2' is a built-in task; register it under another name"),
     (PROCESSOR.format(labels="['only']", train="return []"), None,
      r"Mine\.get_labels\(\) returned \['only'\]; expected a list of at least 2 distinct label strings"),
     (PROCESSOR.format(labels="['a', 'b']", train="raise FileNotFoundError(data_dir + '/train.csv')"), "train",
