@@ -336,7 +336,7 @@ class TaskModuleField(BaseModel):
 
 class EvalConfig(TsvTaskFields, TaskModuleField, StageConfig):
     task_name: TaskName = Field(description="squad, or a GLUE task: cola, sst-2, mrpc, sts-b, qqp, mnli, qnli, "
-                                       "rte, wnli, xnli; or tsv (your own columns)")
+                                       "rte, wnli, xnli; or tsv (your own columns); or a task of --task_module")
     output_dir: str = Field(description="Directory for metrics.json")
     # SQuAD
     predict_file: str | None = Field(None, description="squad: the dataset JSON with the gold answers "
@@ -374,8 +374,8 @@ class FinetuneConfig(TsvTaskFields, TaskModuleField, StageConfig):
     accumulation and export. Under horovodrun/mpirun the batch sizes are per rank."""
 
     task_name: TaskName = Field(description="A GLUE task (cola, sst-2, mrpc, sts-b, qqp, mnli, qnli, rte, wnli, "
-                                       "xnli), tsv (your own columns), or squad (1.1; 2.0 with "
-                                       "--version_2_with_negative)")
+                                       "xnli), tsv (your own columns), squad (1.1; 2.0 with "
+                                       "--version_2_with_negative), or a task of --task_module")
     output_dir: str = Field(description="Checkpoints, eval_results.txt/json, test_results.tsv or the SQuAD "
                                         "predictions; a run resumes from the latest checkpoint here")
     data_dir: str | None = Field(None, description="GLUE/tsv: the task's directory of TSV files")
