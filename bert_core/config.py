@@ -304,22 +304,39 @@ class TsvTaskFields(BaseModel):
 SQUAD_TASKS = ("squad", "squad2", "squad_v2")
 
 
-def _known_task(name: str) -> str:
-    """A --task_name is SQuAD's, tsv, or a GLUE task bert_core.data.glue knows (with its aliases)."""
+def _known_task(name: str, info: pydantic.ValidationInfo) -> str:
+    """A --task_name is SQuAD's, tsv, a GLUE task bert_core.data.glue knows (with its aliases), one an
+    installed package offers (bert_core.tasks' entry points), or, with --task_module, any name (the
+    module is imported when the stage runs, which checks it registers the name)."""
+    from bert_core import tasks
     from bert_core.data import glue
 
-    if name.lower() in SQUAD_TASKS + ("tsv",):
+    if name.lower() in SQUAD_TASKS + ("tsv",) or info.data.get("task_module"):
         return name
-    return _known_name("task", name, glue.get_task, lambda: glue.TASK_NAMES + SQUAD_TASKS)
+
+    def lookup(task: str) -> None:
+        if task.lower() not in tasks.entry_point_names():  # scanned only for a name GLUE does not know
+            glue.get_task(task)
+
+    return _known_name("task", name, lookup, lambda: glue.TASK_NAMES + SQUAD_TASKS + tasks.entry_point_names()
+                       + ("or a task of --task_module",))
 
 
-#: `--task_name`: a GLUE task, tsv, or squad (checked with the other fields).
+#: `--task_name`: a GLUE task, tsv, squad, or a registered task (checked with the other fields).
 TaskName = Annotated[str, AfterValidator(_known_task)]
 
 
-class EvalConfig(TsvTaskFields, StageConfig):
+class TaskModuleField(BaseModel):
+    """`--task_module` (bert_core.tasks): before --task_name, which it may name (FinetuneConfig, EvalConfig)."""
+
+    task_module: str | None = Field(None, description="Your own tasks: a .py file, module name or gs:// / s3:// "
+                                                      "file that registers DataProcessors "
+                                                      "(bert_core.tasks.register); --task_name picks one")
+
+
+class EvalConfig(TsvTaskFields, TaskModuleField, StageConfig):
     task_name: TaskName = Field(description="squad, or a GLUE task: cola, sst-2, mrpc, sts-b, qqp, mnli, qnli, "
-                                       "rte, wnli, xnli; or tsv (your own columns)")
+                                       "rte, wnli, xnli; or tsv (your own columns); or a task of --task_module")
     output_dir: str = Field(description="Directory for metrics.json")
     # SQuAD
     predict_file: str | None = Field(None, description="squad: the dataset JSON with the gold answers "
@@ -352,13 +369,13 @@ class EvalConfig(TsvTaskFields, StageConfig):
 # --------------------------------------------------------------------------------------------------
 # Stage 3: fine-tuning (and feature extraction)
 # --------------------------------------------------------------------------------------------------
-class FinetuneConfig(TsvTaskFields, StageConfig):
+class FinetuneConfig(TsvTaskFields, TaskModuleField, StageConfig):
     """`bert finetune`: the flags of Google's run_classifier.py and run_squad.py, plus precision, XLA,
     accumulation and export. Under horovodrun/mpirun the batch sizes are per rank."""
 
     task_name: TaskName = Field(description="A GLUE task (cola, sst-2, mrpc, sts-b, qqp, mnli, qnli, rte, wnli, "
-                                       "xnli), tsv (your own columns), or squad (1.1; 2.0 with "
-                                       "--version_2_with_negative)")
+                                       "xnli), tsv (your own columns), squad (1.1; 2.0 with "
+                                       "--version_2_with_negative), or a task of --task_module")
     output_dir: str = Field(description="Checkpoints, eval_results.txt/json, test_results.tsv or the SQuAD "
                                         "predictions; a run resumes from the latest checkpoint here")
     data_dir: str | None = Field(None, description="GLUE/tsv: the task's directory of TSV files")
@@ -457,3 +474,35 @@ class FeaturesConfig(StageConfig):
     @property
     def layer_indexes(self) -> list[int]:
         return [int(x) for x in self.layers.split(",") if x.strip()]
+
+
+# --------------------------------------------------------------------------------------------------
+# bert smoke-test: does BERT train on this machine's accelerators (bert_core.smoke_test)
+# --------------------------------------------------------------------------------------------------
+class SmokeTestConfig(StageConfig):
+    """`bert smoke-test`: defaults are the ROCm fork's scripts/run_model_in_rocm_docker.sh (bert_large,
+    SEQ=128, BATCH=8, --auto_mixed_precision=True, learning rate 2e-5)."""
+
+    model: ModelName | None = Field(None, description="The shape to train (default: bert-large on a GPU, as the "
+                                                      "ROCm fork's script; bert-tiny on the CPU)")
+    max_seq_length: int = Field(128, ge=8, description="Sequence length")
+    train_batch_size: int = Field(8, ge=1, description="Sequences per step (per rank under horovodrun)")
+    max_predictions_per_seq: int | None = Field(None, ge=1, description="Masked-LM slots (default: "
+                                                                       "ceil(0.15 x max_seq_length))")
+    num_train_steps: int = Field(20, ge=2, description="Updates on each device (the first is not timed)")
+    dtype: Precision | None = Field(None, description="fp32, fp16 or bf16 (default: fp16 on a GPU, as the "
+                                                      "fork's --auto_mixed_precision=True; fp32 on the CPU)")
+    xla: bool = Field(False, description="Compile the step with XLA")
+    optimizer_type: OptimizerType = Field("adam", description="AdamW, LAMB, NAdam or NLAMB")
+    learning_rate: float = Field(2e-5, gt=0, description="Learning rate (no warmup)")
+    random_seed: int = Field(12345, description="Seed of the weights and the random token ids")
+    agreement_tolerance: float = Field(1e-6, ge=0, description="Under horovodrun: the largest relative "
+                                                               "difference of a rank's loss and weights "
+                                                               "checksum from rank 0's")
+
+    @model_validator(mode="after")
+    def _check(self) -> "SmokeTestConfig":
+        if self.max_predictions_per_seq is not None and self.max_predictions_per_seq >= self.max_seq_length:
+            raise ValueError(f"--max_predictions_per_seq={self.max_predictions_per_seq} must be below "
+                             f"--max_seq_length={self.max_seq_length}")
+        return self

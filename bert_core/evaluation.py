@@ -115,9 +115,9 @@ def _number(path: str, line: int, text: str) -> float:
 
 
 def evaluate_glue(config: EvalConfig) -> dict[str, float]:
-    from bert_core.data import glue
+    from bert_core import tasks
 
-    task = glue.get_task(config.task_name, **config.task_options(config.task_name))
+    task = tasks.get_task(config.task_name, config.task_module, **config.task_options(config.task_name))
     split = config.eval_split or task.dev_splits[0]
     examples = task.get_examples(config.data_dir, split)
     if any(e.label is None for e in examples):

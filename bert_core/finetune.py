@@ -130,14 +130,15 @@ def _softmax(x: np.ndarray) -> np.ndarray:
 # Task adapters: what differs between classification and SQuAD (data, head, loss, eval, predict)
 # --------------------------------------------------------------------------------------------------
 class ClassifierAdapter:
-    """GLUE, XNLI and tsv tasks (run_classifier.py)."""
+    """GLUE, XNLI and tsv tasks (run_classifier.py), and a user's registered task (bert_core.tasks)."""
 
     def __init__(self, cfg: FinetuneConfig, tokenizer, tokenize_batch=None):
+        from bert_core import tasks
         from bert_core.data import glue
 
         self.cfg = cfg
         self.glue = glue
-        self.task = glue.get_task(cfg.task_name, **cfg.task_options(cfg.task_name))
+        self.task = tasks.get_task(cfg.task_name, cfg.task_module, **cfg.task_options(cfg.task_name))
         self.tokenizer = tokenizer
         self.tokenize_batch = tokenize_batch
         self._train_examples = None

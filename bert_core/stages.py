@@ -42,6 +42,9 @@ COMMANDS: list[Command] = [
             "Per-token encoder outputs of chosen layers as JSON lines, as Google's extract_features.py"),
     Command("evaluate", cfg.EvalConfig, "bert_core.evaluation:evaluate_main",
             "Score predictions (SQuAD JSON or GLUE test_results.tsv) -> metrics.json and a table"),
+    Command("smoke-test", cfg.SmokeTestConfig, "bert_core.smoke_test:smoke_test_main",
+            "Does BERT train here: the accelerators TensorFlow sees, a few pretraining steps on each "
+            "(sequences/s, peak memory); under horovodrun, whether the ranks agree"),
 ]
 
 

@@ -120,6 +120,7 @@ class TrainLoopConfig:
     log_every_steps: int = 100
     fp16_allreduce: bool = False
     summaries: bool = True
+    checkpoints: bool = True  # False: the loop writes none (bert smoke-test)
     stop_on_nonfinite_loss: bool = True  # fp32/bf16: a NaN loss stops the run (fp16 skips the step)
     history_limit: int = 10000  # rows of per-step history kept in TrainResult (the most recent)
     work_dir: str | None = None  # gs:// output_dir only: the node-local directory the loop works in
@@ -333,7 +334,7 @@ class Trainer:
                 metrics = _means(totals)
             row = {"step": step, "loss": loss, **metrics, **logged}
             history.append(row)
-            if step % cfg.save_checkpoints_steps == 0 or step == cfg.num_train_steps:
+            if cfg.checkpoints and (step % cfg.save_checkpoints_steps == 0 or step == cfg.num_train_steps):
                 self.save_checkpoint(iterator)
             for cb in self.callbacks:
                 cb(self, step, row)

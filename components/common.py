@@ -79,27 +79,29 @@ def pretrain_config(data: str, vocab: str, model: str, launcher: str, bert_model
 
 
 def finetune_config(pretrained: str, task_data: str, model: str, task_data_uri: str, text_b_column: str,
-                    labels: str, **flags):
+                    labels: str, task_module: str = "", **flags):
     """`bert finetune --do_train --do_eval --do_predict --export_dir`'s config: from the pretrained
     model directory, on task_data_uri or else the task_data artifact, into `model` (its SavedModel in
-    model/saved_model); empty text_b_column and labels are unset; `flags` by name."""
+    model/saved_model); empty text_b_column, labels and task_module are unset; `flags` by name."""
     from bert_core import layout, storage
 
     return stage_config(
         "finetune", data_dir=task_data_uri or task_data, output_dir=model,
         vocab_file=layout.model_vocab_path(pretrained), bert_config_file=layout.model_config_path(pretrained),
         init_checkpoint=pretrained, do_train=True, do_eval=True, do_predict=True,
-        text_b_column=text_b_column or None, labels=labels or None,
+        text_b_column=text_b_column or None, labels=labels or None, task_module=task_module or None,
         export_dir=storage.join(model, layout.SAVED_MODEL_DIR), **flags)
 
 
 def evaluate_config(task_data: str, predictions: str, metrics: str, task_data_uri: str, text_b_column: str,
-                    labels: str, eval_split: str, **flags):
+                    labels: str, eval_split: str, task_module: str = "", **flags):
     """`bert evaluate`'s config: the predictions against task_data_uri or else the task_data artifact,
-    metrics.json into `metrics`; empty text_b_column, labels and eval_split are unset; `flags` by name."""
+    metrics.json into `metrics`; empty text_b_column, labels, eval_split and task_module are unset;
+    `flags` by name."""
     return stage_config(
         "evaluate", output_dir=metrics, data_dir=task_data_uri or task_data, predictions_file=predictions,
-        eval_split=eval_split or None, text_b_column=text_b_column or None, labels=labels or None, **flags)
+        eval_split=eval_split or None, text_b_column=text_b_column or None, labels=labels or None,
+        task_module=task_module or None, **flags)
 
 
 def pretrain_phase2_config(init_model: str, data: str, vocab: str, model: str, launcher: str, bert_model: str,

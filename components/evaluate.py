@@ -10,7 +10,7 @@ from components.common import base_image
 @dsl.component(base_image=base_image("evaluate"), install_kfp_package=False)
 def evaluate(task_data: Input[Dataset], predictions: Input[Dataset], task_data_uri: str, task_name: str,
              text_a_column: str, text_b_column: str, label_column: str, has_header: bool, labels: str,
-             eval_split: str, metrics: Output[Metrics], report: Output[Markdown]):
+             eval_split: str, task_module: str, metrics: Output[Metrics], report: Output[Markdown]):
     """`bert evaluate` on the gold `eval_split` (the split finetune predicted: test) -> metrics.json."""
     import os
 
@@ -20,7 +20,8 @@ def evaluate(task_data: Input[Dataset], predictions: Input[Dataset], task_data_u
 
     config = evaluate_config(
         task_data.path, predictions.path, metrics.path, task_data_uri, text_b_column, labels, eval_split,
-        task_name=task_name, text_a_column=text_a_column, label_column=label_column, has_header=has_header)
+        task_module, task_name=task_name, text_a_column=text_a_column, label_column=label_column,
+        has_header=has_header)
     run_stage("evaluate", config)
     values = log_numbers(metrics, storage.read_json(os.path.join(metrics.path, layout.EVAL_METRICS)))
     with open(report.path, "w") as f:

@@ -1,5 +1,6 @@
-"""Stage 3, fine-tuning: `bert finetune` from the pretrained Model on a task's data (a GLUE task, or
-the generic tsv task such as the held-out sentence-pair task), then predict on its test split."""
+"""Stage 3, fine-tuning: `bert finetune` from the pretrained Model on a task's data (a GLUE task, the
+generic tsv task such as the held-out sentence-pair task, or a task_module's task: bert_core.tasks),
+then predict on its test split."""
 
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Metrics, Model, Output
@@ -13,7 +14,7 @@ def finetune(pretrained: Input[Model], task_data: Input[Dataset], task_data_uri:
              max_seq_length: int, train_batch_size: int, eval_batch_size: int, learning_rate: float,
              num_train_epochs: float, warmup_proportion: float, optimizer_type: str, do_lower_case: bool,
              log_every_steps: int,
-             seed: int, num_processes: int,
+             seed: int, num_processes: int, task_module: str,
              model: Output[Model], predictions: Output[Dataset], metrics: Output[Metrics]):
     """`bert finetune --do_train --do_eval --do_predict --export_dir`: checkpoints and a SavedModel
     (model/saved_model) as the Model, test_results.tsv as the predictions, finetune_metrics.json's
@@ -22,7 +23,8 @@ def finetune(pretrained: Input[Model], task_data: Input[Dataset], task_data_uri:
     from components.common import finetune_config, log_numbers, run_stage
 
     config = finetune_config(
-        pretrained.path, task_data.path, model.path, task_data_uri, text_b_column, labels, task_name=task_name,
+        pretrained.path, task_data.path, model.path, task_data_uri, text_b_column, labels, task_module,
+        task_name=task_name,
         max_seq_length=max_seq_length, train_batch_size=train_batch_size, eval_batch_size=eval_batch_size,
         learning_rate=learning_rate, num_train_epochs=num_train_epochs, warmup_proportion=warmup_proportion,
         optimizer_type=optimizer_type, do_lower_case=do_lower_case, text_a_column=text_a_column,

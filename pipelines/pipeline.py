@@ -161,9 +161,11 @@ def build_pipeline(phase2: bool = False, gcs_key_secret: str | None = None, mpij
         phase2_learning_rate: float = 5e-4,
         phase2_num_train_steps: int = 100,
         phase2_num_warmup_steps: int = 10,
-        # fine-tuning task: empty task_data_uri = the corpus's held-out topic task (single sentences)
+        # fine-tuning task: empty task_data_uri = the corpus's held-out topic task (single sentences);
+        # task_module: a URI of a .py file registering task_name (bert_core.tasks), read by the steps
         task_data_uri: str = "",
         task_name: str = "tsv",
+        task_module: str = "",
         text_a_column: str = "sentence",
         text_b_column: str = "",
         label_column: str = "label",
@@ -236,7 +238,8 @@ def build_pipeline(phase2: bool = False, gcs_key_secret: str | None = None, mpij
                                        phase2_learning_rate, phase2_num_train_steps, phase2_num_warmup_steps,
                                        init_model=pretrained.outputs["model"])
 
-        task = dict(task_data_uri=task_data_uri, task_name=task_name, text_a_column=text_a_column,
+        task = dict(task_data_uri=task_data_uri, task_name=task_name, task_module=task_module,
+                    text_a_column=text_a_column,
                     text_b_column=text_b_column, label_column=label_column, has_header=has_header, labels=labels)
         tuned = finetune(
             pretrained=pretrained.outputs["model"], task_data=corpus.outputs["task_data"],

@@ -29,7 +29,7 @@ def bert(capsys, *argv: str) -> tuple[int, str]:
     # squad is a task_name too
     (["finetune", "--task_name=squadd", "--output_dir=o", "--vocab_file=v", "--do_train", "--data_dir=d"],
      "bert: error: --task_name: unknown task, expected one of cola, sst-2, mrpc, sts-b, qqp, mnli, qnli, rte, "
-     "wnli, xnli, tsv, squad, squad2, squad_v2 (got 'squadd')"),
+     "wnli, xnli, tsv, squad, squad2, squad_v2, or a task of --task_module (got 'squadd')"),
     (["evaluate", "--task_name=glue", "--output_dir=o"], "bert: error: --task_name: unknown task, expected one of "),
 ])
 def test_usage_errors_are_one_line(capsys, argv, line):
