@@ -94,6 +94,7 @@ EVAL_RESULTS = "eval_results.txt"           # pretrain and finetune --do_eval, a
 EVAL_RESULTS_JSON = "eval_results.json"     # the same numbers for machines
 TEST_RESULTS = "test_results.tsv"           # finetune --do_predict on a GLUE/tsv task (its first test split)
 EVAL_METRICS = "metrics.json"               # bert evaluate
+EVAL_DETAILS = "eval_details.json"          # bert evaluate: confusion matrix, ROC, ... (bert_core.report_data)
 SAVED_MODEL_DIR = "saved_model"             # the fine-tuning component's --export_dir, inside its Model
 
 

@@ -210,3 +210,16 @@ def run_pretraining(data, vocab, model, metrics, launcher: str, num_processes: i
     model.metadata.update({"global_step": results.get("global_step"), "max_seq_length": flags["max_seq_length"],
                            "hidden_size": bert.hidden_size, "num_hidden_layers": bert.num_hidden_layers,
                            "vocab_size": bert.vocab_size, "world_size": results.get("world_size")})
+
+
+def log_classification(classification, details: dict) -> None:
+    """A classification task's eval_details.json (bert_core.report_data) on a KFP ClassificationMetrics
+    artifact, which the KFP UI draws: the confusion matrix with the label names, and the ROC curve of
+    a binary task. Regression and SQuAD leave it empty (their pictures are in the HTML report)."""
+    from bert_core import report_data
+
+    if details.get("kind") != report_data.CLASSIFICATION:
+        return
+    classification.log_confusion_matrix(details["labels"], details["confusion_matrix"])
+    if roc := details.get("roc"):
+        classification.log_roc_curve(roc["fpr"], roc["tpr"], roc["thresholds"])

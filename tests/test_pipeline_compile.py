@@ -87,7 +87,8 @@ def test_artifact_types(compiled):
     assert outputs("comp-pretrain") == {"model": "system.Model", "metrics": "system.Metrics"}
     assert outputs("comp-finetune") == {"model": "system.Model", "predictions": "system.Dataset",
                                         "metrics": "system.Metrics"}
-    assert outputs("comp-evaluate") == {"metrics": "system.Metrics", "report": "system.Markdown"}
+    assert outputs("comp-evaluate") == {"metrics": "system.Metrics", "report": "system.Markdown",
+                                        "classification": "system.ClassificationMetrics"}
     assert comps["comp-finetune"]["inputDefinitions"]["artifacts"]["pretrained"]["artifactType"][
         "schemaTitle"] == "system.Model"
 
