@@ -96,6 +96,8 @@ TEST_RESULTS = "test_results.tsv"           # finetune --do_predict on a GLUE/ts
 EVAL_METRICS = "metrics.json"               # bert evaluate
 EVAL_DETAILS = "eval_details.json"          # bert evaluate: confusion matrix, ROC, ... (bert_core.report_data)
 SAVED_MODEL_DIR = "saved_model"             # the fine-tuning component's --export_dir, inside its Model
+SUMMARIES_DIR = "train"                     # pretrain and finetune: TensorBoard's event files (--logdir)
+TRAIN_HISTORY = "history.jsonl"             # in SUMMARIES_DIR: one JSON line per logged step (report_data)
 
 
 def check_output_dir(output_dir: str) -> None:
@@ -116,6 +118,14 @@ def check_output_file(flag: str, path: str) -> None:
     parent = os.path.dirname(path)
     if not storage.is_remote(path) and parent and os.path.exists(parent) and not os.path.isdir(parent):
         raise UserError(f"{flag}={path}: {parent} is a file, not a directory")
+
+
+def train_history_path(run_dir: str) -> str:
+    """A training run's per-step history: step, loss, learning rate, sequences/s and the loss's metrics
+    at each logged step, beside its TensorBoard summaries (bert_core.report_data.read_history)."""
+    from bert_core import storage
+
+    return storage.join(run_dir, SUMMARIES_DIR, TRAIN_HISTORY)
 
 
 def more_test_results(split: str) -> str:
