@@ -122,7 +122,7 @@ def shard_statistics(files: Sequence[str], max_records: int = 20000) -> dict:
     mask's sum), its number of masked positions (the weights' sum) and the next-sentence labels."""
     from bert_core.data.tfrecord import decode_example, iter_records
 
-    lengths, masked, is_random = [], [], []
+    lengths, masked = [], []
     for path in files:
         for record in iter_records(path):
             if len(lengths) >= max_records:
@@ -130,6 +130,4 @@ def shard_statistics(files: Sequence[str], max_records: int = 20000) -> dict:
             ex = decode_example(record)
             lengths.append(int(sum(ex["input_mask"])))
             masked.append(int(round(sum(ex["masked_lm_weights"]))))
-            is_random.append(int(ex["next_sentence_labels"][0]))
-    return {"records_read": len(lengths), "sequence_lengths": lengths, "masked_positions": masked,
-            "next_sentence_random": sum(is_random)}
+    return {"records_read": len(lengths), "sequence_lengths": lengths, "masked_positions": masked}
