@@ -153,3 +153,24 @@ def test_compare_two_real_runs_lists_exactly_the_differing_parameters(tmp_path_f
     run = browser.render(os.path.join(a, layout.RUN_REPORT), tmp_path)
     assert {"create-data", "pretrain", "finetune", "evaluate"} <= set(run.headings)
     assert all(browser.is_drawn(run.crop(p)) for p in run.plots) and len(run.plots) >= 10
+
+
+def test_a_report_that_cannot_be_drawn_is_a_page_saying_why(tmp_path, capsys):
+    """The stage's outputs are published by then: the component writes a page naming the problem and
+    logs a line, it does not fail the step."""
+    from components.common import write_report
+
+    class Artifact:
+        path = str(tmp_path / "report")
+
+    write_report(Artifact, reports.training_report, str(tmp_path / "no-such-model"), "pretrain")
+    drawn = (tmp_path / "report").read_text()
+    assert '<figure class="plot"' not in drawn and "no training history" in drawn  # an empty run: said so
+
+    def broken(path):
+        raise ValueError(f"{path}: cannot read")
+
+    write_report(Artifact, broken, "gs://b/x")
+    page_text = (tmp_path / "report").read_text()
+    assert "the report could not be drawn: ValueError: gs://b/x: cannot read" in page_text
+    assert "warning: the report could not be drawn" in capsys.readouterr().out
