@@ -42,9 +42,18 @@ def lineage(pipeline) -> list[dict]:
 
 
 def write_run_files(run_dir: str, pipeline, arguments: dict) -> str:
-    """The run record, then the report; returns the report's path."""
-    from bert_core.reports import run_report, write_html
+    """The run record, then the report; returns the report's path. The run has finished by then: a
+    report that cannot be drawn is a page saying why (and a line on stderr), not a failed command."""
+    import sys
+
+    from bert_core.reports import page, run_report, write_html
 
     storage.write_json(os.path.join(run_dir, layout.RUN_RECORD), {
         "pipeline": pipeline.name, "parameters": parameter_values(pipeline, arguments), "lineage": lineage(pipeline)})
-    return write_html(os.path.join(run_dir, layout.RUN_REPORT), run_report(run_dir))
+    try:
+        html = run_report(run_dir)
+    except Exception as err:  # noqa: BLE001 - the artifacts stand; say what the report lacks
+        line = f"the run's report could not be drawn: {type(err).__name__}: {err}"
+        print(f"warning: {line}", file=sys.stderr)
+        html = page.render(pipeline.name, [page.note(line)])
+    return write_html(os.path.join(run_dir, layout.RUN_REPORT), html)
