@@ -309,7 +309,7 @@ def stage_outputs(run_dir: str) -> dict[str, dict[str, dict]]:
 EVENTS_FILE = "pipeline-events.jsonl"
 
 def metrics_table(run_dir: str) -> str:
-    """The numbers a person reads at the end of a run (bert_core.reports.runs.HEADLINE), a row each."""
+    """The numbers a person reads at the end of a run (bert_core.reports.sections.HEADLINE), a row each."""
     from bert_core.artifacts import render_table
     from bert_core.reports.runs import find_stages, headline
 

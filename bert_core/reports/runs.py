@@ -21,16 +21,6 @@ STAGE_FILES = {layout.DATA_MANIFEST: "data", layout.PRETRAIN_METRICS: "pretrain"
                layout.FINETUNE_METRICS: "finetune", layout.EVAL_DETAILS: "evaluate"}
 _ORDER = list(STAGE_FILES.values())
 
-#: The numbers of each kind a person reads first (the terminal table, the top of the run page, compare).
-HEADLINE = {
-    "data": ("instances", "tokens", "masked"),
-    "pretrain": ("global_step", "train_loss", "eval.loss", "eval.masked_lm_accuracy", "eval.next_sentence_accuracy",
-                 "sequences_per_second", "train_seconds"),
-    "finetune": ("global_step", "train_loss", "eval.accuracy", "eval.f1", "eval.exact_match", "eval.pearson",
-                 "train_seconds"),
-}
-
-
 @dataclasses.dataclass(frozen=True)
 class Stage:
     name: str   # the step's name (its directory in the run), e.g. pretrain-phase2
@@ -79,11 +69,11 @@ def stage_numbers(stage: Stage) -> dict:
 
 def headline(stages: list[Stage]) -> list[list]:
     """[stage, metric, value] rows of the numbers a person reads: evaluate's every metric, the others'
-    HEADLINE keys."""
+    sections.HEADLINE keys."""
     rows = []
     for stage in stages:
         numbers = stage_numbers(stage)
-        keys = list(numbers) if stage.kind == "evaluate" else [k for k in HEADLINE[stage.kind] if k in numbers]
+        keys = list(numbers) if stage.kind == "evaluate" else [k for k in sections.HEADLINE[stage.kind] if k in numbers]
         rows += [[stage.name, key, numbers[key]] for key in keys]
     return rows
 

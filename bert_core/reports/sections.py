@@ -24,10 +24,17 @@ TRAINING_CURVES = (
     ("Throughput", "sequences per second", [("all ranks", "sequences_per_second")]),
 )
 
-#: The numbers of a training stage's metrics file a person reads first (the rest are in the table below them).
-TRAINING_SHOWN = ("global_step", "train_loss", "eval.loss", "eval.masked_lm_accuracy", "eval.next_sentence_accuracy",
-                  "eval.accuracy", "eval.f1", "eval.exact_match", "sequences_per_second", "train_seconds",
-                  "world_size", "global_batch_size")
+#: The numbers of each kind of stage a person reads first (the terminal table at the end of a run,
+#: the top of the run's page, `artifacts compare`); evaluate shows every metric.
+HEADLINE = {
+    "data": ("instances", "tokens", "masked"),
+    "pretrain": ("global_step", "train_loss", "eval.loss", "eval.masked_lm_accuracy", "eval.next_sentence_accuracy",
+                 "sequences_per_second", "train_seconds"),
+    "finetune": ("global_step", "train_loss", "eval.accuracy", "eval.f1", "eval.exact_match", "eval.pearson",
+                 "train_seconds"),
+}
+#: What a training stage's own page adds to its headline numbers: how it was run.
+TRAINING_SETTINGS = ("sequences_per_second", "world_size", "global_batch_size", "dtype")
 
 
 def flat(obj: dict, prefix: str = "") -> dict:
@@ -67,7 +74,8 @@ def training_blocks(model_dir: str, stage: str) -> list[str]:
     if not history:
         blocks.append(page.note(f"no training history in {layout.train_history_path(model_dir)} (the run trained "
                                 f"no step, or an older version wrote it)"))
-    shown = [k for k in TRAINING_SHOWN if k in numbers]
+    kind = "pretrain" if stage.startswith("pretrain") else "finetune"
+    shown = [k for k in dict.fromkeys(HEADLINE[kind] + TRAINING_SETTINGS) if k in numbers]
     if shown:
         blocks.append(page.table(["metric", "value"], [[k, numbers[k]] for k in shown]))
     blocks.append(page.note(f"TensorBoard: tensorboard --logdir {storage.join(model_dir, layout.SUMMARIES_DIR)}"))
