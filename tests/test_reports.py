@@ -174,3 +174,21 @@ def test_a_report_that_cannot_be_drawn_is_a_page_saying_why(tmp_path, capsys):
     page_text = (tmp_path / "report").read_text()
     assert "the report could not be drawn: ValueError: gs://b/x: cannot read" in page_text
     assert "warning: the report could not be drawn" in capsys.readouterr().out
+
+
+def test_a_runs_stages_are_found_by_their_files_in_run_order(tmp_path):
+    """Named by their step's directory (the two-phase pipeline's two pretraining steps apart), at any
+    depth under it (a cluster's pipeline root may add a level), in the order the stages run."""
+    from bert_core import storage
+    from bert_core.errors import UserError
+    from bert_core.reports import runs
+
+    for rel, name in (("evaluate/metrics", layout.EVAL_DETAILS), ("pretrain-phase2/123/model", layout.PRETRAIN_METRICS),
+                      ("finetune/model", layout.FINETUNE_METRICS), ("pretrain/model", layout.PRETRAIN_METRICS),
+                      ("create-data-2/456/data", layout.DATA_MANIFEST), ("create-data/data", layout.DATA_MANIFEST)):
+        storage.write_json(str(tmp_path / "run" / rel / name), {})
+    found = [(s.name, s.kind) for s in runs.find_stages(str(tmp_path / "run"))]
+    assert found == [("create-data", "data"), ("create-data-2", "data"), ("pretrain", "pretrain"),
+                     ("pretrain-phase2", "pretrain"), ("finetune", "finetune"), ("evaluate", "evaluate")]
+    with pytest.raises(UserError, match="no stage outputs there"):
+        runs.find_stages(str(tmp_path / "run" / "finetune" / "nothing"))

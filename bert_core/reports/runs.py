@@ -2,10 +2,10 @@
 (the run record `bert-pipeline run` writes, layout.RUN_RECORD), the numbers a person reads, one page
 for the run and one comparing runs.
 
-A run directory holds one directory per step and in it one per output (KFP's layout, locally under
-kfp.local and under a pipeline root in object storage alike): run/create-data/data/data_manifest.json,
-run/pretrain/model/pretrain_metrics.json, ... A stage is found by the file its kind leaves (STAGE_FILES),
-so a run of the two-phase pipeline shows both pretraining steps.
+A run directory holds one directory per step and under it the step's outputs (KFP's layout, locally
+under kfp.local and under a pipeline root in object storage alike): run/create-data/data/data_manifest.json,
+run/pretrain/model/pretrain_metrics.json, ... A stage is found by the file its kind leaves (STAGE_FILES)
+and named by its step's directory, so a run of the two-phase pipeline shows both pretraining steps.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def find_stages(run_dir: str) -> list[Stage]:
         rel = info.path[len(base) + 1:]
         parts = rel.split("/")
         kind = STAGE_FILES.get(parts[-1])
-        if kind is None or len(parts) > 3:  # deeper: a checkpoint's or a copied file, not the stage's own
+        if kind is None:
             continue
         path = storage.dirname(info.path)
         name = parts[0] if len(parts) > 1 else kind
