@@ -49,14 +49,12 @@ def _axes(width: float = WIDTH, height: float = HEIGHT):
 
 
 def lines(title: str, xlabel: str, ylabel: str, curves: Sequence[tuple[str, Sequence[float], Sequence[float]]],
-          caption: str = "", log_y: bool = False, steps: bool = False) -> Figure:
+          caption: str = "", steps: bool = False) -> Figure:
     """One or more (label, x, y) curves on one pair of axes (a legend when there are several);
     `steps`: each value holds from its x to the next (a score over thresholds)."""
     fig, ax = _axes()
     for label, x, y in curves:
         ax.plot(x, y, marker="." if len(x) < 30 else None, label=label, drawstyle="steps-post" if steps else "default")
-    if log_y:
-        ax.set_yscale("log")
     if len(curves) > 1:
         ax.legend(fontsize="small")
     ax.grid(alpha=0.3)
