@@ -6,7 +6,9 @@ GLUE and tsv tasks: `--data_dir` (the gold dev TSV is read by the task's reader)
 (test_results.tsv as predict writes it: one line per example with the class probabilities; or one
 label, or one number for regression, a line), in the order of the dev file.
 
-metrics.json is a flat JSON object of numbers (KFP shows each as a metric), written atomically.
+metrics.json is a flat JSON object of numbers (KFP shows each as a metric), written atomically;
+eval_details.json beside it holds the numbers behind the pictures (bert_core.report_data: confusion
+matrix and ROC points, regression pairs, SQuAD by answer type and its threshold curves).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import os
 
 import numpy as np
 
-from bert_core import events, layout, metrics, storage
+from bert_core import events, layout, metrics, report_data, storage
 from bert_core.config import SQUAD_TASKS, EvalConfig
 from bert_core.errors import UserError, where
 
@@ -36,6 +38,11 @@ def write_eval_results(output_dir: str, results: dict, stage: str) -> None:
 
 
 def evaluate_squad(config: EvalConfig) -> dict[str, float]:
+    return _score_squad(config)[0]
+
+
+def _score_squad(config: EvalConfig) -> tuple[dict[str, float], dict]:
+    """(metrics, eval_details) of SQuAD predictions."""
     version_2 = config.version_2_with_negative or config.task_name.lower() != "squad"
     dataset = storage.read_json(config.predict_file)
     if not isinstance(dataset, dict) or not isinstance(dataset.get("data"), list):
@@ -43,8 +50,11 @@ def evaluate_squad(config: EvalConfig) -> dict[str, float]:
     predictions = _read_json_object(config.prediction_json, str)
     na_probs = _read_json_object(config.null_odds_json, (int, float)) if config.null_odds_json else None
     try:
-        return metrics.squad_metrics(dataset["data"], predictions, version_2=version_2, na_probs=na_probs,
-                                     na_prob_thresh=config.na_prob_thresh)
+        values = metrics.squad_metrics(dataset["data"], predictions, version_2=version_2, na_probs=na_probs,
+                                       na_prob_thresh=config.na_prob_thresh)
+        curves = metrics.squad_threshold_curves(dataset["data"], predictions, na_probs) \
+            if version_2 and na_probs is not None else None
+        return values, report_data.squad_details(values, curves)
     except (KeyError, TypeError) as err:
         raise UserError(f"{config.predict_file}: not in the SQuAD format (missing or bad field {err})") from None
 
@@ -79,8 +89,9 @@ def _read_json_object(path: str, value_type) -> dict:
     return obj
 
 
-def read_glue_predictions(path: str, labels: list[str] | None) -> np.ndarray:
-    """Predicted label ids (or values, for regression) from a predictions file, one line per example."""
+def read_glue_predictions(path: str, labels: list[str] | None, probabilities: list | None = None) -> np.ndarray:
+    """Predicted label ids (or values, for regression) from a predictions file, one line per example;
+    each line's class probabilities are appended to `probabilities` if given (and the file has them)."""
     text = storage.read_text(path)
     out: list = []
     for line_no, row in enumerate(csv.reader(io.StringIO(text), delimiter="\t", quoting=csv.QUOTE_NONE), 1):
@@ -91,7 +102,10 @@ def read_glue_predictions(path: str, labels: list[str] | None) -> np.ndarray:
                 raise UserError(f"{where(path, line_no)}: expected 1 column (the predicted value), got {len(row)}")
             out.append(_number(path, line_no, row[0]))
         elif len(row) == len(labels) and len(row) > 1:
-            out.append(int(np.argmax([_number(path, line_no, x) for x in row])))
+            row_probabilities = [_number(path, line_no, x) for x in row]
+            out.append(int(np.argmax(row_probabilities)))
+            if probabilities is not None:
+                probabilities.append(row_probabilities)
         elif len(row) == 1:
             if row[0] not in labels:
                 raise UserError(f"{where(path, line_no)}: label {row[0]!r} is not one of {labels}")
@@ -115,6 +129,11 @@ def _number(path: str, line: int, text: str) -> float:
 
 
 def evaluate_glue(config: EvalConfig) -> dict[str, float]:
+    return _score_glue(config)[0]
+
+
+def _score_glue(config: EvalConfig) -> tuple[dict[str, float], dict]:
+    """(metrics, eval_details) of GLUE/tsv predictions, or of a task module's task."""
     from bert_core import tasks
 
     task = tasks.get_task(config.task_name, config.task_module, **config.task_options(config.task_name))
@@ -124,11 +143,16 @@ def evaluate_glue(config: EvalConfig) -> dict[str, float]:
         raise UserError(f"{task.path(config.data_dir, split)}: the {split} split has no labels to evaluate against")
     labels = task.labels
     gold = [e.label if labels is None else labels.index(e.label) for e in examples]
-    preds = read_glue_predictions(config.predictions_file, labels)
+    probabilities: list = []
+    preds = read_glue_predictions(config.predictions_file, labels, probabilities)
     if len(preds) != len(gold):
         raise UserError(f"{config.predictions_file}: {len(preds)} predictions, but "
                         f"{task.path(config.data_dir, split)} has {len(gold)} examples")
-    return metrics.glue_metrics(task.name, preds, gold, regression=task.is_regression)
+    values = metrics.glue_metrics(task.name, preds, gold, regression=task.is_regression)
+    if labels is None:
+        return values, report_data.regression_details(gold, preds)
+    return values, report_data.classification_details(
+        labels, gold, preds, np.array(probabilities) if len(probabilities) == len(preds) else None)
 
 
 def format_table(task: str, values: dict[str, float]) -> str:
@@ -143,9 +167,10 @@ def format_table(task: str, values: dict[str, float]) -> str:
 def evaluate_main(config: EvalConfig) -> int:
     layout.check_output_dir(config.output_dir)
     if config.task_name.lower() in SQUAD_TASKS:
-        values = evaluate_squad(config)
+        values, details = _score_squad(config)
     else:
-        values = evaluate_glue(config)
+        values, details = _score_glue(config)
+    storage.write_json(os.path.join(config.output_dir, layout.EVAL_DETAILS), {"task": config.task_name, **details})
     path = os.path.join(config.output_dir, layout.EVAL_METRICS)
     storage.write_json(path, values)
     events.emit("wrote", "evaluate", path=path)

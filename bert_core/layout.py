@@ -94,7 +94,12 @@ EVAL_RESULTS = "eval_results.txt"           # pretrain and finetune --do_eval, a
 EVAL_RESULTS_JSON = "eval_results.json"     # the same numbers for machines
 TEST_RESULTS = "test_results.tsv"           # finetune --do_predict on a GLUE/tsv task (its first test split)
 EVAL_METRICS = "metrics.json"               # bert evaluate
+EVAL_DETAILS = "eval_details.json"          # bert evaluate: confusion matrix, ROC, ... (bert_core.report_data)
+RUN_RECORD = "run.json"                     # bert-pipeline run, in the run directory: parameters, lineage
+RUN_REPORT = "report.html"                  # bert-pipeline run, in the run directory: every stage's pictures
 SAVED_MODEL_DIR = "saved_model"             # the fine-tuning component's --export_dir, inside its Model
+SUMMARIES_DIR = "train"                     # pretrain and finetune: TensorBoard's event files (--logdir)
+TRAIN_HISTORY = "history.jsonl"             # in SUMMARIES_DIR: one JSON line per logged step (report_data)
 
 
 def check_output_dir(output_dir: str) -> None:
@@ -115,6 +120,14 @@ def check_output_file(flag: str, path: str) -> None:
     parent = os.path.dirname(path)
     if not storage.is_remote(path) and parent and os.path.exists(parent) and not os.path.isdir(parent):
         raise UserError(f"{flag}={path}: {parent} is a file, not a directory")
+
+
+def train_history_path(run_dir: str) -> str:
+    """A training run's per-step history: step, loss, learning rate, sequences/s and the loss's metrics
+    at each logged step, beside its TensorBoard summaries (bert_core.report_data.read_history)."""
+    from bert_core import storage
+
+    return storage.join(run_dir, SUMMARIES_DIR, TRAIN_HISTORY)
 
 
 def more_test_results(split: str) -> str:

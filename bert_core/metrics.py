@@ -200,18 +200,32 @@ def best_threshold(predictions: Mapping[str, str], scores: Mapping[str, float], 
     for a question without an answer scores 0. Starting from "all null" (threshold 0.0), questions
     are admitted in increasing order of odds and the first running total that beats the best so far
     sets the threshold to that question's odds."""
+    thresholds, totals = _threshold_walk(predictions, scores, na_probs, has_answer)
+    best_score, best_thresh = float(totals[0]), thresholds[0]
+    if len(totals) > 1:
+        i = int(np.argmax(totals[1:])) + 1
+        if totals[i] > best_score:
+            best_score, best_thresh = float(totals[i]), float(thresholds[i])
+    return 100.0 * best_score / len(scores), best_thresh
+
+
+def threshold_curve(predictions: Mapping[str, str], scores: Mapping[str, float], na_probs: Mapping[str, float],
+                    has_answer: Mapping[str, bool]) -> tuple[list[float], list[float]]:
+    """best_threshold's walk as a curve: (thresholds, total score in percent), from "all null" (0.0)
+    through each question's null odds in increasing order; its highest point is the best threshold."""
+    thresholds, totals = _threshold_walk(predictions, scores, na_probs, has_answer)
+    return thresholds, [100.0 * float(t) / len(scores) for t in totals]
+
+
+def _threshold_walk(predictions, scores, na_probs, has_answer) -> tuple[list[float], np.ndarray]:
+    """([0.0, each admitted question's odds...], [the total score at each]) of best_threshold."""
     qids = [q for q in na_probs if q in scores]
     order = np.argsort(np.array([na_probs[q] for q in qids], dtype=np.float64), kind="stable")
     gains = np.array([scores[q] if has_answer[q] else (-1.0 if predictions.get(q) else 0.0)
                       for q in (qids[i] for i in order)], dtype=np.float64)
     start = float(sum(1 for q in scores if not has_answer[q]))
-    best_score, best_thresh = start, 0.0
-    if len(gains):
-        running = start + np.cumsum(gains)
-        i = int(np.argmax(running))
-        if running[i] > best_score:
-            best_score, best_thresh = float(running[i]), float(na_probs[qids[order[i]]])
-    return 100.0 * best_score / len(scores), best_thresh
+    thresholds = [0.0] + [float(na_probs[qids[i]]) for i in order]
+    return thresholds, np.concatenate([[start], start + np.cumsum(gains)])
 
 
 def squad_metrics(dataset: Sequence[Mapping], predictions: Mapping[str, str], version_2: bool = False,
@@ -250,3 +264,15 @@ def squad_metrics(dataset: Sequence[Mapping], predictions: Mapping[str, str], ve
         out["best_exact"], out["best_exact_thresh"] = best_threshold(predictions, exact, probs, has_answer)
         out["best_f1"], out["best_f1_thresh"] = best_threshold(predictions, f1s, probs, has_answer)
     return out
+
+
+def squad_threshold_curves(dataset: Sequence[Mapping], predictions: Mapping[str, str],
+                           na_probs: Mapping[str, float]) -> dict[str, tuple[list[float], list[float]]]:
+    """SQuAD 2.0's exact and F1 over the no-answer threshold: {"exact"|"f1": threshold_curve(...)},
+    the walk whose highest points squad_metrics reports as best_exact and best_f1."""
+    golds, has_answer = gold_answers(dataset, True)
+    exact, f1s, _ = _raw_scores(golds, predictions, True)
+    probs = {str(q): float(p) for q, p in na_probs.items() if str(q) in golds}
+    probs.update({q: 0.0 for q in golds if q not in probs})
+    return {"exact": threshold_curve(predictions, exact, probs, has_answer),
+            "f1": threshold_curve(predictions, f1s, probs, has_answer)}

@@ -5,6 +5,7 @@
     run.restore_input_position(latest, iterator)
     run.save(step, iterator, write)         # every rank; write(CheckpointDir) adds weights and state
     run.upload_summaries()                  # gs://: the TensorBoard files of summaries_dir
+    run.start_history(step); run.append_history(row)   # chief: train/history.jsonl, one line a logged step
 
 The layout (`CheckpointDir` names every file; the caller writes weights and state there):
 
@@ -15,7 +16,7 @@ The layout (`CheckpointDir` names every file; the caller writes weights and stat
       metadata.json              step, world size, time of the save
       _COMPLETE                  storage's marker, written last: only a directory with it is a checkpoint
   output_dir/checkpoint          TF's pointer to the latest weights (tf.train.latest_checkpoint works)
-  output_dir/train/              summaries
+  output_dir/train/              summaries (TensorBoard's event files) and history.jsonl (layout.TRAIN_HISTORY)
 
 Every checkpoint directory is made by storage.publish_dir, so it has the one artifact marker
 (storage.COMPLETE_MARKER) locally and on gs:// alike. Locally the ranks write into .ckpt-<step>.tmp,
@@ -35,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import glob
+import json
 import os
 import re
 import shutil
@@ -42,7 +44,7 @@ from typing import Callable, NamedTuple
 
 import tensorflow as tf
 
-from bert_core import distributed, staging, storage
+from bert_core import distributed, layout, staging, storage
 from bert_core.errors import UserError
 
 WEIGHTS_NAME = "model.ckpt"  # Google's: ckpt-<step>/model.ckpt-<step>.index, .data-*
@@ -107,7 +109,8 @@ class RunDirectory:
         self.remote = storage.is_remote(output_dir)  # the one place that asks
         # Where checkpoints are written and read: output_dir itself, or a node-local mirror of it.
         self.local = (work_dir or staging.local_dir_for(output_dir, "work")) if self.remote else output_dir
-        self.summaries_dir = os.path.join(self.local, "train")
+        self.summaries_dir = os.path.join(self.local, layout.SUMMARIES_DIR)
+        self.history_path = os.path.join(self.summaries_dir, layout.TRAIN_HISTORY)
         self._uploaded: dict[str, int] = {}  # summary file -> size last uploaded
 
     def latest(self) -> CheckpointDir | None:
@@ -244,8 +247,40 @@ class RunDirectory:
         for info in storage.list_files(self.summaries_dir):
             if self._uploaded.get(info.path) != info.size:
                 rel = os.path.relpath(info.path, self.summaries_dir).replace(os.sep, "/")
-                storage.copy(info.path, storage.join(self.output_dir, "train", rel))
+                storage.copy(info.path, storage.join(self.output_dir, layout.SUMMARIES_DIR, rel))
                 self._uploaded[info.path] = info.size
+
+
+    # ------------------------------------------------------------------ history
+    def start_history(self, step: int) -> None:
+        """Chief, before training from `step`: the history keeps the rows up to `step` (a resumed run logs
+        the steps after its checkpoint again); an object-store run's is fetched first if this host has none."""
+        if not self.dist.is_chief:
+            return
+        if self.remote and not os.path.exists(self.history_path):
+            remote = layout.train_history_path(self.output_dir)
+            if storage.exists(remote):
+                storage.download(remote, self.history_path)
+        if not os.path.exists(self.history_path):
+            return
+        kept = []
+        with open(self.history_path, encoding="utf-8") as f:
+            for line in f:
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:  # a line cut short by a kill
+                    continue
+                if isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] <= step:
+                    kept.append(line if line.endswith("\n") else line + "\n")
+        storage.write_text(self.history_path, "".join(kept))
+
+    def append_history(self, row: dict) -> None:
+        """Chief: one logged step's numbers as a JSON line (uploaded with the summaries)."""
+        if not self.dist.is_chief:
+            return
+        os.makedirs(self.summaries_dir, exist_ok=True)
+        with open(self.history_path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
 
 
 def _other_ranks_file(rel: str) -> bool:

@@ -312,6 +312,7 @@ class Trainer:
         iterator = iter(dataset)
         batch, resumed_from = self._resume(iterator)
         start = int(self.global_step.numpy())
+        self.run_dir.start_history(start)
         micro = first_batch_size(batch)
         clock = _Throughput(micro * cfg.num_accumulation_steps * self.dist.size, start, cfg.num_train_steps)
         self.log(f"training: steps {start}->{cfg.num_train_steps}, {self.dist.size} rank(s), {clock.per_update} "
@@ -417,6 +418,7 @@ class Trainer:
         if scale is not None:
             summary["loss_scale"] = scale
         self._summary(summary, step)
+        self.run_dir.append_history({"step": step, **summary})
         return loss, metrics, {"learning_rate": lr, "sequences_per_second": sps}
 
     def _mean_over_ranks(self, loss: float, mtotals: dict) -> tuple[float, dict[str, float]]:

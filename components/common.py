@@ -177,7 +177,7 @@ def log_numbers(metrics, obj: dict, prefix: str = "") -> dict[str, float]:
 
 def run_pretraining(data, vocab, model, metrics, launcher: str, num_processes: int, bert_model: str,
                     bert_config: dict, mpijob_workers: int, mpijob_gpus_per_worker: int, timeout_seconds: int,
-                    init_checkpoint: str = "", **flags) -> None:
+                    init_checkpoint: str = "", report=None, stage: str = "pretrain", **flags) -> None:
     """What both pretraining components do (phase 1 and phase 2 differ only in their inputs).
 
     `flags` are `bert pretrain` flags (PretrainConfig fields); the artifacts give the paths: the
@@ -211,4 +211,37 @@ def run_pretraining(data, vocab, model, metrics, launcher: str, num_processes: i
     bert = BertConfig.from_json_file(layout.model_config_path(out))
     model.metadata.update({"global_step": results.get("global_step"), "max_seq_length": flags["max_seq_length"],
                            "hidden_size": bert.hidden_size, "num_hidden_layers": bert.num_hidden_layers,
-                           "vocab_size": bert.vocab_size, "world_size": results.get("world_size")})
+                           "vocab_size": bert.vocab_size, "world_size": results.get("world_size"),
+                           "tensorboard": storage.join(model.uri, layout.SUMMARIES_DIR)})
+    if report is not None:
+        from bert_core.reports import training_report
+
+        write_report(report, training_report, out, stage)
+
+
+def log_classification(classification, details: dict) -> None:
+    """A classification task's eval_details.json (bert_core.report_data) on a KFP ClassificationMetrics
+    artifact, which the KFP UI draws: the confusion matrix with the label names, and the ROC curve of
+    a binary task. Regression and SQuAD leave it empty (their pictures are in the HTML report)."""
+    from bert_core import report_data
+
+    if details.get("kind") != report_data.CLASSIFICATION:
+        return
+    classification.log_confusion_matrix(details["labels"], details["confusion_matrix"])
+    if roc := details.get("roc"):
+        classification.log_roc_curve(roc["fpr"], roc["tpr"], roc["thresholds"])
+
+
+def write_report(report, build, *args) -> None:
+    """A stage's HTML report (bert_core.reports: `build(*args)` -> the page) as the KFP HTML artifact
+    `report`. The stage's work is done and published by then: a report that cannot be drawn is a
+    page saying why (and a line in the log), not a failed step."""
+    from bert_core.reports import page, write_html
+
+    try:
+        html = build(*args)
+    except Exception as err:  # noqa: BLE001 - the stage's outputs stand; say what the report lacks
+        line = f"the report could not be drawn: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+        print(f"warning: {line}", flush=True)
+        html = page.render("report", [page.note(line)])
+    write_html(report.path, html)

@@ -3,7 +3,7 @@ the fine-tuning task) and `bert create-data` (TFRecord shards + data_manifest.js
 
 
 from kfp import dsl
-from kfp.dsl import Artifact, Dataset, Input, Output
+from kfp.dsl import HTML, Artifact, Dataset, Input, Output
 
 from components.common import base_image
 
@@ -30,10 +30,12 @@ def prepare_corpus(corpus_uri: str, heldout_fraction: float, seed: int,
 def create_data(corpus: Input[Dataset], vocab: Input[Artifact], do_lower_case: bool, max_seq_length: int,
                 max_predictions_per_seq: int, masked_lm_prob: float, dupe_factor: int, short_seq_prob: float,
                 do_whole_word_mask: bool, num_shards: int, num_workers: int, random_seed: int,
-                data: Output[Dataset]):
-    """`bert create-data`: masked-LM/NSP TFRecord shards and data_manifest.json; its counts as metadata."""
+                data: Output[Dataset], report: Output[HTML]):
+    """`bert create-data`: masked-LM/NSP TFRecord shards and data_manifest.json; its counts as metadata,
+    its statistics (sequence lengths, masked positions) as an HTML report."""
     from bert_core import layout, storage
-    from components.common import create_data_config, run_stage
+    from bert_core.reports import data_report
+    from components.common import create_data_config, run_stage, write_report
 
     config = create_data_config(
         corpus.path, vocab.path, data.path,
@@ -46,3 +48,4 @@ def create_data(corpus: Input[Dataset], vocab: Input[Artifact], do_lower_case: b
     data.metadata.update({**manifest["totals"], "shards": len(manifest["shards"]),
                           "max_seq_length": max_seq_length, "max_predictions_per_seq": max_predictions_per_seq,
                           "vocab_size": manifest["vocab"]["size"]})
+    write_report(report, data_report, data.path)

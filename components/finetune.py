@@ -3,7 +3,7 @@ generic tsv task such as the held-out sentence-pair task, or a task_module's tas
 then predict on its test split."""
 
 from kfp import dsl
-from kfp.dsl import Dataset, Input, Metrics, Model, Output
+from kfp.dsl import HTML, Dataset, Input, Metrics, Model, Output
 
 from components.common import base_image
 
@@ -15,12 +15,13 @@ def finetune(pretrained: Input[Model], task_data: Input[Dataset], task_data_uri:
              num_train_epochs: float, warmup_proportion: float, optimizer_type: str, do_lower_case: bool,
              log_every_steps: int,
              seed: int, num_processes: int, task_module: str,
-             model: Output[Model], predictions: Output[Dataset], metrics: Output[Metrics]):
+             model: Output[Model], predictions: Output[Dataset], metrics: Output[Metrics], report: Output[HTML]):
     """`bert finetune --do_train --do_eval --do_predict --export_dir`: checkpoints and a SavedModel
     (model/saved_model) as the Model, test_results.tsv as the predictions, finetune_metrics.json's
-    numbers as Metrics."""
+    numbers as Metrics, its curves as an HTML report."""
     from bert_core import layout, storage
-    from components.common import finetune_config, log_numbers, run_stage
+    from bert_core.reports import training_report
+    from components.common import finetune_config, log_numbers, run_stage, write_report
 
     config = finetune_config(
         pretrained.path, task_data.path, model.path, task_data_uri, text_b_column, labels, task_module,
@@ -34,4 +35,6 @@ def finetune(pretrained: Input[Model], task_data: Input[Dataset], task_data_uri:
     results = storage.read_json(storage.join(model.path, layout.FINETUNE_METRICS))
     log_numbers(metrics, results)
     model.metadata.update({"task_name": task_name, "max_seq_length": max_seq_length,
-                           "global_step": results.get("global_step"), "saved_model": layout.SAVED_MODEL_DIR})
+                           "global_step": results.get("global_step"), "saved_model": layout.SAVED_MODEL_DIR,
+                           "tensorboard": storage.join(model.uri, layout.SUMMARIES_DIR)})
+    write_report(report, training_report, model.path, "finetune")

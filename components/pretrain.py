@@ -8,7 +8,7 @@ the checkpoints (`ckpt-<step>/model.ckpt-<step>`, found by tf.train.latest_check
 
 
 from kfp import dsl
-from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
+from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Model, Output
 
 from components.common import base_image
 
@@ -20,9 +20,9 @@ def pretrain(data: Input[Dataset], vocab: Input[Artifact], init_checkpoint: str,
              num_warmup_steps: int, optimizer_type: str, dtype: str, num_accumulation_steps: int,
              save_checkpoints_steps: int, log_every_steps: int, max_eval_steps: int, random_seed: int,
              mpijob_workers: int, mpijob_gpus_per_worker: int, timeout_seconds: int,
-             model: Output[Model], metrics: Output[Metrics]):
+             model: Output[Model], metrics: Output[Metrics], report: Output[HTML]):
     """`bert pretrain --do_train --do_eval` from scratch, or from init_checkpoint (Google's or Hugging
-    Face weights); pretrain_metrics.json's numbers as Metrics."""
+    Face weights); pretrain_metrics.json's numbers as Metrics, its curves as an HTML report."""
     args = dict(locals())
     from components.common import run_pretraining
 
@@ -36,10 +36,10 @@ def pretrain_phase2(data: Input[Dataset], vocab: Input[Artifact], init_model: In
                     num_train_steps: int, num_warmup_steps: int, optimizer_type: str, dtype: str,
                     num_accumulation_steps: int, save_checkpoints_steps: int, log_every_steps: int,
                     max_eval_steps: int, random_seed: int, mpijob_workers: int, mpijob_gpus_per_worker: int,
-                    timeout_seconds: int, model: Output[Model], metrics: Output[Metrics]):
+                    timeout_seconds: int, model: Output[Model], metrics: Output[Metrics], report: Output[HTML]):
     """Phase 2 (longer sequences): `bert pretrain` from phase 1's Model."""
     args = dict(locals())
     from components.common import run_pretraining
 
     init = args.pop("init_model")
-    run_pretraining(init_checkpoint=init.uri if launcher == "mpijob" else init.path, **args)
+    run_pretraining(init_checkpoint=init.uri if launcher == "mpijob" else init.path, stage="pretrain-phase2", **args)

@@ -6,7 +6,7 @@
     bert-pipeline schedule [SERVER ...] (--cron "0 0 3 * * *" | --interval 24h) [BUILD ...] [...]
     bert-pipeline list [SERVER ...] [--experiment NAME]
     bert-pipeline status [SERVER ...] RUN_ID
-    bert-pipeline artifacts ls PREFIX | artifacts show PATH
+    bert-pipeline artifacts ls PREFIX | artifacts show PATH | artifacts compare RUN_A RUN_B ... [--html FILE]
 
 BUILD: what a cluster fixes when the pipeline is built (pipelines.pipeline.build_pipeline): --mpijob,
 --gcs-key-secret NAME, --minio-secret NAME, --image-pull-secret NAME. SERVER: --host URL (default: kfp's own
@@ -308,22 +308,12 @@ def stage_outputs(run_dir: str) -> dict[str, dict[str, dict]]:
 
 EVENTS_FILE = "pipeline-events.jsonl"
 
-#: What the final table shows of the pretraining metrics (fine-tuning and evaluation: everything).
-PRETRAIN_SHOWN = ("global_step", "train_loss", "eval.loss", "eval.masked_lm_accuracy",
-                  "eval.next_sentence_accuracy", "sequences_per_second", "train_seconds")
-
-
-def metrics_table(outputs: dict) -> str:
+def metrics_table(run_dir: str) -> str:
+    """The numbers a person reads at the end of a run (bert_core.reports.sections.HEADLINE), a row each."""
     from bert_core.artifacts import render_table
+    from bert_core.reports.runs import find_stages, headline
 
-    rows = []
-    for task, artifacts in outputs.items():
-        for name, meta in artifacts.items():
-            if name != "metrics":
-                continue
-            shown = PRETRAIN_SHOWN if task.startswith("pretrain") else sorted(meta)
-            rows += [[task, key, meta[key]] for key in shown if key in meta]
-    return render_table(["stage", "metric", "value"], rows, align="llr")
+    return render_table(["stage", "metric", "value"], headline(find_stages(run_dir)), align="llr")
 
 
 def run_local(arguments: dict, phase2: bool, output_dir: str, verbose: bool = False) -> tuple[str, dict]:
@@ -384,10 +374,15 @@ def cmd_run(args) -> int:
     from pipelines import defaults
 
     phase2, arguments = pipeline_arguments(args, defaults.CI if args.ci else defaults.DEFAULT)
-    run_dir, outputs = run_local(arguments, phase2, args.output_dir, args.verbose)
+    run_dir, _ = run_local(arguments, phase2, args.output_dir, args.verbose)
+    from pipelines.run_record import write_run_files
+
+    report = write_run_files(run_dir, _pipeline(phase2), arguments)
     print()
-    print(metrics_table(outputs))
-    print(f"\ninspect: {PROG} artifacts ls {run_dir}")
+    print(metrics_table(run_dir))
+    print(f"\ninspect: {PROG} artifacts ls {run_dir}; compare: {PROG} artifacts compare {run_dir} OTHER_RUN")
+    print("the run's report (every stage's pictures), to open in a browser:")
+    print(os.path.abspath(report))
     return 0
 
 
@@ -555,10 +550,23 @@ def cmd_status(args) -> int:
 def cmd_artifacts(args) -> int:
     from bert_core import artifacts
 
+    if args.action == "compare":
+        from bert_core.reports import runs
+
+        comparison = runs.compare(args.path)
+        print(runs.compare_text(comparison))
+        if args.html:
+            from bert_core.reports import write_html
+
+            print(f"wrote {write_html(args.html, runs.compare_page(comparison))}")
+        return 0
+    if len(args.path) != 1 or args.html:
+        raise UserError(f"artifacts {args.action}: give one PATH" + (" (--html is for compare)" if args.html else ""))
+    (path,) = args.path
     if args.action == "ls":
-        print(artifacts.format_listing(artifacts.list_artifacts(args.path), prefix=args.path))
+        print(artifacts.format_listing(artifacts.list_artifacts(path), prefix=path))
     else:
-        print(artifacts.describe_artifact(args.path))
+        print(artifacts.describe_artifact(path))
     return 0
 
 
@@ -653,9 +661,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_id")
     p.set_defaults(func=cmd_status)
 
-    p = sub.add_parser("artifacts", help="a run's artifacts (local or gs://): ls PREFIX, show PATH")
-    p.add_argument("action", choices=("ls", "show"))
-    p.add_argument("path")
+    p = sub.add_parser("artifacts", help="a run's artifacts (local or object storage): ls PREFIX, show PATH, "
+                                         "compare RUN_A RUN_B ...")
+    p.add_argument("action", choices=("ls", "show", "compare"))
+    p.add_argument("path", nargs="+", help="ls, show: one path; compare: two run directories or more")
+    p.add_argument("--html", metavar="FILE", help="compare: also write the comparison as a page, curves overlaid")
     p.set_defaults(func=cmd_artifacts)
     return parser
 

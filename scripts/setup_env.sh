@@ -20,6 +20,14 @@ if ! command -v mpicc >/dev/null 2>&1 || ! command -v mpirun >/dev/null 2>&1; th
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq libopenmpi-dev openmpi-bin >/dev/null
 fi
 
+# Tests only: headless Chromium renders the HTML reports as a person sees them (tests/browser.py).
+if [ "$WITH_TEST" = "--test" ] && ! command -v chromium >/dev/null 2>&1; then
+  say "installing Chromium for the report tests (apt: chromium)"
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+fi
+
 if [ ! -x "$VENV/bin/python" ]; then
   say "creating virtualenv $VENV"
   "$PYTHON" -m venv "$VENV"

@@ -160,6 +160,17 @@ def test_pretrain_reads_shards_and_writes_checkpoints_on_gs(gcs_run, gs_data, tm
     assert [s for s, _ in run_dir.list_checkpoints(out)] == [4, 6]  # ckpt-2 pruned, keep 2
     assert not gcs_run.objects("pretrain/ckpt-2")
     _assert_published(out, 6)
+    # The run's history beside its summaries: the first host's steps (fetched by the second) and its own.
+    from bert_core import layout, report_data
+
+    history = report_data.read_history(layout.train_history_path(out))
+    assert [r["step"] for r in history] == [1, 2, 3, 4, 5, 6]
+    # TensorBoard reads the summaries from the artifact path (downloaded here: see above), both hosts' steps.
+    from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
+
+    events = gcs_run.download("pretrain/train", tmp_path / "train")
+    loss = EventMultiplexer().AddRunsFromDirectory(str(events)).Reload().Tensors(".", "loss")
+    assert sorted({e.step for e in loss}) == [1, 2, 3, 4, 5, 6]
 
     # --do_eval alone evaluates the latest gs:// checkpoint (downloaded on a third host).
     third = _pretrain(gcs_run, gs_data, out, tmp_path / "host-c", "--do_eval", "--max_eval_steps=2")

@@ -319,6 +319,41 @@ def test_artifacts_ls_and_show_on_gcs(gcs_prefix, capsys):
     assert code == 2 and err.startswith("bert-pipeline: error: ") and "no artifacts there" in err
 
 
+def test_artifacts_compare_on_gcs(gcs_prefix, capsys, tmp_path):
+    """Two runs in object storage: the parameters that differ, the headline metrics side by side, and
+    the page with the loss curves of both runs overlaid."""
+    from bert_core import layout, storage
+
+    for run, lr, losses, accuracy in (("run-a", 1e-4, [7.0, 6.0], 0.7), ("run-b", 3e-4, [7.0, 5.0], 0.8)):
+        base = f"{gcs_prefix}/{run}"
+        storage.write_json(f"{base}/{layout.RUN_RECORD}", {"pipeline": "bert-pipeline", "parameters": {
+            "learning_rate": lr, "num_train_steps": 20, "bert_model": "bert-tiny"}})
+        storage.write_json(f"{base}/pretrain/model/{layout.PRETRAIN_METRICS}",
+                           {"global_step": 20, "train_loss": losses[-1], "world_size": 1})
+        storage.write_text(layout.train_history_path(f"{base}/pretrain/model"),
+                           "".join(json.dumps({"step": s, "loss": v}) + "\n" for s, v in zip((10, 20), losses)))
+        storage.write_json(f"{base}/evaluate/metrics/{layout.EVAL_METRICS}", {"accuracy": accuracy})
+        storage.write_json(f"{base}/evaluate/metrics/{layout.EVAL_DETAILS}",
+                           {"kind": "classification", "labels": ["0", "1"], "confusion_matrix": [[1, 0], [0, 1]]})
+
+    code, out, err = bp(capsys, "artifacts", "compare", f"{gcs_prefix}/run-a", f"{gcs_prefix}/run-b",
+                        "--html", str(tmp_path / "compare.html"))
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0] == "1 of 3 parameters differ:"
+    assert lines[1].split() == ["parameter", "run-a", "run-b"] and lines[3].split() == ["learning_rate", "0.0001", "0.0003"]
+    assert ["pretrain.train_loss", "6", "5"] in [line.split() for line in lines]
+    assert ["evaluate.accuracy", "0.7", "0.8"] in [line.split() for line in lines]
+    html = (tmp_path / "compare.html").read_text()
+    assert html.count('<figure class="plot"') == 1 and 'data-title="pretrain: training loss"' in html
+    assert html.count('<tr class="differs">') == 1
+
+    code, _, err = bp(capsys, "artifacts", "compare", f"{gcs_prefix}/run-a")
+    assert code == 2 and "compare: give two runs or more" in err
+    code, _, err = bp(capsys, "artifacts", "show", f"{gcs_prefix}/run-a", f"{gcs_prefix}/run-b")
+    assert code == 2 and "artifacts show: give one PATH" in err
+
+
 def test_run_names_the_failed_step_and_its_error(tmp_path, capsys):
     code, out, err = bp(capsys, "run", "--output-dir", str(tmp_path), "-p", f"corpus_uri={tmp_path}/missing.txt")
     assert code == 2

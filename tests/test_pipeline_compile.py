@@ -83,11 +83,13 @@ def test_artifact_types(compiled):
 
     assert outputs("comp-prepare-corpus") == {"corpus": "system.Dataset", "task_data": "system.Dataset"}
     assert outputs("comp-learn-vocab") == {"vocab": "system.Artifact"}
-    assert outputs("comp-create-data") == {"data": "system.Dataset"}
-    assert outputs("comp-pretrain") == {"model": "system.Model", "metrics": "system.Metrics"}
+    assert outputs("comp-create-data") == {"data": "system.Dataset", "report": "system.HTML"}
+    assert outputs("comp-pretrain") == {"model": "system.Model", "metrics": "system.Metrics", "report": "system.HTML"}
     assert outputs("comp-finetune") == {"model": "system.Model", "predictions": "system.Dataset",
-                                        "metrics": "system.Metrics"}
-    assert outputs("comp-evaluate") == {"metrics": "system.Metrics", "report": "system.Markdown"}
+                                        "metrics": "system.Metrics", "report": "system.HTML"}
+    # the KFP UI draws a ClassificationMetrics artifact (confusion matrix, ROC) and shows an HTML one
+    assert outputs("comp-evaluate") == {"metrics": "system.Metrics", "report": "system.HTML",
+                                        "classification": "system.ClassificationMetrics"}
     assert comps["comp-finetune"]["inputDefinitions"]["artifacts"]["pretrained"]["artifactType"][
         "schemaTitle"] == "system.Model"
 
@@ -172,6 +174,8 @@ def test_two_phase_pipeline(tmp_path):
         "componentInputParameter": "phase2_max_seq_length"}
     assert tasks["finetune"]["inputs"]["artifacts"]["pretrained"]["taskOutputArtifact"]["producerTask"] == \
         "pretrain-phase2"
+    phase2_outputs = spec["components"]["comp-pretrain-phase2"]["outputDefinitions"]["artifacts"]
+    assert phase2_outputs["report"]["artifactType"]["schemaTitle"] == "system.HTML"
 
 
 def test_docs_list_every_parameter_with_its_default():

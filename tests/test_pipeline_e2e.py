@@ -7,6 +7,7 @@ about 2-3 minutes on 2 cores."""
 import glob
 import math
 import os
+import re
 import subprocess
 import sys
 import time
@@ -40,7 +41,12 @@ def test_every_stage_leaves_its_artifacts(pipeline_run):
     for i, stage in enumerate(STAGES, 1):
         assert f"[{i}/6] {stage} ..." in pipeline_run["stdout"]
         assert f"{stage}: success in" in pipeline_run["stdout"]
-    assert "stage     metric" in pipeline_run["stdout"] and "evaluate  accuracy" in pipeline_run["stdout"]
+    # the short table (the numbers a person reads), then the run's report as the last line
+    stdout = pipeline_run["stdout"]
+    assert re.search(r"^stage +metric +value$", stdout, re.M) and re.search(r"^evaluate +accuracy +0\.\d+$", stdout, re.M)
+    table = stdout[stdout.index("stage "):stdout.index("inspect:")].strip().splitlines()
+    assert len(table) - 2 <= 20, table  # headline numbers, not every key of every metrics file
+    assert stdout.strip().splitlines()[-1] == os.path.join(os.path.abspath(d), "report.html")
 
     corpus = os.path.join(d, "prepare-corpus", "corpus")
     assert os.path.getsize(corpus) > 100_000
@@ -66,7 +72,42 @@ def test_every_stage_leaves_its_artifacts(pipeline_run):
     n_test = len(open(os.path.join(d, "prepare-corpus", "task_data", "test.tsv")).read().splitlines()) - 1
     assert len(open(os.path.join(d, "finetune", "predictions")).read().splitlines()) == n_test
     assert os.path.exists(os.path.join(d, "evaluate", "metrics", "metrics.json"))
-    assert "## Evaluation: tsv" in open(os.path.join(d, "evaluate", "report")).read()
+    for stage in ("create-data", "pretrain", "finetune", "evaluate"):  # each stage's HTML report
+        assert open(os.path.join(d, stage, "report")).read().count('<figure class="plot"') >= 1, stage
+
+
+def test_classification_metrics_for_the_kfp_ui(pipeline_run):
+    """evaluate's ClassificationMetrics: the confusion matrix of the test split (label names, every
+    example once) and the ROC curve of the binary task, as kfp.local recorded them."""
+    d = pipeline_run["dir"]
+    meta = pipeline_run["outputs"]["evaluate"]["classification"]
+    matrix = meta["confusionMatrix"]
+    assert [a["displayName"] for a in matrix["annotationSpecs"]] == ["0", "1"]
+    rows = [r["row"] for r in matrix["rows"]]
+    n_test = pipeline_run["outputs"]["prepare-corpus"]["task_data"]["test_examples"]
+    assert sum(map(sum, rows)) == n_test
+    correct = (rows[0][0] + rows[1][1]) / n_test
+    assert correct == pytest.approx(pipeline_run["outputs"]["evaluate"]["metrics"]["accuracy"])
+    roc = meta["confidenceMetrics"]
+    assert roc[0]["falsePositiveRate"] == 0 and roc[-1]["recall"] == 1 and len(roc) > 2
+
+
+def test_report_as_a_person_sees_it(pipeline_run, tmp_path):
+    """report.html in headless Chromium: a section per stage and every plot drawn (not blank) and
+    labelled, the curves of both training stages among them."""
+    from tests import browser
+
+    shot = browser.render(os.path.join(pipeline_run["dir"], "report.html"), tmp_path)
+    assert {"Summary", "create-data", "pretrain", "finetune", "evaluate", "Parameters", "Lineage"} <= set(shot.headings)
+    titles = [p.title for p in shot.plots]
+    for title in ("Sequence lengths", "Masked positions", "Training loss", "Masked-LM accuracy",
+                  "Next-sentence accuracy", "Learning rate", "Throughput", "Training accuracy",
+                  "Confusion matrix", "ROC curve"):
+        assert title in titles, (title, titles)
+    for plot in shot.plots:
+        assert plot.xlabel and plot.ylabel and plot.caption.startswith(plot.title), plot
+        assert plot.natural[0] > 100 and plot.box[2] > 100, plot  # the PNG decoded, and laid out
+        assert browser.is_drawn(shot.crop(plot)), plot
 
 
 def test_metrics_are_sane(pipeline_run):

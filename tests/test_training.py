@@ -289,6 +289,37 @@ def test_progress_lines_and_summaries(tmp_path):
     assert list((tmp_path / "train").glob("events.out.tfevents.*"))
 
 
+def test_history_is_the_logged_steps_and_a_resume_logs_them_once(tmp_path):
+    """train/history.jsonl holds what the summaries hold, a row per logged step; a run resumed from an
+    earlier checkpoint drops the rows after it and logs them again, so every step is there once."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from bert_core import layout, report_data
+
+    training.set_precision("fp32")
+    ds = lambda: train_toy.make_dataset(train_toy.make_examples(16), 8)  # noqa: E731
+
+    def trainer():
+        cfg = training.TrainLoopConfig(output_dir=str(tmp_path), num_train_steps=4, log_every_steps=1,
+                                       save_checkpoints_steps=2)
+        return training.Trainer(train_toy.build_model(), train_toy.toy_loss, keras.optimizers.Adam(1e-3), cfg,
+                                log=lambda s: None)
+
+    trainer().train(ds())
+    path = layout.train_history_path(str(tmp_path))
+    history = report_data.read_history(path)
+    assert [r["step"] for r in history] == [1, 2, 3, 4]
+    events = EventAccumulator(str(tmp_path / "train")).Reload()
+    logged = {e.step: float(tf.make_ndarray(e.tensor_proto)) for e in events.Tensors("loss")}
+    assert logged == pytest.approx({r["step"]: r["loss"] for r in history})
+    assert all(k in history[0] for k in ("learning_rate", "sequences_per_second", "grad_norm"))
+
+    storage.remove_dir(str(tmp_path / "ckpt-4"))  # as if killed after logging step 4, before its save
+    trainer().train(ds())
+    lines = open(path).read().splitlines()
+    assert [json.loads(line)["step"] for line in lines] == [1, 2, 3, 4]
+
+
 class CountingDistributed(distributed.Distributed):
     """One process that counts the allreduces the loop runs (inside its tf.function)."""
 

@@ -1,0 +1,157 @@
+"""Each stage's part of a report, from the files the stage left (bert_core.layout's names), local or
+in object storage: a list of HTML blocks (bert_core.reports.page) a stage page or the run's page holds.
+
+    data_blocks(data_dir)                create-data: the manifest's numbers, sequence lengths, masks
+    training_blocks(model_dir, stage)    pretrain / finetune: loss, accuracies, learning rate, throughput
+    evaluation_blocks(metrics_dir)       evaluate: confusion matrix, ROC, regression scatter, SQuAD
+"""
+
+from __future__ import annotations
+
+from bert_core import layout, report_data, storage
+from bert_core.reports import page, plots
+
+# Pretraining's and fine-tuning's curves: (title, y label, [(legend, history key)]); a curve whose
+# keys the history lacks (a fine-tuning run has no next-sentence accuracy) is left out.
+TRAINING_CURVES = (
+    ("Training loss", "loss", [("total", "loss"), ("masked LM", "masked_lm_loss"),
+                               ("next sentence", "next_sentence_loss"), ("start", "start_loss"),
+                               ("end", "end_loss")]),
+    ("Masked-LM accuracy", "accuracy", [("masked LM", "masked_lm_accuracy")]),
+    ("Next-sentence accuracy", "accuracy", [("next sentence", "next_sentence_accuracy")]),
+    ("Training accuracy", "accuracy", [("train", "accuracy")]),
+    ("Learning rate", "learning rate", [("learning rate", "learning_rate")]),
+    ("Throughput", "sequences per second", [("all ranks", "sequences_per_second")]),
+)
+
+#: The numbers of each kind of stage a person reads first (the terminal table at the end of a run,
+#: the top of the run's page, `artifacts compare`); evaluate shows every metric.
+HEADLINE = {
+    "data": ("instances", "tokens", "masked"),
+    "pretrain": ("global_step", "train_loss", "eval.loss", "eval.masked_lm_accuracy", "eval.next_sentence_accuracy",
+                 "sequences_per_second", "train_seconds"),
+    "finetune": ("global_step", "train_loss", "eval.accuracy", "eval.f1", "eval.exact_match", "eval.pearson",
+                 "train_seconds"),
+}
+#: What a training stage's own page adds to its headline numbers: how it was run.
+TRAINING_SETTINGS = ("sequences_per_second", "world_size", "global_batch_size", "dtype")
+
+
+def flat(obj: dict, prefix: str = "") -> dict:
+    """A nested metrics document with dotted keys (lists kept as they are)."""
+    out: dict = {}
+    for key, value in obj.items():
+        if isinstance(value, dict):
+            out.update(flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def curve(history: list[dict], key: str) -> tuple[list[int], list[float]]:
+    """(steps, values) of a history key; throughput leaves out the first logged step, whose time
+    includes tracing and compiling the step."""
+    return report_data.series(history[1:] if key == "sequences_per_second" else history, key)
+
+
+def training_figures(history: list[dict], stage: str) -> list[plots.Figure]:
+    figs = []
+    for title, ylabel, curves in TRAINING_CURVES:
+        drawn = [(legend, *curve(history, key)) for legend, key in curves]
+        drawn = [(legend, x, y) for legend, x, y in drawn if x]
+        if drawn:
+            figs.append(plots.lines(title, "step", ylabel, drawn, caption=f"{stage}, at each logged step"))
+    return figs
+
+
+def training_blocks(model_dir: str, stage: str) -> list[str]:
+    """Curves from the run's history (layout.TRAIN_HISTORY) and the numbers of its metrics file."""
+    metrics_name = layout.PRETRAIN_METRICS if stage.startswith("pretrain") else layout.FINETUNE_METRICS
+    path = storage.join(model_dir, metrics_name)
+    numbers = flat(storage.read_json(path)) if storage.exists(path) else {}
+    history = report_data.read_history(layout.train_history_path(model_dir))
+    blocks = [page.figures(training_figures(history, stage))]
+    if not history:
+        blocks.append(page.note(f"no training history in {layout.train_history_path(model_dir)} (the run trained "
+                                f"no step, or an older version wrote it)"))
+    kind = "pretrain" if stage.startswith("pretrain") else "finetune"
+    shown = [k for k in dict.fromkeys(HEADLINE[kind] + TRAINING_SETTINGS) if k in numbers]
+    if shown:
+        blocks.append(page.table(["metric", "value"], [[k, numbers[k]] for k in shown]))
+    blocks.append(page.note(f"TensorBoard: tensorboard --logdir {storage.join(model_dir, layout.SUMMARIES_DIR)}"))
+    return blocks
+
+
+def data_blocks(data_dir: str, max_records: int = 20000) -> list[str]:
+    """The manifest's totals and parameters, and from the shards' records: sequence lengths, masked
+    positions per instance."""
+    manifest = storage.read_json(storage.join(data_dir, layout.DATA_MANIFEST))
+    shards = [storage.join(data_dir, s["file"]) for s in manifest.get("shards", []) if s.get("instances")]
+    stats = report_data.shard_statistics(shards, max_records)
+    params = manifest.get("parameters", {})
+    shapes = manifest.get("format", {}).get("shapes", {})
+    seq, predictions = shapes.get("input_ids"), shapes.get("masked_lm_positions")
+    sample = (f"the first {stats['records_read']:,} of {manifest['totals'].get('instances', 0):,} instances"
+              if stats["records_read"] < manifest["totals"].get("instances", 0) else "every instance")
+    figs = []
+    if stats["sequence_lengths"]:
+        figs.append(plots.histogram("Sequence lengths", "tokens per instance (with [CLS] and [SEP])",
+                                    stats["sequence_lengths"], bins=_int_bins(stats["sequence_lengths"], seq),
+                                    caption=f"{sample}; max_seq_length {seq}"))
+        figs.append(plots.histogram("Masked positions", "masked tokens per instance", stats["masked_positions"],
+                                    bins=_int_bins(stats["masked_positions"], predictions),
+                                    caption=f"{sample}; max_predictions_per_seq {predictions}"))
+    per_shard = manifest.get("shards", [])
+    if len(per_shard) > 1:
+        figs.append(plots.bars("Instances per shard", "shard", "instances",
+                               [str(s.get("shard", i)) for i, s in enumerate(per_shard)],
+                               {"instances": [s.get("instances", 0) for s in per_shard]}))
+    totals = {k: v for k, v in manifest.get("totals", {}).items() if not isinstance(v, list)}
+    rows = [[k, v] for k, v in totals.items()] + [["shards", len(per_shard)], ["vocab size", manifest["vocab"]["size"]]]
+    return [page.figures(figs), page.table(["manifest", "value"], rows),
+            page.table(["parameter", "value"], [[k, v] for k, v in params.items() if not isinstance(v, (list, dict))])]
+
+
+def _int_bins(values: list[int], upper: int | None) -> list[float]:
+    """One bin per integer from 0 (or the smallest value) to `upper` (or the largest)."""
+    high = max(upper or 0, max(values))
+    low = min(values)
+    step = max(1, (high - low + 1) // 64)
+    return [x - 0.5 for x in range(low, high + 2, step)]
+
+
+def evaluation_blocks(metrics_dir: str) -> list[str]:
+    """metrics.json as a table and eval_details.json's pictures."""
+    values = storage.read_json(storage.join(metrics_dir, layout.EVAL_METRICS))
+    details_path = storage.join(metrics_dir, layout.EVAL_DETAILS)
+    details = storage.read_json(details_path) if storage.exists(details_path) else {}
+    figs = evaluation_figures(details)
+    return [page.figures(figs), page.table(["metric", "value"], [[k, v] for k, v in values.items()])]
+
+
+def evaluation_figures(details: dict) -> list[plots.Figure]:
+    kind, figs = details.get("kind"), []
+    task = details.get("task", "")
+    if kind == report_data.CLASSIFICATION:
+        n = sum(map(sum, details["confusion_matrix"]))
+        figs.append(plots.confusion_matrix(details["labels"], details["confusion_matrix"],
+                                           caption=f"{task}: {n} examples, gold label by row"))
+        if roc := details.get("roc"):
+            figs.append(plots.roc(roc["fpr"], roc["tpr"], roc["auc"],
+                                  caption=f"{task}: positive label {details['labels'][1]!r}"))
+    elif kind == report_data.REGRESSION:
+        figs.append(plots.scatter(details["gold"], details["predicted"], caption=f"{task}: {len(details['gold'])} pairs"))
+    elif kind == report_data.SQUAD:
+        by_type = details.get("by_answer_type", {})
+        if by_type:
+            names = list(by_type)
+            figs.append(plots.bars("EM and F1 by answer type", "questions", "score (%)",
+                                   [f"{n} ({by_type[n].get('total') or '?'})" for n in names],
+                                   {"exact match": [by_type[n]["exact"] for n in names],
+                                    "F1": [by_type[n]["f1"] for n in names]}, caption=task))
+        if curves := details.get("threshold_curves"):
+            figs.append(plots.lines("Score over the no-answer threshold", "null-odds threshold", "score (%)",
+                                    [(name, c["thresholds"][1:], c["scores"][1:]) for name, c in curves.items()],
+                                    caption="predicting no answer above the threshold; the top is best_*",
+                                    steps=True))
+    return figs
