@@ -72,7 +72,7 @@ def test_every_stage_leaves_its_artifacts(pipeline_run):
     n_test = len(open(os.path.join(d, "prepare-corpus", "task_data", "test.tsv")).read().splitlines()) - 1
     assert len(open(os.path.join(d, "finetune", "predictions")).read().splitlines()) == n_test
     assert os.path.exists(os.path.join(d, "evaluate", "metrics", "metrics.json"))
-    for stage in ("create-data", "pretrain", "finetune", "evaluate"):  # each stage's HTML report
+    for stage in ("learn-vocab", "create-data", "pretrain", "finetune", "evaluate"):  # each stage's HTML report
         assert open(os.path.join(d, stage, "report")).read().count('<figure class="plot"') >= 1, stage
 
 
@@ -98,9 +98,9 @@ def test_report_as_a_person_sees_it(pipeline_run, tmp_path):
     from tests import browser
 
     shot = browser.render(os.path.join(pipeline_run["dir"], "report.html"), tmp_path)
-    assert {"Summary", "create-data", "pretrain", "finetune", "evaluate", "Parameters", "Lineage"} <= set(shot.headings)
+    assert {"Summary", "learn-vocab", "create-data", "pretrain", "finetune", "evaluate", "Parameters", "Lineage"} <= set(shot.headings)
     titles = [p.title for p in shot.plots]
-    for title in ("Sequence lengths", "Masked positions", "Training loss", "Masked-LM accuracy",
+    for title in ("WordPiece lengths", "Pieces per word", "Sequence lengths", "Masked positions", "Training loss", "Masked-LM accuracy",
                   "Next-sentence accuracy", "Learning rate", "Throughput", "Training accuracy",
                   "Confusion matrix", "ROC curve"):
         assert title in titles, (title, titles)

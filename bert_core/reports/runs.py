@@ -16,15 +16,17 @@ from bert_core import layout, report_data, storage
 from bert_core.errors import UserError
 from bert_core.reports import page, plots, sections
 
+#: learn-vocab's and prepare-corpus's outputs are single files, which KFP names after the output.
+VOCAB_OUTPUT, CORPUS_OUTPUT = "vocab", "corpus"
 #: {the file a stage's output holds: its kind}, in the order the stages run.
-STAGE_FILES = {layout.DATA_MANIFEST: "data", layout.PRETRAIN_METRICS: "pretrain",
+STAGE_FILES = {VOCAB_OUTPUT: "vocab", layout.DATA_MANIFEST: "data", layout.PRETRAIN_METRICS: "pretrain",
                layout.FINETUNE_METRICS: "finetune", layout.EVAL_DETAILS: "evaluate"}
 _ORDER = list(STAGE_FILES.values())
 
 @dataclasses.dataclass(frozen=True)
 class Stage:
     name: str   # the step's name (its directory in the run), e.g. pretrain-phase2
-    kind: str   # data, pretrain, finetune, evaluate
+    kind: str   # vocab, data, pretrain, finetune, evaluate
     path: str   # the output directory holding the stage's files
 
 
@@ -56,7 +58,11 @@ def read_record(run_dir: str) -> dict:
 def stage_numbers(stage: Stage) -> dict:
     """Every number a stage recorded, keys dotted (a training stage's metrics file, evaluate's
     metrics.json, the data manifest's totals)."""
-    if stage.kind == "data":
+    if stage.kind == "vocab":
+        from bert_core.tokenization import load_vocab
+
+        doc = {"size": len(load_vocab(storage.join(stage.path, VOCAB_OUTPUT)))}
+    elif stage.kind == "data":
         doc = storage.read_json(storage.join(stage.path, layout.DATA_MANIFEST)).get("totals", {})
     elif stage.kind == "evaluate":
         doc = storage.read_json(storage.join(stage.path, layout.EVAL_METRICS))
@@ -102,7 +108,9 @@ def parameters(run_dir: str) -> dict:
 # --------------------------------------------------------------------------------------------------
 # One run's page
 # --------------------------------------------------------------------------------------------------
-def _stage_blocks(stage: Stage) -> list[str]:
+def _stage_blocks(stage: Stage, run_dir: str, record: dict) -> list[str]:
+    if stage.kind == "vocab":
+        return _vocab_blocks(stage, run_dir, record)
     if stage.kind == "data":
         return sections.data_blocks(stage.path)
     if stage.kind == "evaluate":
@@ -110,12 +118,24 @@ def _stage_blocks(stage: Stage) -> list[str]:
     return sections.training_blocks(stage.path, stage.name)
 
 
+def _vocab_blocks(stage: Stage, run_dir: str, record: dict) -> list[str]:
+    """The vocab over the run's corpus (prepare-corpus's output), tokenized with the run's
+    do_lower_case, or as the vocab's case says when the run has no record."""
+    vocab = storage.join(stage.path, VOCAB_OUTPUT)
+    base = run_dir.rstrip("/")
+    corpus = sorted(i.path for i in storage.list_files(base) if storage.basename(i.path) == CORPUS_OUTPUT)[:1]
+    lower = record.get("parameters", {}).get("do_lower_case")
+    if not isinstance(lower, bool):
+        lower = not report_data.vocab_is_cased(vocab)
+    return sections.vocab_blocks(vocab, corpus, lower)
+
+
 def run_page(run_dir: str) -> str:
     stages = find_stages(run_dir)
     record = read_record(run_dir)
     blocks = [page.heading("Summary"), page.table(["stage", "metric", "value"], headline(stages))]
     for stage in stages:
-        blocks += [page.heading(stage.name, anchor=stage.name), page.note(stage.path), *_stage_blocks(stage)]
+        blocks += [page.heading(stage.name, anchor=stage.name), page.note(stage.path), *_stage_blocks(stage, run_dir, record)]
     params = parameters(run_dir)
     if params:
         blocks += [page.heading("Parameters"), page.table(["parameter", "value"], [[k, v] for k, v in params.items()])]
