@@ -311,9 +311,11 @@ EVENTS_FILE = "pipeline-events.jsonl"
 def metrics_table(run_dir: str) -> str:
     """The numbers a person reads at the end of a run (bert_core.reports.sections.HEADLINE), a row each."""
     from bert_core.artifacts import render_table
-    from bert_core.reports.runs import find_stages, headline
+    from bert_core.reports.runs import find_stages, headline, headline_note, read_record
 
-    return render_table(["stage", "metric", "value"], headline(find_stages(run_dir)), align="llr")
+    stages = find_stages(run_dir)
+    note = headline_note(stages, read_record(run_dir))
+    return render_table(["stage", "metric", "value"], headline(stages), align="llr") + (f"\n({note})" if note else "")
 
 
 def run_local(arguments: dict, phase2: bool, output_dir: str, verbose: bool = False) -> tuple[str, dict]:

@@ -5,6 +5,7 @@ compare` on two real local runs lists exactly the parameters that differ (slow).
 from __future__ import annotations
 
 import glob
+import html
 import io
 import json
 import os
@@ -99,9 +100,9 @@ def test_vocab_report_counts_what_the_tokenizer_does(brown_corpus, uncased_vocab
     top = collections.Counter(w for w, p in zip(words, split) if len(p) > 1).most_common(1)[0]
     assert stats["split_examples"][0][1] == top[1]
 
-    html = reports.vocab_report(uncased_vocab, [brown_corpus], lower, max_lines=400)
-    assert f"{stats['unk_rate']:.2%} ({stats['unk_words']:,})" in html and "the first 400 lines of the corpus" in html
-    _assert_plots(_shot(tmp_path, "vocab", html), ["WordPiece lengths", "Pieces per word"])
+    page_html = reports.vocab_report(uncased_vocab, [brown_corpus], lower, max_lines=400)
+    assert f"{stats['unk_rate']:.2%} ({stats['unk_words']:,})" in page_html and "the first 400 lines of the corpus" in page_html
+    _assert_plots(_shot(tmp_path, "vocab", page_html), ["WordPiece lengths", "Pieces per word"])
 
 
 def test_create_data_report(stage_outputs, tmp_path):
@@ -212,6 +213,25 @@ def test_a_report_that_cannot_be_drawn_is_a_page_saying_why(tmp_path, capsys):
     page_text = (tmp_path / "report").read_text()
     assert "the report could not be drawn: ValueError: gs://b/x: cannot read" in page_text
     assert "warning: the report could not be drawn" in capsys.readouterr().out
+
+
+def test_the_run_page_orders_parameters_and_tells_the_splits_apart(tmp_path):
+    """Parameters by name (run.json keeps the pipeline's order, which is no order for a reader); the
+    summary says fine-tuning's eval.* and evaluate's numbers come from different splits."""
+    from bert_core import storage
+    from bert_core.reports import runs
+
+    run = tmp_path / "run"
+    storage.write_json(str(run / "finetune" / "model" / layout.FINETUNE_METRICS), {"eval": {"accuracy": 0.75}})
+    storage.write_json(str(run / "evaluate" / "metrics" / layout.EVAL_METRICS), {"accuracy": 0.7})
+    storage.write_json(str(run / "evaluate" / "metrics" / layout.EVAL_DETAILS), {})
+    storage.write_json(str(run / layout.RUN_RECORD), {"parameters": {"vocab_size": 2000, "eval_split": "test",
+                                                                     "bert_model": "bert-tiny"}})
+    assert list(runs.parameters(str(run))) == ["bert_model", "eval_split", "vocab_size"]
+    note = runs.headline_note(runs.find_stages(str(run)), runs.read_record(str(run)))
+    assert note == "finetune's eval.* are on the task's dev split, evaluate's on its test split"
+    assert html.escape(note) in reports.run_report(str(run))
+    assert runs.headline_note(runs.find_stages(str(run / "evaluate")), {}) == ""
 
 
 def test_a_runs_stages_are_found_by_their_files_in_run_order(tmp_path):

@@ -84,12 +84,22 @@ def headline(stages: list[Stage]) -> list[list]:
     return rows
 
 
+def headline_note(stages: list[Stage], record: dict) -> str:
+    """What the headline table cannot say in its rows: fine-tuning's eval.* numbers and evaluate's
+    come from different splits of the task (so they differ)."""
+    kinds = {s.kind for s in stages}
+    if not {"finetune", "evaluate"} <= kinds:
+        return ""
+    split = record.get("parameters", {}).get("eval_split")
+    return f"finetune's eval.* are on the task's dev split, evaluate's on its {split or 'evaluation'} split"
+
+
 def parameters(run_dir: str) -> dict:
     """The run's parameters: the run record's, or else what its stages recorded (create-data's
     manifest parameters, a training stage's settings), as `stage.name`."""
     record = read_record(run_dir)
     if "parameters" in record:
-        return dict(record["parameters"])
+        return dict(sorted(record["parameters"].items()))
     out: dict = {}
     for stage in find_stages(run_dir):
         if stage.kind == "data":
@@ -102,7 +112,7 @@ def parameters(run_dir: str) -> dict:
         else:
             continue
         out.update({f"{stage.name}.{k}": v for k, v in doc.items() if not isinstance(v, (dict, list))})
-    return out
+    return dict(sorted(out.items()))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -133,7 +143,8 @@ def _vocab_blocks(stage: Stage, run_dir: str, record: dict) -> list[str]:
 def run_page(run_dir: str) -> str:
     stages = find_stages(run_dir)
     record = read_record(run_dir)
-    blocks = [page.heading("Summary"), page.table(["stage", "metric", "value"], headline(stages))]
+    blocks = [page.heading("Summary"), page.table(["stage", "metric", "value"], headline(stages)),
+              page.note(headline_note(stages, record)) if headline_note(stages, record) else ""]
     for stage in stages:
         blocks += [page.heading(stage.name, anchor=stage.name), page.note(stage.path), *_stage_blocks(stage, run_dir, record)]
     params = parameters(run_dir)
