@@ -234,6 +234,14 @@ def test_the_run_page_orders_parameters_and_tells_the_splits_apart(tmp_path):
     assert runs.headline_note(runs.find_stages(str(run / "evaluate")), {}) == ""
 
 
+def test_the_tensorboard_line_says_how_for_s3():
+    from bert_core.reports.sections import tensorboard_note
+
+    assert tensorboard_note("gs://b/run/pretrain/model/train") == "TensorBoard: tensorboard --logdir gs://b/run/pretrain/model/train"
+    for uri in ("s3://b/m/train", "minio://b/m/train"):
+        assert tensorboard_note(uri).startswith(f"TensorBoard: tensorboard --logdir {uri} (a TensorBoard installed without")
+
+
 def test_a_runs_stages_are_found_by_their_files_in_run_order(tmp_path):
     """Named by their step's directory (the two-phase pipeline's two pretraining steps apart), at any
     depth under it (a cluster's pipeline root may add a level), in the order the stages run."""

@@ -80,7 +80,7 @@ def training_blocks(model_dir: str, stage: str) -> list[str]:
     shown = [k for k in dict.fromkeys(HEADLINE[kind] + TRAINING_SETTINGS) if k in numbers]
     if shown:
         blocks.append(page.table(["metric", "value"], [[k, numbers[k]] for k in shown]))
-    blocks.append(page.note(f"TensorBoard: tensorboard --logdir {storage.join(model_dir, layout.SUMMARIES_DIR)}"))
+    blocks.append(page.note(tensorboard_note(storage.join(model_dir, layout.SUMMARIES_DIR))))
     return blocks
 
 
@@ -121,6 +121,14 @@ def vocab_blocks(vocab_file: str, corpus_files: list[str], do_lower_case: bool, 
     if stats.get("unk_examples"):
         blocks.append(page.table(["frequent [UNK] word", "times"], stats["unk_examples"]))
     return blocks
+
+
+def tensorboard_note(summaries: str) -> str:
+    """How to look at a training stage's summaries; TensorFlow 2.18's TensorBoard has no s3://."""
+    s3 = storage.is_remote(summaries) and storage.scheme_of(summaries) in ("s3://", "minio://")
+    return f"TensorBoard: tensorboard --logdir {summaries}" + (
+        " (a TensorBoard installed without TensorFlow reads s3://; with TensorFlow, `bert-pipeline artifacts "
+        "download` the summaries first: docs/pipeline.md)" if s3 else "")
 
 
 def data_blocks(data_dir: str, max_records: int = 20000) -> list[str]:
