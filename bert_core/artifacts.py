@@ -1,7 +1,8 @@
 """Inspecting a run's artifacts: what is under a prefix, and manifests and metrics as tables.
 
 `bert-pipeline artifacts ls PREFIX` prints `format_listing(list_artifacts(PREFIX))` and
-`bert-pipeline artifacts show PATH` prints `describe_artifact(PATH)`. Local paths and gs:// alike
+`bert-pipeline artifacts show PATH` prints `describe_artifact(PATH)`; `bert-pipeline artifacts download
+PREFIX DIR` is `download_tree` (e.g. TensorBoard summaries off s3://). Local paths and gs:// alike
 (through bert_core.storage); no kfp here.
 """
 
@@ -28,6 +29,23 @@ def list_artifacts(prefix: str) -> list[ArtifactRow]:
     if not rows:
         raise UserError(f"{prefix}: no artifacts there (no such directory or prefix, or it is empty)")
     return rows
+
+
+def download_tree(prefix: str, local_dir: str) -> list[str]:
+    """Every file under `prefix` (or the one file) into `local_dir`, paths below the prefix kept, each
+    written atomically; returns the local paths."""
+    import os
+
+    base = prefix.rstrip("/")
+    infos = [i for i in storage.list_files(base) if i.path == base or i.path.startswith(base + "/")]
+    if not infos:
+        raise UserError(f"{prefix}: nothing to download (no such directory or prefix, or it is empty)")
+    out = []
+    for info in infos:
+        rel = info.path[len(base) + 1:] if info.path != base else storage.basename(base)
+        out.append(os.path.join(local_dir, *rel.split("/")))
+        storage.download(info.path, out[-1])
+    return out
 
 
 def human_size(n: int) -> str:

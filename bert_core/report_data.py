@@ -1,5 +1,6 @@
 """The numbers behind the pictures: confusion matrices, ROC points, regression pairs, SQuAD's
-no-answer threshold curve, a training run's per-step history and create-data's statistics.
+no-answer threshold curve, a training run's per-step history, create-data's statistics and how a
+vocab tokenizes its corpus.
 
 No plotting here (bert_core.reports draws; the KFP evaluate component logs the classification
 numbers as ClassificationMetrics), and no TensorFlow: numpy, and scikit-learn for the ROC curve.
@@ -131,3 +132,51 @@ def shard_statistics(files: Sequence[str], max_records: int = 20000) -> dict:
             lengths.append(int(sum(ex["input_mask"])))
             masked.append(int(round(sum(ex["masked_lm_weights"]))))
     return {"records_read": len(lengths), "sequence_lengths": lengths, "masked_positions": masked}
+
+
+# --------------------------------------------------------------------------------------------------
+# learn-vocab: the vocab and how it tokenizes the corpus
+# --------------------------------------------------------------------------------------------------
+def vocab_statistics(vocab_file: str, corpus_files: Sequence[str], do_lower_case: bool,
+                     max_lines: int = 5000, examples: int = 10) -> dict:
+    """A vocab.txt and how it tokenizes up to `max_lines` non-blank lines from the start of the corpus:
+    its size, the special tokens' ids, the pieces' lengths in characters (without "##") by kind, and
+    over the sample's words (split as the tokenizer does) bert_core.vocab.coverage's numbers: pieces
+    per word and their distribution, the share of [UNK] words and of words split into pieces."""
+    import collections
+
+    from bert_core.data.corpus import iter_lines
+    from bert_core.tokenization import SPECIAL_TOKENS, basic_normalize, load_vocab
+    from bert_core.vocab import coverage
+
+    vocab = load_vocab(vocab_file)
+    lengths: dict[str, collections.Counter] = {"word start": collections.Counter(), "continuation": collections.Counter()}
+    for token in vocab:
+        if token in SPECIAL_TOKENS:
+            continue
+        if token.startswith("##") and len(token) > 2:
+            lengths["continuation"][len(token) - 2] += 1
+        else:
+            lengths["word start"][len(token)] += 1
+    counts: collections.Counter[str] = collections.Counter()
+    lines = 0
+    for path in corpus_files:
+        for line in iter_lines(path, "replace"):
+            if lines >= max_lines:
+                break
+            if line.strip():
+                lines += 1
+                counts.update(basic_normalize(line, do_lower_case).split())
+    return {"size": len(vocab), "do_lower_case": do_lower_case,
+            "special_tokens": {t: vocab.get(t) for t in SPECIAL_TOKENS},
+            "piece_lengths": {kind: dict(sorted(c.items())) for kind, c in lengths.items()},
+            "sample_lines": lines,
+            **(coverage(vocab, counts, do_lower_case, examples) if counts else {"words": 0})}
+
+
+def vocab_is_cased(vocab_file: str) -> bool:
+    """Whether a vocab keeps upper case (has a piece with an upper-case letter besides the special
+    tokens): how to tokenize with it when the run's do_lower_case is not known."""
+    from bert_core.tokenization import SPECIAL_TOKENS, load_vocab
+
+    return any(t not in SPECIAL_TOKENS and any(ch.isupper() for ch in t) for t in load_vocab(vocab_file))

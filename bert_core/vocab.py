@@ -11,6 +11,7 @@ Coverage is measured by tokenizing every distinct word of the corpus with the wr
 from __future__ import annotations
 
 import collections
+import heapq
 import sys
 import time
 from typing import Iterator
@@ -84,13 +85,18 @@ def build_vocab(pieces: list[str], vocab_size: int) -> list[str]:
     return tokens
 
 
-def coverage(vocab: dict[str, int], counts: collections.Counter[str], do_lower_case: bool) -> dict:
-    """UNK rate and pieces per word of `vocab` over the corpus words (each distinct word tokenized once)."""
+def coverage(vocab: dict[str, int], counts: collections.Counter[str], do_lower_case: bool, examples: int = 0) -> dict:
+    """UNK rate and pieces per word of `vocab` over the corpus words (each distinct word tokenized once);
+    `by_pieces`: {pieces: words} (an unknown word is one piece, [UNK]). `examples` > 0 adds the most
+    frequent split words with their pieces (`split_examples`) and unknown words (`unk_examples`)."""
     tokenizer = FastTokenizer(vocab, do_lower_case=do_lower_case)
     unk_id = vocab[UNK]
     words = sum(counts.values())
     distinct = list(counts)
     pieces = unk = split = 0
+    by_pieces: collections.Counter[int] = collections.Counter()
+    split_words: list[tuple[int, str, list[int]]] = []
+    unk_words: list[tuple[int, str]] = []
     for i in range(0, len(distinct), 10_000):
         chunk = distinct[i:i + 10_000]
         for word, ids in zip(chunk, tokenizer.encode_batch(chunk)):
@@ -98,9 +104,19 @@ def coverage(vocab: dict[str, int], counts: collections.Counter[str], do_lower_c
             pieces += n * len(ids)
             unk += n * ids.count(unk_id)
             split += n * (len(ids) > 1)
-    return {"words": words, "distinct_words": len(distinct), "pieces": pieces, "unk_words": unk,
-            "unk_rate": unk / words if words else 0.0, "pieces_per_word": pieces / words if words else 0.0,
-            "split_rate": split / words if words else 0.0}
+            by_pieces[len(ids)] += n
+            if examples and len(ids) > 1:
+                split_words.append((n, word, ids))
+            elif examples and unk_id in ids:
+                unk_words.append((n, word))
+    out = {"words": words, "distinct_words": len(distinct), "pieces": pieces, "unk_words": unk,
+           "unk_rate": unk / words if words else 0.0, "pieces_per_word": pieces / words if words else 0.0,
+           "split_rate": split / words if words else 0.0, "by_pieces": dict(sorted(by_pieces.items()))}
+    if examples:
+        top = heapq.nlargest(examples, split_words, key=lambda t: t[0])
+        out["split_examples"] = [[word, n, tokenizer.convert_ids_to_tokens(ids)] for n, word, ids in top]
+        out["unk_examples"] = [[word, n] for n, word in heapq.nlargest(examples, unk_words)]
+    return out
 
 
 def learn_vocab_main(config: VocabConfig) -> int:

@@ -311,9 +311,11 @@ EVENTS_FILE = "pipeline-events.jsonl"
 def metrics_table(run_dir: str) -> str:
     """The numbers a person reads at the end of a run (bert_core.reports.sections.HEADLINE), a row each."""
     from bert_core.artifacts import render_table
-    from bert_core.reports.runs import find_stages, headline
+    from bert_core.reports.runs import find_stages, headline, headline_note, read_record
 
-    return render_table(["stage", "metric", "value"], headline(find_stages(run_dir)), align="llr")
+    stages = find_stages(run_dir)
+    note = headline_note(stages, read_record(run_dir))
+    return render_table(["stage", "metric", "value"], headline(stages), align="llr") + (f"\n({note})" if note else "")
 
 
 def run_local(arguments: dict, phase2: bool, output_dir: str, verbose: bool = False) -> tuple[str, dict]:
@@ -560,6 +562,12 @@ def cmd_artifacts(args) -> int:
 
             print(f"wrote {write_html(args.html, runs.compare_page(comparison))}")
         return 0
+    if args.action == "download":
+        if len(args.path) != 2 or args.html:
+            raise UserError("artifacts download: give PREFIX DIR (what to download, and the local directory)")
+        files = artifacts.download_tree(*args.path)
+        print(f"downloaded {len(files)} file(s) to {args.path[1]}")
+        return 0
     if len(args.path) != 1 or args.html:
         raise UserError(f"artifacts {args.action}: give one PATH" + (" (--html is for compare)" if args.html else ""))
     (path,) = args.path
@@ -662,9 +670,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("artifacts", help="a run's artifacts (local or object storage): ls PREFIX, show PATH, "
-                                         "compare RUN_A RUN_B ...")
-    p.add_argument("action", choices=("ls", "show", "compare"))
-    p.add_argument("path", nargs="+", help="ls, show: one path; compare: two run directories or more")
+                                         "compare RUN_A RUN_B ..., download PREFIX DIR")
+    p.add_argument("action", choices=("ls", "show", "compare", "download"))
+    p.add_argument("path", nargs="+", help="ls, show: one path; compare: two run directories or more; "
+                                           "download: PREFIX DIR")
     p.add_argument("--html", metavar="FILE", help="compare: also write the comparison as a page, curves overlaid")
     p.set_defaults(func=cmd_artifacts)
     return parser

@@ -22,7 +22,7 @@ def parameter_values(pipeline, arguments: dict) -> dict:
 
 def lineage(pipeline) -> list[dict]:
     """[{artifact: "task/output", producer: task, consumers: [task, ...]}] from the compiled graph,
-    in the order the tasks are listed."""
+    in the order the tasks run (a task after the tasks it depends on, then by name)."""
     from google.protobuf.json_format import MessageToDict
 
     tasks = MessageToDict(pipeline.pipeline_spec)["root"]["dag"]["tasks"]
@@ -33,12 +33,23 @@ def lineage(pipeline) -> list[dict]:
                 consumers.setdefault((source["producerTask"], source["outputArtifactKey"]), []).append(name)
     spec = MessageToDict(pipeline.pipeline_spec)
     rows = []
-    for name, task in tasks.items():
+    for name in _run_order(tasks):
+        task = tasks[name]
         component = spec["components"][task["componentRef"]["name"]]
-        for output in component.get("outputDefinitions", {}).get("artifacts", {}):
+        for output in sorted(component.get("outputDefinitions", {}).get("artifacts", {})):
             rows.append({"artifact": f"{name}/{output}", "producer": name,
                          "consumers": sorted(consumers.get((name, output), []))})
     return rows
+
+
+def _run_order(tasks: dict) -> list[str]:
+    """The task names, each after the tasks it depends on (ties by name)."""
+    after = {name: set(task.get("dependentTasks", [])) & set(tasks) for name, task in tasks.items()}
+    order: list[str] = []
+    while len(order) < len(after):
+        ready = sorted(n for n, deps in after.items() if n not in order and deps <= set(order))
+        order.append(ready[0] if ready else sorted(set(after) - set(order))[0])
+    return order
 
 
 def write_run_files(run_dir: str, pipeline, arguments: dict) -> str:

@@ -135,7 +135,7 @@ def test_data_components_chain_and_carry_the_manifest_counts(local_kfp, monkeypa
     def data_stage():
         corpus = prepare_corpus(corpus_uri="", heldout_fraction=0.3, seed=7)
         vocab = learn_vocab(corpus=corpus.outputs["corpus"], vocab_uri="", vocab_size=800, do_lower_case=True)
-        create_data(corpus=corpus.outputs["corpus"], vocab=vocab.output, do_lower_case=True, max_seq_length=32,
+        create_data(corpus=corpus.outputs["corpus"], vocab=vocab.outputs["vocab"], do_lower_case=True, max_seq_length=32,
                     max_predictions_per_seq=5, masked_lm_prob=0.15, dupe_factor=1, short_seq_prob=0.1,
                     do_whole_word_mask=False, num_shards=2, num_workers=1, random_seed=1)
         # a given vocab is copied as is, not learned
@@ -158,6 +158,9 @@ def test_data_components_chain_and_carry_the_manifest_counts(local_kfp, monkeypa
     for key in ("instances", "tokens", "masked"):
         assert out["create-data"]["data"][key] == manifest["totals"][key] > 0
     assert out["create-data"]["data"]["shards"] == 2 and out["create-data"]["data"]["vocab_size"] == 800
+    for step, size in (("learn-vocab", "800"), ("learn-vocab-2", "123")):  # the vocab's HTML report, learned or given
+        page_text = (run_dir / step / "report").read_text(encoding="utf-8")
+        assert page_text.count('<figure class="plot"') == 2 and f'<td class="num">{size}</td>' in page_text, step
     events = [json.loads(line) for line in events_file.read_text().splitlines()]
     assert [(e["event"], e["stage"], e["path"]) for e in events] == [
         ("wrote", "create-data", str(run_dir / "create-data" / "data" / "data_manifest.json"))]

@@ -120,6 +120,18 @@ def _assert_published(out: str, step: int) -> None:
     assert f'model_checkpoint_path: "ckpt-{step}/model.ckpt-{step}"' in storage.read_text(storage.join(out, "checkpoint"))
 
 
+#: TensorBoard as `pip install tensorboard boto3` has it, without TensorFlow: its own filesystem layer,
+#: whose s3:// goes through boto3 (TensorFlow 2.18's has no s3://). Prints the loss summaries' steps.
+TENSORBOARD_WITHOUT_TF = """
+import sys
+sys.modules["tensorflow"] = None  # `import tensorflow` fails: TensorBoard falls back to its stub
+from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
+loss = EventMultiplexer().AddRunsFromDirectory(sys.argv[1]).Reload().Tensors(".", "loss")
+assert "tensorflow" not in sys.modules or sys.modules["tensorflow"] is None
+print(*sorted({e.step for e in loss}))
+"""
+
+
 def test_pretrain_reads_shards_and_writes_checkpoints_on_gs(gcs_run, gs_data, tmp_path):
     import tensorflow as tf
 
@@ -171,6 +183,10 @@ def test_pretrain_reads_shards_and_writes_checkpoints_on_gs(gcs_run, gs_data, tm
     events = gcs_run.download("pretrain/train", tmp_path / "train")
     loss = EventMultiplexer().AddRunsFromDirectory(str(events)).Reload().Tensors(".", "loss")
     assert sorted({e.step for e in loss}) == [1, 2, 3, 4, 5, 6]
+    if out.startswith("s3://"):  # TensorBoard without TensorFlow reads s3:// itself (boto3; docs/pipeline.md)
+        read = subprocess.run([sys.executable, "-c", TENSORBOARD_WITHOUT_TF, storage.join(out, "train")],
+                              env={**os.environ, **gcs_run.env}, capture_output=True, text=True, timeout=300)
+        assert read.returncode == 0 and read.stdout.split() == ["1", "2", "3", "4", "5", "6"], read.stderr[-2000:]
 
     # --do_eval alone evaluates the latest gs:// checkpoint (downloaded on a third host).
     third = _pretrain(gcs_run, gs_data, out, tmp_path / "host-c", "--do_eval", "--max_eval_steps=2")

@@ -319,6 +319,27 @@ def test_artifacts_ls_and_show_on_gcs(gcs_prefix, capsys):
     assert code == 2 and err.startswith("bert-pipeline: error: ") and "no artifacts there" in err
 
 
+def test_artifacts_download_a_prefix(gcs_prefix, capsys, tmp_path):
+    """`artifacts download PREFIX DIR` (TensorBoard's summaries off object storage, docs/pipeline.md):
+    every object below the prefix, byte for byte, paths kept; not a sibling that shares the name's start."""
+    from bert_core import storage
+
+    files = {"train/events.out.tfevents.1.v2": b"\x00" * 3000, "train/history.jsonl": b'{"step": 1}\n',
+             "train/sub/more.v2": b"more", "train2/other": b"not this"}
+    for rel, data in files.items():
+        storage.write_bytes(f"{gcs_prefix}/model/{rel}", data)
+    code, out, err = bp(capsys, "artifacts", "download", f"{gcs_prefix}/model/train/", str(tmp_path / "tb"))
+    assert code == 0, err
+    assert out.strip() == f"downloaded 3 file(s) to {tmp_path / 'tb'}"
+    got = {p.relative_to(tmp_path / "tb").as_posix(): p.read_bytes() for p in (tmp_path / "tb").rglob("*") if p.is_file()}
+    assert got == {rel[len("train/"):]: data for rel, data in files.items() if rel.startswith("train/")}
+
+    code, _, err = bp(capsys, "artifacts", "download", f"{gcs_prefix}/model/nothing", str(tmp_path / "x"))
+    assert code == 2 and "nothing to download" in err and not (tmp_path / "x").exists()
+    code, _, err = bp(capsys, "artifacts", "download", f"{gcs_prefix}/model/train")
+    assert code == 2 and "give PREFIX DIR" in err
+
+
 def test_artifacts_compare_on_gcs(gcs_prefix, capsys, tmp_path):
     """Two runs in object storage: the parameters that differ, the headline metrics side by side, and
     the page with the loss curves of both runs overlaid."""

@@ -82,7 +82,7 @@ def test_artifact_types(compiled):
         return {k: v["artifactType"]["schemaTitle"] for k, v in comps[comp]["outputDefinitions"]["artifacts"].items()}
 
     assert outputs("comp-prepare-corpus") == {"corpus": "system.Dataset", "task_data": "system.Dataset"}
-    assert outputs("comp-learn-vocab") == {"vocab": "system.Artifact"}
+    assert outputs("comp-learn-vocab") == {"vocab": "system.Artifact", "report": "system.HTML"}
     assert outputs("comp-create-data") == {"data": "system.Dataset", "report": "system.HTML"}
     assert outputs("comp-pretrain") == {"model": "system.Model", "metrics": "system.Metrics", "report": "system.HTML"}
     assert outputs("comp-finetune") == {"model": "system.Model", "predictions": "system.Dataset",
@@ -364,3 +364,18 @@ def test_compile_flags_reach_the_ir(tmp_path):
     assert_cluster_build(spec, platform, "gcp-sa-key", ["regcred"])
     tasks = spec["root"]["dag"]["tasks"]
     assert not any(task.get("cachingOptions", {}).get("enableCache") for task in tasks.values())
+
+
+@pytest.mark.parametrize("phase2", [False, True])
+def test_the_run_records_lineage_is_in_run_order(phase2):
+    """run.json's lineage (and so report.html's table) lists each task's outputs after those of the
+    tasks it uses, and every artifact once: the order a person follows the run in."""
+    from pipelines.cli import _pipeline
+    from pipelines.run_record import lineage
+
+    rows = lineage(_pipeline(phase2))
+    producers = list(dict.fromkeys(r["producer"] for r in rows))
+    assert producers[:3] == ["prepare-corpus", "learn-vocab", "create-data"] and producers[-1] == "evaluate"
+    for row in rows:
+        assert all(producers.index(c) > producers.index(row["producer"]) for c in row["consumers"]), row
+    assert len({r["artifact"] for r in rows}) == len(rows)

@@ -46,6 +46,7 @@ def test_every_stage_leaves_its_artifacts(pipeline_run):
     assert re.search(r"^stage +metric +value$", stdout, re.M) and re.search(r"^evaluate +accuracy +0\.\d+$", stdout, re.M)
     table = stdout[stdout.index("stage "):stdout.index("inspect:")].strip().splitlines()
     assert len(table) - 2 <= 20, table  # headline numbers, not every key of every metrics file
+    assert table[-1] == "(finetune's eval.* are on the task's dev split, evaluate's on its test split)"
     assert stdout.strip().splitlines()[-1] == os.path.join(os.path.abspath(d), "report.html")
 
     corpus = os.path.join(d, "prepare-corpus", "corpus")
@@ -72,7 +73,7 @@ def test_every_stage_leaves_its_artifacts(pipeline_run):
     n_test = len(open(os.path.join(d, "prepare-corpus", "task_data", "test.tsv")).read().splitlines()) - 1
     assert len(open(os.path.join(d, "finetune", "predictions")).read().splitlines()) == n_test
     assert os.path.exists(os.path.join(d, "evaluate", "metrics", "metrics.json"))
-    for stage in ("create-data", "pretrain", "finetune", "evaluate"):  # each stage's HTML report
+    for stage in ("learn-vocab", "create-data", "pretrain", "finetune", "evaluate"):  # each stage's HTML report
         assert open(os.path.join(d, stage, "report")).read().count('<figure class="plot"') >= 1, stage
 
 
@@ -98,9 +99,9 @@ def test_report_as_a_person_sees_it(pipeline_run, tmp_path):
     from tests import browser
 
     shot = browser.render(os.path.join(pipeline_run["dir"], "report.html"), tmp_path)
-    assert {"Summary", "create-data", "pretrain", "finetune", "evaluate", "Parameters", "Lineage"} <= set(shot.headings)
+    assert {"Summary", "learn-vocab", "create-data", "pretrain", "finetune", "evaluate", "Parameters", "Lineage"} <= set(shot.headings)
     titles = [p.title for p in shot.plots]
-    for title in ("Sequence lengths", "Masked positions", "Training loss", "Masked-LM accuracy",
+    for title in ("WordPiece lengths", "Pieces per word", "Sequence lengths", "Masked positions", "Training loss", "Masked-LM accuracy",
                   "Next-sentence accuracy", "Learning rate", "Throughput", "Training accuracy",
                   "Confusion matrix", "ROC curve"):
         assert title in titles, (title, titles)

@@ -5,6 +5,7 @@ compare` on two real local runs lists exactly the parameters that differ (slow).
 from __future__ import annotations
 
 import glob
+import html
 import io
 import json
 import os
@@ -64,6 +65,44 @@ def stage_outputs(tmp_path_factory, brown_corpus, uncased_vocab):
              "--num_train_steps=30", "--num_warmup_steps=3", "--log_every_steps=5", "--do_train", "--do_eval",
              "--max_eval_steps=2", check=True, env=QUIET)
     return {"data": str(data), "model": str(model)}
+
+
+@pytest.mark.parametrize("lower", [True, False])
+def test_vocab_report_counts_what_the_tokenizer_does(brown_corpus, uncased_vocab, tmp_path, lower):
+    """learn-vocab's numbers equal a direct count with the reference tokenizer (bert_core.tokenization's
+    FullTokenizer, word by word) over the same first lines; cased text through the uncased vocab gives
+    [UNK]s. The page in Chromium: both pictures drawn and labelled, the shares in its table."""
+    import collections
+
+    from bert_core import report_data
+    from bert_core.tokenization import SPECIAL_TOKENS, UNK, FullTokenizer
+
+    stats = report_data.vocab_statistics(uncased_vocab, [brown_corpus], lower, max_lines=400)
+    tokens = open(uncased_vocab, encoding="utf-8").read().splitlines()
+    assert stats["size"] == len(tokens) == 30522
+    assert stats["special_tokens"] == {t: tokens.index(t) for t in SPECIAL_TOKENS}
+    pieces = [t for t in tokens if t not in SPECIAL_TOKENS]
+    starts = collections.Counter(len(t) for t in pieces if not (t.startswith("##") and len(t) > 2))
+    conts = collections.Counter(len(t) - 2 for t in pieces if t.startswith("##") and len(t) > 2)
+    assert stats["piece_lengths"] == {"word start": dict(starts), "continuation": dict(conts)}
+
+    reference = FullTokenizer(uncased_vocab, do_lower_case=lower)
+    lines = [line for line in open(brown_corpus, encoding="utf-8").read().splitlines() if line.strip()][:400]
+    words = [w for line in lines for w in reference.basic_tokenizer.tokenize(line)]
+    split = [reference.wordpiece_tokenizer.tokenize_word(w) for w in words]
+    by_pieces = collections.Counter(len(p) for p in split)
+    unk = sum(p == [UNK] for p in split)
+    assert stats["sample_lines"] == 400 and stats["words"] == len(words) and stats["distinct_words"] == len(set(words))
+    assert stats["pieces"] == sum(by_pieces[n] * n for n in by_pieces)
+    assert stats["by_pieces"] == dict(by_pieces) and stats["unk_words"] == unk
+    assert stats["split_rate"] == pytest.approx(sum(len(p) > 1 for p in split) / len(words))
+    assert (unk > 100) == (not lower)  # the uncased vocab has no capitals: "The" is [UNK] when not lower-cased
+    top = collections.Counter(w for w, p in zip(words, split) if len(p) > 1).most_common(1)[0]
+    assert stats["split_examples"][0][1] == top[1]
+
+    page_html = reports.vocab_report(uncased_vocab, [brown_corpus], lower, max_lines=400)
+    assert f"{stats['unk_rate']:.2%} ({stats['unk_words']:,})" in page_html and "the first 400 lines of the corpus" in page_html
+    _assert_plots(_shot(tmp_path, "vocab", page_html), ["WordPiece lengths", "Pieces per word"])
 
 
 def test_create_data_report(stage_outputs, tmp_path):
@@ -176,6 +215,33 @@ def test_a_report_that_cannot_be_drawn_is_a_page_saying_why(tmp_path, capsys):
     assert "warning: the report could not be drawn" in capsys.readouterr().out
 
 
+def test_the_run_page_orders_parameters_and_tells_the_splits_apart(tmp_path):
+    """Parameters by name (run.json keeps the pipeline's order, which is no order for a reader); the
+    summary says fine-tuning's eval.* and evaluate's numbers come from different splits."""
+    from bert_core import storage
+    from bert_core.reports import runs
+
+    run = tmp_path / "run"
+    storage.write_json(str(run / "finetune" / "model" / layout.FINETUNE_METRICS), {"eval": {"accuracy": 0.75}})
+    storage.write_json(str(run / "evaluate" / "metrics" / layout.EVAL_METRICS), {"accuracy": 0.7})
+    storage.write_json(str(run / "evaluate" / "metrics" / layout.EVAL_DETAILS), {})
+    storage.write_json(str(run / layout.RUN_RECORD), {"parameters": {"vocab_size": 2000, "eval_split": "test",
+                                                                     "bert_model": "bert-tiny"}})
+    assert list(runs.parameters(str(run))) == ["bert_model", "eval_split", "vocab_size"]
+    note = runs.headline_note(runs.find_stages(str(run)), runs.read_record(str(run)))
+    assert note == "finetune's eval.* are on the task's dev split, evaluate's on its test split"
+    assert html.escape(note) in reports.run_report(str(run))
+    assert runs.headline_note(runs.find_stages(str(run / "evaluate")), {}) == ""
+
+
+def test_the_tensorboard_line_says_how_for_s3():
+    from bert_core.reports.sections import tensorboard_note
+
+    assert tensorboard_note("gs://b/run/pretrain/model/train") == "TensorBoard: tensorboard --logdir gs://b/run/pretrain/model/train"
+    for uri in ("s3://b/m/train", "minio://b/m/train"):
+        assert tensorboard_note(uri).startswith(f"TensorBoard: tensorboard --logdir {uri} (a TensorBoard installed without")
+
+
 def test_a_runs_stages_are_found_by_their_files_in_run_order(tmp_path):
     """Named by their step's directory (the two-phase pipeline's two pretraining steps apart), at any
     depth under it (a cluster's pipeline root may add a level), in the order the stages run."""
@@ -183,12 +249,12 @@ def test_a_runs_stages_are_found_by_their_files_in_run_order(tmp_path):
     from bert_core.errors import UserError
     from bert_core.reports import runs
 
-    for rel, name in (("evaluate/metrics", layout.EVAL_DETAILS), ("pretrain-phase2/123/model", layout.PRETRAIN_METRICS),
+    for rel, name in (("evaluate/metrics", layout.EVAL_DETAILS), ("learn-vocab", runs.VOCAB_OUTPUT), ("pretrain-phase2/123/model", layout.PRETRAIN_METRICS),
                       ("finetune/model", layout.FINETUNE_METRICS), ("pretrain/model", layout.PRETRAIN_METRICS),
                       ("create-data-2/456/data", layout.DATA_MANIFEST), ("create-data/data", layout.DATA_MANIFEST)):
         storage.write_json(str(tmp_path / "run" / rel / name), {})
     found = [(s.name, s.kind) for s in runs.find_stages(str(tmp_path / "run"))]
-    assert found == [("create-data", "data"), ("create-data-2", "data"), ("pretrain", "pretrain"),
+    assert found == [("learn-vocab", "vocab"), ("create-data", "data"), ("create-data-2", "data"), ("pretrain", "pretrain"),
                      ("pretrain-phase2", "pretrain"), ("finetune", "finetune"), ("evaluate", "evaluate")]
     with pytest.raises(UserError, match="no stage outputs there"):
         runs.find_stages(str(tmp_path / "run" / "finetune" / "nothing"))

@@ -1,5 +1,6 @@
 """Reports people look at: one standalone HTML page per stage, one per run, one comparing runs.
 
+    html = vocab_report(vocab_file, corpus_files, do_lower_case)  # learn-vocab
     html = data_report(data_dir)                   # create-data
     html = training_report(model_dir, "pretrain")  # pretrain, pretrain-phase2, finetune
     html = evaluation_report(metrics_dir)          # evaluate
@@ -14,6 +15,11 @@ from the numbers bert_core.report_data reads. Nothing here is imported on the tr
 from __future__ import annotations
 
 from bert_core.reports import page, sections
+
+
+def vocab_report(vocab_file: str, corpus_files: list[str], do_lower_case: bool, max_lines: int = 5000) -> str:
+    blocks = sections.vocab_blocks(vocab_file, corpus_files, do_lower_case, max_lines)
+    return page.render("learn-vocab", [page.heading("Vocabulary"), *blocks], subtitle=vocab_file)
 
 
 def data_report(data_dir: str) -> str:

@@ -16,15 +16,17 @@ from bert_core import layout, report_data, storage
 from bert_core.errors import UserError
 from bert_core.reports import page, plots, sections
 
+#: learn-vocab's and prepare-corpus's outputs are single files, which KFP names after the output.
+VOCAB_OUTPUT, CORPUS_OUTPUT = "vocab", "corpus"
 #: {the file a stage's output holds: its kind}, in the order the stages run.
-STAGE_FILES = {layout.DATA_MANIFEST: "data", layout.PRETRAIN_METRICS: "pretrain",
+STAGE_FILES = {VOCAB_OUTPUT: "vocab", layout.DATA_MANIFEST: "data", layout.PRETRAIN_METRICS: "pretrain",
                layout.FINETUNE_METRICS: "finetune", layout.EVAL_DETAILS: "evaluate"}
 _ORDER = list(STAGE_FILES.values())
 
 @dataclasses.dataclass(frozen=True)
 class Stage:
     name: str   # the step's name (its directory in the run), e.g. pretrain-phase2
-    kind: str   # data, pretrain, finetune, evaluate
+    kind: str   # vocab, data, pretrain, finetune, evaluate
     path: str   # the output directory holding the stage's files
 
 
@@ -56,7 +58,11 @@ def read_record(run_dir: str) -> dict:
 def stage_numbers(stage: Stage) -> dict:
     """Every number a stage recorded, keys dotted (a training stage's metrics file, evaluate's
     metrics.json, the data manifest's totals)."""
-    if stage.kind == "data":
+    if stage.kind == "vocab":
+        from bert_core.tokenization import load_vocab
+
+        doc = {"size": len(load_vocab(storage.join(stage.path, VOCAB_OUTPUT)))}
+    elif stage.kind == "data":
         doc = storage.read_json(storage.join(stage.path, layout.DATA_MANIFEST)).get("totals", {})
     elif stage.kind == "evaluate":
         doc = storage.read_json(storage.join(stage.path, layout.EVAL_METRICS))
@@ -78,12 +84,22 @@ def headline(stages: list[Stage]) -> list[list]:
     return rows
 
 
+def headline_note(stages: list[Stage], record: dict) -> str:
+    """What the headline table cannot say in its rows: fine-tuning's eval.* numbers and evaluate's
+    come from different splits of the task (so they differ)."""
+    kinds = {s.kind for s in stages}
+    if not {"finetune", "evaluate"} <= kinds:
+        return ""
+    split = record.get("parameters", {}).get("eval_split")
+    return f"finetune's eval.* are on the task's dev split, evaluate's on its {split or 'evaluation'} split"
+
+
 def parameters(run_dir: str) -> dict:
     """The run's parameters: the run record's, or else what its stages recorded (create-data's
     manifest parameters, a training stage's settings), as `stage.name`."""
     record = read_record(run_dir)
     if "parameters" in record:
-        return dict(record["parameters"])
+        return dict(sorted(record["parameters"].items()))
     out: dict = {}
     for stage in find_stages(run_dir):
         if stage.kind == "data":
@@ -96,13 +112,15 @@ def parameters(run_dir: str) -> dict:
         else:
             continue
         out.update({f"{stage.name}.{k}": v for k, v in doc.items() if not isinstance(v, (dict, list))})
-    return out
+    return dict(sorted(out.items()))
 
 
 # --------------------------------------------------------------------------------------------------
 # One run's page
 # --------------------------------------------------------------------------------------------------
-def _stage_blocks(stage: Stage) -> list[str]:
+def _stage_blocks(stage: Stage, run_dir: str, record: dict) -> list[str]:
+    if stage.kind == "vocab":
+        return _vocab_blocks(stage, run_dir, record)
     if stage.kind == "data":
         return sections.data_blocks(stage.path)
     if stage.kind == "evaluate":
@@ -110,12 +128,25 @@ def _stage_blocks(stage: Stage) -> list[str]:
     return sections.training_blocks(stage.path, stage.name)
 
 
+def _vocab_blocks(stage: Stage, run_dir: str, record: dict) -> list[str]:
+    """The vocab over the run's corpus (prepare-corpus's output), tokenized with the run's
+    do_lower_case, or as the vocab's case says when the run has no record."""
+    vocab = storage.join(stage.path, VOCAB_OUTPUT)
+    base = run_dir.rstrip("/")
+    corpus = sorted(i.path for i in storage.list_files(base) if storage.basename(i.path) == CORPUS_OUTPUT)[:1]
+    lower = record.get("parameters", {}).get("do_lower_case")
+    if not isinstance(lower, bool):
+        lower = not report_data.vocab_is_cased(vocab)
+    return sections.vocab_blocks(vocab, corpus, lower)
+
+
 def run_page(run_dir: str) -> str:
     stages = find_stages(run_dir)
     record = read_record(run_dir)
-    blocks = [page.heading("Summary"), page.table(["stage", "metric", "value"], headline(stages))]
+    blocks = [page.heading("Summary"), page.table(["stage", "metric", "value"], headline(stages)),
+              page.note(headline_note(stages, record)) if headline_note(stages, record) else ""]
     for stage in stages:
-        blocks += [page.heading(stage.name, anchor=stage.name), page.note(stage.path), *_stage_blocks(stage)]
+        blocks += [page.heading(stage.name, anchor=stage.name), page.note(stage.path), *_stage_blocks(stage, run_dir, record)]
     params = parameters(run_dir)
     if params:
         blocks += [page.heading("Parameters"), page.table(["parameter", "value"], [[k, v] for k, v in params.items()])]

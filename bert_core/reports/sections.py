@@ -1,6 +1,7 @@
 """Each stage's part of a report, from the files the stage left (bert_core.layout's names), local or
 in object storage: a list of HTML blocks (bert_core.reports.page) a stage page or the run's page holds.
 
+    vocab_blocks(vocab, corpus, lower)   learn-vocab: size, special tokens, piece lengths, the corpus tokenized
     data_blocks(data_dir)                create-data: the manifest's numbers, sequence lengths, masks
     training_blocks(model_dir, stage)    pretrain / finetune: loss, accuracies, learning rate, throughput
     evaluation_blocks(metrics_dir)       evaluate: confusion matrix, ROC, regression scatter, SQuAD
@@ -27,6 +28,7 @@ TRAINING_CURVES = (
 #: The numbers of each kind of stage a person reads first (the terminal table at the end of a run,
 #: the top of the run's page, `artifacts compare`); evaluate shows every metric.
 HEADLINE = {
+    "vocab": ("size",),
     "data": ("instances", "tokens", "masked"),
     "pretrain": ("global_step", "train_loss", "eval.loss", "eval.masked_lm_accuracy", "eval.next_sentence_accuracy",
                  "sequences_per_second", "train_seconds"),
@@ -78,8 +80,55 @@ def training_blocks(model_dir: str, stage: str) -> list[str]:
     shown = [k for k in dict.fromkeys(HEADLINE[kind] + TRAINING_SETTINGS) if k in numbers]
     if shown:
         blocks.append(page.table(["metric", "value"], [[k, numbers[k]] for k in shown]))
-    blocks.append(page.note(f"TensorBoard: tensorboard --logdir {storage.join(model_dir, layout.SUMMARIES_DIR)}"))
+    blocks.append(page.note(tensorboard_note(storage.join(model_dir, layout.SUMMARIES_DIR))))
     return blocks
+
+
+def vocab_blocks(vocab_file: str, corpus_files: list[str], do_lower_case: bool, max_lines: int = 5000) -> list[str]:
+    """The vocab (size, special tokens, its pieces' lengths) and how it tokenizes the corpus's first
+    `max_lines` lines (report_data.vocab_statistics)."""
+    stats = report_data.vocab_statistics(vocab_file, corpus_files, do_lower_case, max_lines)
+    lengths = stats["piece_lengths"]
+    longest = max((n for counts in lengths.values() for n in counts), default=0)
+    figs = []
+    if longest:
+        figs.append(plots.bars("WordPiece lengths", "characters (without ##)", "pieces",
+                               [str(n) for n in range(1, longest + 1)],
+                               {kind if kind == "word start" else "continuation (##)":
+                                [counts.get(n, 0) for n in range(1, longest + 1)] for kind, counts in lengths.items()},
+                               caption=f"{stats['size']:,} tokens less the special ones"))
+    sample = (f"the first {stats['sample_lines']:,} lines of the corpus" if stats["sample_lines"] >= max_lines
+              else f"the corpus ({stats['sample_lines']:,} lines)" if corpus_files else "no corpus found")
+    if stats["words"]:
+        by_pieces = stats["by_pieces"]
+        figs.append(plots.bars("Pieces per word", "pieces", "% of words", [str(n) for n in by_pieces],
+                               {"words": [round(100 * v / stats["words"], 2) for v in by_pieces.values()]},
+                               caption=f"{stats['words']:,} words of {sample}; an unknown word is one [UNK]"))
+    specials = ", ".join(f"{t} {i}" if i is not None else f"{t} missing" for t, i in stats["special_tokens"].items())
+    rows = [["vocab size", stats["size"]], ["special tokens (id)", specials],
+            ["word-start pieces", sum(lengths["word start"].values())],
+            ["continuation pieces (##)", sum(lengths["continuation"].values())],
+            ["lower-cased", stats["do_lower_case"]], ["sample", sample]]
+    if stats["words"]:
+        rows += [["words (distinct)", f"{stats['words']:,} ({stats['distinct_words']:,})"],
+                 ["pieces per word", round(stats["pieces_per_word"], 4)],
+                 ["[UNK] words", f"{stats['unk_rate']:.2%} ({stats['unk_words']:,})"],
+                 ["words split into pieces", f"{stats['split_rate']:.2%}"]]
+    blocks = [page.figures(figs), page.table(["vocab", "value"], rows)]
+    if stats.get("split_examples"):
+        blocks.append(page.table(["frequent split word", "times", "pieces"],
+                                 [[w, n, " ".join(p)] for w, n, p in stats["split_examples"]]))
+    if stats.get("unk_examples"):
+        blocks.append(page.table(["frequent [UNK] word", "times"], stats["unk_examples"]))
+    return blocks
+
+
+def tensorboard_note(summaries: str) -> str:
+    """How to look at a training stage's summaries; TensorFlow 2.18's TensorBoard has no s3://."""
+    s3 = storage.is_remote(summaries) and storage.scheme_of(summaries) in ("s3://", "minio://")
+    return f"TensorBoard: tensorboard --logdir {summaries}" + (
+        " (a TensorBoard installed without TensorFlow reads s3://; with TensorFlow, `bert-pipeline artifacts "
+        "download` the summaries first: docs/pipeline.md)" if s3 else "")
 
 
 def data_blocks(data_dir: str, max_records: int = 20000) -> list[str]:
