@@ -95,6 +95,7 @@ EVAL_RESULTS_JSON = "eval_results.json"     # the same numbers for machines
 TEST_RESULTS = "test_results.tsv"           # finetune --do_predict on a GLUE/tsv task (its first test split)
 EVAL_METRICS = "metrics.json"               # bert evaluate
 SAVED_MODEL_DIR = "saved_model"             # the fine-tuning component's --export_dir, inside its Model
+HELDOUT_DOCUMENTS = "heldout_documents.txt"  # the corpus step: documents pretraining never sees (the gate's set)
 
 
 def check_output_dir(output_dir: str) -> None:

@@ -42,6 +42,9 @@ COMMANDS: list[Command] = [
             "Per-token encoder outputs of chosen layers as JSON lines, as Google's extract_features.py"),
     Command("evaluate", cfg.EvalConfig, "bert_core.evaluation:evaluate_main",
             "Score predictions (SQuAD JSON or GLUE test_results.tsv) -> metrics.json and a table"),
+    Command("publish", cfg.PublishConfig, "bert_core.publish:publish_main",
+            "Register a pretrained model as a new version of --model_name in --registry and publish it if the "
+            "gate (--gate_rule) passes against the published version"),
 ]
 
 

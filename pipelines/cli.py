@@ -7,6 +7,8 @@
     bert-pipeline list [SERVER ...] [--experiment NAME]
     bert-pipeline status [SERVER ...] RUN_ID
     bert-pipeline artifacts ls PREFIX | artifacts show PATH
+    bert-pipeline models ls [REGISTRY] [NAME] | models show NAME[:VERSION] | models publish NAME:VERSION |
+                  models rollback NAME      (the model registry: pipelines/models.py)
 
 BUILD: what a cluster fixes when the pipeline is built (pipelines.pipeline.build_pipeline): --mpijob,
 --gcs-key-secret NAME, --minio-secret NAME, --image-pull-secret NAME. SERVER: --host URL (default: kfp's own
@@ -657,6 +659,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=("ls", "show"))
     p.add_argument("path")
     p.set_defaults(func=cmd_artifacts)
+
+    from pipelines.models import add_parser as add_models_parser
+    add_models_parser(sub)
     return parser
 
 
