@@ -112,7 +112,7 @@ class Decision:
 
 
 def _num(x) -> str:
-    return "-" if x is None else f"{x:.4f}"
+    return "-" if x is None else f"{x + 0.0:.4f}"  # + 0.0: no "-0.0000"
 
 
 def decide(rule: str, candidate: dict[str, float], published: dict[str, float] | None,
@@ -144,7 +144,7 @@ def decide(rule: str, candidate: dict[str, float], published: dict[str, float] |
                      "status": "ok" if ok else "FAIL"})
         if not ok:
             failed.append(f"{c.text}: {c.key} {pub:.4f} -> {cand:.4f} (change {change:+.4f} in the better "
-                          f"direction, needed {c.least:+.4f})")
+                          f"direction, needed {c.least + 0.0:+.4f})")
     if failed:
         return Decision(False, "; ".join(failed), rows, rule, published_version)
     if len(skipped) == len(clauses):

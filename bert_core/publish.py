@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
 
 from bert_core import events, gate, heldout_eval, layout, lineage, registry, storage
 from bert_core.config import PublishConfig
 from bert_core.errors import UserError
-from bert_core.run_dir import latest_checkpoint
+from bert_core.run_dir import METADATA, WEIGHTS_NAME, latest_checkpoint
 
 #: The run's files a version keeps beside the newest checkpoint (when they are there).
 _KEPT = (layout.BERT_CONFIG, layout.VOCAB, layout.PRETRAIN_METRICS, layout.EVAL_RESULTS, layout.EVAL_RESULTS_JSON)
@@ -42,9 +43,18 @@ def model_files(model_dir: str, saved_model_dir: str | None) -> dict[str, str]:
         if not storage.exists(storage.join(model_dir, need)):
             raise UserError(f"--model_dir={model_dir}: no {need}; expected a pretraining output directory")
     files = {name: storage.join(model_dir, name) for name in _KEPT if storage.exists(storage.join(model_dir, name))}
-    ckpt_dir = storage.join(model_dir, ckpt.name)
-    for info in storage.list_files(ckpt_dir):
-        files[ckpt.name + "/" + _relative(info.path, ckpt_dir)] = info.path
+    name = storage.basename(ckpt.path)
+    for info in storage.list_files(ckpt.path):  # the weights, not the optimizer state or input positions
+        rel = _relative(info.path, ckpt.path)
+        if rel.startswith(f"{WEIGHTS_NAME}-{ckpt.step}.") or rel == METADATA:
+            files[f"{name}/{rel}"] = info.path
+    # TensorFlow's `checkpoint` state file, naming these weights, so the version directory is an
+    # --init_checkpoint as it is (tf.train.latest_checkpoint).
+    state = os.path.join(tempfile.mkdtemp(prefix="bert-publish-"), "checkpoint")
+    with open(state, "w") as f:
+        f.write(f'model_checkpoint_path: "{name}/{WEIGHTS_NAME}-{ckpt.step}"\n'
+                f'all_model_checkpoint_paths: "{name}/{WEIGHTS_NAME}-{ckpt.step}"\n')
+    files["checkpoint"] = state
     if saved_model_dir:
         if not storage.isdir(saved_model_dir):
             raise UserError(f"--saved_model_dir={saved_model_dir}: no such directory")
