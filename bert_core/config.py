@@ -488,3 +488,4 @@ class PublishConfig(StageConfig):
     max_seq_length: int = Field(128, ge=8, description="Sequence length of the held-out set")
     max_predictions_per_seq: int = Field(20, ge=1, description="Masked positions per sequence of the held-out set")
     decision_file: str | None = Field(None, description="Write the gate's decision as Markdown here")
+    result_file: str | None = Field(None, description="Write the outcome as JSON here (version, decision, reason)")

@@ -161,5 +161,9 @@ def publish_main(cfg: PublishConfig) -> int:
             "rejected": f"publish: {label} REJECTED: {decision.reason}",
             "lost": f"publish: {label} NOT PUBLISHED: {decision.reason}"}[outcome]
     print(line, flush=True)
+    if cfg.result_file:
+        storage.write_json(cfg.result_file, {"model": name, "version": version, "decision": outcome,
+                                             "reason": decision.reason, "numbers": numbers,
+                                             "published_numbers": against, "against_version": published})
     events.emit("gate", "publish", decision=outcome, version=version, reason=decision.reason)
     return 0
