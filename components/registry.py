@@ -50,6 +50,20 @@ def publish(pretrained: Input[Model], tuned: Input[Model], eval_metrics: Input[M
     from bert_core import storage
     from components.common import log_numbers, publish_config, run_stage
 
+    def _typed(value):
+        """Pipeline parameters inside a dict reach the step as text ("300.0"): numbers and booleans back."""
+        if isinstance(value, dict):
+            return {k: _typed(v) for k, v in value.items()}
+        if isinstance(value, str):
+            try:
+                parsed = json.loads(value)
+            except ValueError:
+                return value
+            if isinstance(parsed, float) and parsed.is_integer():
+                return int(parsed)
+            return parsed if isinstance(parsed, (int, float, bool)) else value
+        return value
+
     if not registry_uri:
         with open(decision.path, "w") as f:
             f.write("## Gate\n\nNo registry_uri: nothing registered.\n")
@@ -57,7 +71,7 @@ def publish(pretrained: Input[Model], tuned: Input[Model], eval_metrics: Input[M
     scratch = tempfile.mkdtemp(prefix="bert-publish-step-")
     lineage_file, result_file = os.path.join(scratch, "lineage-inputs.json"), os.path.join(scratch, "result.json")
     with open(lineage_file, "w") as f:
-        json.dump({"corpus": storage.read_json(corpus_lineage.path), "stages": stage_parameters}, f)
+        json.dump({"corpus": storage.read_json(corpus_lineage.path), "stages": _typed(stage_parameters)}, f)
     config = publish_config(pretrained.path, tuned.path, eval_metrics.path, task_data.path, data.path,
                             decision.path, registry_uri, model_name, gate_rule, parent_version, run_id,
                             lineage_file=lineage_file, result_file=result_file, do_lower_case=do_lower_case, max_seq_length=max_seq_length,
@@ -68,4 +82,5 @@ def publish(pretrained: Input[Model], tuned: Input[Model], eval_metrics: Input[M
     log_numbers(metrics, result["published_numbers"] or {}, prefix="published.")
     metrics.log_metric("version", float(result["version"]))
     metrics.log_metric("published", 1.0 if result["decision"] == "published" else 0.0)
-    decision.metadata.update({k: result[k] for k in ("model", "version", "decision", "reason")})
+    decision.metadata.update({"model": f"{result['model']}:{result['version']}", "version": result["version"],
+                              "decision": result["decision"], "reason": result["reason"]})

@@ -86,7 +86,8 @@ def cmd_show(args) -> int:
     print(f"{name}:{version}  {status}  ({path})")
     gate = metrics.get("gate", {})
     if gate:
-        print(f"\ngate: {gate.get('decision')} against v{gate.get('against_version')}: {gate.get('reason')}")
+        against = f"against v{gate['against_version']}" if gate.get("against_version") else "(first version)"
+        print(f"\ngate: {gate.get('decision')} {against}: {gate.get('reason')}")
         print(f"rule: {gate.get('rule')}")
     print("\nmetrics:")
     against = metrics.get("published_numbers") or {}

@@ -21,17 +21,17 @@ STAGES = ("resolve-start", "prepare-corpus", "learn-vocab", "create-data", "pret
 
 @pytest.fixture(scope="module")
 def pipeline_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("pipeline")
+    out, registry = tmp_path_factory.mktemp("pipeline"), tmp_path_factory.mktemp("registry")
     started = time.monotonic()
     proc = subprocess.run([sys.executable, "-m", "pipelines.cli", "run", "--ci", "--output-dir", str(out),
-                           "-p", f"registry_uri={out}/registry"], capture_output=True, text=True, cwd=ROOT, timeout=600)
+                           "-p", f"registry_uri={registry}"], capture_output=True, text=True, cwd=ROOT, timeout=600)
     seconds = time.monotonic() - started
     assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}\n(log: {out}/pipeline.log)"
     (run_dir,) = glob.glob(str(out / "bert-pipeline-*"))
     from pipelines.cli import stage_outputs
 
     return {"dir": run_dir, "stdout": proc.stdout, "seconds": seconds, "outputs": stage_outputs(run_dir),
-            "registry": str(out / "registry")}
+            "registry": str(registry)}
 
 
 def test_every_stage_leaves_its_artifacts(pipeline_run):
