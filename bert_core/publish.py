@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import tempfile
 
 from bert_core import events, gate, heldout_eval, layout, lineage, registry, storage
@@ -50,7 +51,8 @@ def model_files(model_dir: str, saved_model_dir: str | None) -> dict[str, str]:
             files[f"{name}/{rel}"] = info.path
     # TensorFlow's `checkpoint` state file, naming these weights, so the version directory is an
     # --init_checkpoint as it is (tf.train.latest_checkpoint).
-    state = os.path.join(tempfile.mkdtemp(prefix="bert-publish-"), "checkpoint")
+    _SCRATCH.append(tempfile.mkdtemp(prefix="bert-publish-"))
+    state = os.path.join(_SCRATCH[-1], "checkpoint")
     with open(state, "w") as f:
         f.write(f'model_checkpoint_path: "{name}/{WEIGHTS_NAME}-{ckpt.step}"\n'
                 f'all_model_checkpoint_paths: "{name}/{WEIGHTS_NAME}-{ckpt.step}"\n')
@@ -93,10 +95,20 @@ def _finetune_numbers(path: str | None) -> dict[str, float]:
 
 
 def publish_main(cfg: PublishConfig) -> int:
+    try:
+        return _publish(cfg)
+    finally:
+        for path in _SCRATCH:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+_SCRATCH: list[str] = []  # temporary directories of this process (the checkpoint state file)
+
+
+def _publish(cfg: PublishConfig) -> int:
     reg = registry.Registry(cfg.registry)
     name = registry.check_name(cfg.model_name)
-    clauses = gate.parse_rule(cfg.gate_rule)  # a bad rule fails before any work
-    del clauses
+    gate.parse_rule(cfg.gate_rule)  # a bad rule fails before any work
     files = model_files(cfg.model_dir, cfg.saved_model_dir)
     vocab = storage.join(cfg.model_dir, layout.VOCAB)
     vocab_sha = lineage.file_sha256(vocab)

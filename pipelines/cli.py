@@ -287,6 +287,8 @@ class StageProgress:
                       f"{e['sequences_per_second']:.1f} seq/s{eta}")
         elif kind == "wrote":
             self._say(f"      {e['stage']}: wrote {e['path']}")
+        elif kind == "gate":
+            self._say(f"      {e['stage']}: version {e['version']} {e['decision']}: {e['reason']}")
         elif kind == "error" and self.error is None:
             self.error = e["message"]
 
