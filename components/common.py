@@ -128,10 +128,11 @@ def resolve_start_point(registry_uri: str, model_name: str, init_from: str, init
                         vocab_uri: str) -> dict:
     """Where pretraining starts: {init_checkpoint, vocab_uri, parent_version, reason}.
 
-    init_from=published and a version published in the registry: that version's directory, and its
-    vocab.txt (a continuing model keeps its vocab; a vocab_uri that differs is one line: a new vocab
-    is a new model name). Otherwise (scratch, no registry, nothing published yet): the pipeline's own
-    init_checkpoint and vocab_uri."""
+    A model name has one vocab: with a version published in the registry, the run uses its vocab.txt
+    (a vocab_uri that differs is one line: a new vocab is a new model name), and with
+    init_from=published it also starts from that version's weights (its directory as init_checkpoint).
+    With init_from=scratch the weights start afresh (or from the pipeline's init_checkpoint). With no
+    registry, or nothing published yet: the pipeline's own init_checkpoint and vocab_uri."""
     import hashlib
 
     from bert_core import layout, registry, storage
@@ -140,13 +141,14 @@ def resolve_start_point(registry_uri: str, model_name: str, init_from: str, init
     if init_from not in ("published", "scratch"):
         raise UserError(f"init_from={init_from!r}: expected published or scratch")
     own = {"init_checkpoint": init_checkpoint, "vocab_uri": vocab_uri, "parent_version": 0}
-    if init_from == "scratch" or not registry_uri:
-        return {**own, "reason": "from scratch" + (f" (init_checkpoint {init_checkpoint})" if init_checkpoint else "")}
+    scratch = "from scratch" + (f" (init_checkpoint {init_checkpoint})" if init_checkpoint else "")
+    if not registry_uri:
+        return {**own, "reason": scratch}
     reg = registry.Registry(registry_uri)
     version = reg.published(registry.check_name(model_name))
     if version is None:
         return {**own, "reason": f"from scratch: nothing of {model_name} is published in {registry_uri} yet"}
-    if init_checkpoint:
+    if init_checkpoint and init_from == "published":
         raise UserError(f"init_checkpoint={init_checkpoint} and init_from=published ({model_name}:{version} is "
                         f"published): give one (init_from=scratch to start from init_checkpoint)")
     path = reg.require_version(model_name, version)
@@ -155,8 +157,10 @@ def resolve_start_point(registry_uri: str, model_name: str, init_from: str, init
         given, kept = storage.read_bytes(vocab_uri), storage.read_bytes(parent_vocab)
         if given != kept:
             raise UserError(f"vocab_uri={vocab_uri} (sha256 {hashlib.sha256(given).hexdigest()[:12]}) is not the "
-                            f"vocab of {model_name}:{version} ({hashlib.sha256(kept).hexdigest()[:12]}), which this "
-                            f"run continues: a changed vocab is a new model, give another model_name")
+                            f"vocab of {model_name}:{version} ({hashlib.sha256(kept).hexdigest()[:12]}): a changed "
+                            f"vocab is a new model, give another model_name")
+    if init_from == "scratch":
+        return {**own, "vocab_uri": parent_vocab, "reason": f"{scratch}, with {model_name}:{version}'s vocab"}
     return {"init_checkpoint": path, "vocab_uri": parent_vocab, "parent_version": version,
             "reason": f"continuing {model_name}:{version} ({path}), keeping its vocab"}
 

@@ -231,3 +231,38 @@ def test_a_bad_rule_is_one_line(rule, message):
 def test_a_rule_naming_a_metric_the_candidate_lacks_lists_what_it_has():
     with pytest.raises(UserError, match=r"the candidate has no finetune.f1 \(have: finetune.accuracy\)"):
         gate.decide("finetune f1 not worse", {"finetune.accuracy": 0.9}, None)
+
+
+# --------------------------------------------------------------------------------------------------
+# Where a pipeline run starts (components.common.resolve_start_point)
+# --------------------------------------------------------------------------------------------------
+def test_a_run_continues_from_the_published_version_and_keeps_its_vocab(tmp_path):
+    from components.common import resolve_start_point
+
+    root = str(tmp_path / "registry")
+    assert resolve_start_point(root, "m", "published", "", "")["parent_version"] == 0  # nothing there yet
+    assert resolve_start_point("", "m", "published", "/w", "/v.txt") == {
+        "init_checkpoint": "/w", "vocab_uri": "/v.txt", "parent_version": 0, "reason": "from scratch (init_checkpoint /w)"}
+    reg = registry.Registry(root)
+    _add(reg, tmp_path, "a")
+    _add(reg, tmp_path, "b")
+    reg.set_pointer("m", 2, "publish")
+    start = resolve_start_point(root, "m", "published", "", "")
+    vdir = reg.version_dir("m", 2)
+    assert (start["init_checkpoint"], start["vocab_uri"], start["parent_version"]) == (
+        vdir, os.path.join(vdir, "vocab.txt"), 2)
+    scratch = resolve_start_point(root, "m", "scratch", "", "")  # fresh weights, the name's vocab
+    assert (scratch["init_checkpoint"], scratch["vocab_uri"], scratch["parent_version"]) == (
+        "", os.path.join(vdir, "vocab.txt"), 0)
+    same = tmp_path / "same.txt"
+    same.write_text("[PAD]\n[UNK]\nthe\n")
+    assert resolve_start_point(root, "m", "published", "", str(same))["parent_version"] == 2
+    other = tmp_path / "other.txt"
+    other.write_text("[PAD]\n[UNK]\na\n")
+    with pytest.raises(UserError, match=r"is not the vocab of m:2 .*: a changed vocab is a new model, give another "
+                                        r"model_name"):
+        resolve_start_point(root, "m", "published", "", str(other))
+    with pytest.raises(UserError, match="init_checkpoint=/w and init_from=published"):
+        resolve_start_point(root, "m", "published", "/w", "")
+    with pytest.raises(UserError, match="init_from='latest': expected published or scratch"):
+        resolve_start_point(root, "m", "latest", "", "")
