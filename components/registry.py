@@ -36,7 +36,8 @@ def resolve_start(registry_uri: str, model_name: str, init_from: str, init_check
     return outputs(start["init_checkpoint"], start["vocab_uri"], start["parent_version"], snapshot["snapshot"])
 
 
-@dsl.component(base_image=base_image("evaluate"), install_kfp_package=False)
+# The finetune image: scoring the models on the held-out set needs TensorFlow (CPU is enough).
+@dsl.component(base_image=base_image("finetune"), install_kfp_package=False)
 def publish(pretrained: Input[Model], tuned: Input[Model], eval_metrics: Input[Metrics], task_data: Input[Dataset],
             data: Input[Dataset], corpus_lineage: Input[Artifact], registry_uri: str, model_name: str,
             gate_rule: str, parent_version: int, run_id: str, do_lower_case: bool, max_seq_length: int,

@@ -7,7 +7,7 @@
 Generated (do not edit by hand; change the code here or in components/ and re-render):
   manifests/base/rbac.yaml               ServiceAccount + Role + RoleBinding (from launcher.REQUIRED_PERMISSIONS)
   manifests/base/cronjob.yaml            scheduled re-pretraining: components.launcher (launcher image), then
-                                         `bert publish` through the gate (evaluate image)
+                                         `bert publish` through the gate (finetune image)
   manifests/base/pretrain-job.yaml       the CronJob's job spec (a PretrainJob; kustomize makes it a ConfigMap)
   manifests/overlays/<o>/mpijob.yaml     the MPIJob for `kubectl apply -k manifests/overlays/<o>`
   manifests/overlays/<o>/pretrain-job.yaml  the overlay's job spec, replacing the base's ConfigMap
@@ -146,7 +146,7 @@ def cronjob() -> dict:
     data = overlay_jobs()["small"].storage  # the base job spec's volume
     publish = {
         "name": "publish",
-        "image": images.image("evaluate"),
+        "image": images.image("finetune"),  # scoring on the held-out set needs TensorFlow
         "imagePullPolicy": "IfNotPresent",
         "command": ["sh", "-c", PUBLISH_COMMAND.format(location=LOCATION_FILE)],
         "envFrom": [{"configMapRef": {"name": PUBLISH_CONFIGMAP}}],

@@ -102,7 +102,7 @@ def test_every_component_runs_in_its_stage_image():
     expected = {data.prepare_corpus: "data", data.create_data: "data", vocab.learn_vocab: "data",
                 pretrain.pretrain: "pretrain", pretrain.pretrain_phase2: "pretrain",
                 finetune.finetune: "finetune", evaluate.evaluate: "evaluate",
-                registry.resolve_start: "data", registry.publish: "evaluate"}
+                registry.resolve_start: "data", registry.publish: "finetune"}
     for component, stage in expected.items():
         container = component.component_spec.implementation.container
         assert container.image == images.image(stage)

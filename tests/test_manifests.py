@@ -142,7 +142,7 @@ def test_cronjob_publishes_what_the_launcher_trained_through_the_gate(default_im
     location = args[args.index("--location_file") + 1]
     shared = {m["name"] for m in launcher_container["volumeMounts"] if location.startswith(m["mountPath"])}
     assert shared and shared <= {m["name"] for m in publish["volumeMounts"]}
-    assert publish["image"] == images.image("evaluate")
+    assert publish["image"] == images.image("finetune")  # it scores models: TensorFlow
     assert publish["command"][:2] == ["sh", "-c"]
     words = shlex.split(publish["command"][2])
     assert words[:5] == ["exec", "python", "-m", "bert_core.cli", "publish"]

@@ -130,7 +130,7 @@ def test_images_resources_caching_and_retries(compiled):
     spec, platform = compiled
     executors = spec["deploymentSpec"]["executors"]
     expected = {"prepare-corpus": "data", "learn-vocab": "data", "create-data": "data", "pretrain": "pretrain",
-                "finetune": "finetune", "evaluate": "evaluate", "resolve-start": "data", "publish": "evaluate"}
+                "finetune": "finetune", "evaluate": "evaluate", "resolve-start": "data", "publish": "finetune"}
     for task, stage in expected.items():
         container = executors[f"exec-{task}"]["container"]
         assert container["image"] == images.image(stage), task
