@@ -82,6 +82,6 @@ def publish(pretrained: Input[Model], tuned: Input[Model], eval_metrics: Input[M
     log_numbers(metrics, result["numbers"], prefix="candidate.")
     log_numbers(metrics, result["published_numbers"] or {}, prefix="published.")
     metrics.log_metric("version", float(result["version"]))
-    metrics.log_metric("published", 1.0 if result["decision"] == "published" else 0.0)
+    metrics.log_metric("now_published", 1.0 if result["decision"] == "published" else 0.0)
     decision.metadata.update({"model": f"{result['model']}:{result['version']}", "version": result["version"],
                               "decision": result["decision"], "reason": result["reason"]})

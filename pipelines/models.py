@@ -25,13 +25,16 @@ def default_registry() -> str:
     return os.environ.get("BERT_REGISTRY") or DEFAULT_REGISTRY
 
 
-def _status(reg: registry.Registry, name: str, version: int, published: int | None) -> tuple[str, dict]:
+def _status(reg: registry.Registry, name: str, version: int, published: int | None,
+            history: list | None = None) -> tuple[str, dict]:
     metrics = reg.read_version_json(name, version, registry.METRICS) \
         if storage.is_complete(reg.version_dir(name, version)) else None
     if metrics is None:
         return "incomplete", {}
     if version == published:
         return "published", metrics
+    if version in (history or []):
+        return "superseded", metrics  # published once, then another (or a rollback)
     decision = metrics.get("gate", {}).get("decision")
     return ("passed, not published" if decision == "published" else decision or "-"), metrics
 
@@ -58,7 +61,7 @@ def cmd_ls(args) -> int:
     published = record["version"] if record else None
     rows = []
     for v in reg.versions(args.name):
-        status, metrics = _status(reg, args.name, v, published)
+        status, metrics = _status(reg, args.name, v, published, record.get("history") if record else None)
         numbers = metrics.get("numbers", {})
         rows.append([v, status, _num(numbers.get("heldout.masked_lm_loss")),
                      _num(numbers.get("finetune.accuracy")), _short(metrics.get("gate", {}).get("reason", ""))])
@@ -81,7 +84,7 @@ def cmd_show(args) -> int:
             raise UserError(f"{name}: nothing is published in {reg.uri}; name a version ({name}:N)")
         version = published
     path = reg.require_version(name, version)
-    status, metrics = _status(reg, name, version, published)
+    status, metrics = _status(reg, name, version, published, record.get("history") if record else None)
     lineage = reg.read_version_json(name, version, registry.LINEAGE)
     print(f"{name}:{version}  {status}  ({path})")
     gate = metrics.get("gate", {})

@@ -157,7 +157,7 @@ def test_models_cli_lists_shows_publishes_rolls_back_and_names_every_bad_input(r
     assert out.returncode == 0 and "m: published version 1" in out.stdout, out.stderr
     assert models("publish", "m:3", registry_uri=root).returncode == 0
     listing = models("ls", root, "m").stdout.splitlines()
-    assert [l.split()[:2] for l in listing[2:]] == [["1", "passed,"], ["2", "rejected"], ["3", "published"]]
+    assert [l.split()[:2] for l in listing[2:]] == [["1", "superseded"], ["2", "rejected"], ["3", "published"]]
     assert models("ls", root).stdout.splitlines()[2].split() == ["m", "3", "v3"]
     show = models("show", "m:2", registry_uri=root).stdout
     assert show.startswith("m:2  rejected") and '"id": "b"' in show and "ckpt-5/model.ckpt-5.index" in show
