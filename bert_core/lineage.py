@@ -20,14 +20,7 @@ import os
 import subprocess
 
 from bert_core import storage
-
-
-def file_sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with storage.open_read(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+from bert_core.data.manifest import sha256_file
 
 
 def corpus_snapshot(spec: str | None) -> dict:
@@ -50,7 +43,7 @@ def corpus_snapshot(spec: str | None) -> dict:
             if info.generation is not None:
                 entry["generation"] = str(info.generation)
             else:
-                entry["sha256"] = file_sha256(path)
+                entry["sha256"] = sha256_file(path)
             files.append(entry)
     digest = hashlib.sha256(repr(sorted((f["path"], f.get("size"), f.get("generation"), f.get("sha256"))
                                         for f in files)).encode()).hexdigest()
@@ -77,8 +70,8 @@ def build(corpus: dict | None, data_manifest: str | None, vocab_file: str, heldo
     """The lineage document of one version."""
     return {
         "corpus": corpus,
-        "data": {"manifest": data_manifest, "sha256": file_sha256(data_manifest)} if data_manifest else None,
-        "vocab": {"sha256": file_sha256(vocab_file)},
+        "data": {"manifest": data_manifest, "sha256": sha256_file(data_manifest)} if data_manifest else None,
+        "vocab": {"sha256": sha256_file(vocab_file)},
         "heldout": None if heldout is None else {k: heldout[k] for k in (
             "path", "records", "documents_sha256", "vocab_sha256") if k in heldout},
         "parent": parent,

@@ -26,6 +26,7 @@ import tempfile
 
 from bert_core import events, gate, heldout_eval, layout, lineage, registry, storage
 from bert_core.config import PublishConfig
+from bert_core.data.manifest import sha256_file
 from bert_core.errors import UserError
 from bert_core.run_dir import METADATA, WEIGHTS_NAME, latest_checkpoint
 
@@ -111,7 +112,7 @@ def _publish(cfg: PublishConfig) -> int:
     gate.parse_rule(cfg.gate_rule)  # a bad rule fails before any work
     files = model_files(cfg.model_dir, cfg.saved_model_dir)
     vocab = storage.join(cfg.model_dir, layout.VOCAB)
-    vocab_sha = lineage.file_sha256(vocab)
+    vocab_sha = sha256_file(vocab)
     pointer, token = reg.read_pointer(name)
     published = pointer["version"] if pointer else None
     published_metrics = reg.read_version_json(name, published, registry.METRICS) if published else {}
