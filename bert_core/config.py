@@ -506,3 +506,34 @@ class SmokeTestConfig(StageConfig):
             raise ValueError(f"--max_predictions_per_seq={self.max_predictions_per_seq} must be below "
                              f"--max_seq_length={self.max_seq_length}")
         return self
+
+
+# Stage 5: publish to the model registry through the gate (bert_core.publish)
+# --------------------------------------------------------------------------------------------------
+class PublishConfig(StageConfig):
+    """`bert publish`: register a pretrained model as a new version and publish it if the gate passes."""
+
+    registry: str = Field(description="The model registry: gs://, s3://, minio:// or a local directory")
+    model_name: str = Field(description="The model's name in the registry (one vocab per name)")
+    model_dir: str = Field(description="The candidate: a pretraining output (bert_config.json, vocab.txt, ckpt-*)")
+    saved_model_dir: str | None = Field(None, description="The fine-tuned SavedModel to keep with the version")
+    finetune_metrics: str | None = Field(None, description="metrics.json of `bert evaluate` on the fine-tuned "
+                                                           "task (the gate's `finetune <key>` numbers)")
+    task_data_dir: str | None = Field(None, description="The fine-tuning task's directory (its test/dev files "
+                                                        "identify the task; heldout_documents.txt, if there)")
+    heldout_documents: str | None = Field(None, description="Documents excluded from pretraining, to pin the "
+                                                            "held-out set the first time (default: "
+                                                            "task_data_dir/heldout_documents.txt)")
+    gate_rule: str = Field("masked-LM loss not worse and finetune accuracy not worse by more than 2 points",
+                           description="The gate (bert_core.gate), e.g. 'finetune accuracy up by >= 0.5 "
+                                       "points and masked-LM loss not worse'")
+    parent_version: int = Field(0, ge=0, description="The version this run continued from (0: from scratch)")
+    data_manifest: str | None = Field(None, description="data_manifest.json of the shards pretraining read")
+    lineage_file: str | None = Field(None, description="JSON merged into lineage.json (corpus snapshot, "
+                                                       "stage parameters)")
+    run_id: str = Field("", description="The pipeline run id, for the lineage")
+    do_lower_case: bool = Field(True, description="Casing of the held-out set (as the model's data)")
+    max_seq_length: int = Field(128, ge=8, description="Sequence length of the held-out set")
+    max_predictions_per_seq: int = Field(20, ge=1, description="Masked positions per sequence of the held-out set")
+    decision_file: str | None = Field(None, description="Write the gate's decision as Markdown here")
+    result_file: str | None = Field(None, description="Write the outcome as JSON here (version, decision, reason)")

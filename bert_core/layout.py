@@ -100,6 +100,7 @@ RUN_REPORT = "report.html"                  # bert-pipeline run, in the run dire
 SAVED_MODEL_DIR = "saved_model"             # the fine-tuning component's --export_dir, inside its Model
 SUMMARIES_DIR = "train"                     # pretrain and finetune: TensorBoard's event files (--logdir)
 TRAIN_HISTORY = "history.jsonl"             # in SUMMARIES_DIR: one JSON line per logged step (report_data)
+HELDOUT_DOCUMENTS = "heldout_documents.txt"  # the corpus step: documents pretraining never sees (the gate's set)
 
 
 def check_output_dir(output_dir: str) -> None:

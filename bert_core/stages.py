@@ -45,6 +45,9 @@ COMMANDS: list[Command] = [
     Command("smoke-test", cfg.SmokeTestConfig, "bert_core.smoke_test:smoke_test_main",
             "Does BERT train here: the accelerators TensorFlow sees, a few pretraining steps on each "
             "(sequences/s, peak memory); under horovodrun, whether the ranks agree"),
+    Command("publish", cfg.PublishConfig, "bert_core.publish:publish_main",
+            "Register a pretrained model as a new version of --model_name in --registry and publish it if the "
+            "gate (--gate_rule) passes against the published version"),
 ]
 
 

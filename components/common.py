@@ -111,6 +111,62 @@ def pretrain_phase2_config(init_model: str, data: str, vocab: str, model: str, l
                            **flags)
 
 
+def publish_config(pretrained: str, tuned: str, eval_metrics: str, task_data: str, data: str, decision: str,
+                   registry_uri: str, model_name: str, gate_rule: str, parent_version: int, run_id: str, **flags):
+    """`bert publish`'s config: the pretrained model directory as the candidate, the fine-tuned model's
+    SavedModel, evaluate's metrics.json and the task directory for the gate, the data manifest for the
+    lineage, the decision as Markdown into `decision`; `flags` by name."""
+    from bert_core import layout, storage
+
+    return stage_config(
+        "publish", registry=registry_uri or "unset", model_name=model_name, model_dir=pretrained,
+        saved_model_dir=storage.join(tuned, layout.SAVED_MODEL_DIR),
+        finetune_metrics=storage.join(eval_metrics, layout.EVAL_METRICS), task_data_dir=task_data,
+        data_manifest=storage.join(data, layout.DATA_MANIFEST), gate_rule=gate_rule,
+        parent_version=parent_version, run_id=run_id, decision_file=decision, **flags)
+
+
+def resolve_start_point(registry_uri: str, model_name: str, init_from: str, init_checkpoint: str,
+                        vocab_uri: str) -> dict:
+    """Where pretraining starts: {init_checkpoint, vocab_uri, parent_version, reason}.
+
+    A model name has one vocab: with a version published in the registry, the run uses its vocab.txt
+    (a vocab_uri that differs is one line: a new vocab is a new model name), and with
+    init_from=published it also starts from that version's weights (its directory as init_checkpoint).
+    With init_from=scratch the weights start afresh (or from the pipeline's init_checkpoint). With no
+    registry, or nothing published yet: the pipeline's own init_checkpoint and vocab_uri."""
+    import hashlib
+
+    from bert_core import layout, registry, storage
+    from bert_core.errors import UserError
+
+    if init_from not in ("published", "scratch"):
+        raise UserError(f"init_from={init_from!r}: expected published or scratch")
+    own = {"init_checkpoint": init_checkpoint, "vocab_uri": vocab_uri, "parent_version": 0}
+    scratch = "from scratch" + (f" (init_checkpoint {init_checkpoint})" if init_checkpoint else "")
+    if not registry_uri:
+        return {**own, "reason": scratch}
+    reg = registry.Registry(registry_uri)
+    version = reg.published(registry.check_name(model_name))
+    if version is None:
+        return {**own, "reason": f"from scratch: nothing of {model_name} is published in {registry_uri} yet"}
+    if init_checkpoint and init_from == "published":
+        raise UserError(f"init_checkpoint={init_checkpoint} and init_from=published ({model_name}:{version} is "
+                        f"published): give one (init_from=scratch to start from init_checkpoint)")
+    path = reg.require_version(model_name, version)
+    parent_vocab = layout.model_vocab_path(path)
+    if vocab_uri:
+        given, kept = storage.read_bytes(vocab_uri), storage.read_bytes(parent_vocab)
+        if given != kept:
+            raise UserError(f"vocab_uri={vocab_uri} (sha256 {hashlib.sha256(given).hexdigest()[:12]}) is not the "
+                            f"vocab of {model_name}:{version} ({hashlib.sha256(kept).hexdigest()[:12]}): a changed "
+                            f"vocab is a new model, give another model_name")
+    if init_from == "scratch":
+        return {**own, "vocab_uri": parent_vocab, "reason": f"{scratch}, with {model_name}:{version}'s vocab"}
+    return {"init_checkpoint": path, "vocab_uri": parent_vocab, "parent_version": version,
+            "reason": f"continuing {model_name}:{version} ({path}), keeping its vocab"}
+
+
 #: {component function: (its `bert` subcommand, the function that builds that config from its inputs)}
 STAGE_CONFIGS = {
     "learn_vocab": ("learn-vocab", learn_vocab_config),
@@ -119,6 +175,7 @@ STAGE_CONFIGS = {
     "pretrain_phase2": ("pretrain", pretrain_phase2_config),
     "finetune": ("finetune", finetune_config),
     "evaluate": ("evaluate", evaluate_config),
+    "publish": ("publish", publish_config),
 }
 
 

@@ -9,18 +9,21 @@ from components.common import base_image
 
 
 @dsl.component(base_image=base_image("data"), install_kfp_package=False)
-def prepare_corpus(corpus_uri: str, heldout_fraction: float, seed: int,
+def prepare_corpus(corpus_uri: str, heldout_fraction: float, seed: int, corpus_snapshot: str,
                    corpus: Output[Dataset], task_data: Output[Dataset]):
     """The pretraining corpus (one sentence a line) and, from held-out documents, a single-sentence task
-    (train/dev/test.tsv: which topic group does the sentence come from?). An empty corpus_uri means
-    Python's own docs."""
+    (train/dev/test.tsv: which topic group does the sentence come from?) and heldout_documents.txt (the
+    registry's held-out set is made from them). An empty corpus_uri means Python's own docs.
+    corpus_snapshot (bert_core.lineage, from resolve-start) is only recorded: as an input it keys this
+    step's cache, and so every data step's, on the corpus's contents rather than its URI."""
     from bert_core import events
     from bert_core.data.heldout_task import split_corpus
 
     with events.reporting_errors("prepare-corpus"):
         summary = split_corpus(corpus.path, task_data.path if heldout_fraction > 0 else None,
                                corpus=corpus_uri or None, heldout_fraction=heldout_fraction, seed=seed)
-    corpus.metadata.update({k: v for k, v in summary["corpus"].items() if k != "path"})
+    corpus.metadata.update({**{k: v for k, v in summary["corpus"].items() if k != "path"},
+                            "snapshot": corpus_snapshot})
     if "task" in summary:
         task_data.metadata.update({"documents": summary["task"]["documents"], **{
             f"{k}_examples": v for k, v in summary["task"]["examples"].items()}})

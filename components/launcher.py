@@ -437,6 +437,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--poll", type=float, default=10.0, help="seconds between status checks")
     parser.add_argument("--unique_output_dir", action="store_true",
                         help="write checkpoints under <output_dir>/<unique job name>")
+    parser.add_argument("--location_file", default=None,
+                        help="also write the model directory's location here (the CronJob's publish step reads it)")
     args = parser.parse_args(argv)
     try:
         import yaml
@@ -455,6 +457,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"launcher: error: {err}", file=sys.stderr)
         return err.exit_code
     print(location)
+    if args.location_file:
+        Path(args.location_file).write_text(location + "\n")
     return 0
 
 

@@ -7,6 +7,8 @@
     bert-pipeline list [SERVER ...] [--experiment NAME]
     bert-pipeline status [SERVER ...] RUN_ID
     bert-pipeline artifacts ls PREFIX | artifacts show PATH | artifacts compare RUN_A RUN_B ... [--html FILE]
+    bert-pipeline models ls [REGISTRY] [NAME] | models show NAME[:VERSION] | models publish NAME:VERSION |
+                  models rollback NAME      (the model registry: pipelines/models.py)
 
 BUILD: what a cluster fixes when the pipeline is built (pipelines.pipeline.build_pipeline): --mpijob,
 --gcs-key-secret NAME, --minio-secret NAME, --image-pull-secret NAME. SERVER: --host URL (default: kfp's own
@@ -175,8 +177,9 @@ def check_stage_configs(phase2: bool, arguments: dict) -> None:
                     renamed[name] = parameter
             elif "constant" in binding.get("runtimeValue", {}):
                 inputs[name] = binding["runtimeValue"]["constant"]
-            else:  # another step's output: known only when that step has run
-                break
+            else:  # another step's output, known only when that step has run: a stand-in of its type
+                inputs[name] = {"NUMBER_INTEGER": 0, "NUMBER_DOUBLE": 0.0, "BOOLEAN": False,
+                                "STRUCT": {}, "LIST": []}.get(definition.get("parameterType"), "")
         else:
             for kind in ("inputDefinitions", "outputDefinitions"):
                 for name in component.get(kind, {}).get("artifacts", {}):
@@ -284,6 +287,8 @@ class StageProgress:
                       f"{e['sequences_per_second']:.1f} seq/s{eta}")
         elif kind == "wrote":
             self._say(f"      {e['stage']}: wrote {e['path']}")
+        elif kind == "gate":
+            self._say(f"      {e['stage']}: version {e['version']} {e['decision']}: {e['reason']}")
         elif kind == "error" and self.error is None:
             self.error = e["message"]
 
@@ -376,12 +381,15 @@ def cmd_run(args) -> int:
     from pipelines import defaults
 
     phase2, arguments = pipeline_arguments(args, defaults.CI if args.ci else defaults.DEFAULT)
-    run_dir, _ = run_local(arguments, phase2, args.output_dir, args.verbose)
+    run_dir, outputs = run_local(arguments, phase2, args.output_dir, args.verbose)
     from pipelines.run_record import write_run_files
 
     report = write_run_files(run_dir, _pipeline(phase2), arguments)
     print()
     print(metrics_table(run_dir))
+    gate = outputs.get("publish", {}).get("decision", {})
+    if gate.get("decision"):  # the publish step's outcome (bert_core.publish), with its reason
+        print(f"\ngate: {gate['model']} {gate['decision'].upper()}: {gate['reason']}")
     print(f"\ninspect: {PROG} artifacts ls {run_dir}; compare: {PROG} artifacts compare {run_dir} OTHER_RUN")
     print("the run's report (every stage's pictures), to open in a browser:")
     print(os.path.abspath(report))
@@ -481,6 +489,7 @@ def cmd_schedule(args) -> int:
         raise UserError("give exactly one of --cron (KFP's 6-field cron) or --interval (e.g. 24h)")
     cron = validate_cron(args.cron) if args.cron is not None else None
     interval = parse_interval(args.interval) if args.interval is not None else None
+    registry_uri = _scheduled_registry(args)
     kfp_client, pipeline, arguments, pipeline_id, version_id, experiment = _prepare(args)
     job = _api_call("create recurring run", kfp_client.create_recurring_run, experiment.experiment_id,
                     args.name or f"{pipeline.name}-schedule", cron_expression=cron, interval_second=interval,
@@ -488,9 +497,27 @@ def cmd_schedule(args) -> int:
                     pipeline_id=pipeline_id, version_id=version_id, start_time=args.start_time,
                     pipeline_root=args.pipeline_root or None, service_account=args.service_account or None)
     when = f"cron '{cron}'" if cron else f"every {interval} s"
+    cache = ("no step reusing a cached result" if args.no_cache else
+             "data steps cached on the corpus snapshot (a changed corpus is never served from cache)")
     print(f"recurring run {job.recurring_run_id} created in experiment {args.experiment}: {when}, "
-          f"at most {args.max_concurrency} at a time, no step reusing a cached result")
+          f"at most {args.max_concurrency} at a time, {cache}; "
+          + (f"publishing to {registry_uri} through the gate" if registry_uri else "no registry"))
     return 0
+
+
+def _scheduled_registry(args) -> str:
+    """The registry of a scheduled run: object storage (a pod's own disk goes with the pod, so a run
+    would never find the version the previous one published), or empty for none."""
+    from bert_core import storage
+
+    _, arguments = pipeline_arguments(args)
+    inputs = _pipeline(getattr(args, "phase2", False)).component_spec.inputs
+    uri = arguments.get("registry_uri", inputs["registry_uri"].default)
+    if uri and not storage.is_remote(uri):
+        raise UserError(f"registry_uri={uri}: a scheduled run's registry must be object storage, which outlives "
+                        f"its pods; give -p registry_uri=gs://BUCKET/registry (s3://, minio://), or "
+                        f"-p registry_uri= for none")
+    return uri
 
 
 def _when(value) -> str:
@@ -603,7 +630,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--verify-ssl", action=argparse.BooleanOptionalAction, default=None,
                        help="verify the server's TLS certificate (default: yes)")
 
-    def build(p, cache_flag: bool = True):
+    def build(p):
         p.add_argument("--mpijob", action="store_true", help="pretraining as MPIJobs: the pretraining step "
                                                              "runs on the launcher image, off GPU nodes")
         p.add_argument("--gcs-key-secret", metavar="NAME", help="Secret with a service-account key.json that "
@@ -614,11 +641,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "(mlpipeline-minio-artifact in a Kubeflow profile namespace; default: none)")
         p.add_argument("--image-pull-secret", action="append", metavar="NAME",
                        help="pull secret for a private registry, on every step and the MPIJob (repeatable)")
-        if cache_flag:
-            p.add_argument("--no-cache", action="store_true", help="no step reuses a cached result "
-                                                                   "(for recurring runs)")
-        else:  # schedule: a recurring run must see a grown corpus
-            p.set_defaults(no_cache=True)
+        # The data steps' cache is keyed on the corpus snapshot (resolve-start), so a recurring run on a
+        # grown corpus is never served the first corpus's data from cache.
+        p.add_argument("--no-cache", action="store_true", help="no step reuses a cached result")
 
     p = sub.add_parser("compile", help="write the pipeline's IR YAML (upload it in the KFP UI)")
     p.add_argument("--output", "-o", default="bert_pipeline.yaml")
@@ -641,7 +666,7 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=text)
         server(p)
         arguments(p)
-        build(p, cache_flag=name == "submit")
+        build(p)
         p.add_argument("--experiment", default="bert", help="experiment name (created if missing)")
         p.add_argument("--pipeline-root", default="", help="pipeline root, e.g. gs://bucket/kfp (launcher=mpijob "
                                                            "needs gs://)")
@@ -676,6 +701,9 @@ def build_parser() -> argparse.ArgumentParser:
                                            "download: PREFIX DIR")
     p.add_argument("--html", metavar="FILE", help="compare: also write the comparison as a page, curves overlaid")
     p.set_defaults(func=cmd_artifacts)
+
+    from pipelines.models import add_parser as add_models_parser
+    add_models_parser(sub)
     return parser
 
 

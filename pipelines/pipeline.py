@@ -1,11 +1,13 @@
 """bert_pipeline: the stages (corpus and vocab, create-data, pretrain, finetune and evaluate) as one KFP v2
 pipeline.
 
-    corpus ──> vocab (given, or learned)
+    resolve-start (the registry's published version, or scratch; the corpus snapshot)
+      │
+    corpus ──> vocab (given, learned, or the published version's)
       │          │
       └──> create-data ──> pretrain (phase 1) [──> create-data-512 ──> pretrain (phase 2)]
                                  │
-      corpus's held-out task ──> finetune ──> evaluate
+      corpus's held-out task ──> finetune ──> evaluate ──> publish (the gate; bert_core.registry)
 
 The parameter defaults are the embedded default job (`bert-pipeline run`): Python's own docs as the
 corpus, a vocab learned from it, a tiny BERT pretrained by 2 Horovod ranks on the step's host, and a
@@ -36,6 +38,7 @@ from components.finetune import finetune
 from bert_core.storage_s3 import MINIO_SECRET_DIR
 from components.mpijob import GCS_KEY_DIR, GPU_RESOURCE, PretrainJob
 from components.pretrain import pretrain, pretrain_phase2
+from components.registry import publish, resolve_start
 from components.vocab import learn_vocab
 
 PIPELINE_NAME = "bert-pipeline"
@@ -181,15 +184,26 @@ def build_pipeline(phase2: bool = False, gcs_key_secret: str | None = None, mpij
         warmup_proportion: float = 0.1,
         finetune_processes: int = 1,
         finetune_gpus: int = 0,
+        # the model registry (bert_core.registry): continue from its published version, publish through the gate
+        registry_uri: str = "runs/registry",
+        model_name: str = "bert-tiny-python-docs",
+        init_from: str = "published",
+        gate_rule: str = "masked-LM loss not worse and finetune accuracy not worse by more than 2 points",
     ):
         def step(task: dsl.PipelineTask, *args, **kwargs) -> dsl.PipelineTask:
             if image_pull_secrets:
                 kubernetes.set_image_pull_secrets(task, list(image_pull_secrets))
             return _cpu_step(_with_keys(task, gcs_key_secret, minio_secret), *args, **kwargs)
 
+        # Never cached: it reads the registry and the corpus as they are now. Its corpus snapshot is an
+        # input of the corpus step, so the data steps' cache is keyed on the corpus's contents.
+        start = step(resolve_start(registry_uri=registry_uri, model_name=model_name, init_from=init_from,
+                                   init_checkpoint=init_checkpoint, vocab_uri=vocab_uri, corpus_uri=corpus_uri),
+                     "resolve-start", "500m", "1Gi", cache=False, retries=2)
         corpus = step(prepare_corpus(corpus_uri=corpus_uri, heldout_fraction=heldout_fraction,
-                                     seed=random_seed), "corpus", "1", "2Gi", cache=caching, retries=2)
-        vocab = step(learn_vocab(corpus=corpus.outputs["corpus"], vocab_uri=vocab_uri,
+                                     seed=random_seed, corpus_snapshot=start.outputs["corpus_snapshot"]),
+                      "corpus", "1", "2Gi", cache=caching, retries=2)
+        vocab = step(learn_vocab(corpus=corpus.outputs["corpus"], vocab_uri=start.outputs["vocab_uri"],
                                  vocab_size=vocab_size, do_lower_case=do_lower_case),
                      "vocab", "2", "4Gi", cache=caching, retries=2)
 
@@ -203,7 +217,7 @@ def build_pipeline(phase2: bool = False, gcs_key_secret: str | None = None, mpij
 
         def pretrain_step(name: str, data, seq, predictions, batch, lr, steps, warmup, init_model=None):
             if init_model is None:
-                component, extra = pretrain, {"init_checkpoint": init_checkpoint}
+                component, extra = pretrain, {"init_checkpoint": start.outputs["init_checkpoint"]}
             else:
                 component, extra = pretrain_phase2, {"init_model": init_model}
             task = component(
@@ -249,8 +263,27 @@ def build_pipeline(phase2: bool = False, gcs_key_secret: str | None = None, mpij
             optimizer_type=finetune_optimizer_type, do_lower_case=do_lower_case,
             log_every_steps=log_every_steps, seed=random_seed, num_processes=finetune_processes, **task)
         _on_gpu_nodes(step(tuned, "finetune", "4", "16Gi", cache=False, retries=0), finetune_gpus)
-        step(evaluate(task_data=corpus.outputs["task_data"], predictions=tuned.outputs["predictions"],
-                      eval_split=eval_split, **task), "evaluate", "1", "2Gi", cache=False, retries=2)
+        evaluated = step(evaluate(task_data=corpus.outputs["task_data"], predictions=tuned.outputs["predictions"],
+                                  eval_split=eval_split, **task), "evaluate", "1", "2Gi", cache=False, retries=2)
+        # The stages' parameters, for the version's lineage.json.
+        stage_parameters = {
+            "pretrain": {"bert_model": bert_model, "init_from": init_from, "train_batch_size": train_batch_size,
+                         "learning_rate": learning_rate, "num_train_steps": num_train_steps,
+                         "num_warmup_steps": num_warmup_steps, "optimizer_type": optimizer_type, "dtype": dtype,
+                         "max_seq_length": max_seq_length, "random_seed": random_seed, "num_processes": num_processes},
+            "finetune": {"task_name": task_name, "learning_rate": finetune_learning_rate,
+                         "num_train_epochs": num_train_epochs, "train_batch_size": finetune_batch_size,
+                         "optimizer_type": finetune_optimizer_type, "eval_split": eval_split},
+            "corpus": {"corpus_uri": corpus_uri, "heldout_fraction": heldout_fraction, "vocab_uri": vocab_uri,
+                       "vocab_size": vocab_size}}
+        step(publish(pretrained=pretrained.outputs["model"], tuned=tuned.outputs["model"],
+                     eval_metrics=evaluated.outputs["metrics"], task_data=corpus.outputs["task_data"],
+                     data=data.outputs["data"], corpus_lineage=start.outputs["corpus_lineage"],
+                     registry_uri=registry_uri, model_name=model_name, gate_rule=gate_rule,
+                     parent_version=start.outputs["parent_version"], run_id=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+                     do_lower_case=do_lower_case, max_seq_length=max_seq_length,
+                     max_predictions_per_seq=max_predictions_per_seq, stage_parameters=stage_parameters),
+             "publish", "2", "4Gi", cache=False, retries=1)
 
     return bert_pipeline
 

@@ -6,7 +6,8 @@
 
 Generated (do not edit by hand; change the code here or in components/ and re-render):
   manifests/base/rbac.yaml               ServiceAccount + Role + RoleBinding (from launcher.REQUIRED_PERMISSIONS)
-  manifests/base/cronjob.yaml            scheduled re-pretraining: runs components.launcher in the launcher image
+  manifests/base/cronjob.yaml            scheduled re-pretraining: components.launcher (launcher image), then
+                                         `bert publish` through the gate (finetune image)
   manifests/base/pretrain-job.yaml       the CronJob's job spec (a PretrainJob; kustomize makes it a ConfigMap)
   manifests/overlays/<o>/mpijob.yaml     the MPIJob for `kubectl apply -k manifests/overlays/<o>`
   manifests/overlays/<o>/pretrain-job.yaml  the overlay's job spec, replacing the base's ConfigMap
@@ -40,6 +41,16 @@ CRON_TIMEOUT_SECONDS = 3 * 24 * 3600   # the launcher deletes the MPIJob after t
 CRONJOB_NAME = "bert-repretrain"
 JOB_SPEC_CONFIGMAP = "bert-pretrain-job"
 JOB_SPEC_FILE = "pretrain-job.yaml"
+# The CronJob's publish step (bert publish, through the same gate as the pipeline): its settings are the
+# ConfigMap bert-publish (manifests/base/kustomization.yaml; an overlay replaces it).
+PUBLISH_CONFIGMAP = "bert-publish"
+RUN_DIR = "/run/bert"                 # shared by the launcher (init container) and publish
+LOCATION_FILE = f"{RUN_DIR}/location"
+PUBLISH_COMMAND = (
+    'exec python -m bert_core.cli publish --model_dir="$(cat {location})" --registry="$BERT_REGISTRY" '
+    '--model_name="$BERT_MODEL_NAME" --gate_rule="$BERT_GATE_RULE" --heldout_documents="$BERT_HELDOUT_DOCUMENTS" '
+    '--max_seq_length="$BERT_MAX_SEQ_LENGTH" --max_predictions_per_seq="$BERT_MAX_PREDICTIONS_PER_SEQ" '
+    '--run_id="$POD_NAME"')
 
 # Flags of `bert pretrain` (field names of bert_core.config.PretrainConfig, after Google's run_pretraining.py).
 _COMMON_FLAGS = {
@@ -109,7 +120,10 @@ def rbac() -> list[dict]:
 
 
 def cronjob() -> dict:
-    """Re-pretraining on a schedule without KFP: a small pod runs the same launcher code."""
+    """Re-pretraining on a schedule without KFP: the launcher (an init container, the pipeline's own
+    launcher code) runs the MPIJob to its end and writes where the model went; then `bert publish`
+    registers it and publishes it if the gate passes (settings: the bert-publish ConfigMap). The data
+    volume is the base job spec's (an overlay without one patches it to an emptyDir)."""
     labels = {"app.kubernetes.io/name": "bert", "app.kubernetes.io/component": "repretrain"}
     field = lambda path: {"valueFrom": {"fieldRef": {"fieldPath": path}}}  # noqa: E731
     container = {
@@ -118,7 +132,7 @@ def cronjob() -> dict:
         "imagePullPolicy": "IfNotPresent",
         "command": ["python", "-m", "components.launcher"],
         "args": ["--spec", f"/etc/bert/{JOB_SPEC_FILE}", "--timeout", str(CRON_TIMEOUT_SECONDS),
-                 "--unique_output_dir"],
+                 "--unique_output_dir", "--location_file", LOCATION_FILE],
         "env": [{"name": "POD_NAME", **field("metadata.name")},
                 {"name": "POD_UID", **field("metadata.uid")},
                 {"name": "POD_NAMESPACE", **field("metadata.namespace")}],
@@ -126,7 +140,26 @@ def cronjob() -> dict:
                       "limits": {"cpu": "500m", "memory": "512Mi"}},
         "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
                             "capabilities": {"drop": ["ALL"]}},
-        "volumeMounts": [{"name": "job-spec", "mountPath": "/etc/bert", "readOnly": True}],
+        "volumeMounts": [{"name": "job-spec", "mountPath": "/etc/bert", "readOnly": True},
+                         {"name": "run", "mountPath": RUN_DIR}],
+    }
+    data = overlay_jobs()["small"].storage  # the base job spec's volume
+    publish = {
+        "name": "publish",
+        "image": images.image("finetune"),  # scoring on the held-out set needs TensorFlow
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["sh", "-c", PUBLISH_COMMAND.format(location=LOCATION_FILE)],
+        "envFrom": [{"configMapRef": {"name": PUBLISH_CONFIGMAP}}],
+        "env": [{"name": "POD_NAME", **field("metadata.name")},
+                # the held-out set's shape: the jobs' records'
+                {"name": "BERT_MAX_SEQ_LENGTH", "value": str(_COMMON_FLAGS["max_seq_length"])},
+                {"name": "BERT_MAX_PREDICTIONS_PER_SEQ", "value": str(_COMMON_FLAGS["max_predictions_per_seq"])}],
+        "resources": {"requests": {"cpu": "2", "memory": "8Gi"}, "limits": {"memory": "16Gi"}},
+        "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                            "capabilities": {"drop": ["ALL"]}},
+        "volumeMounts": [{"name": "run", "mountPath": RUN_DIR, "readOnly": True},
+                         {"name": "tmp", "mountPath": "/tmp"},
+                         {"name": "data", "mountPath": data.mount_path}],
     }
     return {
         "apiVersion": "batch/v1",
@@ -151,8 +184,11 @@ def cronjob() -> dict:
                         "terminationGracePeriodSeconds": 60,  # time to delete the MPIJob on SIGTERM
                         "securityContext": {"runAsNonRoot": True, "runAsUser": IMAGE_UID,
                                             "runAsGroup": IMAGE_UID},
-                        "containers": [container],
-                        "volumes": [{"name": "job-spec", "configMap": {"name": JOB_SPEC_CONFIGMAP}}],
+                        "initContainers": [container],
+                        "containers": [publish],
+                        "volumes": [{"name": "job-spec", "configMap": {"name": JOB_SPEC_CONFIGMAP}},
+                                    {"name": "run", "emptyDir": {}}, {"name": "tmp", "emptyDir": {}},
+                                    {"name": "data", "persistentVolumeClaim": {"claimName": data.claim_name}}],
                     },
                 },
             }},

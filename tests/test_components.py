@@ -97,11 +97,12 @@ def test_numbers_flatten_and_drop_what_kfp_cannot_show():
 
 
 def test_every_component_runs_in_its_stage_image():
-    from components import data, evaluate, finetune, images, pretrain, vocab
+    from components import data, evaluate, finetune, images, pretrain, registry, vocab
 
     expected = {data.prepare_corpus: "data", data.create_data: "data", vocab.learn_vocab: "data",
                 pretrain.pretrain: "pretrain", pretrain.pretrain_phase2: "pretrain",
-                finetune.finetune: "finetune", evaluate.evaluate: "evaluate"}
+                finetune.finetune: "finetune", evaluate.evaluate: "evaluate",
+                registry.resolve_start: "data", registry.publish: "finetune"}
     for component, stage in expected.items():
         container = component.component_spec.implementation.container
         assert container.image == images.image(stage)
@@ -133,7 +134,7 @@ def test_data_components_chain_and_carry_the_manifest_counts(local_kfp, monkeypa
 
     @dsl.pipeline(name="data-stage")
     def data_stage():
-        corpus = prepare_corpus(corpus_uri="", heldout_fraction=0.3, seed=7)
+        corpus = prepare_corpus(corpus_uri="", heldout_fraction=0.3, seed=7, corpus_snapshot="s")
         vocab = learn_vocab(corpus=corpus.outputs["corpus"], vocab_uri="", vocab_size=800, do_lower_case=True)
         create_data(corpus=corpus.outputs["corpus"], vocab=vocab.outputs["vocab"], do_lower_case=True, max_seq_length=32,
                     max_predictions_per_seq=5, masked_lm_prob=0.15, dupe_factor=1, short_seq_prob=0.1,
@@ -203,6 +204,10 @@ def test_heldout_task_is_balanced_unseen_by_pretraining_and_readable(tmp_path):
         assert sentences <= in_held | repeated, split  # from held-out documents only
     assert sentences_by_split["train"] & (sentences_by_split["dev"] | sentences_by_split["test"]) <= repeated
     assert in_held & in_kept <= repeated
+    # the held-out documents themselves, for the registry's masked-LM set: exactly those pretraining never saw
+    written = {tuple(b.splitlines()) for b in (tmp_path / "task" / "heldout_documents.txt").read_text().strip().split("\n\n")}
+    twice = {d for d in documents if documents.count(d) > 1}  # a document the docs hold twice may be in both
+    assert len(written) <= summary["task"]["documents"] and held <= written and written & kept <= twice
     # a sentence's label is its document's group: one label per held-out document
     label_of = {s: r[1] for split in ("train", "dev", "test") for r in _rows(tmp_path / "task" / f"{split}.tsv")[1:]
                 for s in [r[0]]}

@@ -109,7 +109,7 @@ def test_cronjob_runs_the_launcher_as_its_service_account(default_images):
     pod = template["spec"]
     assert pod["serviceAccountName"] == launcher.SERVICE_ACCOUNT
     assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] == IMAGE_UID
-    (container,) = pod["containers"]
+    (container,) = pod["initContainers"]  # the launcher first; then publish
     assert container["image"] == images.image("launcher")
     assert container["command"] == ["python", "-m", "components.launcher"]
     env = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in container["env"]}
@@ -125,6 +125,42 @@ def test_cronjob_runs_the_launcher_as_its_service_account(default_images):
         "the launcher must time out (and delete its MPIJob) before Kubernetes kills its pod"
 
 
+def test_cronjob_publishes_what_the_launcher_trained_through_the_gate(default_images):
+    """The launcher writes where the model went (--location_file, on a volume both containers mount);
+    the main container is `bert publish` with that directory, the registry's settings from the
+    bert-publish ConfigMap, and flags `bert publish` accepts."""
+    import shlex
+
+    from bert_core.cli import build_parser, config_from_args
+    from bert_core.config import PublishConfig
+
+    (cron,) = docs_of(ROOT / "manifests/base/cronjob.yaml")
+    pod = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    (launcher_container,) = pod["initContainers"]
+    (publish,) = pod["containers"]
+    args = launcher_container["args"]
+    location = args[args.index("--location_file") + 1]
+    shared = {m["name"] for m in launcher_container["volumeMounts"] if location.startswith(m["mountPath"])}
+    assert shared and shared <= {m["name"] for m in publish["volumeMounts"]}
+    assert publish["image"] == images.image("finetune")  # it scores models: TensorFlow
+    assert publish["command"][:2] == ["sh", "-c"]
+    words = shlex.split(publish["command"][2])
+    assert words[:5] == ["exec", "python", "-m", "bert_core.cli", "publish"]
+    assert f"--model_dir=$(cat {location})" in words
+    # every flag is one `bert publish` parses, with the shell's values standing in
+    env = {e["name"]: e.get("value", "x") for e in publish["env"]}
+    env.update({"BERT_REGISTRY": "/r", "BERT_MODEL_NAME": "m", "BERT_GATE_RULE": "masked-LM loss not worse",
+                "BERT_HELDOUT_DOCUMENTS": "/h", "POD_NAME": "p"})
+    flags = [w.split("=", 1)[0] + "=" + env.get(w.split("=", 1)[1].strip("$\""), "/model") for w in words[5:]]
+    config = config_from_args(PublishConfig, build_parser().parse_args(["publish", *flags]))
+    assert (config.registry, config.model_dir, config.run_id, config.max_seq_length) == ("/r", "/model", "p", 128)
+    assert publish["envFrom"] == [{"configMapRef": {"name": "bert-publish"}}]
+    kustomization = yaml.safe_load((ROOT / "manifests/base/kustomization.yaml").read_text())
+    literals = next(g for g in kustomization["configMapGenerator"] if g["name"] == "bert-publish")["literals"]
+    assert {l.split("=", 1)[0] for l in literals} == {"BERT_REGISTRY", "BERT_MODEL_NAME", "BERT_GATE_RULE",
+                                                      "BERT_HELDOUT_DOCUMENTS"}
+
+
 @pytest.mark.parametrize("path", ["manifests/base/rbac.yaml", "manifests/base/cronjob.yaml"])
 def test_core_kinds_are_valid(path):
     for doc in docs_of(ROOT / path):
@@ -133,7 +169,7 @@ def test_core_kinds_are_valid(path):
 
 def test_core_validation_is_not_vacuous():
     (cron,) = docs_of(ROOT / "manifests/base/cronjob.yaml")
-    cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"] = 3
+    cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["initContainers"][0]["imagePullPolicy"] = 3
     assert core_problems(cron)
 
 
@@ -179,6 +215,15 @@ def test_kubectl_kustomize_builds_each_overlay(overlay, default_images):
     for d in docs:
         by_kind.setdefault(d["kind"], []).append(d)
     assert sorted(by_kind) == ["ConfigMap", "CronJob", "MPIJob", "Role", "RoleBinding", "ServiceAccount"]
+    publish_settings = [c for c in by_kind["ConfigMap"] if c["metadata"]["name"].startswith("bert-publish")]
+    by_kind["ConfigMap"] = [c for c in by_kind["ConfigMap"] if c not in publish_settings]
+    (settings,) = publish_settings
+    assert set(settings["data"]) == {"BERT_REGISTRY", "BERT_MODEL_NAME", "BERT_GATE_RULE", "BERT_HELDOUT_DOCUMENTS"}
+    (cron_job,) = by_kind["CronJob"]
+    cron_pod = cron_job["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    assert cron_pod["containers"][0]["envFrom"][0]["configMapRef"]["name"] == settings["metadata"]["name"]
+    data_volume = next(v for v in cron_pod["volumes"] if v["name"] == "data")
+    assert ("emptyDir" in data_volume) == (overlay == "large")  # large keeps everything on gs://
     namespaces = {d["metadata"].get("namespace") for d in docs}
     assert len(namespaces) == 1 and None not in namespaces, "one namespace for everything"
     (namespace,) = namespaces

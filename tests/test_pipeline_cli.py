@@ -166,16 +166,17 @@ def test_unreachable_server_is_one_line(capsys):
 
 def test_schedule_with_kfp_cron_and_interval(kfp_server, capsys):
     code, out, err = bp(capsys, "schedule", "--host", kfp_server.url, "--cron", "0 0 3 * * MON-FRI",
-                        "-p", "num_train_steps=1000")
+                        "-p", "num_train_steps=1000", "-p", "registry_uri=s3://models/registry")
     assert code == 0, err
     assert kfp_server.state.errors == []
     (job,) = kfp_server.state.recurring_runs.values()
     assert job.trigger.cron_schedule.cron == "0 0 3 * * MON-FRI" and job.trigger.periodic_schedule is None
     assert job.mode == "ENABLE" and job.no_catchup is True and int(job.max_concurrency) == 1
-    assert job.runtime_config.parameters == {"num_train_steps": 1000}
+    assert job.runtime_config.parameters == {"num_train_steps": 1000, "registry_uri": "s3://models/registry"}
     assert "cron '0 0 3 * * MON-FRI'" in out
 
-    code, out, err = bp(capsys, "schedule", "--host", kfp_server.url, "--interval", "1d12h", "--name", "every-36h")
+    code, out, err = bp(capsys, "schedule", "--host", kfp_server.url, "--interval", "1d12h", "--name", "every-36h",
+                        "-p", "registry_uri=")
     assert code == 0, err
     job = [j for j in kfp_server.state.recurring_runs.values() if j.display_name == "every-36h"][0]
     assert int(job.trigger.periodic_schedule.interval_second) == 36 * 3600
@@ -184,19 +185,36 @@ def test_schedule_with_kfp_cron_and_interval(kfp_server, capsys):
     assert code == 0 and "every 129600 s" in out and "0 0 3 * * MON-FRI" in out
 
 
-def test_schedule_reuses_no_cached_step(kfp_server, capsys):
-    """A recurring run on a grown corpus: KFP's cache key is a step's inputs (the corpus URI, not its
-    contents), so a cached data step would train every run on the first corpus. The recurring run's
-    pipeline version has every step's cache off (kfp 2.13's create_recurring_run(enable_caching=...)
-    does not rewrite an uploaded version, so the version itself must say it)."""
-    code, out, err = bp(capsys, "schedule", "--host", kfp_server.url, "--interval", "24h", "--phase2")
+def test_schedule_keys_the_data_cache_on_the_corpus_snapshot(kfp_server, capsys):
+    """A recurring run on a grown corpus: KFP's cache key is a step's inputs, and the corpus step's inputs
+    include the corpus snapshot (sizes + generations / hashes) that the never-cached resolve-start step
+    computes, so a changed corpus misses the cache of every data step while an unchanged one reuses it.
+    --no-cache turns every step's cache off (in the uploaded version itself: kfp 2.13's
+    create_recurring_run(enable_caching=...) does not rewrite an uploaded version)."""
+    code, out, err = bp(capsys, "schedule", "--host", kfp_server.url, "--interval", "24h", "--phase2",
+                        "-p", "registry_uri=gs://models/registry")
     assert code == 0, err
     assert kfp_server.state.errors == []
     (job,) = kfp_server.state.recurring_runs.values()
-    caching = _tasks_caching(kfp_server, job.pipeline_version_reference.pipeline_version_id)
-    assert {"prepare-corpus", "learn-vocab", "create-data", "create-data-2"} <= set(caching)
-    assert not any(caching.values()), caching
+    version = job.pipeline_version_reference.pipeline_version_id
+    caching = _tasks_caching(kfp_server, version)
+    assert {k for k, v in caching.items() if v} == {"prepare-corpus", "learn-vocab", "create-data", "create-data-2"}
+    assert caching["resolve-start"] is False and caching["publish"] is False
+    assert "data steps cached on the corpus snapshot" in out and "publishing to gs://models/registry" in out
+    code, out, err = bp(capsys, "schedule", "--host", kfp_server.url, "--interval", "24h", "--no-cache",
+                        "-p", "registry_uri=gs://models/registry", "--name", "uncached")
+    assert code == 0, err
+    job = [j for j in kfp_server.state.recurring_runs.values() if j.display_name == "uncached"][0]
+    assert not any(_tasks_caching(kfp_server, job.pipeline_version_reference.pipeline_version_id).values())
     assert "no step reusing a cached result" in out
+
+
+def test_schedule_needs_a_registry_in_object_storage(kfp_server, capsys):
+    code, _, err = bp(capsys, "schedule", "--host", kfp_server.url, "--interval", "24h")
+    assert code == 2 and "registry_uri=runs/registry: a scheduled run's registry must be object storage" in err
+    assert kfp_server.state.requests == []
+    code, out, err = bp(capsys, "schedule", "--host", kfp_server.url, "--interval", "24h", "-p", "registry_uri=")
+    assert code == 0 and "no registry" in out, err
 
 
 def test_schedule_explains_kubernetes_five_field_cron(kfp_server, capsys):
@@ -378,9 +396,10 @@ def test_artifacts_compare_on_gcs(gcs_prefix, capsys, tmp_path):
 def test_run_names_the_failed_step_and_its_error(tmp_path, capsys):
     code, out, err = bp(capsys, "run", "--output-dir", str(tmp_path), "-p", f"corpus_uri={tmp_path}/missing.txt")
     assert code == 2
-    assert "[1/6] prepare-corpus ..." in out and "prepare-corpus: failure" in out
+    # The first step takes the corpus's snapshot (the data steps' cache key): it finds the corpus missing.
+    assert "[1/8] resolve-start ..." in out and "resolve-start: failure" in out
     assert err.startswith("bert-pipeline: error: Pipeline 'bert-pipeline' finished with status FAILURE. "
-                          "Inner task failed: 'prepare-corpus'.")
+                          "Inner task failed: 'resolve-start'.")
     assert f"{tmp_path}/missing.txt: no such file" in err and f"(log: {tmp_path}/pipeline.log)" in err
     assert err.count("\n") == 1
 

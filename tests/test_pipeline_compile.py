@@ -1,5 +1,6 @@
 """`bert-pipeline compile`: the IR YAML a user uploads holds the stages in the order of pipelines/pipeline.py's
-diagram (corpus -> vocab -> create-data -> pretrain -> finetune -> evaluate), typed artifacts between them,
+diagram (resolve-start -> corpus -> vocab -> create-data -> pretrain -> finetune -> evaluate -> publish), typed
+artifacts between them,
 the parameter defaults of bert_pipeline, each stage's image and its resources, GPU scheduling, caching and
 retries, and the cluster choices build_pipeline takes (as compile's flags)."""
 
@@ -13,7 +14,8 @@ import yaml
 
 from tests.conftest import ROOT
 
-STAGES = ["prepare-corpus", "learn-vocab", "create-data", "pretrain", "finetune", "evaluate"]
+STAGES = ["resolve-start", "prepare-corpus", "learn-vocab", "create-data", "pretrain", "finetune", "evaluate",
+          "publish"]
 
 
 IMAGE_VARS = ("BERT_IMAGE_REGISTRY", "REGISTRY", "BERT_IMAGE_TAG", "TAG")
@@ -56,13 +58,19 @@ def test_stages_follow_the_pipeline_diagram(compiled):
     tasks = spec["root"]["dag"]["tasks"]
     assert sorted(tasks) == sorted(STAGES)
     assert {name: _upstream(task) for name, task in tasks.items()} == {
-        "prepare-corpus": set(),
-        "learn-vocab": {"prepare-corpus"},
+        "resolve-start": set(),
+        "prepare-corpus": {"resolve-start"},  # the corpus snapshot: the data steps' cache key
+        "learn-vocab": {"prepare-corpus", "resolve-start"},  # the published version's vocab, when continuing
         "create-data": {"prepare-corpus", "learn-vocab"},
-        "pretrain": {"create-data", "learn-vocab"},
+        "pretrain": {"create-data", "learn-vocab", "resolve-start"},  # init_checkpoint
         "finetune": {"pretrain", "prepare-corpus"},
         "evaluate": {"finetune", "prepare-corpus"},
+        "publish": {"pretrain", "finetune", "evaluate", "prepare-corpus", "create-data", "resolve-start"},
     }
+    assert tasks["pretrain"]["inputs"]["parameters"]["init_checkpoint"]["taskOutputParameter"] == {
+        "producerTask": "resolve-start", "outputParameterKey": "init_checkpoint"}
+    assert tasks["prepare-corpus"]["inputs"]["parameters"]["corpus_snapshot"]["taskOutputParameter"] == {
+        "producerTask": "resolve-start", "outputParameterKey": "corpus_snapshot"}
     # the artifacts that carry each arrow
     assert tasks["pretrain"]["inputs"]["artifacts"]["data"]["taskOutputArtifact"] == {
         "producerTask": "create-data", "outputArtifactKey": "data"}
@@ -71,7 +79,7 @@ def test_stages_follow_the_pipeline_diagram(compiled):
     assert tasks["evaluate"]["inputs"]["artifacts"]["predictions"]["taskOutputArtifact"] == {
         "producerTask": "finetune", "outputArtifactKey": "predictions"}
     assert [tasks[s]["taskInfo"]["name"] for s in STAGES] == [
-        "corpus", "vocab", "create-data", "pretrain", "finetune", "evaluate"]
+        "resolve-start", "corpus", "vocab", "create-data", "pretrain", "finetune", "evaluate", "publish"]
 
 
 def test_artifact_types(compiled):
@@ -90,6 +98,8 @@ def test_artifact_types(compiled):
     # the KFP UI draws a ClassificationMetrics artifact (confusion matrix, ROC) and shows an HTML one
     assert outputs("comp-evaluate") == {"metrics": "system.Metrics", "report": "system.HTML",
                                         "classification": "system.ClassificationMetrics"}
+    assert outputs("comp-publish") == {"decision": "system.Markdown", "metrics": "system.Metrics"}
+    assert outputs("comp-resolve-start") == {"corpus_lineage": "system.Artifact"}
     assert comps["comp-finetune"]["inputDefinitions"]["artifacts"]["pretrained"]["artifactType"][
         "schemaTitle"] == "system.Model"
 
@@ -112,6 +122,8 @@ def test_parameter_defaults_are_the_pipeline_functions(compiled):
     assert params["corpus_uri"]["defaultValue"] == ""
     assert params["vocab_uri"]["defaultValue"] == ""
     assert params["phase2_max_seq_length"]["defaultValue"] == 512
+    assert params["registry_uri"]["defaultValue"] == "runs/registry"
+    assert params["init_from"]["defaultValue"] == "published"
 
 
 def test_images_resources_caching_and_retries(compiled):
@@ -120,7 +132,7 @@ def test_images_resources_caching_and_retries(compiled):
     spec, platform = compiled
     executors = spec["deploymentSpec"]["executors"]
     expected = {"prepare-corpus": "data", "learn-vocab": "data", "create-data": "data", "pretrain": "pretrain",
-                "finetune": "finetune", "evaluate": "evaluate"}
+                "finetune": "finetune", "evaluate": "evaluate", "resolve-start": "data", "publish": "finetune"}
     for task, stage in expected.items():
         container = executors[f"exec-{task}"]["container"]
         assert container["image"] == images.image(stage), task
@@ -132,7 +144,7 @@ def test_images_resources_caching_and_retries(compiled):
     for task in ("prepare-corpus", "learn-vocab", "create-data"):
         assert tasks[task]["cachingOptions"].get("enableCache") is True, task
         assert tasks[task]["retryPolicy"]["maxRetryCount"] == 2, task
-    for task in ("pretrain", "finetune", "evaluate"):
+    for task in ("resolve-start", "pretrain", "finetune", "evaluate", "publish"):
         assert not tasks[task]["cachingOptions"].get("enableCache"), task
     assert tasks["pretrain"]["retryPolicy"]["maxRetryCount"] == 1
 

@@ -16,21 +16,23 @@ import pytest
 
 from tests.conftest import ROOT
 
-STAGES = ("prepare-corpus", "learn-vocab", "create-data", "pretrain", "finetune", "evaluate")
+STAGES = ("resolve-start", "prepare-corpus", "learn-vocab", "create-data", "pretrain", "finetune", "evaluate",
+          "publish")
 
 
 @pytest.fixture(scope="module")
 def pipeline_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("pipeline")
+    out, registry = tmp_path_factory.mktemp("pipeline"), tmp_path_factory.mktemp("registry")
     started = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "pipelines.cli", "run", "--ci", "--output-dir", str(out)],
-                          capture_output=True, text=True, cwd=ROOT, timeout=600)
+    proc = subprocess.run([sys.executable, "-m", "pipelines.cli", "run", "--ci", "--output-dir", str(out),
+                           "-p", f"registry_uri={registry}"], capture_output=True, text=True, cwd=ROOT, timeout=600)
     seconds = time.monotonic() - started
     assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}\n(log: {out}/pipeline.log)"
     (run_dir,) = glob.glob(str(out / "bert-pipeline-*"))
     from pipelines.cli import stage_outputs
 
-    return {"dir": run_dir, "stdout": proc.stdout, "seconds": seconds, "outputs": stage_outputs(run_dir)}
+    return {"dir": run_dir, "stdout": proc.stdout, "seconds": seconds, "outputs": stage_outputs(run_dir),
+            "registry": str(registry)}
 
 
 def test_every_stage_leaves_its_artifacts(pipeline_run):
@@ -39,7 +41,7 @@ def test_every_stage_leaves_its_artifacts(pipeline_run):
     assert set(outputs) == set(STAGES)
     # progress per stage, and the table at the end
     for i, stage in enumerate(STAGES, 1):
-        assert f"[{i}/6] {stage} ..." in pipeline_run["stdout"]
+        assert f"[{i}/{len(STAGES)}] {stage} ..." in pipeline_run["stdout"]
         assert f"{stage}: success in" in pipeline_run["stdout"]
     # the short table (the numbers a person reads), then the run's report as the last line
     stdout = pipeline_run["stdout"]
@@ -109,6 +111,24 @@ def test_report_as_a_person_sees_it(pipeline_run, tmp_path):
         assert plot.xlabel and plot.ylabel and plot.caption.startswith(plot.title), plot
         assert plot.natural[0] > 100 and plot.box[2] > 100, plot  # the PNG decoded, and laid out
         assert browser.is_drawn(shot.crop(plot)), plot
+
+
+def test_the_first_run_publishes_version_1_with_its_lineage(pipeline_run):
+    from bert_core import registry
+
+    reg = registry.Registry(pipeline_run["registry"])
+    name = "bert-tiny-python-docs"
+    assert reg.published(name) == 1
+    gate = pipeline_run["outputs"]["publish"]["decision"]
+    assert (gate["model"], gate["decision"]) == (f"{name}:1", "published")
+    assert f"gate: {name}:1 PUBLISHED: nothing published yet" in pipeline_run["stdout"]
+    lineage = reg.read_version_json(name, 1, registry.LINEAGE)
+    assert lineage["corpus"]["files"][0]["path"] == "python-docs (embedded default)"
+    assert lineage["parent"] is None and lineage["run"]["id"].startswith("bert-pipeline-")
+    assert lineage["stages"]["pretrain"]["num_train_steps"] == 300 and lineage["data"]["sha256"]
+    metrics = reg.read_version_json(name, 1, registry.METRICS)
+    assert metrics["numbers"]["finetune.accuracy"] == pipeline_run["outputs"]["evaluate"]["metrics"]["accuracy"]
+    assert os.path.exists(os.path.join(reg.version_dir(name, 1), "saved_model", "saved_model.pb"))
 
 
 def test_metrics_are_sane(pipeline_run):

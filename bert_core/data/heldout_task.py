@@ -9,6 +9,8 @@ corpus (one sentence a line, a blank line between documents) into
   task/dev.tsv         generic tsv task's layout: a header `sentence  label`; the label (0 or 1) is
   task/test.tsv        the topic group of the sentence's document (below)
   task/task.json       what was written (counts per split, the groups' words, the columns, the seed)
+  task/heldout_documents.txt   the held-out documents themselves (the registry's pinned masked-LM
+                       evaluation set is made from them: bert_core.heldout_eval)
 
 Topic groups. The held-out documents are split in two by their words: each document is a TF-IDF
 vector (lower-cased words in at least 2 held-out documents, the `max_words` most frequent), and the
@@ -177,6 +179,10 @@ def split_corpus(corpus_out: str, task_dir: str | None, corpus: str | None = Non
     if len(held) < 3 * len(SPLITS):
         raise UserError(f"{corpus or 'the default corpus'}: only {len(held)} held-out documents of 2+ "
                         f"sentences; raise heldout_fraction or give a larger corpus")
+    from bert_core.layout import HELDOUT_DOCUMENTS
+
+    with storage.atomic_open(storage.join(task_dir, HELDOUT_DOCUMENTS), "w") as f:  # the gate's masked-LM set
+        f.write("\n\n".join("\n".join(doc) for doc in held) + "\n")
     groups, axis = topic_groups(held)
     # Documents to splits within each group, so both groups are in every split.
     by_split: dict[str, list[int]] = {name: [] for name, _ in SPLITS}
