@@ -159,11 +159,11 @@ def test_a_publisher_killed_mid_publish_leaves_the_previous_version_published(ru
     assert reg.published("tiny") == max(reg.versions("tiny")), out
 
 
-@pytest.mark.parametrize("store", ["local", "gcs"])
+@pytest.mark.parametrize("store", ["local", "gcs", "s3"])
 def test_two_publishers_finishing_together_exactly_one_wins_and_the_other_says_why(runs, store, tmp_path, request):
     """Both read the pointer (v1) when they start and swap it after scoring (tens of seconds later):
     the store lets exactly one swap through; the other keeps its version unpublished and says so."""
-    reg_uri = str(tmp_path / "registry") if store == "local" else request.getfixturevalue("gcs_prefix") + "/registry"
+    reg_uri = str(tmp_path / "registry") if store == "local" else request.getfixturevalue(f"{store}_prefix") + "/registry"
     reg = registry.Registry(reg_uri)
     _bert(*publish_flags(reg_uri, runs["first"], runs["task"]))
     procs = [subprocess.Popen([sys.executable, "-m", "bert_core.cli",
