@@ -1,7 +1,8 @@
 """`bert publish` with real models: three scheduled runs in a row on a registry on a local directory,
 gs:// (fake-gcs-server) and s3:// (moto): the first is published, the second continues from it and is
 published when the gate passes, a deliberately worse third (an untrained model) is kept as a rejected
-version with its reason; rollback; a changed vocab is refused in one line; a publisher SIGKILLed
+version with its reason; rollback; two `bert publish` processes finishing together (one wins, the other
+says it lost and to which version); a changed vocab is refused in one line; a publisher SIGKILLed
 mid-publish leaves the previous version published and the registry readable. Both models are scored
 on the registry's pinned held-out set, made once from the corpus's held-out documents."""
 
@@ -156,3 +157,26 @@ def test_a_publisher_killed_mid_publish_leaves_the_previous_version_published(ru
     # The next run goes on: it takes the next number and publishes through the gate.
     out = _bert(*publish_flags(reg_uri, runs["second"], runs["task"])).stdout
     assert reg.published("tiny") == max(reg.versions("tiny")), out
+
+
+@pytest.mark.parametrize("store", ["local", "gcs", "s3"])
+def test_two_publishers_finishing_together_exactly_one_wins_and_the_other_says_why(runs, store, tmp_path, request):
+    """Both read the pointer (v1) when they start and swap it after scoring (tens of seconds later):
+    the store lets exactly one swap through; the other keeps its version unpublished and says so."""
+    reg_uri = str(tmp_path / "registry") if store == "local" else request.getfixturevalue(f"{store}_prefix") + "/registry"
+    reg = registry.Registry(reg_uri)
+    _bert(*publish_flags(reg_uri, runs["first"], runs["task"]))
+    procs = [subprocess.Popen([sys.executable, "-m", "bert_core.cli",
+                               *publish_flags(reg_uri, runs["second"], runs["task"], f"--run_id=racer-{i}")],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=launcher_env(), cwd=ROOT)
+             for i in (1, 2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    lines = [next(l for l in out.splitlines() if l.startswith("publish: tiny:")) for out, _ in outs]
+    won = [l for l in lines if " PUBLISHED (" in l]
+    lost = [l for l in lines if " NOT PUBLISHED: " in l]
+    assert len(won) == 1 and len(lost) == 1, lines
+    winner = int(won[0].split("tiny:")[1].split()[0])
+    assert reg.published("tiny") == winner
+    assert f"lost the race to publish version {5 - winner}:" in lost[0] and f"it now names version {winner}" in lost[0]
+    assert sorted(reg.versions("tiny")) == [1, 2, 3]
