@@ -46,9 +46,10 @@ def test_every_stage_leaves_its_artifacts(pipeline_run):
     # the short table (the numbers a person reads), then the run's report as the last line
     stdout = pipeline_run["stdout"]
     assert re.search(r"^stage +metric +value$", stdout, re.M) and re.search(r"^evaluate +accuracy +0\.\d+$", stdout, re.M)
-    table = stdout[stdout.index("stage "):stdout.index("inspect:")].strip().splitlines()
+    table = stdout[stdout.index("stage "):].split("\n\n")[0].strip().splitlines()
     assert len(table) - 2 <= 20, table  # headline numbers, not every key of every metrics file
     assert table[-1] == "(finetune's eval.* are on the task's dev split, evaluate's on its test split)"
+    assert re.search(r"^gate: \S+:1 PUBLISHED: ", stdout, re.M)  # the first version of a new registry
     assert stdout.strip().splitlines()[-1] == os.path.join(os.path.abspath(d), "report.html")
 
     corpus = os.path.join(d, "prepare-corpus", "corpus")
