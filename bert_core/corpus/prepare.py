@@ -44,7 +44,7 @@ SHARD_GLOB = "corpus-*-of-*.txt"
 REPORT_JSON = "corpus_report.json"
 REPORT_MARKDOWN = "corpus_report.md"
 STATS_DIR = ".corpus_stats"
-_PROGRESS_SECONDS = 5.0
+_PROGRESS_SECONDS = float(os.environ.get("BERT_PROGRESS_SECONDS", "5"))
 _OUTPUT_ONLY = ("output_dir", "num_workers")  # settings that do not change a shard's bytes
 
 

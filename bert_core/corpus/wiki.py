@@ -38,6 +38,21 @@ _BLOCKS = re.compile(
     re.S | re.I)
 # [[Category:...]] and interlanguage links ([[de:...]]) never nest; they carry no prose.
 _FLAT_LINKS = re.compile(r"\[\[\s*(?:category|[a-z]{2,3}(?:-[a-z]{2,8})*)\s*:[^\[\]\n]*\]\]", re.I)
+# Inline templates whose rendering is (mostly) their own text: kept as that text, before the parser
+# removes every other template. Flat ones only (no nested braces); a few cover most of the prose.
+_TEXT_TEMPLATES = (
+    (re.compile(r"\{\{\s*(?:convert|cvt)\s*\|\s*(-?[\d.,]+)\s*\|\s*(?:-|–|to|and)\s*\|\s*(-?[\d.,]+)\s*\|"
+                r"\s*([^|{}=]+?)\s*(?:\|[^{}]*)?\}\}", re.I), r"\1–\2 \3"),
+    (re.compile(r"\{\{\s*(?:convert|cvt)\s*\|\s*(-?[\d.,]+)\s*\|\s*([^|{}=]+?)\s*(?:\|[^{}]*)?\}\}", re.I),
+     r"\1 \2"),
+    (re.compile(r"\{\{\s*formatnum\s*:\s*([^{}|]*?)\s*\}\}", re.I), r"\1"),
+    (re.compile(r"\{\{\s*lang(?:\s*\|\s*|-)[a-z]{2,3}(?:-[a-z]{2,8})*\s*\|\s*([^|{}=]*?)\s*(?:\|[^{}]*)?\}\}",
+                re.I), r"\1"),
+    (re.compile(r"\{\{\s*(?:nowrap|nobr|small|smaller|smallcaps|sc|sic|not a typo|em|strong|transl\s*\|\s*[a-z-]+)"
+                r"\s*\|\s*([^|{}=]*?)\s*\}\}", re.I), r"\1"),
+)
+# Bold and italics: removed here (4 quotes are an apostrophe before bold), faster than the parser.
+_QUOTES = re.compile(r"'{2,5}")
 _HEADING = re.compile(r"^\s*(={1,6})\s*(.*?)\s*\1\s*$")
 _DISAMBIGUATION = re.compile(
     r"\{\{\s*(?:disambiguation|disambig|dab|disamb|hndis|geodis|numberdis|mathdab|letter-numbercombdisambig)"
@@ -217,7 +232,10 @@ def wikitext_to_paragraphs(text: str) -> list[str]:
     import wikitextparser
 
     text = _FLAT_LINKS.sub("", _BLOCKS.sub("", text))
-    plain = wikitextparser.parse(text).plain_text(replace_tables=_drop_table)
+    for pattern, replacement in _TEXT_TEMPLATES:
+        text = pattern.sub(replacement, text)
+    text = _QUOTES.sub(lambda m: "'" if len(m.group()) == 4 else "", text)
+    plain = wikitextparser.parse(text).plain_text(replace_tables=_drop_table, replace_bolds_and_italics=False)
     paragraphs: list[str] = []
     skipping = False
     for line in plain.split("\n"):
