@@ -40,16 +40,17 @@ _BLOCKS = re.compile(
 _FLAT_LINKS = re.compile(r"\[\[\s*(?:category|[a-z]{2,3}(?:-[a-z]{2,8})*)\s*:[^\[\]\n]*\]\]", re.I)
 # Inline templates whose rendering is (mostly) their own text: kept as that text, before the parser
 # removes every other template. Flat ones only (no nested braces); a few cover most of the prose.
+_TEXT = r"(?:[^|{}=\[\]]|\[\[[^\[\]{}]*\]\])*?"  # an argument: text and plain links
 _TEXT_TEMPLATES = (
     (re.compile(r"\{\{\s*(?:convert|cvt)\s*\|\s*(-?[\d.,]+)\s*\|\s*(?:-|–|to|and)\s*\|\s*(-?[\d.,]+)\s*\|"
                 r"\s*([^|{}=]+?)\s*(?:\|[^{}]*)?\}\}", re.I), r"\1–\2 \3"),
     (re.compile(r"\{\{\s*(?:convert|cvt)\s*\|\s*(-?[\d.,]+)\s*\|\s*([^|{}=]+?)\s*(?:\|[^{}]*)?\}\}", re.I),
      r"\1 \2"),
     (re.compile(r"\{\{\s*formatnum\s*:\s*([^{}|]*?)\s*\}\}", re.I), r"\1"),
-    (re.compile(r"\{\{\s*lang(?:\s*\|\s*|-)[a-z]{2,3}(?:-[a-z]{2,8})*\s*\|\s*([^|{}=]*?)\s*(?:\|[^{}]*)?\}\}",
+    (re.compile(r"\{\{\s*lang(?:\s*\|\s*|-)[a-z]{2,3}(?:-[a-z]{2,8})*\s*\|\s*(" + _TEXT + r")\s*(?:\|[^{}]*)?\}\}",
                 re.I), r"\1"),
     (re.compile(r"\{\{\s*(?:nowrap|nobr|small|smaller|smallcaps|sc|sic|not a typo|em|strong|transl\s*\|\s*[a-z-]+)"
-                r"\s*\|\s*([^|{}=]*?)\s*\}\}", re.I), r"\1"),
+                r"\s*\|\s*(" + _TEXT + r")\s*\}\}", re.I), r"\1"),
 )
 # Bold and italics: removed here (4 quotes are an apostrophe before bold), faster than the parser.
 _QUOTES = re.compile(r"'{2,5}")
