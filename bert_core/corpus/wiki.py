@@ -232,11 +232,23 @@ def wikitext_to_paragraphs(text: str) -> list[str]:
     sections after the prose (References, External links, ...) left out."""
     import wikitextparser
 
+    text = _QUOTES.sub(lambda m: "'" if len(m.group()) == 4 else "", before_parsing(text))
+    plain = wikitextparser.parse(text).plain_text(replace_tables=_drop_table, replace_bolds_and_italics=False)
+    return prose_paragraphs(plain)
+
+
+def before_parsing(text: str) -> str:
+    """What is cut or rewritten before the parser: blocks that are never prose, category and
+    interlanguage links, inline templates kept as their text."""
     text = _FLAT_LINKS.sub("", _BLOCKS.sub("", text))
     for pattern, replacement in _TEXT_TEMPLATES:
         text = pattern.sub(replacement, text)
-    text = _QUOTES.sub(lambda m: "'" if len(m.group()) == 4 else "", text)
-    plain = wikitextparser.parse(text).plain_text(replace_tables=_drop_table, replace_bolds_and_italics=False)
+    return text
+
+
+def prose_paragraphs(plain: str) -> list[str]:
+    """The paragraphs of the parser's plain text with its heading lines (`== Title ==`) still in:
+    headings end paragraphs, the end sections and lists are left out."""
     paragraphs: list[str] = []
     skipping = False
     for line in plain.split("\n"):
