@@ -28,9 +28,6 @@ class Command:
 
 
 COMMANDS: list[Command] = [
-    Command("prepare-corpus", cfg.PrepareCorpusConfig, "bert_core.corpus.prepare:prepare_corpus_main",
-            "Corpus preparation: Wikipedia dumps, JSON lines, plain text (compressed, local or object storage) "
-            "-> sharded BERT-format text and a report of what was dropped"),
     Command("create-data", cfg.DataConfig, "bert_core.data.pretraining:create_data_main",
             "Pretraining data: corpus -> masked-LM/NSP TFRecord shards + data_manifest.json"),
     Command("learn-vocab", cfg.VocabConfig, "bert_core.vocab:learn_vocab_main",
@@ -45,6 +42,9 @@ COMMANDS: list[Command] = [
             "Per-token encoder outputs of chosen layers as JSON lines, as Google's extract_features.py"),
     Command("evaluate", cfg.EvalConfig, "bert_core.evaluation:evaluate_main",
             "Score predictions (SQuAD JSON or GLUE test_results.tsv) -> metrics.json and a table"),
+    Command("prepare-corpus", cfg.PrepareCorpusConfig, "bert_core.corpus.prepare:prepare_corpus_main",
+            "Corpus preparation: Wikipedia dumps, JSON lines, plain text (compressed, local or object storage) "
+            "-> sharded BERT-format text and a report of what was dropped"),
 ]
 
 

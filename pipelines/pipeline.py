@@ -120,6 +120,7 @@ def build_pipeline(phase2: bool = False, gcs_key_secret: str | None = None, mpij
     def bert_pipeline(
         # corpus and vocab
         corpus_uri: str = "",
+        corpus_format: str = "auto",
         heldout_fraction: float = 0.3,
         vocab_uri: str = "",
         vocab_size: int = 2000,
@@ -185,8 +186,9 @@ def build_pipeline(phase2: bool = False, gcs_key_secret: str | None = None, mpij
                 kubernetes.set_image_pull_secrets(task, list(image_pull_secrets))
             return _cpu_step(_with_keys(task, gcs_key_secret, minio_secret), *args, **kwargs)
 
-        corpus = step(prepare_corpus(corpus_uri=corpus_uri, heldout_fraction=heldout_fraction,
-                                     seed=random_seed), "corpus", "1", "2Gi", cache=caching, retries=2)
+        corpus = step(prepare_corpus(corpus_uri=corpus_uri, corpus_format=corpus_format,
+                                     heldout_fraction=heldout_fraction, seed=random_seed),
+                      "corpus", "1", "2Gi", cache=caching, retries=2)
         vocab = step(learn_vocab(corpus=corpus.outputs["corpus"], vocab_uri=vocab_uri,
                                  vocab_size=vocab_size, do_lower_case=do_lower_case),
                      "vocab", "2", "4Gi", cache=caching, retries=2)

@@ -76,6 +76,15 @@ def plan_sources(cfg: PrepareCorpusConfig) -> list[Source]:
     return sources
 
 
+def needs_preparing(input_file: str, corpus_format: str) -> bool:
+    """Whether a corpus must go through prepare-corpus before the pipeline's held-out split and
+    create-data: yes unless it is BERT's format already (given as `bert`, or every file detected so),
+    which is read as it is, as before this step existed."""
+    if corpus_format != "auto":
+        return corpus_format != "bert"
+    return any(readers.detect_format(p) != "bert" for p in readers.expand_inputs(input_file))
+
+
 def route(text: str, num_shards: int) -> int:
     digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest()
     return int.from_bytes(digest, "little") % num_shards
