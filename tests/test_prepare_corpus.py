@@ -12,10 +12,14 @@ import json
 import os
 import pathlib
 import re
+import shutil
+import subprocess
+import sys
 
 import pytest
 
-from tests.conftest import one_line_error, run_bert
+from conftest import ROOT, one_line_error, run_bert
+from gcs_server import gcs, gcs_prefix  # noqa: F401  (fixtures: a real GCS-API server on loopback)
 
 LOOSE = ("--min_sentences=1", "--min_chars=0", "--nodedup", "--normalization=none")
 
@@ -202,6 +206,36 @@ def test_create_data_reads_the_shards(brown_corpus, uncased_vocab, tmp_path):
              f"--output_dir={data}", "--dupe_factor=1", "--max_seq_length=64", "--max_predictions_per_seq=10",
              check=True)
     assert json.loads((data / "data_manifest.json").read_text())["totals"]["instances"] > 1000
+
+
+@pytest.mark.skipif(shutil.which("mpirun") is None, reason="no mpirun")
+def test_two_mpi_ranks_make_the_shards_of_one_process(wiki_excerpt, tmp_path):
+    single, ranks = tmp_path / "single", tmp_path / "ranks"
+    prepare(f"--input_file={wiki_excerpt}", f"--output_dir={single}", "--num_shards=3")
+    cmd = ["mpirun", "--allow-run-as-root", "--oversubscribe", "-np", "2", sys.executable, "-m", "bert_core.cli",
+           "prepare-corpus", f"--input_file={wiki_excerpt}", f"--output_dir={ranks}", "--num_shards=3"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert "rank 0/2: shards 0, 2" in proc.stderr and "rank 1/2: shards 1" in proc.stderr
+    assert shard_bytes(ranks) == shard_bytes(single)
+    assert (ranks / "corpus_report.json").read_text() == (single / "corpus_report.json").read_text()
+
+
+def test_object_storage_input_and_output(wiki_excerpt, tmp_path, gcs, gcs_prefix, monkeypatch):
+    from bert_core import storage
+
+    env = {**gcs.env, "BERT_STORAGE_RETRY_DEADLINE": "20"}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    storage.write_bytes(f"{gcs_prefix}/dumps/enwiki-excerpt.xml.bz2", pathlib.Path(wiki_excerpt).read_bytes())
+    local = tmp_path / "local"
+    prepare(f"--input_file={wiki_excerpt}", f"--output_dir={local}", "--num_shards=2")
+    run_bert("prepare-corpus", f"--input_file={gcs_prefix}/dumps/*.xml.bz2", f"--output_dir={gcs_prefix}/out",
+             "--num_shards=2", check=True, env=env)
+    for name, data in shard_bytes(local).items():
+        assert storage.read_bytes(f"{gcs_prefix}/out/{name}") == data
+    report = json.loads(storage.read_bytes(f"{gcs_prefix}/out/corpus_report.json"))
+    assert report["documents_out"] == json.loads((local / "corpus_report.json").read_text())["documents_out"]
 
 
 # --------------------------------------------------------------------------------------------------

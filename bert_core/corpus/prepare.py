@@ -303,6 +303,10 @@ def prepare_corpus_main(config: PrepareCorpusConfig) -> int:
     if todo and rank == 0 and len(todo) < cfg.num_shards:
         print(f"prepare-corpus: {cfg.num_shards - len(todo)} of {cfg.num_shards} shards already whole, "
               f"making the other {len(todo)}", file=sys.stderr, flush=True)
+    if world > 1:
+        mine = sorted(k for t in tasks for k in t)
+        print(f"prepare-corpus: rank {rank}/{world}: shards {', '.join(map(str, mine)) or 'none'}",
+              file=sys.stderr, flush=True)
     t0 = time.monotonic()
     _run_tasks(tasks, sources, cfg, fingerprint, progress)
     if comm is not None:
