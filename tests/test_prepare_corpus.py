@@ -87,6 +87,38 @@ def test_wiki_dump_articles_only_markup_removed_headings_not_sentences(wiki_exce
     assert "| redirect | 99 |" in md and example["where"] in md
 
 
+ARTICLE = """{{Infobox country|name=X|pop={{formatnum:100}}<ref>{{cite web|url=u}}</ref>}}
+'''Xland''' ({{lang-de|''Ixland''}}; {{IPA|x}}) is a [[country]] in [[Europe|western Europe]].<ref name="a">A
+[[source]].</ref> Its highest point is {{convert|3003|m|ft}} high.<ref name=b/>
+[[File:Map.png|thumb|A map with [[Xland]] in it.]]
+<!-- a comment -->
+== History ==
+{| class="wikitable"
+| a table cell || {{flag|Y}}
+|}
+The '''''first''''' settlers arrived in {{circa}} 1200 from [[Y|Yland]]'s coast.
+* a list item
+=== Later ===
+In 1900 the [http://example.org state] was founded.&nbsp;It grew.
+
+== References ==
+{{reflist}}
+The text of a references section.
+[[Category:Countries]]
+[[de:Xland]]
+"""
+
+
+def test_wikitext_to_paragraphs_exactly():
+    from bert_core.corpus.wiki import wikitext_to_paragraphs
+
+    assert wikitext_to_paragraphs(ARTICLE) == [
+        "Xland (Ixland) is a country in western Europe. Its highest point is 3003 m high.",
+        "The first settlers arrived in 1200 from Yland's coast.",
+        "In 1900 the state was founded. It grew.",  # &nbsp; is a space
+    ]
+
+
 def _multistream(xml: str, out: pathlib.Path, pages_per_stream: int = 10) -> tuple[str, str]:
     """The dump as Wikimedia's multistream layout: a header stream, streams of pages, a footer stream,
     and the index of `offset:page_id:title` lines."""
