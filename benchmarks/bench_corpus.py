@@ -15,7 +15,8 @@ line, for the segmenters to split again). Both fetched by scripts/fetch_test_dat
 Tables: (1) end to end, per tool: wall and CPU seconds of the whole process tree, input MB per CPU
 second (per core), articles per CPU second, peak RSS, output documents and sentences; ours with 1 and
 2 workers; both inputs also 8 times over (ours with --nodedup, as the reference keeps copies), for
-throughput past start-up and for memory; (2) the markup parsers (wikitextparser, ours, against
+throughput past start-up and for memory, and the 8 copies of the dump as a multistream dump (streams
+of 100 pages and their index, as Wikimedia publishes them), where workers share out decompression; (2) the markup parsers (wikitextparser, ours, against
 mwparserfromhell under the same rules); (3) segmentation accuracy and speed on Brown (exact sentence
 F1, MB/s): blingfire (ours), NLTK's punkt (the reference's), and syntok and pysbd when installed.
 """
@@ -38,6 +39,9 @@ import psutil
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from test_prepare_corpus import write_multistream  # noqa: E402  (the tests' multistream dump builder)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -271,6 +275,9 @@ def main(argv: list[str] | None = None) -> int:
         start, end = xml.index("  <page>"), xml.rindex("</page>\n") + len("</page>\n")
         dump8 = os.path.join(work, "enwiki-excerpt-x8.xml.bz2")  # the pages 8 times in one dump
         pathlib.Path(dump8).write_bytes(bz2.compress((xml[:start] + xml[start:end] * 8 + xml[end:]).encode()))
+        multi = pathlib.Path(work, "multistream")  # the same pages as Wikimedia's multistream dump + index
+        multi.mkdir()
+        multi8, _ = write_multistream(xml[:start] + xml[start:end] * 8 + xml[end:], multi, pages_per_stream=100)
         del xml
 
         print("[wiki] WikiExtractor + NLTK punkt ...", file=sys.stderr, flush=True)
@@ -285,6 +292,10 @@ def main(argv: list[str] | None = None) -> int:
                      **run_reference_wiki(dump8, work)})
         rows.append({"data": "enwiki excerpt x8", "mb": 8 * dump_mb, "tool": "bert prepare-corpus, 1 worker(s)",
                      **run_ours(dump8, work, 1, 2, "--nodedup")})
+        for workers in (1, 2):
+            print(f"[wiki x8 multistream] bert prepare-corpus, {workers} worker(s) ...", file=sys.stderr, flush=True)
+            rows.append({"data": "enwiki excerpt x8, multistream", "mb": 8 * dump_mb,
+                         "tool": f"bert prepare-corpus, {workers} worker(s)", **run_ours(multi8, work, workers, 4, "--nodedup")})
         print("[brown] NLTK punkt ...", file=sys.stderr, flush=True)
         rows.append({"data": "Brown paragraphs", "mb": text_mb, "tool": "NLTK punkt (the reference's step 2)",
                      **run_reference_text(text, work)})

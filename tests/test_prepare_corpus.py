@@ -119,7 +119,7 @@ def test_wikitext_to_paragraphs_exactly():
     ]
 
 
-def _multistream(xml: str, out: pathlib.Path, pages_per_stream: int = 10) -> tuple[str, str]:
+def write_multistream(xml: str, out: pathlib.Path, pages_per_stream: int = 10) -> tuple[str, str]:
     """The dump as Wikimedia's multistream layout: a header stream, streams of pages, a footer stream,
     and the index of `offset:page_id:title` lines."""
     pages = _page_blocks(xml)
@@ -142,7 +142,7 @@ def _multistream(xml: str, out: pathlib.Path, pages_per_stream: int = 10) -> tup
 
 def test_multistream_dump_equals_plain_dump_any_workers(wiki_excerpt, tmp_path):
     xml = bz2.decompress(pathlib.Path(wiki_excerpt).read_bytes()).decode("utf-8")
-    dump, _ = _multistream(xml, tmp_path)
+    dump, _ = write_multistream(xml, tmp_path)
     prepare(f"--input_file={wiki_excerpt}", f"--output_dir={tmp_path / 'plain'}", "--num_shards=3")
     prepare(f"--input_file={dump}", f"--output_dir={tmp_path / 'multi'}", "--num_shards=3")  # index found beside
     prepare(f"--input_file={dump}", f"--output_dir={tmp_path / 'multi2'}", "--num_shards=3", "--num_workers=2")
