@@ -20,8 +20,8 @@ def prepare_corpus(corpus_uri: str, corpus_format: str, heldout_fraction: float,
     import shutil
     import tempfile
 
-    from bert_core import events, storage
-    from bert_core.corpus.prepare import REPORT_JSON, REPORT_MARKDOWN, SHARD_GLOB, needs_preparing
+    from bert_core import events, layout, storage
+    from bert_core.corpus.prepare import needs_preparing
     from bert_core.data.heldout_task import split_corpus
     from components.common import prepare_corpus_config, run_stage
 
@@ -31,9 +31,9 @@ def prepare_corpus(corpus_uri: str, corpus_format: str, heldout_fraction: float,
             preparing = bool(corpus_uri) and needs_preparing(corpus_uri, corpus_format)
         if preparing:
             run_stage("prepare-corpus", prepare_corpus_config(corpus_uri, corpus_format, prepared))
-            source = storage.join(prepared, SHARD_GLOB)
-            shutil.copyfile(storage.join(prepared, REPORT_MARKDOWN), report.path)
-            dropped = storage.read_json(storage.join(prepared, REPORT_JSON))["dropped"]
+            source = storage.join(prepared, layout.CORPUS_SHARD_GLOB)
+            shutil.copyfile(storage.join(prepared, layout.CORPUS_REPORT_MARKDOWN), report.path)
+            dropped = storage.read_json(storage.join(prepared, layout.CORPUS_REPORT_JSON))["dropped"]
             corpus.metadata.update({f"dropped_{k}": v for k, v in dropped.items()})
         else:
             if corpus_uri:

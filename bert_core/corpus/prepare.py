@@ -33,23 +33,19 @@ from dataclasses import dataclass
 
 import bert_core
 from bert_core import children, events, storage
+from bert_core.layout import CORPUS_REPORT_JSON as REPORT_JSON
+from bert_core.layout import CORPUS_REPORT_MARKDOWN as REPORT_MARKDOWN
+from bert_core.layout import CORPUS_SHARD_GLOB as SHARD_GLOB
+from bert_core.layout import corpus_shard_name as shard_name
 from bert_core.config import PrepareCorpusConfig
 from bert_core.corpus import readers, wiki
 from bert_core.corpus.clean import Cleaner, Report, write_report
 from bert_core.corpus.segment import split_sentences
 from bert_core.errors import UserError
 
-SHARD_PATTERN = "corpus-{index:05d}-of-{total:05d}.txt"
-SHARD_GLOB = "corpus-*-of-*.txt"
-REPORT_JSON = "corpus_report.json"
-REPORT_MARKDOWN = "corpus_report.md"
 STATS_DIR = ".corpus_stats"
 _PROGRESS_SECONDS = float(os.environ.get("BERT_PROGRESS_SECONDS", "5"))
 _OUTPUT_ONLY = ("output_dir", "num_workers")  # settings that do not change a shard's bytes
-
-
-def shard_name(index: int, total: int) -> str:
-    return SHARD_PATTERN.format(index=index, total=total)
 
 
 @dataclass
