@@ -13,13 +13,16 @@ import os
 import pathlib
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
 from conftest import ROOT, one_line_error, run_bert
 from gcs_server import gcs, gcs_prefix  # noqa: F401  (fixtures: a real GCS-API server on loopback)
+from processes import descendants, still_running
 
 LOOSE = ("--min_sentences=1", "--min_chars=0", "--nodedup", "--normalization=none")
 
@@ -228,6 +231,33 @@ def test_rerun_rewrites_nothing_and_a_lost_shard_is_remade_the_same(brown_corpus
     # Another --num_shards replaces the earlier shards rather than mixing with them.
     prepare(f"--input_file={brown_corpus}", f"--output_dir={out}", "--num_shards=2")
     assert [p.name for p in shards(out)] == ["corpus-00000-of-00002.txt", "corpus-00001-of-00002.txt"]
+
+
+def test_sigkill_ends_the_workers_and_the_rerun_makes_the_same_shards(wiki_excerpt, tmp_path):
+    xml = bz2.decompress(pathlib.Path(wiki_excerpt).read_bytes()).decode("utf-8")
+    start, end = xml.index("  <page>"), xml.rindex("</page>\n") + len("</page>\n")
+    dump = tmp_path / "x4.xml.bz2"  # long enough to be killed midway
+    dump.write_bytes(bz2.compress((xml[:start] + xml[start:end] * 4 + xml[end:]).encode()))
+    flags = [f"--input_file={dump}", "--num_shards=4", "--num_workers=2", "--nodedup"]
+    prepare(*flags, f"--output_dir={tmp_path / 'clean'}")
+    expected = shard_bytes(tmp_path / "clean")
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "bert_core.cli", "prepare-corpus", *flags, f"--output_dir={out}"],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not list(out.glob(".corpus-*.tmp")) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.5)
+    workers = descendants(proc.pid)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert len(workers) >= 2 and still_running(workers, 5) == {}
+    assert list(out.glob(".corpus-*.tmp")), "the kill should land while shards are being written"
+    for name, data in shard_bytes(out).items():  # anything under a final name is whole
+        assert data == expected[name]
+    assert not (out / "corpus_report.json").exists()
+    prepare(*flags, f"--output_dir={out}")
+    assert shard_bytes(out) == expected and not list(out.rglob("*.tmp"))
 
 
 def test_create_data_reads_the_shards(brown_corpus, uncased_vocab, tmp_path):

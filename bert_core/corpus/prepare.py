@@ -252,7 +252,8 @@ def _done(cfg: PrepareCorpusConfig, index: int, fingerprint: str) -> Report | No
 
 
 def _remove_stale(cfg: PrepareCorpusConfig) -> None:
-    """Shards and counts of another --num_shards, and the report of an earlier run (rewritten last)."""
+    """Shards and counts of another --num_shards, the report of an earlier run (rewritten last), and
+    the temporaries of a killed one."""
     names = {shard_name(i, cfg.num_shards) for i in range(cfg.num_shards)}
     for path in storage.glob(storage.join(cfg.output_dir, SHARD_GLOB)):
         if storage.basename(path) not in names:
@@ -262,6 +263,8 @@ def _remove_stale(cfg: PrepareCorpusConfig) -> None:
             storage.remove(path)
     for name in (REPORT_JSON, REPORT_MARKDOWN):
         storage.remove(storage.join(cfg.output_dir, name))
+    for directory in (cfg.output_dir, storage.join(cfg.output_dir, STATS_DIR)):  # a killed run's
+        storage.remove_stale_temporaries(directory)
 
 
 def _remove_outputs(cfg: PrepareCorpusConfig) -> None:
