@@ -51,6 +51,7 @@ _TEXT_TEMPLATES = (
     (re.compile(r"\{\{\s*(?:convert|cvt)\s*\|\s*(-?[\d.,]+)\s*\|\s*([^|{}=]+?)\s*(?:\|[^{}]*)?\}\}", re.I),
      r"\1 \2"),
     (re.compile(r"\{\{\s*formatnum\s*:\s*([^{}|]*?)\s*\}\}", re.I), r"\1"),
+    (re.compile(r"\{\{\s*as of\s*\|\s*(\d{3,4})\s*(?:\|[^{}]*)?\}\}", re.I), r"As of \1"),
     (re.compile(r"\{\{\s*lang(?:\s*\|\s*|-)[a-z]{2,3}(?:-[a-z]{2,8})*\s*\|\s*(" + _TEXT + r")\s*(?:\|[^{}]*)?\}\}",
                 re.I), r"\1"),
     (re.compile(r"\{\{\s*(?:nowrap|nobr|small|smaller|smallcaps|sc|sic|not a typo|em|strong|transl\s*\|\s*[a-z-]+)"
@@ -297,7 +298,7 @@ def prose_paragraphs(plain: str) -> list[str]:
         if skipping or not stripped or stripped.startswith(_NOT_PROSE_START) or "\t" in line:
             continue
         stripped = _BRACKET_TAIL.sub(")", _BRACKET_LEAD.sub("(", _EMPTY_BRACKETS.sub("", stripped)))
-        stripped = _SPACE_PUNCT.sub(r"\1", " ".join(stripped.split()))
+        stripped = _SPACE_PUNCT.sub(r"\1", " ".join(stripped.split())).lstrip(",;:.) ")  # what removed markup left
         if stripped:
             paragraphs.append(stripped)
     return paragraphs
