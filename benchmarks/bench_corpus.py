@@ -280,34 +280,26 @@ def main(argv: list[str] | None = None) -> int:
         multi8, _ = write_multistream(xml[:start] + xml[start:end] * 8 + xml[end:], multi, pages_per_stream=100)
         del xml
 
-        print("[wiki] WikiExtractor + NLTK punkt ...", file=sys.stderr, flush=True)
-        rows.append({"data": "enwiki excerpt", "mb": dump_mb, "tool": "WikiExtractor + NLTK (NVIDIA's approach)",
-                     **run_reference_wiki(dump, work)})
-        for workers in (1, 2):
-            print(f"[wiki] bert prepare-corpus, {workers} worker(s) ...", file=sys.stderr, flush=True)
-            rows.append({"data": "enwiki excerpt", "mb": dump_mb, "tool": f"bert prepare-corpus, {workers} worker(s)",
-                         **run_ours(dump, work, workers, 2)})
-        print("[wiki x8] ...", file=sys.stderr, flush=True)
-        rows.append({"data": "enwiki excerpt x8", "mb": 8 * dump_mb, "tool": "WikiExtractor + NLTK (NVIDIA's approach)",
-                     **run_reference_wiki(dump8, work)})
-        rows.append({"data": "enwiki excerpt x8", "mb": 8 * dump_mb, "tool": "bert prepare-corpus, 1 worker(s)",
-                     **run_ours(dump8, work, 1, 2, "--nodedup")})
-        for workers in (1, 2):
-            print(f"[wiki x8 multistream] bert prepare-corpus, {workers} worker(s) ...", file=sys.stderr, flush=True)
-            rows.append({"data": "enwiki excerpt x8, multistream", "mb": 8 * dump_mb,
-                         "tool": f"bert prepare-corpus, {workers} worker(s)", **run_ours(multi8, work, workers, 4, "--nodedup")})
-        print("[brown] NLTK punkt ...", file=sys.stderr, flush=True)
-        rows.append({"data": "Brown paragraphs", "mb": text_mb, "tool": "NLTK punkt (the reference's step 2)",
-                     **run_reference_text(text, work)})
-        for workers in (1, 2):
-            print(f"[brown] bert prepare-corpus, {workers} worker(s) ...", file=sys.stderr, flush=True)
-            rows.append({"data": "Brown paragraphs", "mb": text_mb, "tool": f"bert prepare-corpus, {workers} worker(s)",
-                         **run_ours(text, work, workers, 2, "--min_sentences=1", "--min_chars=0")})
-        print("[brown x8] ...", file=sys.stderr, flush=True)
-        rows.append({"data": "Brown paragraphs x8", "mb": 8 * text_mb, "tool": "NLTK punkt (the reference's step 2)",
-                     **run_reference_text(text8, work)})
-        rows.append({"data": "Brown paragraphs x8", "mb": 8 * text_mb, "tool": "bert prepare-corpus, 1 worker(s)",
-                     **run_ours(text8, work, 1, 2, "--min_sentences=1", "--min_chars=0", "--nodedup")})
+        reference_wiki, reference_text = "WikiExtractor + NLTK (NVIDIA's approach)", "NLTK punkt (the reference's step 2)"
+        ours = "bert prepare-corpus, {} worker(s)"
+        loose = ("--min_sentences=1", "--min_chars=0")
+        runs = [  # (data, MB, tool, how to run it)
+            ("enwiki excerpt", dump_mb, reference_wiki, lambda: run_reference_wiki(dump, work)),
+            *[("enwiki excerpt", dump_mb, ours.format(w), lambda w=w: run_ours(dump, work, w, 2)) for w in (1, 2)],
+            ("enwiki excerpt x8", 8 * dump_mb, reference_wiki, lambda: run_reference_wiki(dump8, work)),
+            ("enwiki excerpt x8", 8 * dump_mb, ours.format(1), lambda: run_ours(dump8, work, 1, 2, "--nodedup")),
+            *[("enwiki excerpt x8, multistream", 8 * dump_mb, ours.format(w),
+               lambda w=w: run_ours(multi8, work, w, 4, "--nodedup")) for w in (1, 2)],
+            ("Brown paragraphs", text_mb, reference_text, lambda: run_reference_text(text, work)),
+            *[("Brown paragraphs", text_mb, ours.format(w), lambda w=w: run_ours(text, work, w, 2, *loose))
+              for w in (1, 2)],
+            ("Brown paragraphs x8", 8 * text_mb, reference_text, lambda: run_reference_text(text8, work)),
+            ("Brown paragraphs x8", 8 * text_mb, ours.format(1),
+             lambda: run_ours(text8, work, 1, 2, *loose, "--nodedup")),
+        ]
+        for data, mb, tool, run in runs:
+            print(f"[{data}] {tool} ...", file=sys.stderr, flush=True)
+            rows.append({"data": data, "mb": mb, "tool": tool, **run()})
     print("[parsers] ...", file=sys.stderr, flush=True)
     parser_rows = parsers_table(dump)
     print("[segmenters] ...", file=sys.stderr, flush=True)

@@ -319,19 +319,19 @@ def test_truncated_bz2_dump(wiki_excerpt, tmp_path):
     assert not list(out.rglob("*.tmp*")) and not [p for p in out.iterdir() if p.is_file()]
 
 
-def test_xml_that_is_not_a_mediawiki_dump(tmp_path):
-    rss = tmp_path / "feed.xml"
-    rss.write_text('<?xml version="1.0"?>\n<rss><channel><item><title>x</title></item></channel></rss>\n')
-    line = one_line_error(prepare(f"--input_file={rss}", f"--output_dir={tmp_path / 'out'}", check=False))
-    assert f"{rss}: not a MediaWiki dump (the root element is <rss>, expected <mediawiki>)" in line
-    assert _nothing_written(tmp_path / "out")
-
-
-def test_json_line_without_the_field(tmp_path):
-    src = tmp_path / "web.jsonl"
-    src.write_text('{"text": "One sentence here. And another one."}\n{"content": "no text field"}\n')
-    line = one_line_error(prepare(f"--input_file={src}", f"--output_dir={tmp_path / 'out'}", check=False))
-    assert f"{src}:2: no field 'text' (fields: content); set --text_field" in line
+@pytest.mark.parametrize("name, content, line", [
+    ("feed.xml", '<?xml version="1.0"?>\n<rss><channel><item><title>x</title></item></channel></rss>\n',
+     "{path}: not a MediaWiki dump (the root element is <rss>, expected <mediawiki>)"),
+    ("web.jsonl", '{"text": "One sentence here. And another one."}\n{"content": "no text field"}\n',
+     "{path}:2: no field 'text' (fields: content); set --text_field"),
+    ("list.jsonl", '{"text": "One sentence here. And another one."}\n["a list"]\n',
+     "{path}:2: a JSON list, expected an object with a 'text' field"),
+])
+def test_not_a_dump_and_json_lines_without_the_field(tmp_path, name, content, line):
+    src = tmp_path / name
+    src.write_text(content)
+    error = one_line_error(prepare(f"--input_file={src}", f"--output_dir={tmp_path / 'out'}", check=False))
+    assert line.format(path=src) in error
     assert _nothing_written(tmp_path / "out")
 
 
