@@ -40,7 +40,7 @@ from bert_core.layout import corpus_shard_name as shard_name
 from bert_core.config import PrepareCorpusConfig
 from bert_core.corpus import readers, wiki
 from bert_core.corpus.clean import Cleaner, Report, write_report
-from bert_core.corpus.segment import split_sentences
+from bert_core.corpus.segment import split_paragraphs
 from bert_core.errors import UserError
 
 STATS_DIR = ".corpus_stats"
@@ -94,7 +94,7 @@ def document_sentences(doc: readers.RawDocument) -> list[str]:
         paragraphs = readers.paragraphs_of(doc)
     if doc.kind == "bert":
         return paragraphs
-    return [s for p in paragraphs for s in split_sentences(p)]
+    return split_paragraphs(paragraphs)
 
 
 def _owned_documents(src: Source, owned: set[int], num_shards: int, cfg: PrepareCorpusConfig, progress):
