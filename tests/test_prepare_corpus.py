@@ -122,6 +122,27 @@ def test_wikitext_to_paragraphs_exactly():
     ]
 
 
+def test_cleaner_normalises_drops_and_reports():
+    from bert_core.corpus.clean import Cleaner, Report
+
+    report = Report()
+    clean = Cleaner(report, "NFKC", min_sentences=2, min_chars=11)
+    assert clean("a:1", ["Cafe\u0301 \ufb01ne\x07  here.", " Tab\there. "], "raw") == ["Café fine here.", "Tab here."]
+    assert clean("a:2", ["Café fine here.", "Tab here."], "raw") is None  # the same text after cleaning
+    assert clean("a:3", ["One sentence only."], "raw") is None
+    assert clean("a:4", ["Short.", "Too."], "raw") is None
+    assert clean("a:5", ["\x00", " "], "<raw>") is None
+    assert report.to_dict() == {
+        "documents_in": 0, "documents_out": 1, "sentences_out": 2, "chars_out": 24,
+        "dropped": {"duplicate": 1, "no_text": 1, "too_few_sentences": 1, "too_short": 1},
+        "examples": {"duplicate": [{"where": "a:2", "text": "Café fine here. Tab here."}],
+                     "no_text": [{"where": "a:5", "text": "<raw>"}],
+                     "too_few_sentences": [{"where": "a:3", "text": "One sentence only."}],
+                     "too_short": [{"where": "a:4", "text": "Short. Too."}]}}
+    assert Cleaner(Report(), "NFC", min_chars=0)("b:1", ["\ufb01ne and well.", "Second one here."], "") == [
+        "\ufb01ne and well.", "Second one here."]  # NFC keeps the ligature
+
+
 def write_multistream(xml: str, out: pathlib.Path, pages_per_stream: int = 10) -> tuple[str, str]:
     """The dump as Wikimedia's multistream layout: a header stream, streams of pages, a footer stream,
     and the index of `offset:page_id:title` lines."""

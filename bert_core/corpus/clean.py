@@ -1,8 +1,9 @@
 """Cleaning: Unicode normalisation, control characters, minimum length, exact duplicates, and the
 report of what was dropped and why.
 
-A sentence is normalised (NFC by default, NFKC or none), its control characters (Unicode category Cc:
-C0, DEL, C1; and the noncharacters U+FFFE/U+FFFF) become spaces and its whitespace is collapsed.
+A document's sentences are normalised (NFC by default, NFKC or none), their control characters
+(Unicode category Cc: C0 but tab and newline, DEL, C1; and the noncharacters U+FFFE/U+FFFF) become
+spaces and their whitespace is collapsed.
 A document is dropped when it has fewer than `min_sentences` sentences or `min_chars` characters, or
 when its text equals a document kept before (a 16-byte BLAKE2b digest of its sentences; the shard a
 document goes to is chosen from its raw bytes, so equal documents always meet in the same shard).
@@ -32,14 +33,6 @@ REASONS = {
     "too_short": "fewer characters than --min_chars",
     "duplicate": "the same text as a document kept before",
 }
-
-
-def normalize(sentence: str, form: str) -> str:
-    """One sentence: Unicode form (NFC, NFKC or none), control characters out, whitespace collapsed."""
-    if form != "none" and not sentence.isascii():
-        sentence = unicodedata.normalize(form, sentence)
-    sentence = _CONTROL.sub(" ", sentence)
-    return " ".join(sentence.split())
 
 
 @dataclass
@@ -113,7 +106,11 @@ class Cleaner:
         self.seen: set[bytes] = set()
 
     def __call__(self, where: str, sentences: list[str], raw: str) -> list[str] | None:
-        out = [s for s in (normalize(x, self.form) for x in sentences) if s]
+        # One normalisation call for the whole document (sentences hold no newline), then each line.
+        text = "\n".join(sentences)
+        if self.form != "none" and not text.isascii():
+            text = unicodedata.normalize(self.form, text)
+        out = [s for s in (" ".join(x.split()) for x in _CONTROL.sub(" ", text).split("\n")) if s]
         if not out:
             self.report.drop("no_text", where, raw)
             return None
