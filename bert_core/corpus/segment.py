@@ -2,8 +2,8 @@
 
 blingfire (Microsoft's finite-state tokenizer, a compiled library in its wheel) was chosen by
 measurement on the Brown corpus (its sentences joined five to a paragraph, re-split, exact sentence
-matches; `make bench-corpus`, docs/data.md): F1 0.845 at ~15 MB/s on 100 documents, against syntok
-0.836 at 1.1 MB/s, pysbd 0.826 at 0.08 MB/s and NLTK's untrained punkt 0.710 at 4 MB/s.
+matches; `make bench-corpus`, docs/data.md): F1 0.846 at ~20 MB/s on 100 documents, against syntok
+0.836 at 1.3 MB/s, pysbd 0.826 at 0.08 MB/s and NLTK's untrained punkt 0.710 at 4.7 MB/s.
 """
 
 from __future__ import annotations
