@@ -340,6 +340,32 @@ def test_truncated_bz2_dump(wiki_excerpt, tmp_path):
     assert not list(out.rglob("*.tmp*")) and not [p for p in out.iterdir() if p.is_file()]
 
 
+def _cut(data: bytes) -> bytes:
+    return data[: len(data) // 2]
+
+
+def _garbled(data: bytes) -> bytes:
+    return data[:40] + b"\x00" * 20 + data[60:]
+
+
+@pytest.mark.parametrize("name, damage, detail", [
+    ("cut.jsonl.gz", _cut, "truncated: Compressed file ended before the end-of-stream marker was reached"),
+    ("garbled.jsonl.gz", _garbled, "Error -3 while decompressing data"),
+    ("cut.jsonl.zst", _cut, "truncated: zstd data ended inside a frame"),
+])
+def test_truncated_or_corrupt_gzip_and_zstd(brown_corpus, tmp_path, name, damage, detail):
+    import zstandard
+
+    lines = "".join(json.dumps({"text": "\n".join(d)}) + "\n" for d in read_documents(brown_corpus)[:40]).encode()
+    data = gzip.compress(lines) if name.endswith(".gz") else zstandard.ZstdCompressor().compress(lines)
+    src = tmp_path / name
+    src.write_bytes(damage(data))
+    out = tmp_path / "out"
+    line = one_line_error(prepare(f"--input_file={src}", f"--output_dir={out}", "--num_shards=2", check=False))
+    assert f"{src}: the compressed data is truncated or corrupt" in line and detail in line
+    assert _nothing_written(out)
+
+
 @pytest.mark.parametrize("name, content, line", [
     ("feed.xml", '<?xml version="1.0"?>\n<rss><channel><item><title>x</title></item></channel></rss>\n',
      "{path}: not a MediaWiki dump (the root element is <rss>, expected <mediawiki>)"),

@@ -22,6 +22,7 @@ import contextlib
 import gzip
 import io
 import json
+import zlib
 from dataclasses import dataclass
 from typing import IO, Iterator
 
@@ -74,6 +75,44 @@ class _Counting(io.RawIOBase):
         return n
 
 
+class _Zstd(io.RawIOBase):
+    """zstd frames, decompressed one after another; input that ends inside a frame is an EOFError
+    (zstandard's stream reader returns what it has and says nothing)."""
+
+    def __init__(self, f):
+        import zstandard
+
+        self.f, self.new = f, zstandard.ZstdDecompressor().decompressobj
+        self.obj, self.pending, self.pos, self.done, self.started = self.new(), b"", 0, False, False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        while self.pos == len(self.pending) and not self.done:
+            chunk = self.f.read(1 << 20)
+            if not chunk:
+                if self.started and not self.obj.eof:
+                    raise EOFError("zstd data ended inside a frame")
+                self.done = True
+                break
+            self.pending, self.pos = self._feed(chunk), 0
+        n = min(len(buffer), len(self.pending) - self.pos)
+        buffer[:n] = self.pending[self.pos:self.pos + n]
+        self.pos += n
+        return n
+
+    def _feed(self, chunk: bytes) -> bytes:
+        out = []
+        while chunk:
+            self.started = True
+            out.append(self.obj.decompress(chunk))
+            if not self.obj.eof:
+                break
+            chunk, self.obj, self.started = self.obj.unused_data, self.new(), False
+        return b"".join(out)
+
+
 @contextlib.contextmanager
 def open_decompressed(path: str) -> Iterator[tuple[IO[bytes], _Counting]]:
     """(the decompressed bytes of `path`, the counter of its compressed bytes read)."""
@@ -87,10 +126,7 @@ def open_decompressed(path: str) -> Iterator[tuple[IO[bytes], _Counting]]:
         elif kind == "bz2":
             stream = bz2.BZ2File(io.BufferedReader(counted, 1 << 20))
         elif kind == "zstd":
-            import zstandard
-
-            stream = io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(
-                io.BufferedReader(counted, 1 << 20), read_across_frames=True), 1 << 20)
+            stream = io.BufferedReader(_Zstd(io.BufferedReader(counted, 1 << 20)), 1 << 20)
         else:
             stream = io.BufferedReader(counted, 1 << 20)
         with contextlib.closing(stream):
@@ -98,7 +134,7 @@ def open_decompressed(path: str) -> Iterator[tuple[IO[bytes], _Counting]]:
 
 
 def decompression_errors() -> tuple[type[BaseException], ...]:
-    errors: list[type[BaseException]] = [EOFError, OSError, gzip.BadGzipFile]
+    errors: list[type[BaseException]] = [EOFError, OSError, gzip.BadGzipFile, zlib.error]
     try:
         import zstandard
 
@@ -109,8 +145,10 @@ def decompression_errors() -> tuple[type[BaseException], ...]:
 
 
 def corrupt_input(path: str, err: BaseException, where: str = "") -> UserError:
-    """The one line for a compressed stream that ends early or is damaged."""
+    """The one line for a compressed stream that ends early or is damaged (or a file that cannot be read)."""
     at = f" ({where})" if where else ""
+    if isinstance(err, OSError) and err.errno is not None:  # the file, not its data (permissions, I/O)
+        return UserError(f"{path}: cannot read it{at}: {err.strerror}")
     text = str(err) or type(err).__name__
     if isinstance(err, EOFError):
         text = f"truncated: {text}"
