@@ -257,8 +257,8 @@ def test_rerun_rewrites_nothing_and_a_lost_shard_is_remade_the_same(brown_corpus
 def test_sigkill_ends_the_workers_and_the_rerun_makes_the_same_shards(wiki_excerpt, tmp_path):
     xml = bz2.decompress(pathlib.Path(wiki_excerpt).read_bytes()).decode("utf-8")
     start, end = xml.index("  <page>"), xml.rindex("</page>\n") + len("</page>\n")
-    dump = tmp_path / "x4.xml.bz2"  # long enough to be killed midway
-    dump.write_bytes(bz2.compress((xml[:start] + xml[start:end] * 4 + xml[end:]).encode()))
+    dump = tmp_path / "x2.xml.bz2"  # long enough to be killed midway (shards are open from the start)
+    dump.write_bytes(bz2.compress((xml[:start] + xml[start:end] * 2 + xml[end:]).encode()))
     flags = [f"--input_file={dump}", "--num_shards=4", "--num_workers=2", "--nodedup"]
     prepare(*flags, f"--output_dir={tmp_path / 'clean'}")
     expected = shard_bytes(tmp_path / "clean")
