@@ -382,6 +382,17 @@ def test_not_a_dump_and_json_lines_without_the_field(tmp_path, name, content, li
     assert _nothing_written(tmp_path / "out")
 
 
+def test_invalid_utf8_in_a_dump_names_its_line(wiki_excerpt, tmp_path):
+    xml = bz2.decompress(pathlib.Path(wiki_excerpt).read_bytes())
+    at = xml.index(b"societies based on voluntary institutions")
+    bad = tmp_path / "bad.xml.bz2"
+    bad.write_bytes(bz2.compress(xml[:at] + b"\xff" + xml[at:]))
+    line = one_line_error(prepare(f"--input_file={bad}", f"--output_dir={tmp_path / 'out'}", check=False))
+    number = xml[:at].count(b"\n") + 1
+    assert f"{bad}: line {number}, column " in line and "not well-formed XML (not well-formed (invalid token))" in line
+    assert _nothing_written(tmp_path / "out")
+
+
 def test_invalid_utf8(tmp_path):
     src = tmp_path / "bad.txt"
     src.write_bytes(b"First sentence. Second one.\n\nAnother document. It goes on.\nBroken \xff byte. Here.\n")
