@@ -338,6 +338,13 @@ def test_truncated_bz2_dump(wiki_excerpt, tmp_path):
     assert f"{cut}: the compressed data is truncated or corrupt" in line
     assert _nothing_written(out)
     assert not list(out.rglob("*.tmp*")) and not [p for p in out.iterdir() if p.is_file()]
+    # With workers fed by the reader: the reader's error stops them (no hang), hidden temporaries at most.
+    proc = subprocess.Popen([sys.executable, "-m", "bert_core.cli", "prepare-corpus", f"--input_file={cut}",
+                             f"--output_dir={out}", "--num_shards=2", "--num_workers=2"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2 and err.strip().startswith(f"bert: error: {cut}: the compressed data is truncated")
+    assert _nothing_written(out)
 
 
 def _cut(data: bytes) -> bytes:

@@ -11,9 +11,11 @@ documents: `bert create-data --input_file='corpus/corpus-*.txt'` reads them), `c
 Sharding. A document goes to shard `blake2b(raw text) mod num_shards` (a multistream dump: its
 stream's number mod num_shards), so the output does not depend on the number of workers or ranks and
 equal documents meet in one shard (where duplicates are dropped). The shards are shared out among
-`min(num_shards, workers x ranks)` tasks; a task reads the inputs once and does the expensive work
-(markup removal, segmentation, cleaning) only for the documents of its shards. Memory is flat in the
-corpus size: a document at a time, plus 16 bytes a kept document for duplicate detection.
+`min(num_shards, workers x ranks)` tasks, one a worker process. On a host with several, the inputs are
+read once (decompressed, parsed, routed) and each document is sent to its shard's worker, which does
+the expensive work (markup removal, segmentation, cleaning); a multistream dump's workers read their
+own streams instead, and each MPI rank reads for its own workers. Memory is flat in the corpus size:
+a few documents at a time, plus 16 bytes a kept document for duplicate detection.
 
 Atomic and resumable. Each shard is written to a temporary file and renamed when whole, after its
 counts (`.corpus_stats/`, with a fingerprint of the inputs and settings); a rerun skips the shards
@@ -104,33 +106,65 @@ def _owned_documents(src: Source, owned: set[int], num_shards: int, cfg: Prepare
         for number, doc in wiki.iter_multistream(src.path, src.streams, keep, progress):
             yield number % num_shards, doc
         return
-    if src.format == "wiki":
-        docs = wiki.iter_dump(src.path, progress)
-    elif src.format == "jsonl":
-        docs = readers.iter_json_lines(src.path, cfg.text_field, cfg.on_bad_utf8, progress)
-    else:
-        docs = readers.iter_blocks(src.path, src.format, cfg.on_bad_utf8, progress)
-    for doc in docs:
+    for doc in _source_documents(src, cfg, progress):
         shard = route(doc.text, num_shards)
         if shard in owned:
             yield shard, doc
 
 
+def _source_documents(src: Source, cfg: PrepareCorpusConfig, progress):
+    """Every raw document of a (not multistream) source, in order."""
+    if src.format == "wiki":
+        return wiki.iter_dump(src.path, progress)
+    if src.format == "jsonl":
+        return readers.iter_json_lines(src.path, cfg.text_field, cfg.on_bad_utf8, progress)
+    return readers.iter_blocks(src.path, src.format, cfg.on_bad_utf8, progress)
+
+
 _REPORT = None  # progress callback of this process: (bytes read delta, documents delta)
+
+
+class _ShardWriter:
+    """A task's open shards: raw documents in (their expensive work done here), whole shards out."""
+
+    def __init__(self, shards: list[int], cfg: PrepareCorpusConfig, fingerprint: str, stack: contextlib.ExitStack):
+        self.cfg, self.fingerprint, self.shards = cfg, fingerprint, shards
+        self.reports = {k: Report() for k in shards}
+        self.cleaners = {k: Cleaner(self.reports[k], cfg.normalization, cfg.min_sentences, cfg.min_chars,
+                                    cfg.dedup) for k in shards}
+        self.started = {k: False for k in shards}
+        self.files = {k: stack.enter_context(storage.atomic_open(
+            storage.join(cfg.output_dir, shard_name(k, cfg.num_shards)), "w")) for k in shards}
+
+    def add(self, shard: int, doc: readers.RawDocument) -> None:
+        report = self.reports[shard]
+        report.documents_in += 1
+        if doc.dropped:
+            report.drop(doc.dropped, doc.where, doc.text)
+            return
+        kept = self.cleaners[shard](doc.where, document_sentences(doc), doc.text)
+        if kept is None:
+            return
+        f = self.files[shard]
+        if self.started[shard]:
+            f.write("\n")
+        self.started[shard] = True
+        f.write("\n".join(kept) + "\n")
+        _REPORT(0, 1)
+
+    def finish(self) -> None:
+        """The counts, before the shards get their names (on leaving the ExitStack): a shard is whole
+        only with them (resume)."""
+        for k in self.shards:
+            name = shard_name(k, self.cfg.num_shards)
+            storage.write_json(storage.join(self.cfg.output_dir, STATS_DIR, name + ".json"),
+                               {"fingerprint": self.fingerprint, "report": self.reports[k].to_dict()})
 
 
 def run_task(shards: list[int], sources: list[Source], cfg: PrepareCorpusConfig, fingerprint: str) -> list[int]:
     """Write `shards` (indexes) whole, in one pass over the inputs; returns them."""
-    n = cfg.num_shards
-    owned = set(shards)
-    reports = {k: Report() for k in shards}
-    cleaners = {k: Cleaner(reports[k], cfg.normalization, cfg.min_sentences, cfg.min_chars, cfg.dedup)
-                for k in shards}
-    started = {k: False for k in shards}
-    stats_dir = storage.join(cfg.output_dir, STATS_DIR)
     with contextlib.ExitStack() as stack:
-        files = {k: stack.enter_context(storage.atomic_open(storage.join(cfg.output_dir, shard_name(k, n)), "w"))
-                 for k in shards}
+        writer = _ShardWriter(shards, cfg, fingerprint, stack)
         for src in sources:
             last = [0]
 
@@ -138,25 +172,26 @@ def run_task(shards: list[int], sources: list[Source], cfg: PrepareCorpusConfig,
                 delta, last[0] = count - last[0], count
                 _REPORT(delta, 0)
 
-            for shard, doc in _owned_documents(src, owned, n, cfg, progress):
-                report = reports[shard]
-                report.documents_in += 1
-                if doc.dropped:
-                    report.drop(doc.dropped, doc.where, doc.text)
-                    continue
-                kept = cleaners[shard](doc.where, document_sentences(doc), doc.text)
-                if kept is None:
-                    continue
-                f = files[shard]
-                if started[shard]:
-                    f.write("\n")
-                started[shard] = True
-                f.write("\n".join(kept) + "\n")
-                _REPORT(0, 1)
-        for k in shards:  # counts first: a shard is whole only with them (resume)
-            storage.write_json(storage.join(stats_dir, shard_name(k, n) + ".json"),
-                               {"fingerprint": fingerprint, "report": reports[k].to_dict()})
+            for shard, doc in _owned_documents(src, set(shards), cfg.num_shards, cfg, progress):
+                writer.add(shard, doc)
+        writer.finish()
     return shards
+
+
+def _fed_task(shards: list[int], cfg: PrepareCorpusConfig, fingerprint: str, inbox, outbox, owner: int,
+              counters) -> None:
+    """A worker process fed by the reader (`_fan_out`): batches of (shard, raw document) until None."""
+    _worker_init(owner, counters)
+    try:
+        with contextlib.ExitStack() as stack:
+            writer = _ShardWriter(shards, cfg, fingerprint, stack)
+            while (batch := inbox.get()) is not None:
+                for shard, doc in batch:
+                    writer.add(shard, doc)
+            writer.finish()
+        outbox.put(("done", None))
+    except BaseException as err:  # noqa: BLE001 - handed to the reader, which raises it
+        outbox.put(("error", err))
 
 
 def _worker_init(owner: int, counters) -> None:
@@ -206,6 +241,8 @@ def _run_tasks(tasks: list[list[int]], sources, cfg, fingerprint: str, progress:
         finally:
             _REPORT = None
         return
+    if fans_out(tasks, sources, cfg):
+        return _fan_out(tasks, sources, cfg, fingerprint, progress)
     import multiprocessing as mp
 
     ctx = mp.get_context("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
@@ -221,6 +258,94 @@ def _run_tasks(tasks: list[list[int]], sources, cfg, fingerprint: str, progress:
             time.sleep(0.1)
         for r in results:
             r.get()
+
+
+def fans_out(tasks: list[list[int]], sources: list[Source], cfg: PrepareCorpusConfig) -> bool:
+    """Whether this process reads the inputs once and feeds the workers (`_fan_out`): with several
+    tasks and no multistream dump (whose streams the tasks share out by themselves)."""
+    return len(tasks) > 1 and cfg.num_workers > 1 and all(s.streams is None for s in sources)
+
+
+_BATCH = 32  # documents a message to a worker
+
+
+def _fan_out(tasks: list[list[int]], sources: list[Source], cfg: PrepareCorpusConfig, fingerprint: str,
+             progress: Progress) -> None:
+    """Read (decompress, parse, route) the inputs once here and send each document to the worker
+    process of its shard, in input order; the workers do the rest. A worker's error is raised here."""
+    import multiprocessing as mp
+    import queue
+
+    ctx = mp.get_context("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
+    shared = ctx.Array("d", 2)
+    owner_of = {k: i for i, shards in enumerate(tasks) for k in shards}
+    inboxes = [ctx.Queue(8) for _ in tasks]
+    outbox = ctx.Queue()
+    procs = [ctx.Process(target=_fed_task, args=(shards, cfg, fingerprint, inboxes[i], outbox, os.getpid(), shared),
+                         daemon=True) for i, shards in enumerate(tasks)]
+    finished = 0
+
+    def check() -> None:
+        nonlocal finished
+        while True:
+            try:
+                kind, value = outbox.get_nowait()
+            except queue.Empty:
+                break
+            if kind == "error":
+                raise value
+            finished += 1
+        for p in procs:
+            if p.exitcode not in (None, 0):
+                raise UserError(f"prepare-corpus: a worker process ended with exit code {p.exitcode}")
+        progress.show(shared[0], shared[1])
+
+    def send(i: int, item) -> None:
+        while True:
+            try:
+                inboxes[i].put(item, timeout=0.5)
+                return
+            except queue.Full:
+                check()
+
+    for p in procs:
+        p.start()
+    try:
+        batches: list[list] = [[] for _ in tasks]
+        for src in sources:
+            last = [0]
+
+            def read(count: int) -> None:
+                delta, last[0] = count - last[0], count
+                with shared.get_lock():
+                    shared[0] += delta
+
+            for n, doc in enumerate(_source_documents(src, cfg, read)):
+                shard = route(doc.text, cfg.num_shards)
+                i = owner_of.get(shard)
+                if i is None:  # a shard already whole
+                    continue
+                batches[i].append((shard, doc))
+                if len(batches[i]) >= _BATCH:
+                    send(i, batches[i])
+                    batches[i] = []
+                if n % 256 == 0:
+                    check()
+        for i, batch in enumerate(batches):
+            if batch:
+                send(i, batch)
+            send(i, None)
+        while finished < len(tasks):
+            check()
+            time.sleep(0.05)
+    finally:
+        if finished < len(tasks):  # an error: stop the workers, drop what they will not read
+            for p in procs:
+                p.kill()
+            for q in inboxes:
+                q.cancel_join_thread()
+        for p in procs:
+            p.join()
 
 
 def _mpi_comm():
@@ -297,8 +422,8 @@ def prepare_corpus_main(config: PrepareCorpusConfig) -> int:
     tasks = [[k for j, k in enumerate(todo) if j % groups == g] for g in range(groups)]
     tasks = [t for g, t in enumerate(tasks) if t and g % world == rank]
     sizes = sum(storage.size(s.path) for s in sources)
-    multistream = all(s.streams is not None for s in sources)
-    progress = Progress(sizes * (1 if multistream else max(1, len(tasks))))
+    once = all(s.streams is not None for s in sources) or fans_out(tasks, sources, cfg)  # inputs read once
+    progress = Progress(sizes * (1 if once else max(1, len(tasks))))
     if todo and rank == 0 and len(todo) < cfg.num_shards:
         print(f"prepare-corpus: {cfg.num_shards - len(todo)} of {cfg.num_shards} shards already whole, "
               f"making the other {len(todo)}", file=sys.stderr, flush=True)
