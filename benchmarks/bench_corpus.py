@@ -292,15 +292,16 @@ def main(argv: list[str] | None = None) -> int:
             ("enwiki excerpt", dump_mb, reference_wiki, lambda: run_reference_wiki(dump, work)),
             *[("enwiki excerpt", dump_mb, ours.format(w), lambda w=w: run_ours(dump, work, w, 2)) for w in (1, 2)],
             ("enwiki excerpt x8", 8 * dump_mb, reference_wiki, lambda: run_reference_wiki(dump8, work)),
-            ("enwiki excerpt x8", 8 * dump_mb, ours.format(1), lambda: run_ours(dump8, work, 1, 2, "--nodedup")),
+            *[("enwiki excerpt x8", 8 * dump_mb, ours.format(w), lambda w=w: run_ours(dump8, work, w, 2, "--nodedup"))
+              for w in (1, 2)],
             *[("enwiki excerpt x8, multistream", 8 * dump_mb, ours.format(w),
                lambda w=w: run_ours(multi8, work, w, 4, "--nodedup")) for w in (1, 2)],
             ("Brown paragraphs", text_mb, reference_text, lambda: run_reference_text(text, work)),
             *[("Brown paragraphs", text_mb, ours.format(w), lambda w=w: run_ours(text, work, w, 2, *loose))
               for w in (1, 2)],
             ("Brown paragraphs x8", 8 * text_mb, reference_text, lambda: run_reference_text(text8, work)),
-            ("Brown paragraphs x8", 8 * text_mb, ours.format(1),
-             lambda: run_ours(text8, work, 1, 2, *loose, "--nodedup")),
+            *[("Brown paragraphs x8", 8 * text_mb, ours.format(w),
+               lambda w=w: run_ours(text8, work, w, 2, *loose, "--nodedup")) for w in (1, 2)],
         ]
         for data, mb, tool, run in runs:
             print(f"[{data}] {tool} ...", file=sys.stderr, flush=True)
