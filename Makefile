@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 
 include make/cluster.mk
 
-.PHONY: setup setup-test run compile test test-slow test-data bench bench-data bench-train bench-finetune bench-tokenize clean help
+.PHONY: setup setup-test run compile test test-slow test-data bench bench-data bench-train bench-finetune bench-tokenize bench-corpus clean help
 
 help:
 	@echo "make run         set up on first use, then run the main job on the embedded default corpus"
@@ -18,6 +18,7 @@ help:
 	@echo "make bench-train training step benchmark against Hugging Face BertForPreTraining (PyTorch)"
 	@echo "make bench-finetune  fine-tuning quality and time against Hugging Face (PyTorch)"
 	@echo "make bench-tokenize  tokenizer speed against Google's, and where the stock Rust BERT pipeline differs"
+	@echo "make bench-corpus  corpus preparation against NVIDIA's approach (WikiExtractor + NLTK)"
 	@echo "make images | push | manifests   the cluster side (see docs/cluster.md)"
 
 $(VENV)/.ready: pyproject.toml scripts/setup_env.sh
@@ -62,6 +63,9 @@ bench-finetune: test-data
 
 bench-tokenize: test-data
 	$(PY) benchmarks/bench_tokenize.py
+
+bench-corpus: test-data
+	$(PY) benchmarks/bench_corpus.py
 
 bench: bench-data bench-train bench-finetune bench-tokenize
 

@@ -168,6 +168,30 @@ class VocabConfig(StageConfig):
 
 
 # --------------------------------------------------------------------------------------------------
+# Stage 0: corpus preparation
+# --------------------------------------------------------------------------------------------------
+class PrepareCorpusConfig(StageConfig):
+    input_file: str = Field(description="Inputs: comma-separated files or globs (local, gs://, s3://); MediaWiki "
+                                        "XML dumps, JSON lines, plain text or BERT format, gzip/bz2/zstd or not")
+    output_dir: str = Field(description="Directory for corpus-NNNNN-of-NNNNN.txt (one sentence a line, a blank "
+                                        "line between documents) and corpus_report.{json,md}")
+    corpus_format: Literal["auto", "wiki", "jsonl", "text", "bert"] = Field(
+        "auto", description="wiki (MediaWiki XML), jsonl, text (a paragraph a line), bert (a sentence a line), "
+                            "or auto: detected per file")
+    text_field: str = Field("text", description="jsonl: the field holding a document's text")
+    wiki_index: str | None = Field(None, description="A multistream dump's index (default: the "
+                                                     "-multistream-index.txt.bz2 beside it, if any)")
+    num_shards: int = Field(1, ge=1, description="Output files; documents go to one by a hash of their raw text")
+    num_workers: int = Field(1, ge=1, description="Worker processes on this host")
+    normalization: Literal["NFC", "NFKC", "none"] = Field("NFC", description="Unicode normalisation of the text")
+    min_sentences: int = Field(2, ge=1, description="Drop documents with fewer sentences")
+    min_chars: int = Field(100, ge=0, description="Drop documents with fewer characters")
+    dedup: bool = Field(True, description="Drop exact duplicate documents")
+    on_bad_utf8: Literal["fail", "replace"] = Field(
+        "fail", description="Invalid UTF-8 in the input: stop naming file:line, or replace with U+FFFD")
+
+
+# --------------------------------------------------------------------------------------------------
 # Stage 1: pretraining data
 # --------------------------------------------------------------------------------------------------
 class DataConfig(StageConfig):

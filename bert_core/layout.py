@@ -88,6 +88,15 @@ def shard_name(index: int, num_shards: int) -> str:
     return f"train-{index:05d}-of-{num_shards:05d}.tfrecord"
 
 
+CORPUS_SHARD_GLOB = "corpus-*-of-*.txt"          # prepare-corpus: BERT-format text, create-data's input
+CORPUS_REPORT_JSON = "corpus_report.json"       # prepare-corpus: kept and dropped (per reason, examples)
+CORPUS_REPORT_MARKDOWN = "corpus_report.md"     # the same for people (the pipeline's Markdown artifact)
+
+
+def corpus_shard_name(index: int, num_shards: int) -> str:
+    return f"corpus-{index:05d}-of-{num_shards:05d}.txt"
+
+
 PRETRAIN_METRICS = "pretrain_metrics.json"  # pretrain: throughput, losses, eval
 FINETUNE_METRICS = "finetune_metrics.json"  # finetune: the same for a task
 EVAL_RESULTS = "eval_results.txt"           # pretrain and finetune --do_eval, as Google's scripts

@@ -48,6 +48,9 @@ COMMANDS: list[Command] = [
     Command("publish", cfg.PublishConfig, "bert_core.publish:publish_main",
             "Register a pretrained model as a new version of --model_name in --registry and publish it if the "
             "gate (--gate_rule) passes against the published version"),
+    Command("prepare-corpus", cfg.PrepareCorpusConfig, "bert_core.corpus.prepare:prepare_corpus_main",
+            "Corpus preparation: Wikipedia dumps, JSON lines, plain text (compressed, local or object storage) "
+            "-> sharded BERT-format text and a report of what was dropped"),
 ]
 
 

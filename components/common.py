@@ -43,6 +43,14 @@ def stage_config(name: str, **fields):
 # The components build their configs here, and `bert-pipeline run/submit/schedule` builds them here
 # before the first step (with stand-in paths), so a bad value is found before any step runs.
 # --------------------------------------------------------------------------------------------------
+def prepare_corpus_config(corpus_uri: str, corpus_format: str, prepared: str = "prepared"):
+    """`bert prepare-corpus`'s config for a user's corpus (any format) into the directory `prepared`;
+    None for the embedded default (no corpus_uri)."""
+    if not corpus_uri:
+        return None
+    return stage_config("prepare-corpus", input_file=corpus_uri, output_dir=prepared, corpus_format=corpus_format)
+
+
 def learn_vocab_config(corpus: str, vocab: str, vocab_uri: str, vocab_size: int, do_lower_case: bool):
     """`bert learn-vocab`'s config, or None when vocab_uri gives the vocab (the step copies it)."""
     if vocab_uri:
@@ -169,6 +177,7 @@ def resolve_start_point(registry_uri: str, model_name: str, init_from: str, init
 
 #: {component function: (its `bert` subcommand, the function that builds that config from its inputs)}
 STAGE_CONFIGS = {
+    "prepare_corpus": ("prepare-corpus", prepare_corpus_config),
     "learn_vocab": ("learn-vocab", learn_vocab_config),
     "create_data": ("create-data", create_data_config),
     "pretrain": ("pretrain", pretrain_config),

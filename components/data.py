@@ -1,27 +1,53 @@
-"""Stage 1, data generation: the corpus (given, or the embedded default, minus held-out documents for
-the fine-tuning task) and `bert create-data` (TFRecord shards + data_manifest.json)."""
+"""Stages 0 and 1, data: the corpus (given in any format `bert prepare-corpus` reads, or the embedded
+default; minus held-out documents for the fine-tuning task) and `bert create-data` (TFRecord shards +
+data_manifest.json)."""
 
 
 from kfp import dsl
-from kfp.dsl import HTML, Artifact, Dataset, Input, Output
+from kfp.dsl import HTML, Artifact, Dataset, Input, Markdown, Output
 
 from components.common import base_image
 
 
 @dsl.component(base_image=base_image("data"), install_kfp_package=False)
-def prepare_corpus(corpus_uri: str, heldout_fraction: float, seed: int, corpus_snapshot: str,
-                   corpus: Output[Dataset], task_data: Output[Dataset]):
-    """The pretraining corpus (one sentence a line) and, from held-out documents, a single-sentence task
-    (train/dev/test.tsv: which topic group does the sentence come from?) and heldout_documents.txt (the
-    registry's held-out set is made from them). An empty corpus_uri means Python's own docs.
-    corpus_snapshot (bert_core.lineage, from resolve-start) is only recorded: as an input it keys this
-    step's cache, and so every data step's, on the corpus's contents rather than its URI."""
-    from bert_core import events
-    from bert_core.data.heldout_task import split_corpus
+def prepare_corpus(corpus_uri: str, corpus_format: str, heldout_fraction: float, seed: int, corpus_snapshot: str,
+                   corpus: Output[Dataset], task_data: Output[Dataset], report: Output[Markdown]):
+    """Step 0. A user's corpus in any format `bert prepare-corpus` reads (Wikipedia dumps, JSON lines,
+    plain text; compressed; local or object storage) goes through it unless it is BERT's format
+    already; then the pretraining corpus (one sentence a line) and, from held-out documents, a
+    single-sentence task (train/dev/test.tsv: which topic group does the sentence come from?) and
+    heldout_documents.txt (the registry's held-out set is made from them). An empty corpus_uri means
+    Python's own docs. `report`: what prepare-corpus dropped and why. corpus_snapshot (bert_core.lineage,
+    from resolve-start) is only recorded: as an input it keys this step's cache, and so every data
+    step's, on the corpus's contents rather than its URI."""
+    import shutil
+    import tempfile
 
-    with events.reporting_errors("prepare-corpus"):
-        summary = split_corpus(corpus.path, task_data.path if heldout_fraction > 0 else None,
-                               corpus=corpus_uri or None, heldout_fraction=heldout_fraction, seed=seed)
+    from bert_core import events, layout, storage
+    from bert_core.corpus.prepare import needs_preparing
+    from bert_core.data.heldout_task import split_corpus
+    from components.common import prepare_corpus_config, run_stage
+
+    source, note = corpus_uri or None, "The embedded default corpus (Python's docs): nothing to prepare.\n"
+    with tempfile.TemporaryDirectory(prefix="prepared-") as prepared:
+        with events.reporting_errors("prepare-corpus"):
+            preparing = bool(corpus_uri) and needs_preparing(corpus_uri, corpus_format)
+        if preparing:
+            run_stage("prepare-corpus", prepare_corpus_config(corpus_uri, corpus_format, prepared))
+            source = storage.join(prepared, layout.CORPUS_SHARD_GLOB)
+            shutil.copyfile(storage.join(prepared, layout.CORPUS_REPORT_MARKDOWN), report.path)
+            dropped = storage.read_json(storage.join(prepared, layout.CORPUS_REPORT_JSON))["dropped"]
+            corpus.metadata.update({f"dropped_{k}": v for k, v in dropped.items()})
+        else:
+            if corpus_uri:
+                note = f"{corpus_uri}: BERT's format already (a sentence a line): read as it is.\n"
+            with open(report.path, "w", encoding="utf-8") as f:
+                f.write(note)
+        with events.reporting_errors("prepare-corpus"):
+            summary = split_corpus(corpus.path, task_data.path if heldout_fraction > 0 else None,
+                                   corpus=source, heldout_fraction=heldout_fraction, seed=seed)
+    if preparing:
+        summary["corpus"]["source"] = corpus_uri
     corpus.metadata.update({**{k: v for k, v in summary["corpus"].items() if k != "path"},
                             "snapshot": corpus_snapshot})
     if "task" in summary:

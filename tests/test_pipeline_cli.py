@@ -123,6 +123,9 @@ def test_submit_config_file_and_two_phase(kfp_server, capsys, tmp_path):
     (["-p", "masked_lm_prob=0.5"], "step create-data (bert create-data): --max_predictions_per_seq=10 is below "
                                    "masked_lm_prob * max_seq_length = 32"),
     (["-p", "task_name=squadd"], "step finetune (bert finetune): --task_name: unknown task, expected one of "),
+    (["-p", "corpus_uri=gs://b/wiki.xml.bz2", "-p", "corpus_format=xml"],
+     "step prepare-corpus (bert prepare-corpus): --corpus_format: Input should be 'auto', 'wiki', 'jsonl', 'text' "
+     "or 'bert' (got 'xml')"),
     (["--phase2", "-p", "phase2_learning_rate=-1"], "step pretrain-phase2 (bert pretrain): --learning_rate: "
                                                     "Input should be greater than 0 (got -1.0) (--learning_rate "
                                                     "is the pipeline parameter phase2_learning_rate)"),

@@ -1,0 +1,457 @@
+"""`bert prepare-corpus`: inputs in any supported format -> BERT-format shards and a drop report.
+
+    bert prepare-corpus --input_file=enwiki-*-pages-articles*.xml.bz2 --output_dir=corpus/ \\
+        --num_shards=16 --num_workers=8
+
+Output (`output_dir`): `corpus-00003-of-00016.txt` (one sentence a line, a blank line between
+documents: `bert create-data --input_file='corpus/corpus-*.txt'` reads them), `corpus_report.json` and
+`corpus_report.md` (documents kept, dropped per reason with examples), written last, and
+`.corpus_stats/` (each shard's counts, for resuming).
+
+Sharding. A document goes to shard `blake2b(raw text) mod num_shards` (a multistream dump: its
+stream's number mod num_shards), so the output does not depend on the number of workers or ranks and
+equal documents meet in one shard (where duplicates are dropped). The shards are shared out among
+`min(num_shards, workers x ranks)` tasks, one a worker process. On a host with several, the inputs are
+read once (decompressed, parsed, routed) and each document is sent to its shard's worker, which does
+the expensive work (markup removal, segmentation, cleaning); a multistream dump's workers read their
+own streams instead, and each MPI rank reads for its own workers. Memory is flat in the corpus size:
+a few documents at a time, plus 16 bytes a kept document for duplicate detection.
+
+Atomic and resumable. Each shard is written to a temporary file and renamed when whole, after its
+counts (`.corpus_stats/`, with a fingerprint of the inputs and settings); a rerun skips the shards
+already whole, so a killed run resumes and an unkilled rerun writes nothing. A run that keeps no
+document stops with one line and leaves no shard.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+
+import bert_core
+from bert_core import children, events, storage
+from bert_core.layout import CORPUS_REPORT_JSON as REPORT_JSON
+from bert_core.layout import CORPUS_REPORT_MARKDOWN as REPORT_MARKDOWN
+from bert_core.layout import CORPUS_SHARD_GLOB as SHARD_GLOB
+from bert_core.layout import corpus_shard_name as shard_name
+from bert_core.config import PrepareCorpusConfig
+from bert_core.corpus import readers, wiki
+from bert_core.corpus.clean import Cleaner, Report, write_report
+from bert_core.corpus.segment import split_paragraphs
+from bert_core.errors import UserError
+
+STATS_DIR = ".corpus_stats"
+_PROGRESS_SECONDS = float(os.environ.get("BERT_PROGRESS_SECONDS", "5"))
+_OUTPUT_ONLY = ("output_dir", "num_workers")  # settings that do not change a shard's bytes
+
+
+@dataclass
+class Source:
+    path: str
+    format: str                                   # wiki, jsonl, text, bert
+    streams: list[tuple[int, int]] | None = None  # a multistream dump's page streams
+
+
+def plan_sources(cfg: PrepareCorpusConfig) -> list[Source]:
+    """The input files, each with its format (given or detected) and, for a multistream dump, its streams."""
+    sources = []
+    for path in readers.expand_inputs(cfg.input_file):
+        fmt = cfg.corpus_format if cfg.corpus_format != "auto" else readers.detect_format(path)
+        streams = None
+        if fmt == "wiki":
+            index = cfg.wiki_index or wiki.index_beside(path)
+            if index:
+                if not storage.exists(index):
+                    raise UserError(f"--wiki_index={index}: no such file")
+                streams = wiki.stream_offsets(index, path)
+                wiki.check_multistream_header(path, streams[0][0])
+        sources.append(Source(path, fmt, streams))
+    return sources
+
+
+def needs_preparing(input_file: str, corpus_format: str) -> bool:
+    """Whether a corpus must go through prepare-corpus before the pipeline's held-out split and
+    create-data: yes unless it is BERT's format already (given as `bert`, or every file detected so),
+    which is read as it is, as before this step existed."""
+    if corpus_format != "auto":
+        return corpus_format != "bert"
+    return any(readers.detect_format(p) != "bert" for p in readers.expand_inputs(input_file))
+
+
+def route(text: str, num_shards: int) -> int:
+    digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(digest, "little") % num_shards
+
+
+def document_sentences(doc: readers.RawDocument) -> list[str]:
+    """A raw document's sentences, before cleaning."""
+    if doc.kind == "wiki":
+        paragraphs = wiki.wikitext_to_paragraphs(doc.text)
+    else:
+        paragraphs = readers.paragraphs_of(doc)
+    if doc.kind == "bert":
+        return paragraphs
+    return split_paragraphs(paragraphs)
+
+
+def _owned_documents(src: Source, owned: set[int], num_shards: int, cfg: PrepareCorpusConfig, progress):
+    """(shard, raw document) for the documents of `src` that go to a shard in `owned`."""
+    if src.streams is not None:
+        keep = lambda number: number % num_shards in owned  # noqa: E731
+        for number, doc in wiki.iter_multistream(src.path, src.streams, keep, progress):
+            yield number % num_shards, doc
+        return
+    for doc in _source_documents(src, cfg, progress):
+        shard = route(doc.text, num_shards)
+        if shard in owned:
+            yield shard, doc
+
+
+def _source_documents(src: Source, cfg: PrepareCorpusConfig, progress):
+    """Every raw document of a (not multistream) source, in order."""
+    if src.format == "wiki":
+        return wiki.iter_dump(src.path, progress)
+    if src.format == "jsonl":
+        return readers.iter_json_lines(src.path, cfg.text_field, cfg.on_bad_utf8, progress)
+    return readers.iter_blocks(src.path, src.format, cfg.on_bad_utf8, progress)
+
+
+_REPORT = None  # progress callback of this process: (bytes read delta, documents delta)
+
+
+class _ShardWriter:
+    """A task's open shards: raw documents in (their expensive work done here), whole shards out."""
+
+    def __init__(self, shards: list[int], cfg: PrepareCorpusConfig, fingerprint: str, stack: contextlib.ExitStack):
+        self.cfg, self.fingerprint, self.shards = cfg, fingerprint, shards
+        self.reports = {k: Report() for k in shards}
+        self.cleaners = {k: Cleaner(self.reports[k], cfg.normalization, cfg.min_sentences, cfg.min_chars,
+                                    cfg.dedup) for k in shards}
+        self.started = {k: False for k in shards}
+        self.files = {k: stack.enter_context(storage.atomic_open(
+            storage.join(cfg.output_dir, shard_name(k, cfg.num_shards)), "w")) for k in shards}
+
+    def add(self, shard: int, doc: readers.RawDocument) -> None:
+        report = self.reports[shard]
+        report.documents_in += 1
+        if doc.dropped:
+            report.drop(doc.dropped, doc.where, doc.text)
+            return
+        kept = self.cleaners[shard](doc.where, document_sentences(doc), doc.text)
+        if kept is None:
+            return
+        f = self.files[shard]
+        if self.started[shard]:
+            f.write("\n")
+        self.started[shard] = True
+        f.write("\n".join(kept) + "\n")
+        _REPORT(0, 1)
+
+    def finish(self) -> None:
+        """The counts, before the shards get their names (on leaving the ExitStack): a shard is whole
+        only with them (resume)."""
+        for k in self.shards:
+            name = shard_name(k, self.cfg.num_shards)
+            storage.write_json(storage.join(self.cfg.output_dir, STATS_DIR, name + ".json"),
+                               {"fingerprint": self.fingerprint, "report": self.reports[k].to_dict()})
+
+
+def run_task(shards: list[int], sources: list[Source], cfg: PrepareCorpusConfig, fingerprint: str) -> list[int]:
+    """Write `shards` (indexes) whole, in one pass over the inputs; returns them."""
+    with contextlib.ExitStack() as stack:
+        writer = _ShardWriter(shards, cfg, fingerprint, stack)
+        for src in sources:
+            last = [0]
+
+            def progress(count: int) -> None:
+                delta, last[0] = count - last[0], count
+                _REPORT(delta, 0)
+
+            for shard, doc in _owned_documents(src, set(shards), cfg.num_shards, cfg, progress):
+                writer.add(shard, doc)
+        writer.finish()
+    return shards
+
+
+def _fed_task(shards: list[int], cfg: PrepareCorpusConfig, fingerprint: str, inbox, outbox, owner: int,
+              counters) -> None:
+    """A worker process fed by the reader (`_fan_out`): batches of (shard, raw document) until None."""
+    _worker_init(owner, counters)
+    try:
+        with contextlib.ExitStack() as stack:
+            writer = _ShardWriter(shards, cfg, fingerprint, stack)
+            while (batch := inbox.get()) is not None:
+                for shard, doc in batch:
+                    writer.add(shard, doc)
+            writer.finish()
+        outbox.put(("done", None))
+    except BaseException as err:  # noqa: BLE001 - handed to the reader, which raises it
+        outbox.put(("error", err))
+
+
+def _worker_init(owner: int, counters) -> None:
+    global _REPORT
+    children.exit_with(owner)
+
+    def report(nbytes: int, ndocs: int) -> None:
+        with counters.get_lock():
+            counters[0] += nbytes
+            counters[1] += ndocs
+
+    _REPORT = report
+
+
+class Progress:
+    def __init__(self, total_bytes: int):
+        self.total = max(1, total_bytes)
+        self.start = self.last = time.monotonic()
+
+    def show(self, nbytes: float, ndocs: float, final: bool = False) -> None:
+        now = time.monotonic()
+        if not final and now - self.last < _PROGRESS_SECONDS:
+            return
+        self.last = now
+        elapsed = max(now - self.start, 1e-9)
+        frac = min(1.0, nbytes / self.total)
+        tail = f"done in {elapsed:.1f}s" if final else (
+            f"ETA {int(elapsed * (1 - frac) / frac)}s" if frac > 0 else "ETA ?")
+        print(f"prepare-corpus: {100 * frac:5.1f}% of input, {int(ndocs):,} documents kept, "
+              f"{ndocs / elapsed:,.0f} documents/s, {nbytes / elapsed / 1e6:.1f} MB/s read, {tail}",
+              file=sys.stderr, flush=True)
+
+
+def _run_tasks(tasks: list[list[int]], sources, cfg, fingerprint: str, progress: Progress) -> None:
+    global _REPORT
+    counters = [0.0, 0.0]
+    if len(tasks) <= 1 or cfg.num_workers <= 1:
+        def report(nbytes: int, ndocs: int) -> None:
+            counters[0] += nbytes
+            counters[1] += ndocs
+            progress.show(*counters)
+
+        _REPORT = report
+        try:
+            for shards in tasks:
+                run_task(shards, sources, cfg, fingerprint)
+        finally:
+            _REPORT = None
+        return
+    if fans_out(tasks, sources, cfg):
+        return _fan_out(tasks, sources, cfg, fingerprint, progress)
+    import multiprocessing as mp
+
+    ctx = mp.get_context("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
+    shared = ctx.Array("d", 2)
+    with ctx.Pool(min(cfg.num_workers, len(tasks)), initializer=_worker_init,
+                  initargs=(os.getpid(), shared)) as pool:
+        results = [pool.apply_async(run_task, (shards, sources, cfg, fingerprint)) for shards in tasks]
+        while not all(r.ready() for r in results):
+            for r in results:  # fail fast: a task's error stops the run
+                if r.ready() and not r.successful():
+                    r.get()
+            progress.show(shared[0], shared[1])
+            time.sleep(0.1)
+        for r in results:
+            r.get()
+
+
+def fans_out(tasks: list[list[int]], sources: list[Source], cfg: PrepareCorpusConfig) -> bool:
+    """Whether this process reads the inputs once and feeds the workers (`_fan_out`): with several
+    tasks and no multistream dump (whose streams the tasks share out by themselves)."""
+    return len(tasks) > 1 and cfg.num_workers > 1 and all(s.streams is None for s in sources)
+
+
+_BATCH = 32  # documents a message to a worker
+
+
+def _fan_out(tasks: list[list[int]], sources: list[Source], cfg: PrepareCorpusConfig, fingerprint: str,
+             progress: Progress) -> None:
+    """Read (decompress, parse, route) the inputs once here and send each document to the worker
+    process of its shard, in input order; the workers do the rest. A worker's error is raised here."""
+    import multiprocessing as mp
+    import queue
+
+    ctx = mp.get_context("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
+    shared = ctx.Array("d", 2)
+    owner_of = {k: i for i, shards in enumerate(tasks) for k in shards}
+    inboxes = [ctx.Queue(8) for _ in tasks]
+    outbox = ctx.Queue()
+    procs = [ctx.Process(target=_fed_task, args=(shards, cfg, fingerprint, inboxes[i], outbox, os.getpid(), shared),
+                         daemon=True) for i, shards in enumerate(tasks)]
+    finished = 0
+
+    def check() -> None:
+        nonlocal finished
+        while True:
+            try:
+                kind, value = outbox.get_nowait()
+            except queue.Empty:
+                break
+            if kind == "error":
+                raise value
+            finished += 1
+        for p in procs:
+            if p.exitcode not in (None, 0):
+                raise UserError(f"prepare-corpus: a worker process ended with exit code {p.exitcode}")
+        progress.show(shared[0], shared[1])
+
+    def send(i: int, item) -> None:
+        while True:
+            try:
+                inboxes[i].put(item, timeout=0.5)
+                return
+            except queue.Full:
+                check()
+
+    for p in procs:
+        p.start()
+    try:
+        batches: list[list] = [[] for _ in tasks]
+        for src in sources:
+            last = [0]
+
+            def read(count: int) -> None:
+                delta, last[0] = count - last[0], count
+                with shared.get_lock():
+                    shared[0] += delta
+
+            for n, doc in enumerate(_source_documents(src, cfg, read)):
+                shard = route(doc.text, cfg.num_shards)
+                i = owner_of.get(shard)
+                if i is None:  # a shard already whole
+                    continue
+                batches[i].append((shard, doc))
+                if len(batches[i]) >= _BATCH:
+                    send(i, batches[i])
+                    batches[i] = []
+                if n % 256 == 0:
+                    check()
+        for i, batch in enumerate(batches):
+            if batch:
+                send(i, batch)
+            send(i, None)
+        while finished < len(tasks):
+            check()
+            time.sleep(0.05)
+    finally:
+        if finished < len(tasks):  # an error: stop the workers, drop what they will not read
+            for p in procs:
+                p.kill()
+            for q in inboxes:
+                q.cancel_join_thread()
+        for p in procs:
+            p.join()
+
+
+def _mpi_comm():
+    from bert_core.data.pretraining import _mpi_comm as comm
+
+    return comm()
+
+
+def _fingerprint(cfg: PrepareCorpusConfig, sources: list[Source]) -> str:
+    params = {k: v for k, v in cfg.model_dump().items() if k not in _OUTPUT_ONLY}
+    inputs = [(s.path, storage.size(s.path), s.format) for s in sources]
+    text = json.dumps({"params": params, "inputs": inputs, "version": bert_core.__version__}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _done(cfg: PrepareCorpusConfig, index: int, fingerprint: str) -> Report | None:
+    """The shard's report if the shard is whole and made from these inputs and settings."""
+    name = shard_name(index, cfg.num_shards)
+    stats = storage.join(cfg.output_dir, STATS_DIR, name + ".json")
+    if not (storage.exists(stats) and storage.exists(storage.join(cfg.output_dir, name))):
+        return None
+    try:
+        data = storage.read_json(stats)
+    except (UserError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("fingerprint") != fingerprint:
+        return None
+    return Report.from_dict(data["report"])
+
+
+def _remove_stale(cfg: PrepareCorpusConfig) -> None:
+    """Shards and counts of another --num_shards, the report of an earlier run (rewritten last), and
+    the temporaries of a killed one."""
+    names = {shard_name(i, cfg.num_shards) for i in range(cfg.num_shards)}
+    for path in storage.glob(storage.join(cfg.output_dir, SHARD_GLOB)):
+        if storage.basename(path) not in names:
+            storage.remove(path)
+    for path in storage.glob(storage.join(cfg.output_dir, STATS_DIR, SHARD_GLOB + ".json")):
+        if storage.basename(path)[:-len(".json")] not in names:
+            storage.remove(path)
+    for name in (REPORT_JSON, REPORT_MARKDOWN):
+        storage.remove(storage.join(cfg.output_dir, name))
+    for directory in (cfg.output_dir, storage.join(cfg.output_dir, STATS_DIR)):  # a killed run's
+        storage.remove_stale_temporaries(directory)
+
+
+def _remove_outputs(cfg: PrepareCorpusConfig) -> None:
+    for i in range(cfg.num_shards):
+        name = shard_name(i, cfg.num_shards)
+        storage.remove(storage.join(cfg.output_dir, name))
+        storage.remove(storage.join(cfg.output_dir, STATS_DIR, name + ".json"))
+
+
+def prepare_corpus_main(config: PrepareCorpusConfig) -> int:
+    """`bert prepare-corpus`: progress on stderr, one summary line on stdout."""
+    cfg = config
+    comm = _mpi_comm()
+    rank, world = (comm.Get_rank(), comm.Get_size()) if comm is not None else (0, 1)
+    if storage.exists(cfg.output_dir) and not storage.isdir(cfg.output_dir):
+        raise UserError(f"--output_dir={cfg.output_dir}: exists and is not a directory")
+    sources = plan_sources(cfg)
+    fingerprint = _fingerprint(cfg, sources)
+    try:
+        storage.makedirs(storage.join(cfg.output_dir, STATS_DIR))
+    except OSError as err:
+        raise UserError(f"{cfg.output_dir}: cannot create the output directory ({err.strerror})") from None
+    if rank == 0:
+        _remove_stale(cfg)
+    if comm is not None:
+        comm.Barrier()
+
+    todo = [k for k in range(cfg.num_shards) if _done(cfg, k, fingerprint) is None]
+    groups = min(len(todo), cfg.num_workers * world) or 1
+    tasks = [[k for j, k in enumerate(todo) if j % groups == g] for g in range(groups)]
+    tasks = [t for g, t in enumerate(tasks) if t and g % world == rank]
+    sizes = sum(storage.size(s.path) for s in sources)
+    once = all(s.streams is not None for s in sources) or fans_out(tasks, sources, cfg)  # inputs read once
+    progress = Progress(sizes * (1 if once else max(1, len(tasks))))
+    if todo and rank == 0 and len(todo) < cfg.num_shards:
+        print(f"prepare-corpus: {cfg.num_shards - len(todo)} of {cfg.num_shards} shards already whole, "
+              f"making the other {len(todo)}", file=sys.stderr, flush=True)
+    if world > 1:
+        mine = sorted(k for t in tasks for k in t)
+        print(f"prepare-corpus: rank {rank}/{world}: shards {', '.join(map(str, mine)) or 'none'}",
+              file=sys.stderr, flush=True)
+    t0 = time.monotonic()
+    _run_tasks(tasks, sources, cfg, fingerprint, progress)
+    if comm is not None:
+        comm.Barrier()
+    if rank != 0:
+        return 0
+
+    total = Report()
+    for k in range(cfg.num_shards):
+        shard_report = _done(cfg, k, fingerprint)
+        if shard_report is None:
+            raise UserError(f"{cfg.output_dir}: shard {shard_name(k, cfg.num_shards)} is missing after the run")
+        total.merge(shard_report)
+    if total.documents_out == 0:
+        _remove_outputs(cfg)
+        raise UserError(f"{cfg.input_file}: no document left after cleaning ({total.summary()}); "
+                        f"check --corpus_format, --min_sentences and --min_chars")
+    write_report(total, storage.join(cfg.output_dir, REPORT_JSON), storage.join(cfg.output_dir, REPORT_MARKDOWN))
+    elapsed = time.monotonic() - t0
+    progress.show(sizes, total.documents_out, final=True)
+    events.emit("wrote", "prepare-corpus", path=cfg.output_dir, documents=total.documents_out,
+                sentences=total.sentences_out)
+    print(f"wrote {cfg.num_shards} shard(s) to {cfg.output_dir}: {total.summary()} in {elapsed:.1f}s")
+    return 0

@@ -1,0 +1,250 @@
+"""Reading a corpus input: which files, in which format, decompressed, as raw documents.
+
+Inputs are comma-separated files or globs (local, gs://, s3://; bert_core.storage), each of them:
+
+  wiki   a MediaWiki XML dump (`pages-articles*.xml[.bz2]`; multistream too, bert_core/corpus/wiki.py)
+  jsonl  JSON lines, one document an object, its text in `text_field`
+  text   a paragraph a line, a blank line between documents
+  bert   BERT's own format: a sentence a line, a blank line between documents (not re-segmented)
+
+each possibly gzip-, bz2- or zstd-compressed (told by the first bytes, not the name). `auto` detects
+the format from the first bytes and lines of each file (`detect_format`).
+
+A raw document is what is cheap to get: its text before markup removal and segmentation, and where it
+came from (`file:line` or `file: page ID 'Title'`). Routing it to a shard needs only its raw bytes, so
+the expensive work is done only by the worker that owns its shard.
+"""
+
+from __future__ import annotations
+
+import bz2
+import contextlib
+import gzip
+import io
+import json
+import zlib
+from dataclasses import dataclass
+from typing import IO, Iterator
+
+from bert_core import storage
+from bert_core.errors import UserError
+
+FORMATS = ("auto", "wiki", "jsonl", "text", "bert")
+
+_MAGIC = ((b"\x1f\x8b", "gzip"), (b"BZh", "bz2"), (b"\x28\xb5\x2f\xfd", "zstd"))
+
+
+@dataclass
+class RawDocument:
+    where: str          # "file:line" or "file: page 12 'Anarchism'"
+    text: str           # wikitext (wiki), the document's text (jsonl), or its lines joined by "\n"
+    kind: str           # the format: how `text` becomes paragraphs
+    dropped: str = ""   # a reason to drop it before any work (redirect, namespace, disambiguation)
+
+
+def expand_inputs(spec: str) -> list[str]:
+    """Comma-separated files or globs -> paths in the order given (each glob sorted), without repeats;
+    every part must match something."""
+    from bert_core.data.corpus import expand_inputs as expand
+
+    return expand(spec)
+
+
+def compression_of(head: bytes) -> str:
+    for magic, name in _MAGIC:
+        if head.startswith(magic):
+            return name
+    return "none"
+
+
+class _Counting(io.RawIOBase):
+    """A raw file that counts the (compressed) bytes read from it, for progress."""
+
+    def __init__(self, f):
+        self.f = f
+        self.count = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        data = self.f.read(len(buffer))
+        n = len(data)
+        buffer[:n] = data
+        self.count += n
+        return n
+
+
+class _Zstd(io.RawIOBase):
+    """zstd frames, decompressed one after another; input that ends inside a frame is an EOFError
+    (zstandard's stream reader returns what it has and says nothing)."""
+
+    def __init__(self, f):
+        import zstandard
+
+        self.f, self.new = f, zstandard.ZstdDecompressor().decompressobj
+        self.obj, self.pending, self.pos, self.done, self.started = self.new(), b"", 0, False, False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        while self.pos == len(self.pending) and not self.done:
+            chunk = self.f.read(1 << 20)
+            if not chunk:
+                if self.started and not self.obj.eof:
+                    raise EOFError("zstd data ended inside a frame")
+                self.done = True
+                break
+            self.pending, self.pos = self._feed(chunk), 0
+        n = min(len(buffer), len(self.pending) - self.pos)
+        buffer[:n] = self.pending[self.pos:self.pos + n]
+        self.pos += n
+        return n
+
+    def _feed(self, chunk: bytes) -> bytes:
+        out = []
+        while chunk:
+            self.started = True
+            out.append(self.obj.decompress(chunk))
+            if not self.obj.eof:
+                break
+            chunk, self.obj, self.started = self.obj.unused_data, self.new(), False
+        return b"".join(out)
+
+
+@contextlib.contextmanager
+def open_decompressed(path: str) -> Iterator[tuple[IO[bytes], _Counting]]:
+    """(the decompressed bytes of `path`, the counter of its compressed bytes read)."""
+    with storage.open_read(path, "rb") as raw:
+        head = raw.read(4)
+        raw.seek(0)
+        counted = _Counting(raw)
+        kind = compression_of(head)
+        if kind == "gzip":
+            stream: IO[bytes] = gzip.GzipFile(fileobj=io.BufferedReader(counted, 1 << 20))
+        elif kind == "bz2":
+            stream = bz2.BZ2File(io.BufferedReader(counted, 1 << 20))
+        elif kind == "zstd":
+            stream = io.BufferedReader(_Zstd(io.BufferedReader(counted, 1 << 20)), 1 << 20)
+        else:
+            stream = io.BufferedReader(counted, 1 << 20)
+        with contextlib.closing(stream):
+            yield stream, counted
+
+
+def decompression_errors() -> tuple[type[BaseException], ...]:
+    errors: list[type[BaseException]] = [EOFError, OSError, gzip.BadGzipFile, zlib.error]
+    try:
+        import zstandard
+
+        errors.append(zstandard.ZstdError)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+def corrupt_input(path: str, err: BaseException, where: str = "") -> UserError:
+    """The one line for a compressed stream that ends early or is damaged (or a file that cannot be read)."""
+    at = f" ({where})" if where else ""
+    if isinstance(err, OSError) and err.errno is not None:  # the file, not its data (permissions, I/O)
+        return UserError(f"{path}: cannot read it{at}: {err.strerror}")
+    text = str(err) or type(err).__name__
+    if isinstance(err, EOFError):
+        text = f"truncated: {text}"
+    return UserError(f"{path}: the compressed data is truncated or corrupt{at}: {text}")
+
+
+def _lines(path: str, on_bad_utf8: str, progress) -> Iterator[tuple[int, str]]:
+    """(1-based line number, decoded line without its ending) of a text file, decompressed."""
+    number = 0
+    try:
+        with open_decompressed(path) as (stream, counted):
+            for raw in stream:
+                number += 1
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as err:
+                    if on_bad_utf8 == "fail":
+                        raise UserError(f"{path}:{number}: invalid UTF-8 at byte {err.start + 1} of the line "
+                                        f"(use --on_bad_utf8=replace to replace bad bytes with U+FFFD)") from None
+                    line = raw.decode("utf-8", errors="replace")
+                if progress is not None and number % 1024 == 0:
+                    progress(counted.count)
+                yield number, line.rstrip("\r\n")
+            if progress is not None:
+                progress(counted.count)
+    except decompression_errors() as err:
+        raise corrupt_input(path, err, f"after line {number}") from None
+
+
+def detect_format(path: str) -> str:
+    """wiki, jsonl, bert or text, from the first bytes and lines of the (decompressed) file.
+
+    `<mediawiki` (after an optional XML declaration) is a dump; a first non-blank line starting
+    with `{` is JSON lines; otherwise the first 2,000 non-blank lines decide between a sentence a line
+    (bert: fewer than 5% of the lines hold more than one sentence) and a paragraph a line (text)."""
+    from bert_core.corpus.segment import split_sentences
+
+    try:
+        with open_decompressed(path) as (stream, _):
+            head = stream.read(1 << 16)
+    except decompression_errors() as err:
+        raise corrupt_input(path, err) from None
+    start = head.lstrip()
+    if start.startswith(b"<?xml") or start.startswith(b"<mediawiki"):
+        return "wiki"
+    if start.startswith(b"{"):
+        return "jsonl"
+    lines = [l for l in head.decode("utf-8", errors="replace").splitlines()[:-1] if l.strip()][:2000]
+    if not lines:
+        return "bert"
+    multi = sum(len(split_sentences(l)) > 1 for l in lines)
+    return "bert" if multi < 0.05 * len(lines) else "text"
+
+
+def iter_blocks(path: str, kind: str, on_bad_utf8: str = "fail", progress=None) -> Iterator[RawDocument]:
+    """text / bert: the documents of a file, each the lines between blank lines, joined by "\\n"."""
+    block: list[str] = []
+    first = 0
+    for number, line in _lines(path, on_bad_utf8, progress):
+        if line.strip():
+            if not block:
+                first = number
+            block.append(line)
+        elif block:
+            yield RawDocument(f"{path}:{first}", "\n".join(block), kind)
+            block = []
+    if block:
+        yield RawDocument(f"{path}:{first}", "\n".join(block), kind)
+
+
+def iter_json_lines(path: str, text_field: str, on_bad_utf8: str = "fail", progress=None) -> Iterator[RawDocument]:
+    """jsonl: one document an object; its text is the string under `text_field`."""
+    for number, line in _lines(path, on_bad_utf8, progress):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise UserError(f"{path}:{number}: not a JSON object ({err.msg} at column {err.colno}); "
+                            f"expected one JSON object a line") from None
+        if not isinstance(obj, dict):
+            raise UserError(f"{path}:{number}: a JSON {type(obj).__name__}, expected an object with a "
+                            f"{text_field!r} field")
+        if text_field not in obj:
+            have = ", ".join(sorted(map(str, obj))[:10]) or "none"
+            raise UserError(f"{path}:{number}: no field {text_field!r} (fields: {have}); "
+                            f"set --text_field to the one holding the text")
+        text = obj[text_field]
+        if not isinstance(text, str):
+            raise UserError(f"{path}:{number}: field {text_field!r} is a JSON {type(text).__name__}, "
+                            f"expected a string")
+        yield RawDocument(f"{path}:{number}", text, "jsonl")
+
+
+def paragraphs_of(doc: RawDocument) -> list[str]:
+    """The paragraphs of a text, jsonl or bert document (bert: its sentences, one a line)."""
+    if doc.kind == "jsonl":
+        return [p for p in (" ".join(l.split()) for l in doc.text.splitlines()) if p]
+    return [l.strip() for l in doc.text.split("\n") if l.strip()]

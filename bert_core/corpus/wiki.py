@@ -1,0 +1,304 @@
+"""MediaWiki XML dumps: articles as raw documents, and wikitext -> paragraphs.
+
+Pages are streamed (`xml.etree.ElementTree.iterparse`, each page cleared once read), so memory does
+not grow with the dump. Only articles are kept: namespace 0, not a redirect, not a disambiguation
+page (the first two are told by the dump's own `<ns>` and `<redirect>`, the last by its templates or
+title); the others are raw documents with a `dropped` reason, counted in the report.
+
+Multistream dumps (`*-multistream.xml.bz2` + `*-multistream-index.txt.bz2`) are bz2 streams of 100
+pages each; the index gives each stream's byte offset, so a worker decompresses only the streams of
+its own shards (`iter_multistream`): decompression is shared out, not repeated.
+
+Markup is removed by wikitextparser (chosen over mwparserfromhell by measurement: the same output
+rules, three times the speed and less markup left; docs/data.md): templates, tables, references,
+comments, files, categories and interlanguage links out, links as their text, bold/italics/HTML tags
+as their text. What is removed whole anyway (references and other never-prose tags, templates,
+tables, bold/italic quotes) is cut before the parser by regular expressions and delimiter matching,
+so that the parser does not build it first; a few inline templates whose rendering is their own text
+(convert, lang, nowrap, ...) are kept as that text.
+Section headings end paragraphs and are not sentences; the sections after the article's prose
+(References, External links, See also, ...) and lists are left out.
+"""
+
+from __future__ import annotations
+
+import bz2
+import io
+import re
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from typing import IO, Iterator
+
+from bert_core import storage
+from bert_core.corpus.readers import RawDocument, corrupt_input, decompression_errors, open_decompressed
+from bert_core.errors import UserError
+
+# Blocks whose content is never prose: references, comments and the extension tags of formulas,
+# galleries, scores, code and maps. Removed before parsing (cheaper, and the parser keeps tag content).
+_BLOCKS = re.compile(
+    r"<!--.*?(?:-->|\Z)"
+    r"|<(ref|references|math|chem|ce|gallery|timeline|score|syntaxhighlight|source|imagemap|graph|"
+    r"mapframe|maplink|hiero|templatedata|inputbox|categorytree)\b[^>]*?(?:/>|>.*?</\1\s*>)",
+    re.S | re.I)
+# [[Category:...]] and interlanguage links ([[de:...]]) never nest; they carry no prose.
+_FLAT_LINKS = re.compile(r"\[\[\s*(?:category|[a-z]{2,3}(?:-[a-z]{2,8})*)\s*:[^\[\]\n]*\]\]", re.I)
+# Inline templates whose rendering is (mostly) their own text: kept as that text, before the parser
+# removes every other template. Flat ones only (no nested braces); a few cover most of the prose.
+_TEXT = r"(?:[^|{}=\[\]]|\[\[[^\[\]{}]*\]\])*?"  # an argument: text and plain links
+_TEXT_TEMPLATES = (
+    (re.compile(r"\{\{\s*(?:convert|cvt)\s*\|\s*(-?[\d.,]+)\s*\|\s*(?:-|–|to|and)\s*\|\s*(-?[\d.,]+)\s*\|"
+                r"\s*([^|{}=]+?)\s*(?:\|[^{}]*)?\}\}", re.I), r"\1–\2 \3"),
+    (re.compile(r"\{\{\s*(?:convert|cvt)\s*\|\s*(-?[\d.,]+)\s*\|\s*([^|{}=]+?)\s*(?:\|[^{}]*)?\}\}", re.I),
+     r"\1 \2"),
+    (re.compile(r"\{\{\s*formatnum\s*:\s*([^{}|]*?)\s*\}\}", re.I), r"\1"),
+    (re.compile(r"\{\{\s*as of\s*\|\s*(\d{3,4})\s*(?:\|[^{}]*)?\}\}", re.I), r"As of \1"),
+    (re.compile(r"\{\{\s*lang(?:\s*\|\s*|-)[a-z]{2,3}(?:-[a-z]{2,8})*\s*\|\s*(" + _TEXT + r")\s*(?:\|[^{}]*)?\}\}",
+                re.I), r"\1"),
+    (re.compile(r"\{\{\s*(?:nowrap|nobr|small|smaller|smallcaps|sc|sic|not a typo|em|strong|transl\s*\|\s*[a-z-]+)"
+                r"\s*\|\s*(" + _TEXT + r")\s*\}\}", re.I), r"\1"),
+)
+_TEMPLATE_MARKS = re.compile(r"(\{\{|\}\})")
+_TABLE_MARKS = re.compile(r"^[ \t:]*(\{\||\|\})", re.M)
+# Bold and italics: removed here (4 quotes are an apostrophe before bold), faster than the parser.
+_QUOTES = re.compile(r"'{2,5}")
+_HEADING = re.compile(r"^\s*(={1,6})\s*(.*?)\s*\1\s*$")
+_DISAMBIGUATION = re.compile(
+    r"\{\{\s*(?:disambiguation|disambig|dab|disamb|hndis|geodis|numberdis|mathdab|letter-numbercombdisambig)"
+    r"\s*(?:\||\}\})", re.I)
+_NOT_PROSE_START = ("*", "#", ":", ";", "|", "!", "{", "}", "[[", "__")
+_END_SECTIONS = frozenset({
+    "references", "external links", "see also", "further reading", "notes", "bibliography", "sources",
+    "citations", "footnotes", "notes and references", "works cited", "references and notes",
+    "external link", "reference", "literature", "selected bibliography", "discography", "filmography"})
+_EMPTY_BRACKETS = re.compile(r"\(\s*[,;:]?\s*\)|\[\s*\]")
+_BRACKET_LEAD = re.compile(r"\(\s*[,;:]\s*")
+_BRACKET_TAIL = re.compile(r"\s*[,;:]\s*\)")
+_SPACE_PUNCT = re.compile(r"\s+([,.;:!?])")
+
+
+@dataclass
+class Page:
+    title: str
+    ns: str
+    id: str
+    redirect: bool
+    text: str
+
+
+def _local(tag: str) -> str:
+    return tag.rsplit("}", 1)[-1]
+
+
+def _pages(stream: IO[bytes], path: str, check_root: bool) -> Iterator[Page]:
+    """The <page> elements of a dump (or of a multistream fragment wrapped in one root)."""
+    context = ET.iterparse(stream, events=("start", "end"))
+    root = None
+    for event, elem in context:
+        if root is None:
+            root = elem
+            if check_root and _local(elem.tag) != "mediawiki":
+                raise UserError(f"{path}: not a MediaWiki dump (the root element is <{_local(elem.tag)}>, "
+                                f"expected <mediawiki>); give --corpus_format for other XML")
+            continue
+        if event != "end" or _local(elem.tag) != "page":
+            continue
+        fields = {_local(c.tag): c for c in elem}
+        revision = fields.get("revision")
+        text_el = None
+        if revision is not None:
+            for c in revision:
+                if _local(c.tag) == "text":
+                    text_el = c
+        yield Page(title=(fields["title"].text or "") if "title" in fields else "",
+                   ns=(fields["ns"].text or "0").strip() if "ns" in fields else "0",
+                   id=(fields["id"].text or "").strip() if "id" in fields else "",
+                   redirect="redirect" in fields,
+                   text=(text_el.text or "") if text_el is not None else "")
+        elem.clear()
+        root.clear()  # the root keeps a reference to every page read so far otherwise
+
+
+def _raw(page: Page, path: str) -> RawDocument:
+    where = f"{path}: page {page.id} {page.title!r}"
+    if page.ns != "0":
+        reason = "not_article_namespace"
+    elif page.redirect or page.text.lstrip()[:9].upper() == "#REDIRECT":
+        reason = "redirect"
+    elif page.title.endswith("(disambiguation)") or _DISAMBIGUATION.search(page.text):
+        reason = "disambiguation"
+    else:
+        reason = ""
+    return RawDocument(where, page.text, "wiki", reason)
+
+
+def _parse_error(path: str, err: ET.ParseError, base_line: int = 0) -> UserError:
+    line, column = err.position
+    return UserError(f"{path}: line {base_line + line}, column {column}: not well-formed XML ({err.msg.split(':')[0]}); "
+                     f"expected a MediaWiki XML dump in UTF-8")
+
+
+def iter_dump(path: str, progress=None) -> Iterator[RawDocument]:
+    """Every page of a dump (bz2, gzip, zstd or plain XML) as a raw document, in dump order."""
+    try:
+        with open_decompressed(path) as (stream, counted):
+            for n, page in enumerate(_pages(stream, path, check_root=True)):
+                if progress is not None and n % 64 == 0:
+                    progress(counted.count)
+                yield _raw(page, path)
+            if progress is not None:
+                progress(counted.count)
+    except ET.ParseError as err:
+        raise _parse_error(path, err) from None
+    except decompression_errors() as err:
+        raise corrupt_input(path, err) from None
+
+
+# --------------------------------------------------------------------------------------------------
+# Multistream dumps
+# --------------------------------------------------------------------------------------------------
+def index_beside(path: str) -> str | None:
+    """`...-multistream-index.txt.bz2` beside `...-multistream.xml.bz2`, if it exists."""
+    name = storage.basename(path)
+    if "multistream.xml" not in name:
+        return None
+    index = storage.join(storage.dirname(path), name.replace("multistream.xml", "multistream-index.txt"))
+    return index if storage.exists(index) else None
+
+
+def stream_offsets(index_path: str, dump_path: str) -> list[tuple[int, int]]:
+    """(start, end) byte ranges of the page streams, from the index (`offset:page_id:title` lines)."""
+    offsets: list[int] = []
+    try:
+        with open_decompressed(index_path) as (stream, _):
+            for number, raw in enumerate(stream, 1):
+                head = raw.split(b":", 1)[0]
+                if not head.strip():
+                    continue
+                if not head.isdigit():
+                    raise UserError(f"{index_path}:{number}: expected `offset:page_id:title` (a multistream index)")
+                off = int(head)
+                if not offsets or off != offsets[-1]:
+                    offsets.append(off)
+    except decompression_errors() as err:
+        raise corrupt_input(index_path, err) from None
+    if not offsets:
+        raise UserError(f"{index_path}: an empty multistream index")
+    size = storage.size(dump_path)
+    # The last stream holds the closing </mediawiki>: it ends the last page stream.
+    bounds = offsets + [size]
+    return [(a, b) for a, b in zip(bounds, bounds[1:]) if a < b]
+
+
+def _read_range(path: str, start: int, end: int) -> bytes:
+    with storage.open_read(path, "rb") as f:
+        f.seek(start)
+        return f.read(end - start)
+
+
+def check_multistream_header(path: str, first_offset: int) -> None:
+    """The bytes before the first page stream are the <mediawiki> header stream."""
+    try:
+        head = bz2.decompress(_read_range(path, 0, first_offset))
+    except (OSError, EOFError, ValueError) as err:
+        raise corrupt_input(path, err, "the header stream") from None
+    if b"<mediawiki" not in head[:4096]:
+        raise UserError(f"{path}: not a MediaWiki dump (no <mediawiki> in its first stream)")
+
+
+def iter_multistream(path: str, streams: list[tuple[int, int]], keep, progress=None
+                     ) -> Iterator[tuple[int, RawDocument]]:
+    """(stream number, raw document) for the pages of the streams whose number `keep` accepts."""
+    done = 0
+    for number, (start, end) in enumerate(streams):
+        if not keep(number):
+            continue
+        try:
+            data = bz2.decompress(_read_range(path, start, end))
+        except (OSError, EOFError, ValueError) as err:
+            raise corrupt_input(path, err, f"the stream at byte {start}") from None
+        data = data.replace(b"</mediawiki>", b"")
+        try:
+            for page in _pages(io.BytesIO(b"<pages>" + data + b"</pages>"), path, check_root=False):
+                yield number, _raw(page, path)
+        except ET.ParseError as err:
+            raise UserError(f"{path}: the stream at byte {start}: not well-formed XML ({err.msg}); "
+                            f"expected <page> elements") from None
+        done += end - start
+        if progress is not None:
+            progress(done)
+
+
+# --------------------------------------------------------------------------------------------------
+# Wikitext -> paragraphs
+# --------------------------------------------------------------------------------------------------
+def _drop_table(_table) -> str:
+    return ""
+
+
+def wikitext_to_paragraphs(text: str) -> list[str]:
+    """The prose paragraphs of an article's wikitext, markup removed, in order; headings and the
+    sections after the prose (References, External links, ...) left out."""
+    import wikitextparser
+
+    text = _QUOTES.sub(lambda m: "'" if len(m.group()) == 4 else "", before_parsing(text))
+    text = cut_templates_and_tables(text)
+    plain = wikitextparser.parse(text).plain_text(replace_tables=_drop_table, replace_bolds_and_italics=False)
+    return prose_paragraphs(plain)
+
+
+def before_parsing(text: str) -> str:
+    """What is cut or rewritten before the parser: blocks that are never prose, category and
+    interlanguage links, inline templates kept as their text."""
+    text = _FLAT_LINKS.sub("", _BLOCKS.sub("", text))
+    for pattern, replacement in _TEXT_TEMPLATES:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def _cut_balanced(text: str, marks: re.Pattern, opening: str) -> str:
+    """`text` without its outermost balanced spans from an `opening` mark to its closing mark (an
+    unclosed span runs to the end)."""
+    out, depth, last = [], 0, 0
+    for m in marks.finditer(text):
+        if m.group(1) == opening:
+            if depth == 0:
+                out.append(text[last:m.start()])
+            depth += 1
+        elif depth:
+            depth -= 1
+            if depth == 0:
+                last = m.end()
+    if depth == 0:
+        out.append(text[last:])
+    return "".join(out)
+
+
+def cut_templates_and_tables(text: str) -> str:
+    """Templates ({{...}}, parser functions too) and tables ({| ... |} lines) out by matching their
+    delimiters: what the parser would remove anyway, without making it parse them (the same output on
+    the dump excerpt, a quarter less time; docs/data.md)."""
+    return _cut_balanced(_cut_balanced(text, _TEMPLATE_MARKS, "{{"), _TABLE_MARKS, "{|")
+
+
+def prose_paragraphs(plain: str) -> list[str]:
+    """The paragraphs of the parser's plain text with its heading lines (`== Title ==`) still in:
+    headings end paragraphs, the end sections and lists are left out."""
+    paragraphs: list[str] = []
+    skipping = False
+    for line in plain.split("\n"):
+        heading = _HEADING.match(line)
+        if heading:
+            level, title = len(heading.group(1)), heading.group(2).strip().lower()
+            if level <= 2:
+                skipping = title in _END_SECTIONS
+            elif title in _END_SECTIONS:
+                skipping = True
+            continue
+        stripped = line.strip()
+        if skipping or not stripped or stripped.startswith(_NOT_PROSE_START) or "\t" in line:
+            continue
+        stripped = _BRACKET_TAIL.sub(")", _BRACKET_LEAD.sub("(", _EMPTY_BRACKETS.sub("", stripped)))
+        stripped = _SPACE_PUNCT.sub(r"\1", " ".join(stripped.split())).lstrip(",;:.) ")  # what removed markup left
+        if stripped:
+            paragraphs.append(stripped)
+    return paragraphs

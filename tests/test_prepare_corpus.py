@@ -1,0 +1,421 @@
+"""`bert prepare-corpus` on real data: a Wikipedia dump excerpt (206 enwiki pages, as a plain bz2 dump
+and rebuilt as a multistream dump with its index) and the Brown corpus (BERT format, re-joined into
+paragraphs, JSON lines, compressed), and the bad inputs of issue 15, each one line and exit 2 with
+nothing left as if complete."""
+
+from __future__ import annotations
+
+import bz2
+import collections
+import gzip
+import json
+import os
+import pathlib
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import ROOT, one_line_error, run_bert
+from gcs_server import gcs, gcs_prefix  # noqa: F401  (fixtures: a real GCS-API server on loopback)
+from processes import descendants, still_running
+
+LOOSE = ("--min_sentences=1", "--min_chars=0", "--nodedup", "--normalization=none")
+
+
+def prepare(*args: str, check: bool = True):
+    return run_bert("prepare-corpus", *args, check=check)
+
+
+def shards(out: pathlib.Path) -> list[pathlib.Path]:
+    return sorted(out.glob("corpus-*-of-*.txt"))
+
+
+def documents(out: pathlib.Path) -> list[list[str]]:
+    docs = []
+    for path in shards(out):
+        for block in path.read_text(encoding="utf-8").split("\n\n"):
+            lines = [l for l in block.split("\n") if l]
+            if lines:
+                docs.append(lines)
+    return docs
+
+
+def read_documents(path: str) -> list[list[str]]:
+    return [[l for l in b.split("\n") if l.strip()] for b in pathlib.Path(path).read_text("utf-8").split("\n\n")
+            if b.strip()]
+
+
+def shard_bytes(out: pathlib.Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in shards(out)}
+
+
+# --------------------------------------------------------------------------------------------------
+# Wikipedia
+# --------------------------------------------------------------------------------------------------
+def _page_blocks(xml: str) -> list[str]:
+    return re.findall(r"  <page>.*?</page>\n", xml, flags=re.S)
+
+
+def test_wiki_dump_articles_only_markup_removed_headings_not_sentences(wiki_excerpt, tmp_path):
+    xml = bz2.decompress(pathlib.Path(wiki_excerpt).read_bytes()).decode("utf-8")
+    pages = _page_blocks(xml)
+    redirects = [p for p in pages if "<redirect" in p and "<ns>0</ns>" in p]
+    other_ns = [p for p in pages if "<ns>0</ns>" not in p]
+    out = tmp_path / "out"
+    proc = prepare(f"--input_file={wiki_excerpt}", f"--output_dir={out}", "--num_shards=2")
+    report = json.loads((out / "corpus_report.json").read_text())
+    assert report["documents_in"] == len(pages) == 206
+    assert report["dropped"]["redirect"] == len(redirects) == 99
+    assert report["dropped"]["not_article_namespace"] == len(other_ns) == 1
+    assert report["dropped"]["disambiguation"] >= 1
+    assert report["documents_out"] == len(documents(out)) == len(pages) - sum(report["dropped"].values())
+    assert f"{report['documents_out']} of 206 documents kept" in proc.stdout
+    text = "\n".join(p.read_text("utf-8") for p in shards(out))
+    for markup in ("{{", "}}", "[[", "]]", "<ref", "&nbsp;", "'''", "==", "Category:", "thumb|"):
+        assert markup not in text, markup
+    lines = set(text.split("\n"))
+    assert ("Anarchism is a political philosophy that advocates self-governed societies based on "
+            "voluntary institutions.") in lines
+    # Headings (==History==, ===Origins===) end paragraphs and are no sentence of their own.
+    assert "History" not in lines and "Origins" not in lines
+    # The report names the file and page of its examples, as JSON and as Markdown.
+    example = report["examples"]["redirect"][0]
+    assert example["where"].startswith(f"{wiki_excerpt}: page ") and example["text"].startswith("#REDIRECT")
+    md = (out / "corpus_report.md").read_text()
+    assert "| redirect | 99 |" in md and example["where"] in md
+
+
+ARTICLE = """{{Infobox country|name=X|pop={{formatnum:100}}<ref>{{cite web|url=u}}</ref>}}
+'''Xland''' ({{lang-de|''Ixland''}}; {{IPA|x}}) is a [[country]] in [[Europe|western Europe]].<ref name="a">A
+[[source]].</ref> Its highest point is {{convert|3003|m|ft}} high.<ref name=b/>
+[[File:Map.png|thumb|A map with [[Xland]] in it.]]
+<!-- a comment -->
+== History ==
+{| class="wikitable"
+| a table cell || {{flag|Y}}
+|}
+The '''''first''''' settlers arrived in {{circa}} 1200 from [[Y|Yland]]'s coast.
+* a list item
+=== Later ===
+In 1900 the [http://example.org state] was founded.&nbsp;It grew.
+
+== References ==
+{{reflist}}
+The text of a references section.
+[[Category:Countries]]
+[[de:Xland]]
+"""
+
+
+def test_wikitext_to_paragraphs_exactly():
+    from bert_core.corpus.wiki import wikitext_to_paragraphs
+
+    assert wikitext_to_paragraphs(ARTICLE) == [
+        "Xland (Ixland) is a country in western Europe. Its highest point is 3003 m high.",
+        "The first settlers arrived in 1200 from Yland's coast.",
+        "In 1900 the state was founded. It grew.",  # &nbsp; is a space
+    ]
+
+
+def test_cleaner_normalises_drops_and_reports():
+    from bert_core.corpus.clean import Cleaner, Report
+
+    report = Report()
+    clean = Cleaner(report, "NFKC", min_sentences=2, min_chars=11)
+    assert clean("a:1", ["Cafe\u0301 \ufb01ne\x07  here.", " Tab\there. "], "raw") == ["Café fine here.", "Tab here."]
+    assert clean("a:2", ["Café fine here.", "Tab here."], "raw") is None  # the same text after cleaning
+    assert clean("a:3", ["One sentence only."], "raw") is None
+    assert clean("a:4", ["Short.", "Too."], "raw") is None
+    assert clean("a:5", ["\x00", " "], "<raw>") is None
+    assert report.to_dict() == {
+        "documents_in": 0, "documents_out": 1, "sentences_out": 2, "chars_out": 24,
+        "dropped": {"duplicate": 1, "no_text": 1, "too_few_sentences": 1, "too_short": 1},
+        "examples": {"duplicate": [{"where": "a:2", "text": "Café fine here. Tab here."}],
+                     "no_text": [{"where": "a:5", "text": "<raw>"}],
+                     "too_few_sentences": [{"where": "a:3", "text": "One sentence only."}],
+                     "too_short": [{"where": "a:4", "text": "Short. Too."}]}}
+    assert Cleaner(Report(), "NFC", min_chars=0)("b:1", ["\ufb01ne and well.", "Second one here."], "") == [
+        "\ufb01ne and well.", "Second one here."]  # NFC keeps the ligature
+
+
+def write_multistream(xml: str, out: pathlib.Path, pages_per_stream: int = 10) -> tuple[str, str]:
+    """The dump as Wikimedia's multistream layout: a header stream, streams of pages, a footer stream,
+    and the index of `offset:page_id:title` lines."""
+    pages = _page_blocks(xml)
+    head, tail = xml[:xml.index("  <page>")], xml[xml.rindex("</page>\n") + len("</page>\n"):]
+    data, index = bytearray(bz2.compress(head.encode())), []
+    for i in range(0, len(pages), pages_per_stream):
+        group = pages[i:i + pages_per_stream]
+        for p in group:
+            page_id = re.search(r"<id>(\d+)</id>", p).group(1)
+            title = re.search(r"<title>(.*?)</title>", p).group(1)
+            index.append(f"{len(data)}:{page_id}:{title}\n")
+        data += bz2.compress("".join(group).encode())
+    data += bz2.compress(tail.encode())
+    dump = out / "enwiki-test-pages-articles-multistream.xml.bz2"
+    dump.write_bytes(bytes(data))
+    idx = out / "enwiki-test-pages-articles-multistream-index.txt.bz2"
+    idx.write_bytes(bz2.compress("".join(index).encode()))
+    return str(dump), str(idx)
+
+
+def test_multistream_dump_equals_plain_dump_any_workers(wiki_excerpt, tmp_path):
+    xml = bz2.decompress(pathlib.Path(wiki_excerpt).read_bytes()).decode("utf-8")
+    dump, _ = write_multistream(xml, tmp_path)
+    prepare(f"--input_file={wiki_excerpt}", f"--output_dir={tmp_path / 'plain'}", "--num_shards=3")
+    prepare(f"--input_file={dump}", f"--output_dir={tmp_path / 'multi'}", "--num_shards=3")  # index found beside
+    prepare(f"--input_file={dump}", f"--output_dir={tmp_path / 'multi2'}", "--num_shards=3", "--num_workers=2")
+    plain = sorted(map(tuple, documents(tmp_path / "plain")))
+    assert plain == sorted(map(tuple, documents(tmp_path / "multi")))
+    assert shard_bytes(tmp_path / "multi") == shard_bytes(tmp_path / "multi2")
+    # Streams, not documents, are shared out: every shard gets whole streams of 10 pages.
+    assert all(p.stat().st_size > 0 for p in shards(tmp_path / "multi"))
+    assert (json.loads((tmp_path / "plain" / "corpus_report.json").read_text())["dropped"]
+            == json.loads((tmp_path / "multi" / "corpus_report.json").read_text())["dropped"])
+
+
+# --------------------------------------------------------------------------------------------------
+# Brown: BERT format, paragraphs, JSON lines, compression; sharding, workers, resume
+# --------------------------------------------------------------------------------------------------
+def test_bert_format_is_kept_as_is_and_shards_do_not_depend_on_workers(brown_corpus, tmp_path):
+    one, two = tmp_path / "one", tmp_path / "two"
+    prepare(f"--input_file={brown_corpus}", f"--output_dir={one}", "--num_shards=4", *LOOSE)
+    prepare(f"--input_file={brown_corpus}", f"--output_dir={two}", "--num_shards=4", "--num_workers=2", *LOOSE)
+    assert shard_bytes(one) == shard_bytes(two) and len(shards(one)) == 4
+    gold = read_documents(brown_corpus)
+    assert sorted(documents(one)) == sorted(gold)  # detected as BERT format: not re-segmented
+    assert all(p.stat().st_size > 0 for p in shards(one))
+
+
+def _f1(gold: list[list[str]], predicted: list[list[str]]) -> float:
+    hits = sum(sum((collections.Counter(g) & collections.Counter(p)).values()) for g, p in zip(gold, predicted))
+    precision = hits / sum(map(len, predicted))
+    recall = hits / sum(map(len, gold))
+    return 2 * precision * recall / (precision + recall)
+
+
+def test_paragraphs_are_segmented_like_browns_own_sentences(brown_corpus, tmp_path):
+    """Brown's sentences joined five to a paragraph (a paragraph a line), re-split: exact sentence F1
+    (blingfire measured 0.86-0.87; NLTK's untrained punkt 0.81)."""
+    gold = read_documents(brown_corpus)
+    text = tmp_path / "brown-paragraphs.txt"
+    text.write_text("\n\n".join("\n".join(" ".join(d[i:i + 5]) for i in range(0, len(d), 5)) for d in gold) + "\n")
+    out = tmp_path / "out"
+    prepare(f"--input_file={text}", f"--output_dir={out}", *LOOSE)  # detected as text: re-segmented
+    predicted = documents(out)
+    assert len(predicted) == len(gold)
+    assert _f1(gold, predicted) > 0.85
+
+
+def test_json_lines_gzip_and_zstd_with_a_text_field_and_duplicates(brown_corpus, tmp_path):
+    import zstandard
+
+    gold = read_documents(brown_corpus)[:60]
+    lines = [json.dumps({"id": i, "body": "\n".join(d)}) for i, d in enumerate(gold)]
+    (tmp_path / "a.jsonl.gz").write_bytes(gzip.compress(("\n".join(lines[:30]) + "\n").encode()))
+    (tmp_path / "b.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress(
+        ("\n".join(lines[30:] + lines[:10]) + "\n").encode()))  # the first ten again: duplicates
+    out = tmp_path / "out"
+    prepare(f"--input_file={tmp_path}/a.jsonl.gz,{tmp_path}/*.zst", f"--output_dir={out}", "--num_shards=3",
+            "--text_field=body", "--min_sentences=1", "--min_chars=0", "--normalization=none")
+    # Each JSON line's lines are paragraphs, as a paragraph a line in a text file: the same documents.
+    text = tmp_path / "same.txt"
+    text.write_text("\n\n".join("\n".join(d) for d in gold) + "\n")
+    prepare(f"--input_file={text}", f"--output_dir={tmp_path / 'text'}", "--corpus_format=text", "--num_shards=3",
+            "--min_sentences=1", "--min_chars=0", "--normalization=none")
+    assert sorted(documents(out)) == sorted(documents(tmp_path / "text"))
+    assert len(documents(out)) == 60
+    report = json.loads((out / "corpus_report.json").read_text())
+    assert report["documents_in"] == 70 and report["dropped"] == {"duplicate": 10}
+    assert report["examples"]["duplicate"][0]["where"].startswith(f"{tmp_path}/b.jsonl.zst:")
+
+
+def test_rerun_rewrites_nothing_and_a_lost_shard_is_remade_the_same(brown_corpus, tmp_path):
+    out = tmp_path / "out"
+    prepare(f"--input_file={brown_corpus}", f"--output_dir={out}", "--num_shards=4")
+    first = shard_bytes(out)
+    mtimes = {p.name: p.stat().st_mtime_ns for p in shards(out)}
+    prepare(f"--input_file={brown_corpus}", f"--output_dir={out}", "--num_shards=4")
+    assert {p.name: p.stat().st_mtime_ns for p in shards(out)} == mtimes
+    (out / "corpus-00002-of-00004.txt").unlink()  # as a kill before its rename leaves it
+    (out / "corpus_report.json").unlink()
+    proc = prepare(f"--input_file={brown_corpus}", f"--output_dir={out}", "--num_shards=4")
+    assert "3 of 4 shards already whole" in proc.stderr
+    assert shard_bytes(out) == first
+    assert {p.name: p.stat().st_mtime_ns for p in shards(out) if p.name != "corpus-00002-of-00004.txt"} == {
+        k: v for k, v in mtimes.items() if k != "corpus-00002-of-00004.txt"}
+    # Another --num_shards replaces the earlier shards rather than mixing with them.
+    prepare(f"--input_file={brown_corpus}", f"--output_dir={out}", "--num_shards=2")
+    assert [p.name for p in shards(out)] == ["corpus-00000-of-00002.txt", "corpus-00001-of-00002.txt"]
+
+
+def test_sigkill_ends_the_workers_and_the_rerun_makes_the_same_shards(wiki_excerpt, tmp_path):
+    xml = bz2.decompress(pathlib.Path(wiki_excerpt).read_bytes()).decode("utf-8")
+    start, end = xml.index("  <page>"), xml.rindex("</page>\n") + len("</page>\n")
+    dump = tmp_path / "x2.xml.bz2"  # long enough to be killed midway (shards are open from the start)
+    dump.write_bytes(bz2.compress((xml[:start] + xml[start:end] * 2 + xml[end:]).encode()))
+    flags = [f"--input_file={dump}", "--num_shards=4", "--num_workers=2", "--nodedup"]
+    prepare(*flags, f"--output_dir={tmp_path / 'clean'}")
+    expected = shard_bytes(tmp_path / "clean")
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "bert_core.cli", "prepare-corpus", *flags, f"--output_dir={out}"],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not list(out.glob(".corpus-*.tmp")) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.5)
+    workers = descendants(proc.pid)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert len(workers) >= 2 and still_running(workers, 5) == {}
+    assert list(out.glob(".corpus-*.tmp")), "the kill should land while shards are being written"
+    for name, data in shard_bytes(out).items():  # anything under a final name is whole
+        assert data == expected[name]
+    assert not (out / "corpus_report.json").exists()
+    prepare(*flags, f"--output_dir={out}")
+    assert shard_bytes(out) == expected and not list(out.rglob("*.tmp"))
+
+
+def test_create_data_reads_the_shards(brown_corpus, uncased_vocab, tmp_path):
+    out = tmp_path / "corpus"
+    prepare(f"--input_file={brown_corpus}", f"--output_dir={out}", "--num_shards=2")
+    data = tmp_path / "data"
+    run_bert("create-data", f"--input_file={out}/corpus-*.txt", f"--vocab_file={uncased_vocab}",
+             f"--output_dir={data}", "--dupe_factor=1", "--max_seq_length=64", "--max_predictions_per_seq=10",
+             check=True)
+    assert json.loads((data / "data_manifest.json").read_text())["totals"]["instances"] > 1000
+
+
+@pytest.mark.skipif(shutil.which("mpirun") is None, reason="no mpirun")
+def test_two_mpi_ranks_make_the_shards_of_one_process(wiki_excerpt, tmp_path):
+    single, ranks = tmp_path / "single", tmp_path / "ranks"
+    prepare(f"--input_file={wiki_excerpt}", f"--output_dir={single}", "--num_shards=3")
+    cmd = ["mpirun", "--allow-run-as-root", "--oversubscribe", "-np", "2", sys.executable, "-m", "bert_core.cli",
+           "prepare-corpus", f"--input_file={wiki_excerpt}", f"--output_dir={ranks}", "--num_shards=3"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert "rank 0/2: shards 0, 2" in proc.stderr and "rank 1/2: shards 1" in proc.stderr
+    assert shard_bytes(ranks) == shard_bytes(single)
+    assert (ranks / "corpus_report.json").read_text() == (single / "corpus_report.json").read_text()
+
+
+def test_object_storage_input_and_output(wiki_excerpt, tmp_path, gcs, gcs_prefix, monkeypatch):
+    from bert_core import storage
+
+    env = {**gcs.env, "BERT_STORAGE_RETRY_DEADLINE": "20"}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    storage.write_bytes(f"{gcs_prefix}/dumps/enwiki-excerpt.xml.bz2", pathlib.Path(wiki_excerpt).read_bytes())
+    local = tmp_path / "local"
+    prepare(f"--input_file={wiki_excerpt}", f"--output_dir={local}", "--num_shards=2")
+    run_bert("prepare-corpus", f"--input_file={gcs_prefix}/dumps/*.xml.bz2", f"--output_dir={gcs_prefix}/out",
+             "--num_shards=2", check=True, env=env)
+    for name, data in shard_bytes(local).items():
+        assert storage.read_bytes(f"{gcs_prefix}/out/{name}") == data
+    report = json.loads(storage.read_bytes(f"{gcs_prefix}/out/corpus_report.json"))
+    assert report["documents_out"] == json.loads((local / "corpus_report.json").read_text())["documents_out"]
+
+
+# --------------------------------------------------------------------------------------------------
+# Bad input: one line naming the file (and line or page), exit 2, nothing left as if complete
+# --------------------------------------------------------------------------------------------------
+def _nothing_written(out: pathlib.Path) -> bool:
+    return not shards(out) and not (out / "corpus_report.json").exists() and not [
+        p for p in out.rglob("*") if p.is_file() and not p.name.startswith(".")] if out.exists() else True
+
+
+def test_truncated_bz2_dump(wiki_excerpt, tmp_path):
+    data = pathlib.Path(wiki_excerpt).read_bytes()
+    cut = tmp_path / "cut.xml.bz2"
+    cut.write_bytes(data[: len(data) // 2])
+    out = tmp_path / "out"
+    line = one_line_error(prepare(f"--input_file={cut}", f"--output_dir={out}", "--num_shards=2", check=False))
+    assert f"{cut}: the compressed data is truncated or corrupt" in line
+    assert _nothing_written(out)
+    assert not list(out.rglob("*.tmp*")) and not [p for p in out.iterdir() if p.is_file()]
+    # With workers fed by the reader: the reader's error stops them (no hang), hidden temporaries at most.
+    proc = subprocess.Popen([sys.executable, "-m", "bert_core.cli", "prepare-corpus", f"--input_file={cut}",
+                             f"--output_dir={out}", "--num_shards=2", "--num_workers=2"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2 and err.strip().startswith(f"bert: error: {cut}: the compressed data is truncated")
+    assert _nothing_written(out)
+
+
+def _cut(data: bytes) -> bytes:
+    return data[: len(data) // 2]
+
+
+def _garbled(data: bytes) -> bytes:
+    return data[:40] + b"\x00" * 20 + data[60:]
+
+
+@pytest.mark.parametrize("name, damage, detail", [
+    ("cut.jsonl.gz", _cut, "truncated: Compressed file ended before the end-of-stream marker was reached"),
+    ("garbled.jsonl.gz", _garbled, "Error -3 while decompressing data"),
+    ("cut.jsonl.zst", _cut, "truncated: zstd data ended inside a frame"),
+])
+def test_truncated_or_corrupt_gzip_and_zstd(brown_corpus, tmp_path, name, damage, detail):
+    import zstandard
+
+    lines = "".join(json.dumps({"text": "\n".join(d)}) + "\n" for d in read_documents(brown_corpus)[:40]).encode()
+    data = gzip.compress(lines) if name.endswith(".gz") else zstandard.ZstdCompressor().compress(lines)
+    src = tmp_path / name
+    src.write_bytes(damage(data))
+    out = tmp_path / "out"
+    line = one_line_error(prepare(f"--input_file={src}", f"--output_dir={out}", "--num_shards=2", check=False))
+    assert f"{src}: the compressed data is truncated or corrupt" in line and detail in line
+    assert _nothing_written(out)
+
+
+@pytest.mark.parametrize("name, content, line", [
+    ("feed.xml", '<?xml version="1.0"?>\n<rss><channel><item><title>x</title></item></channel></rss>\n',
+     "{path}: not a MediaWiki dump (the root element is <rss>, expected <mediawiki>)"),
+    ("web.jsonl", '{"text": "One sentence here. And another one."}\n{"content": "no text field"}\n',
+     "{path}:2: no field 'text' (fields: content); set --text_field"),
+    ("list.jsonl", '{"text": "One sentence here. And another one."}\n["a list"]\n',
+     "{path}:2: a JSON list, expected an object with a 'text' field"),
+])
+def test_not_a_dump_and_json_lines_without_the_field(tmp_path, name, content, line):
+    src = tmp_path / name
+    src.write_text(content)
+    error = one_line_error(prepare(f"--input_file={src}", f"--output_dir={tmp_path / 'out'}", check=False))
+    assert line.format(path=src) in error
+    assert _nothing_written(tmp_path / "out")
+
+
+def test_invalid_utf8_in_a_dump_names_its_line(wiki_excerpt, tmp_path):
+    xml = bz2.decompress(pathlib.Path(wiki_excerpt).read_bytes())
+    at = xml.index(b"societies based on voluntary institutions")
+    bad = tmp_path / "bad.xml.bz2"
+    bad.write_bytes(bz2.compress(xml[:at] + b"\xff" + xml[at:]))
+    line = one_line_error(prepare(f"--input_file={bad}", f"--output_dir={tmp_path / 'out'}", check=False))
+    number = xml[:at].count(b"\n") + 1
+    assert f"{bad}: line {number}, column " in line and "not well-formed XML (not well-formed (invalid token))" in line
+    assert _nothing_written(tmp_path / "out")
+
+
+def test_invalid_utf8(tmp_path):
+    src = tmp_path / "bad.txt"
+    src.write_bytes(b"First sentence. Second one.\n\nAnother document. It goes on.\nBroken \xff byte. Here.\n")
+    line = one_line_error(prepare(f"--input_file={src}", f"--output_dir={tmp_path / 'out'}", check=False))
+    assert f"{src}:4: invalid UTF-8 at byte 8 of the line" in line
+    assert _nothing_written(tmp_path / "out")
+    ok = prepare(f"--input_file={src}", f"--output_dir={tmp_path / 'out'}", "--on_bad_utf8=replace",
+                 "--min_chars=0")
+    assert "2 of 2 documents kept" in ok.stdout
+    assert "Broken \ufffd byte." in (tmp_path / "out" / "corpus-00000-of-00001.txt").read_text("utf-8")
+
+
+def test_empty_result_after_filtering(brown_corpus, tmp_path):
+    out = tmp_path / "out"
+    line = one_line_error(prepare(f"--input_file={brown_corpus}", f"--output_dir={out}", "--num_shards=2",
+                                  "--min_sentences=100000", check=False))
+    assert f"{brown_corpus}: no document left after cleaning (0 of 500 documents kept" in line
+    assert "too_few_sentences 500" in line
+    assert _nothing_written(out)
