@@ -178,7 +178,8 @@ def test_corpus_step_prepares_a_wikipedia_dump_then_holds_out_its_task(local_kfp
 
     @dsl.pipeline(name="wiki-corpus")
     def wiki_corpus():
-        prepare_corpus(corpus_uri=wiki_excerpt, corpus_format="auto", heldout_fraction=0.3, seed=7)
+        prepare_corpus(corpus_uri=wiki_excerpt, corpus_format="auto", heldout_fraction=0.3, seed=7,
+                       corpus_snapshot="s")
 
     wiki_corpus()
     run_dir = max((local_kfp / d for d in os.listdir(local_kfp) if d.startswith("wiki-corpus")), key=os.path.getmtime)
