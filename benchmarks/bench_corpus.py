@@ -32,10 +32,8 @@ import re
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
-import psutil
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -43,41 +41,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from test_prepare_corpus import write_multistream  # noqa: E402  (the tests' multistream dump builder)
 
-
-# --------------------------------------------------------------------------------------------------
-# Measuring a command: wall, CPU seconds and peak RSS of its whole process tree
-# --------------------------------------------------------------------------------------------------
-def measure(cmd: list[str], cwd: str | None = None) -> dict:
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    root = psutil.Process(proc.pid)
-    cpu: dict[int, float] = {}
-    peak = 0
-    chunks: list[str] = []
-    reader = threading.Thread(target=lambda: chunks.append(proc.stdout.read()), daemon=True)
-    reader.start()
-    while proc.poll() is None:
-        rss = 0
-        try:
-            procs = [root] + root.children(recursive=True)
-        except psutil.Error:
-            procs = []
-        for p in procs:
-            try:
-                with p.oneshot():
-                    t = p.cpu_times()
-                    cpu[p.pid] = t.user + t.system
-                    rss += p.memory_info().rss
-            except psutil.Error:
-                pass
-        peak = max(peak, rss)
-        time.sleep(0.02)
-    wall = time.perf_counter() - t0
-    reader.join()
-    out = "".join(chunks)
-    if proc.returncode != 0:
-        raise SystemExit(f"failed ({proc.returncode}): {' '.join(cmd)}\n{out[-3000:]}")
-    return {"wall": wall, "cpu": sum(cpu.values()), "rss_mb": peak / 2**20, "log": out}
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from process_tree import measure  # noqa: E402
 
 
 def combine(a: dict, b: dict) -> dict:

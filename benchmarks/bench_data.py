@@ -21,58 +21,22 @@ import re
 import subprocess
 import sys
 import tempfile
-import time
 
-import psutil
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from process_tree import measure  # noqa: E402
+
 FLAGS = {"max_seq_length": 128, "max_predictions_per_seq": 20, "masked_lm_prob": 0.15, "dupe_factor": 1,
          "short_seq_prob": 0.1, "random_seed": 12345, "do_lower_case": "true"}
-
-
-def measure(cmd: list[str], cwd: str) -> tuple[float, float, float, str]:
-    """(wall seconds, peak RSS and peak PSS of the process tree in MB, output) of a command.
-
-    RSS sums every process's resident pages, so pages that worker processes share (the interpreter,
-    numpy, the tokenizer library) count once per process; PSS divides shared pages among the processes
-    that map them, which is the fair sum for several workers."""
-    import threading
-
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    root = psutil.Process(proc.pid)
-    peak_rss = peak_pss = 0
-    out_chunks: list[str] = []
-    reader = threading.Thread(target=lambda: out_chunks.append(proc.stdout.read()), daemon=True)
-    reader.start()
-    while proc.poll() is None:
-        rss = pss = 0
-        try:
-            procs = [root] + root.children(recursive=True)
-        except psutil.Error:
-            procs = []
-        for p in procs:
-            try:
-                info = p.memory_full_info()
-                rss += info.rss
-                pss += info.pss
-            except psutil.Error:
-                pass
-        peak_rss, peak_pss = max(peak_rss, rss), max(peak_pss, pss)
-        time.sleep(0.02)
-    wall = time.perf_counter() - t0
-    reader.join()
-    out = "".join(out_chunks)
-    if proc.returncode != 0:
-        raise SystemExit(f"failed ({proc.returncode}): {' '.join(cmd)}\n{out[-3000:]}")
-    return wall, peak_rss / 2**20, peak_pss / 2**20, out
 
 
 def run_google(corpus: str, vocab: str, work: str) -> dict:
     out = os.path.join(work, "google.tfrecord")
     cmd = [sys.executable, "-m", "bert.create_pretraining_data", f"--input_file={corpus}", f"--output_file={out}",
            f"--vocab_file={vocab}", *[f"--{k}={v}" for k, v in FLAGS.items()]]
-    wall, rss, pss, log = measure(cmd, work)
+    m = measure(cmd, work)
+    wall, rss, pss, log = m["wall"], m["rss_mb"], m["pss_mb"], m["log"]
     instances = int(re.findall(r"Wrote (\d+) total instances", log)[-1])
     os.unlink(out)
     return {"wall": wall, "rss_mb": rss, "pss_mb": pss, "instances": instances}
@@ -83,7 +47,8 @@ def run_ours(corpus: str, vocab: str, work: str, workers: int, shards: int) -> d
     cmd = [sys.executable, "-m", "bert_core.cli", "create-data", f"--input_file={corpus}", f"--output_dir={out}",
            f"--vocab_file={vocab}", f"--num_workers={workers}", f"--num_shards={shards}",
            *[f"--{k}={v}" for k, v in FLAGS.items()]]
-    wall, rss, pss, _ = measure(cmd, str(ROOT))
+    m = measure(cmd, str(ROOT))
+    wall, rss, pss = m["wall"], m["rss_mb"], m["pss_mb"]
     manifest = json.load(open(os.path.join(out, "data_manifest.json")))
     return {"wall": wall, "rss_mb": rss, "pss_mb": pss, "instances": manifest["totals"]["instances"]}
 
