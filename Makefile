@@ -19,6 +19,7 @@ help:
 	@echo "make bench-finetune  fine-tuning quality and time against Hugging Face (PyTorch)"
 	@echo "make bench-tokenize  tokenizer speed against Google's, and where the stock Rust BERT pipeline differs"
 	@echo "make images | push | manifests   the cluster side (see docs/cluster.md)"
+	@echo "make test-images build the CPU images here (buildah) and run the pipeline in them (slow)"
 
 $(VENV)/.ready: pyproject.toml scripts/setup_env.sh
 	bash scripts/setup_env.sh $(VENV)

@@ -35,9 +35,10 @@ images:
 $(addprefix image-,$(IMAGE_STAGES)): image-%:
 	$(IMAGES_ENV) nice -n 10 $(CLUSTER_PY) scripts/build_images.py $(BUILD_IMAGES_ARGS) $*
 
-# Slow (tens of minutes the first time, on 2 cores): not part of `make test`.
-test-images:
-	nice -n 10 $(CLUSTER_PY) scripts/test_images.py
+# Slow (tens of minutes the first time, on 2 cores): not part of `make test`. Needs root, buildah,
+# podman, debootstrap; the project's environment (kfp) compiles the pipeline and builds executor inputs.
+test-images: setup
+	nice -n 10 $(PY) scripts/test_images.py
 
 push: images
 	@for stage in $(IMAGE_STAGES); do \
