@@ -100,23 +100,30 @@ def sizes() -> dict[str, str]:
     for entry in json.loads(out):
         for name in entry.get("names") or []:
             if name in wanted:
-                found[wanted[name]] = entry["size"]
+                found[wanted[name]] = entry["size"]   # as buildah prints it, e.g. "646 MB"
     return found
 
 
 # 3. Containers -------------------------------------------------------------------------------------------
 
 class Container:
-    """A buildah working container of one image; commands run in it as the image's non-root user."""
+    """A buildah working container of one image; commands run in it as the image's non-root user.
 
-    def __init__(self, name: str, image: str, add_hosts: tuple[str, ...] = ()):
-        self.name = CONTAINER_PREFIX + name
+    Like a pod, it has a hostname that its /etc/hosts resolves (the kubelet writes the pod's): buildah
+    run gives each run a random hostname missing from /etc/hosts, on which Horovod 0.28.1's Gloo
+    (getaddrinfo fails, then a null result is dereferenced in gloo/transport/tcp/device.cc) segfaults."""
+
+    def __init__(self, hostname: str, image: str, add_hosts: tuple[str, ...] = ()):
+        self.name = CONTAINER_PREFIX + hostname
+        self.hostname = hostname
         subprocess.run(["buildah", "rm", self.name], capture_output=True)
+        hosts = (f"{hostname}:127.0.0.1", *add_hosts)
         run(["buildah", "from", "--pull=never", "--name", self.name,
-             *[a for h in add_hosts for a in ("--add-host", h)], image], stdout=subprocess.DEVNULL)
+             *[a for h in hosts for a in ("--add-host", h)], image], stdout=subprocess.DEVNULL)
 
     def command(self, cmd: list[str], env: dict[str, str] | None = None, volumes: tuple[str, ...] = ()) -> list[str]:
-        args = ["buildah", "run", "--isolation", "chroot", "--user", USER, "--env", f"HOME={mpijob.IMAGE_HOME}"]
+        args = ["buildah", "run", "--isolation", "chroot", "--hostname", self.hostname, "--user", USER,
+                "--env", f"HOME={mpijob.IMAGE_HOME}"]
         args += [a for k, v in (env or {}).items() for a in ("--env", f"{k}={v}")]
         args += [a for v in volumes for a in ("--volume", v)]
         return args + [self.name, "--", *cmd]
@@ -316,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
         with timed(f"build {stage}"):
             build(stage)
     for stage, size in sizes().items():
-        log(f"size {images.image(stage)}: {size / 1e6:.0f} MB")
+        log(f"size {images.image(stage)}: {size}")
 
     ir = compile_pipeline(WORK / "pipeline.yaml")
     containers: dict[str, Container] = {}
@@ -324,8 +331,8 @@ def main(argv: list[str] | None = None) -> int:
         with timed("working containers"):
             for stage in ("data", "pretrain", "finetune", "evaluate"):
                 containers[stage] = Container(stage, images.image(stage))
-            containers["worker"] = Container("worker", images.image("pretrain"))
-            containers["launcher"] = Container("launcher", images.image("pretrain"),
+            containers["worker"] = Container(WORKER_HOST.split(".")[0], images.image("pretrain"))
+            containers["launcher"] = Container("bert-pretrain-launcher", images.image("pretrain"),
                                                add_hosts=(f"{WORKER_HOST}:127.0.0.1",))
         with timed("pipeline"):
             outputs = run_pipeline(ir, containers)
