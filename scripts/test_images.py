@@ -332,8 +332,11 @@ def main(argv: list[str] | None = None) -> int:
             for stage in ("data", "pretrain", "finetune", "evaluate"):
                 containers[stage] = Container(stage, images.image(stage))
             containers["worker"] = Container(WORKER_HOST.split(".")[0], images.image("pretrain"))
+            # The worker's name resolves to a loopback address that is not 127.0.0.1: Open MPI takes a
+            # host whose address is one of this machine's interfaces for itself and starts the ranks
+            # without ssh, in the launcher; 127.0.0.2 still reaches the worker's sshd (0.0.0.0:2222).
             containers["launcher"] = Container("bert-pretrain-launcher", images.image("pretrain"),
-                                               add_hosts=(f"{WORKER_HOST}:127.0.0.1",))
+                                               add_hosts=(f"{WORKER_HOST}:127.0.0.2",))
         with timed("pipeline"):
             outputs = run_pipeline(ir, containers)
         params = {k: v.get("defaultValue") for k, v in ir["root"]["inputDefinitions"]["parameters"].items()}
