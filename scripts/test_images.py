@@ -206,6 +206,17 @@ def run_pipeline(ir: dict, containers: dict[str, Container]) -> dict[str, dict]:
     return outputs
 
 
+def check_pipeline(outputs: dict[str, dict]) -> None:
+    pretrained = json.loads((Path(outputs["pretrain"]["model"].path) / "pretrain_metrics.json").read_text())
+    if pretrained.get("world_size") != RANKS:
+        raise SystemExit(f"test_images: the pretrain step trained with world_size {pretrained.get('world_size')}, "
+                         f"not {RANKS}")
+    scores = {k: v for k, v in outputs["evaluate"]["metrics"].metadata.items() if isinstance(v, (int, float))}
+    if not scores:
+        raise SystemExit("test_images: the evaluate step logged no metric")
+    log(f"pipeline: pretrain world_size={RANKS}, global_step={pretrained.get('global_step')}; evaluate {scores}")
+
+
 def own(path: Path) -> None:
     """The containers run as the images' user: it owns the shared directory, as fsGroup would arrange."""
     run(["chown", "-R", USER, str(path)])
@@ -339,6 +350,7 @@ def main(argv: list[str] | None = None) -> int:
                                                add_hosts=(f"{WORKER_HOST}:127.0.0.2",))
         with timed("pipeline"):
             outputs = run_pipeline(ir, containers)
+        check_pipeline(outputs)
         params = {k: v.get("defaultValue") for k, v in ir["root"]["inputDefinitions"]["parameters"].items()}
         run_mpijob(outputs, params, containers)
     finally:
