@@ -80,6 +80,8 @@ def debian_base() -> None:
     shutil.rmtree(rootfs, ignore_errors=True)
     run(["debootstrap", "--variant=minbase", "--include=python3,python3-pip,ca-certificates",
          "bookworm", str(rootfs), "http://deb.debian.org/debian"], stdout=subprocess.DEVNULL)
+    for cache in ("var/cache/apt/archives", "var/lib/apt/lists"):   # ~100 MB of downloaded packages
+        run(["find", str(rootfs / cache), "-type", "f", "-delete"])
     tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
     run(["podman", "import", "--change", 'CMD ["/bin/bash"]', "-", PYTHON_IMAGE], stdin=tar.stdout)
     tar.wait()
