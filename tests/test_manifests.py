@@ -145,8 +145,9 @@ def test_images_setting_has_env_overrides(monkeypatch, default_images):
     with pytest.raises(ValueError, match="unknown image stage"):
         images.image("train")
     # base-cpu: the CPU flavour of the base (scripts/build_images.py --flavour cpu), not a stage
-    assert set(images.STAGES) | {"base-cpu"} == {p.name.split(".", 1)[1] for p in (ROOT / "docker").glob("Dockerfile.*")
-                                                 if not p.name.endswith(".dockerignore")}
+    dockerfiles = {p.name.split(".", 1)[1] for p in (ROOT / "docker").glob("Dockerfile.*")
+                   if not p.name.endswith(".dockerignore")}
+    assert set(images.STAGES) | {"base-cpu"} == dockerfiles
 
 
 def _kustomize_version() -> tuple[int, ...] | None:
