@@ -11,7 +11,8 @@
 # and rebuilds an image only when its inputs change.
 FLAVOUR ?= rocm
 BUILDER ?=
-CONTAINER ?= $(shell command -v docker >/dev/null 2>&1 && echo docker || echo podman)
+# push: the BUILDER if given, else docker when installed, else podman.
+CONTAINER ?= $(or $(BUILDER),$(shell command -v docker >/dev/null 2>&1 && echo docker || echo podman))
 # ROCM_TF_TAG / PYTHON_IMAGE unset: the defaults of the Dockerfiles (one place for each).
 ROCM_TF_TAG ?=
 PYTHON_IMAGE ?=
