@@ -20,6 +20,7 @@ help:
 	@echo "make bench-tokenize  tokenizer speed against Google's, and where the stock Rust BERT pipeline differs"
 	@echo "make bench-corpus  corpus preparation against NVIDIA's approach (WikiExtractor + NLTK)"
 	@echo "make images | push | manifests   the cluster side (see docs/cluster.md)"
+	@echo "make test-images build the CPU images here (buildah) and run the pipeline in them (slow)"
 
 $(VENV)/.ready: pyproject.toml scripts/setup_env.sh
 	bash scripts/setup_env.sh $(VENV)

@@ -7,7 +7,7 @@
 
 What each image installs (besides the package itself, which goes in with --no-deps):
 - every [project] dependency except those an image leaves out (ROCm's TensorFlow replaces
-  tensorflow-cpu; the CPU images need neither TensorFlow nor MPI);
+  tensorflow-cpu, which only the CPU flavour's base keeps; the CPU images need neither TensorFlow nor MPI);
 - named packages (kfp, kfp-kubernetes, kubernetes, pyyaml), whose pins are looked up in
   pyproject.toml's dependencies and optional-dependencies; a name pinned nowhere fails the build.
 constraints.txt pins the TensorFlow/Keras distributions already in the base image to their installed
@@ -32,6 +32,8 @@ TF_PIN_NAME = "tensorflow-cpu"
 # image -> (project dependencies left out, extra packages by name)
 IMAGES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "base": ((TF_PIN_NAME,), ("kfp", "kfp-kubernetes", "kubernetes", "pyyaml")),
+    # The CPU flavour of the base (Dockerfile.base-cpu): pyproject's own tensorflow-cpu.
+    "base-cpu": ((), ("kfp", "kfp-kubernetes", "kubernetes", "pyyaml")),
     "data": ((TF_PIN_NAME, "mpi4py"), ("kfp", "pyyaml")),
     "evaluate": ((TF_PIN_NAME, "mpi4py"), ("kfp", "pyyaml")),
     "launcher": ((TF_PIN_NAME, "mpi4py", "tokenizers", "numpy", "google-crc32c"), ("kfp", "kubernetes", "pyyaml")),

@@ -69,7 +69,8 @@ def subcommands() -> set[str]:
 
 
 def test_every_image_has_a_dockerfile():
-    assert {stage(p) for p in DOCKERFILES} == set(images.STAGES)
+    # base-cpu: the CPU flavour of the base (scripts/build_images.py --flavour cpu)
+    assert {stage(p) for p in DOCKERFILES} == set(images.STAGES) | {"base-cpu"}
 
 
 @pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.name)
@@ -149,6 +150,9 @@ def test_package_goes_in_without_its_dependencies_and_never_tensorflow_cpu():
         assert "pins.py write " + stage(path) in path.read_text()
     for image in pins.IMAGES:
         names = {pins.req_name(r) for r in _requirements_or_skip(cfg, image)}
+        if image == "base-cpu":   # the CPU flavour installs pyproject's own TensorFlow
+            assert "tensorflow-cpu" in names and "tensorflow" not in names
+            continue
         assert "tensorflow-cpu" not in names and "tensorflow" not in names, image
 
 
@@ -304,3 +308,29 @@ def test_pyproject_is_the_only_version_source_for_horovod():
     env = pins.horovod_env(cfg)
     assert env.splitlines()[0] == f"HOROVOD_VERSION={cfg['tool']['bert-kubeflow']['horovod']}"
     assert "horovod==" not in (DOCKER / "Dockerfile.base").read_text().replace('"horovod==${HOROVOD_VERSION}"', "")
+
+
+def test_cpu_base_is_tensorflow_cpu_with_horovod_mpi_and_gloo():
+    base = DOCKER / "Dockerfile.base-cpu"
+    assert [rest for w, rest in instructions(base) if w == "FROM"] == ["${PYTHON_IMAGE}"]
+    assert arg_default(base, "PYTHON_IMAGE").startswith("python:3.12-slim")
+    text = base.read_text()
+    for setting in ("pins.py write base-cpu", "check-tensorflow", "pins/horovod.env", "h.mpi_built()",
+                    "h.gloo_built()", "openmpi-bin", "python3 -m bert_core.kernels"):
+        assert setting in text
+    assert "HOROVOD_GPU" not in text and "rocm" not in text.lower()
+    # the same user and entrypoint as the ROCm base, so pretrain/finetune build FROM either
+    rocm = DOCKER / "Dockerfile.base"
+    for word in ("USER", "ENTRYPOINT", "CMD", "WORKDIR"):
+        assert last(base, word) == last(rocm, word), word
+
+
+@pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.name)
+def test_every_pip_install_gets_the_pip_secrets_and_no_pip_config_is_copied(path):
+    """pip's configuration (a mirror, its CA) reaches RUN steps only as build secrets (scripts/build_images.py)."""
+    for word, rest in instructions(path):
+        if word == "RUN" and "pip install" in rest:
+            assert "--mount=type=secret,id=pip.conf,target=/etc/pip.conf" in rest, rest[:120]
+            assert "--mount=type=secret,id=pip-ca" in rest, rest[:120]
+        if word in ("COPY", "ADD", "ENV", "ARG"):
+            assert not re.search(r"pip\.conf|PIP_INDEX_URL|PIP_EXTRA_INDEX_URL|PIP_CERT|index-url", rest), rest

@@ -180,8 +180,10 @@ def test_images_setting_has_env_overrides(monkeypatch, default_images):
     assert images.image("data") == "ghcr.io/acme/bert-data:v2"
     with pytest.raises(ValueError, match="unknown image stage"):
         images.image("train")
-    assert set(images.STAGES) == {p.name.split(".", 1)[1] for p in (ROOT / "docker").glob("Dockerfile.*")
-                                  if not p.name.endswith(".dockerignore")}
+    # base-cpu: the CPU flavour of the base (scripts/build_images.py --flavour cpu), not a stage
+    dockerfiles = {p.name.split(".", 1)[1] for p in (ROOT / "docker").glob("Dockerfile.*")
+                   if not p.name.endswith(".dockerignore")}
+    assert set(images.STAGES) | {"base-cpu"} == dockerfiles
 
 
 def _kustomize_version() -> tuple[int, ...] | None:
