@@ -249,12 +249,12 @@ def test_a_runs_stages_are_found_by_their_files_in_run_order(tmp_path):
     from bert_core.errors import UserError
     from bert_core.reports import runs
 
-    for rel, name in (("evaluate/metrics", layout.EVAL_DETAILS), ("learn-vocab", runs.VOCAB_OUTPUT), ("pretrain-phase2/123/model", layout.PRETRAIN_METRICS),
+    for rel, name in (("evaluate/metrics", layout.EVAL_DETAILS), ("learn-vocab", runs.VOCAB_OUTPUT), ("prepare-corpus", runs.CORPUS_OUTPUT), ("pretrain-phase2/123/model", layout.PRETRAIN_METRICS),
                       ("finetune/model", layout.FINETUNE_METRICS), ("pretrain/model", layout.PRETRAIN_METRICS),
                       ("create-data-2/456/data", layout.DATA_MANIFEST), ("create-data/data", layout.DATA_MANIFEST)):
         storage.write_json(str(tmp_path / "run" / rel / name), {})
     found = [(s.name, s.kind) for s in runs.find_stages(str(tmp_path / "run"))]
-    assert found == [("learn-vocab", "vocab"), ("create-data", "data"), ("create-data-2", "data"), ("pretrain", "pretrain"),
+    assert found == [("prepare-corpus", "corpus"), ("learn-vocab", "vocab"), ("create-data", "data"), ("create-data-2", "data"), ("pretrain", "pretrain"),
                      ("pretrain-phase2", "pretrain"), ("finetune", "finetune"), ("evaluate", "evaluate")]
     with pytest.raises(UserError, match="no stage outputs there"):
         runs.find_stages(str(tmp_path / "run" / "finetune" / "nothing"))
@@ -301,6 +301,19 @@ def test_corpus_report_counts_the_prepared_corpus(brown_corpus, tmp_path):
         assert f'<td>{name}</td><td class="num">{split_docs}</td><td class="num">{page.cell(n)}</td>' in page_html
     assert "too_few_sentences" in page_html and html.escape("One sentence only here") in page_html
     assert html.escape(prepared["examples"]["duplicate"][0]["where"]) in page_html
+
+    from bert_core.reports import runs  # the run's page: a prepare-corpus section found by its corpus file
+
+    step = tmp_path / "run" / "prepare-corpus"
+    step.mkdir(parents=True)
+    os.rename(corpus, step / runs.CORPUS_OUTPUT)
+    os.rename(task, step / runs.TASK_OUTPUT)
+    run_shot = _shot(tmp_path, "run", reports.run_report(str(tmp_path / "run")))
+    assert "prepare-corpus" in run_shot.headings
+    _assert_plots(run_shot, ["Sentence lengths", "Document lengths"])
+    assert runs.headline(runs.find_stages(str(tmp_path / "run"))) == [
+        ["prepare-corpus", "documents", len(docs)], ["prepare-corpus", "sentences", stats["sentences"]]]
+    corpus = str(step / runs.CORPUS_OUTPUT)
 
     unprepared = reports.corpus_report([corpus], None, None, "given in BERT's format: read as it is")
     assert "given in BERT&#x27;s format: read as it is" in unprepared and "no held-out task" in unprepared

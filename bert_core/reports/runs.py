@@ -61,7 +61,8 @@ def stage_numbers(stage: Stage) -> dict:
     """Every number a stage recorded, keys dotted (a training stage's metrics file, evaluate's
     metrics.json, the data manifest's totals)."""
     if stage.kind == "corpus":
-        doc = report_data.corpus_statistics([storage.join(stage.path, CORPUS_OUTPUT)])
+        stats = report_data.corpus_statistics([storage.join(stage.path, CORPUS_OUTPUT)])
+        doc = {k: stats[k] for k in ("documents", "sentences", "tokens")}
     elif stage.kind == "vocab":
         from bert_core.tokenization import load_vocab
 
