@@ -180,3 +180,31 @@ def vocab_is_cased(vocab_file: str) -> bool:
     from bert_core.tokenization import SPECIAL_TOKENS, load_vocab
 
     return any(t not in SPECIAL_TOKENS and any(ch.isupper() for ch in t) for t in load_vocab(vocab_file))
+
+
+def corpus_statistics(corpus_files: Sequence[str], task_dir: str | None = None) -> dict:
+    """A prepared corpus (BERT's format: a sentence a line, a blank line between documents), read once
+    as a stream: documents and sentences kept, {sentence length in whitespace tokens: sentences} and
+    {document length in sentences: documents} (exact counts: memory grows with the longest length, not
+    the corpus), and, when the held-out task was made (task_dir/task.json), its documents and examples
+    per split."""
+    import collections
+
+    from bert_core import storage
+    from bert_core.data.corpus import iter_documents
+
+    tokens: collections.Counter[int] = collections.Counter()
+    sentences: collections.Counter[int] = collections.Counter()
+    for path in corpus_files:
+        for doc in iter_documents(path, on_bad_utf8="replace"):
+            sentences[len(doc)] += 1
+            tokens.update(len(s.split()) for s in doc)
+    out = {"documents": sum(sentences.values()), "sentences": sum(tokens.values()),
+           "tokens": sum(n * c for n, c in tokens.items()),
+           "sentence_tokens": dict(sorted(tokens.items())), "document_sentences": dict(sorted(sentences.items()))}
+    task_json = storage.join(task_dir, "task.json") if task_dir else None
+    if task_json and storage.exists(task_json):
+        task = storage.read_json(task_json)["task"]
+        out["task"] = {"documents": task["documents"], "documents_per_split": task["documents_per_split"],
+                       "examples": task["examples"]}
+    return out

@@ -11,13 +11,15 @@ from components.common import base_image
 
 @dsl.component(base_image=base_image("data"), install_kfp_package=False)
 def prepare_corpus(corpus_uri: str, corpus_format: str, heldout_fraction: float, seed: int, corpus_snapshot: str,
-                   corpus: Output[Dataset], task_data: Output[Dataset], report: Output[Markdown]):
+                   corpus: Output[Dataset], task_data: Output[Dataset], report: Output[Markdown],
+                   html_report: Output[HTML]):
     """Step 0. A user's corpus in any format `bert prepare-corpus` reads (Wikipedia dumps, JSON lines,
     plain text; compressed; local or object storage) goes through it unless it is BERT's format
     already; then the pretraining corpus (one sentence a line) and, from held-out documents, a
     single-sentence task (train/dev/test.tsv: which topic group does the sentence come from?) and
     heldout_documents.txt (the registry's held-out set is made from them). An empty corpus_uri means
-    Python's own docs. `report`: what prepare-corpus dropped and why. corpus_snapshot (bert_core.lineage,
+    Python's own docs. `report`: what prepare-corpus dropped and why (Markdown); `html_report`: that
+    too, with the corpus's sentence and document lengths and the held-out task's split sizes. corpus_snapshot (bert_core.lineage,
     from resolve-start) is only recorded: as an input it keys this step's cache, and so every data
     step's, on the corpus's contents rather than its URI."""
     import shutil
@@ -26,8 +28,10 @@ def prepare_corpus(corpus_uri: str, corpus_format: str, heldout_fraction: float,
     from bert_core import events, layout, storage
     from bert_core.corpus.prepare import needs_preparing
     from bert_core.data.heldout_task import split_corpus
-    from components.common import prepare_corpus_config, run_stage
+    from bert_core.reports import corpus_report
+    from components.common import prepare_corpus_config, run_stage, write_report
 
+    prepared_report = None
     source, note = corpus_uri or None, "The embedded default corpus (Python's docs): nothing to prepare.\n"
     with tempfile.TemporaryDirectory(prefix="prepared-") as prepared:
         with events.reporting_errors("prepare-corpus"):
@@ -36,7 +40,8 @@ def prepare_corpus(corpus_uri: str, corpus_format: str, heldout_fraction: float,
             run_stage("prepare-corpus", prepare_corpus_config(corpus_uri, corpus_format, prepared))
             source = storage.join(prepared, layout.CORPUS_SHARD_GLOB)
             shutil.copyfile(storage.join(prepared, layout.CORPUS_REPORT_MARKDOWN), report.path)
-            dropped = storage.read_json(storage.join(prepared, layout.CORPUS_REPORT_JSON))["dropped"]
+            prepared_report = storage.read_json(storage.join(prepared, layout.CORPUS_REPORT_JSON))
+            dropped = prepared_report["dropped"]
             corpus.metadata.update({f"dropped_{k}": v for k, v in dropped.items()})
         else:
             if corpus_uri:
@@ -53,6 +58,8 @@ def prepare_corpus(corpus_uri: str, corpus_format: str, heldout_fraction: float,
     if "task" in summary:
         task_data.metadata.update({"documents": summary["task"]["documents"], **{
             f"{k}_examples": v for k, v in summary["task"]["examples"].items()}})
+    write_report(html_report, corpus_report, [corpus.path], task_data.path if "task" in summary else None,
+                 prepared_report, note.strip())
 
 
 @dsl.component(base_image=base_image("data"), install_kfp_package=False)

@@ -160,6 +160,9 @@ def test_data_components_chain_and_carry_the_manifest_counts(local_kfp, monkeypa
     for key in ("instances", "tokens", "masked"):
         assert out["create-data"]["data"][key] == manifest["totals"][key] > 0
     assert out["create-data"]["data"]["shards"] == 2 and out["create-data"]["data"]["vocab_size"] == 800
+    corpus_page = (run_dir / "prepare-corpus" / "html_report").read_text(encoding="utf-8")  # the corpus step's
+    assert corpus_page.count('<figure class="plot"') == 2 and "The embedded default corpus" in corpus_page
+    assert f'<td>documents</td><td class="num">{out["prepare-corpus"]["corpus"]["documents"]:,}</td>' in corpus_page
     for step, size in (("learn-vocab", "800"), ("learn-vocab-2", "123")):  # the vocab's HTML report, learned or given
         page_text = (run_dir / step / "report").read_text(encoding="utf-8")
         assert page_text.count('<figure class="plot"') == 2 and f'<td class="num">{size}</td>' in page_text, step
@@ -188,6 +191,8 @@ def test_corpus_step_prepares_a_wikipedia_dump_then_holds_out_its_task(local_kfp
     assert out["corpus"]["documents"] + out["task_data"]["documents"] == 97  # the articles kept
     report = (run_dir / "prepare-corpus" / "report").read_text()
     assert report.startswith("# Corpus preparation report") and "| redirect | 99 |" in report
+    page_text = (run_dir / "prepare-corpus" / "html_report").read_text()  # the same drops, and the corpus kept
+    assert page_text.count('<figure class="plot"') == 2 and '<td>redirect</td><td class="num">99</td>' in page_text
     corpus = (run_dir / "prepare-corpus" / "corpus").read_text()
     assert "[[" not in corpus and "{{" not in corpus
 

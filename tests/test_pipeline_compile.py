@@ -90,7 +90,7 @@ def test_artifact_types(compiled):
         return {k: v["artifactType"]["schemaTitle"] for k, v in comps[comp]["outputDefinitions"]["artifacts"].items()}
 
     assert outputs("comp-prepare-corpus") == {"corpus": "system.Dataset", "task_data": "system.Dataset",
-                                              "report": "system.Markdown"}
+                                              "report": "system.Markdown", "html_report": "system.HTML"}
     assert outputs("comp-learn-vocab") == {"vocab": "system.Artifact", "report": "system.HTML"}
     assert outputs("comp-create-data") == {"data": "system.Dataset", "report": "system.HTML"}
     assert outputs("comp-pretrain") == {"model": "system.Model", "metrics": "system.Metrics", "report": "system.HTML"}

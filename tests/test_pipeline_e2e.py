@@ -102,9 +102,9 @@ def test_report_as_a_person_sees_it(pipeline_run, tmp_path):
     from tests import browser
 
     shot = browser.render(os.path.join(pipeline_run["dir"], "report.html"), tmp_path)
-    assert {"Summary", "learn-vocab", "create-data", "pretrain", "finetune", "evaluate", "Parameters", "Lineage"} <= set(shot.headings)
+    assert {"Summary", "prepare-corpus", "learn-vocab", "create-data", "pretrain", "finetune", "evaluate", "Parameters", "Lineage"} <= set(shot.headings)
     titles = [p.title for p in shot.plots]
-    for title in ("WordPiece lengths", "Pieces per word", "Sequence lengths", "Masked positions", "Training loss", "Masked-LM accuracy",
+    for title in ("Sentence lengths", "Document lengths", "WordPiece lengths", "Pieces per word", "Sequence lengths", "Masked positions", "Training loss", "Masked-LM accuracy",
                   "Next-sentence accuracy", "Learning rate", "Throughput", "Training accuracy",
                   "Confusion matrix", "ROC curve"):
         assert title in titles, (title, titles)

@@ -249,12 +249,71 @@ def test_a_runs_stages_are_found_by_their_files_in_run_order(tmp_path):
     from bert_core.errors import UserError
     from bert_core.reports import runs
 
-    for rel, name in (("evaluate/metrics", layout.EVAL_DETAILS), ("learn-vocab", runs.VOCAB_OUTPUT), ("pretrain-phase2/123/model", layout.PRETRAIN_METRICS),
+    for rel, name in (("evaluate/metrics", layout.EVAL_DETAILS), ("learn-vocab", runs.VOCAB_OUTPUT), ("prepare-corpus", runs.CORPUS_OUTPUT), ("pretrain-phase2/123/model", layout.PRETRAIN_METRICS),
                       ("finetune/model", layout.FINETUNE_METRICS), ("pretrain/model", layout.PRETRAIN_METRICS),
                       ("create-data-2/456/data", layout.DATA_MANIFEST), ("create-data/data", layout.DATA_MANIFEST)):
         storage.write_json(str(tmp_path / "run" / rel / name), {})
     found = [(s.name, s.kind) for s in runs.find_stages(str(tmp_path / "run"))]
-    assert found == [("learn-vocab", "vocab"), ("create-data", "data"), ("create-data-2", "data"), ("pretrain", "pretrain"),
+    assert found == [("prepare-corpus", "corpus"), ("learn-vocab", "vocab"), ("create-data", "data"), ("create-data-2", "data"), ("pretrain", "pretrain"),
                      ("pretrain-phase2", "pretrain"), ("finetune", "finetune"), ("evaluate", "evaluate")]
     with pytest.raises(UserError, match="no stage outputs there"):
         runs.find_stages(str(tmp_path / "run" / "finetune" / "nothing"))
+
+
+def test_corpus_report_counts_the_prepared_corpus(brown_corpus, tmp_path):
+    """The corpus step's numbers equal a direct count over a real prepared corpus (Brown, plus a repeated
+    document and a one-sentence one that `bert prepare-corpus` drops), then split with a held-out task
+    as the pipeline's step does; the page in Chromium: both histograms drawn and labelled, the split
+    sizes and the drops with their examples in its tables."""
+    import collections
+
+    from bert_core import report_data
+    from bert_core.data.heldout_task import split_corpus
+
+    text = open(brown_corpus, encoding="utf-8").read()
+    first = text.split("\n\n")[0].strip()
+    (tmp_path / "in.txt").write_text(f"{text.rstrip()}\n\n{first}\n\nOne sentence only here, as a document.\n",
+                                     encoding="utf-8")
+    run_bert("prepare-corpus", f"--input_file={tmp_path / 'in.txt'}", f"--output_dir={tmp_path / 'prepared'}", check=True)
+    prepared = json.loads((tmp_path / "prepared" / "corpus_report.json").read_text())
+    assert prepared["dropped"] == {"duplicate": 1, "too_few_sentences": 1}
+    corpus, task = str(tmp_path / "corpus"), str(tmp_path / "task")
+    summary = split_corpus(corpus, task, corpus=str(tmp_path / "prepared" / "corpus-*.txt"), heldout_fraction=0.3, seed=7)
+
+    docs = [[s for s in block.split("\n") if s.strip()] for block in open(corpus, encoding="utf-8").read().split("\n\n")]
+    docs = [d for d in docs if d]
+    stats = report_data.corpus_statistics([corpus], task)
+    assert stats["documents"] == len(docs) == summary["corpus"]["documents"]
+    assert stats["sentences"] == sum(map(len, docs)) == summary["corpus"]["sentences"]
+    assert stats["sentence_tokens"] == dict(collections.Counter(len(s.split()) for d in docs for s in d))
+    assert stats["document_sentences"] == dict(collections.Counter(map(len, docs)))
+    examples = {name: len(open(os.path.join(task, f"{name}.tsv"), encoding="utf-8").read().splitlines()) - 1
+                for name in ("train", "dev", "test")}  # less the header
+    assert stats["task"]["examples"] == examples == summary["task"]["examples"] and min(examples.values()) > 100
+    assert stats["task"]["documents"] + len(docs) == prepared["documents_out"]
+
+    page_html = reports.corpus_report([corpus], task, prepared)
+    shot = _shot(tmp_path, "corpus", page_html)
+    _assert_plots(shot, ["Sentence lengths", "Document lengths"])
+    assert [p.ylabel for p in shot.plots] == ["sentences", "documents"]
+    for name, n in examples.items():
+        split_docs = page.cell(summary["task"]["documents_per_split"][name])
+        assert f'<td>{name}</td><td class="num">{split_docs}</td><td class="num">{page.cell(n)}</td>' in page_html
+    assert "too_few_sentences" in page_html and html.escape("One sentence only here") in page_html
+    assert html.escape(prepared["examples"]["duplicate"][0]["where"]) in page_html
+
+    from bert_core.reports import runs  # the run's page: a prepare-corpus section found by its corpus file
+
+    step = tmp_path / "run" / "prepare-corpus"
+    step.mkdir(parents=True)
+    os.rename(corpus, step / runs.CORPUS_OUTPUT)
+    os.rename(task, step / runs.TASK_OUTPUT)
+    run_shot = _shot(tmp_path, "run", reports.run_report(str(tmp_path / "run")))
+    assert "prepare-corpus" in run_shot.headings
+    _assert_plots(run_shot, ["Sentence lengths", "Document lengths"])
+    assert runs.headline(runs.find_stages(str(tmp_path / "run"))) == [
+        ["prepare-corpus", "documents", len(docs)], ["prepare-corpus", "sentences", stats["sentences"]]]
+    corpus = str(step / runs.CORPUS_OUTPUT)
+
+    unprepared = reports.corpus_report([corpus], None, None, "given in BERT's format: read as it is")
+    assert "given in BERT&#x27;s format: read as it is" in unprepared and "no held-out task" in unprepared

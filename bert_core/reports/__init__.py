@@ -1,5 +1,6 @@
 """Reports people look at: one standalone HTML page per stage, one per run, one comparing runs.
 
+    html = corpus_report(corpus_files, task_dir, prepared)  # the corpus step (prepare-corpus + held-out split)
     html = vocab_report(vocab_file, corpus_files, do_lower_case)  # learn-vocab
     html = data_report(data_dir)                   # create-data
     html = training_report(model_dir, "pretrain")  # pretrain, pretrain-phase2, finetune
@@ -15,6 +16,12 @@ from the numbers bert_core.report_data reads. Nothing here is imported on the tr
 from __future__ import annotations
 
 from bert_core.reports import page, sections
+
+
+def corpus_report(corpus_files: list[str], task_dir: str | None = None, prepared: dict | None = None,
+                  unprepared_note: str = "") -> str:
+    blocks = sections.corpus_blocks(corpus_files, task_dir, prepared, unprepared_note)
+    return page.render("prepare-corpus", [page.heading("Corpus"), *blocks], subtitle=", ".join(corpus_files))
 
 
 def vocab_report(vocab_file: str, corpus_files: list[str], do_lower_case: bool, max_lines: int = 5000) -> str:

@@ -62,11 +62,12 @@ def lines(title: str, xlabel: str, ylabel: str, curves: Sequence[tuple[str, Sequ
 
 
 def histogram(title: str, xlabel: str, values: Sequence[float], bins: int | Sequence[float] = 30,
-              caption: str = "") -> Figure:
+              caption: str = "", ylabel: str = "instances", weights: Sequence[float] | None = None) -> Figure:
+    """`weights`: how many times each value counts (a histogram from counts rather than values)."""
     fig, ax = _axes()
-    ax.hist(values, bins=bins, color="#4c72b0", edgecolor="white")
+    ax.hist(values, bins=bins, weights=weights, color="#4c72b0", edgecolor="white")
     ax.grid(alpha=0.3, axis="y")
-    return _render(fig, ax, title, xlabel, "instances", caption)
+    return _render(fig, ax, title, xlabel, ylabel, caption)
 
 
 def bars(title: str, xlabel: str, ylabel: str, names: Sequence[str], groups: dict[str, Sequence[float]],

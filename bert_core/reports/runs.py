@@ -18,15 +18,17 @@ from bert_core.reports import page, plots, sections
 
 #: learn-vocab's and prepare-corpus's outputs are single files, which KFP names after the output.
 VOCAB_OUTPUT, CORPUS_OUTPUT = "vocab", "corpus"
+#: the corpus step's held-out task: a directory beside its corpus.
+TASK_OUTPUT = "task_data"
 #: {the file a stage's output holds: its kind}, in the order the stages run.
-STAGE_FILES = {VOCAB_OUTPUT: "vocab", layout.DATA_MANIFEST: "data", layout.PRETRAIN_METRICS: "pretrain",
+STAGE_FILES = {CORPUS_OUTPUT: "corpus", VOCAB_OUTPUT: "vocab", layout.DATA_MANIFEST: "data", layout.PRETRAIN_METRICS: "pretrain",
                layout.FINETUNE_METRICS: "finetune", layout.EVAL_DETAILS: "evaluate"}
 _ORDER = list(STAGE_FILES.values())
 
 @dataclasses.dataclass(frozen=True)
 class Stage:
     name: str   # the step's name (its directory in the run), e.g. pretrain-phase2
-    kind: str   # vocab, data, pretrain, finetune, evaluate
+    kind: str   # corpus, vocab, data, pretrain, finetune, evaluate
     path: str   # the output directory holding the stage's files
 
 
@@ -58,7 +60,10 @@ def read_record(run_dir: str) -> dict:
 def stage_numbers(stage: Stage) -> dict:
     """Every number a stage recorded, keys dotted (a training stage's metrics file, evaluate's
     metrics.json, the data manifest's totals)."""
-    if stage.kind == "vocab":
+    if stage.kind == "corpus":
+        stats = report_data.corpus_statistics([storage.join(stage.path, CORPUS_OUTPUT)])
+        doc = {k: stats[k] for k in ("documents", "sentences", "tokens")}
+    elif stage.kind == "vocab":
         from bert_core.tokenization import load_vocab
 
         doc = {"size": len(load_vocab(storage.join(stage.path, VOCAB_OUTPUT)))}
@@ -119,6 +124,10 @@ def parameters(run_dir: str) -> dict:
 # One run's page
 # --------------------------------------------------------------------------------------------------
 def _stage_blocks(stage: Stage, run_dir: str, record: dict) -> list[str]:
+    if stage.kind == "corpus":
+        return sections.corpus_blocks([storage.join(stage.path, CORPUS_OUTPUT)], storage.join(stage.path, TASK_OUTPUT),
+                                      unprepared_note="what prepare-corpus dropped, if it ran, is in the step's own "
+                                                      "reports (html_report, report)")
     if stage.kind == "vocab":
         return _vocab_blocks(stage, run_dir, record)
     if stage.kind == "data":

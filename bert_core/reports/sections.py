@@ -28,6 +28,7 @@ TRAINING_CURVES = (
 #: The numbers of each kind of stage a person reads first (the terminal table at the end of a run,
 #: the top of the run's page, `artifacts compare`); evaluate shows every metric.
 HEADLINE = {
+    "corpus": ("documents", "sentences"),
     "vocab": ("size",),
     "data": ("instances", "tokens", "masked"),
     "pretrain": ("global_step", "train_loss", "eval.loss", "eval.masked_lm_accuracy", "eval.next_sentence_accuracy",
@@ -120,6 +121,51 @@ def vocab_blocks(vocab_file: str, corpus_files: list[str], do_lower_case: bool, 
                                  [[w, n, " ".join(p)] for w, n, p in stats["split_examples"]]))
     if stats.get("unk_examples"):
         blocks.append(page.table(["frequent [UNK] word", "times"], stats["unk_examples"]))
+    return blocks
+
+
+def corpus_blocks(corpus_files: list[str], task_dir: str | None = None, prepared: dict | None = None,
+                  unprepared_note: str = "") -> list[str]:
+    """The prepared corpus (report_data.corpus_statistics: sentence and document lengths, counts), the
+    held-out task's split sizes, and with `prepared` (prepare-corpus's corpus_report.json) what it
+    dropped, per reason, with examples; without it, `unprepared_note` says why not."""
+    from bert_core.corpus.clean import REASONS
+
+    stats = report_data.corpus_statistics(corpus_files, task_dir)
+    figs = []
+    if stats["sentences"]:
+        lengths = stats["sentence_tokens"]
+        figs.append(plots.histogram("Sentence lengths", "tokens per sentence (split at whitespace)", list(lengths),
+                                    bins=_int_bins(list(lengths), None), ylabel="sentences",
+                                    weights=list(lengths.values()),
+                                    caption=f"every sentence of the corpus ({stats['sentences']:,})"))
+        docs = stats["document_sentences"]
+        figs.append(plots.histogram("Document lengths", "sentences per document", list(docs),
+                                    bins=_int_bins(list(docs), None), ylabel="documents", weights=list(docs.values()),
+                                    caption=f"every document of the corpus ({stats['documents']:,})"))
+    rows = [["documents", stats["documents"]], ["sentences", stats["sentences"]],
+            ["tokens (whitespace)", stats["tokens"]]]
+    if prepared:
+        rows = [["documents read", prepared["documents_in"]], *rows, ["characters", prepared["chars_out"]]]
+    blocks = [page.figures(figs), page.table(["corpus", "value"], rows)]
+    task = stats.get("task")
+    if task:
+        blocks.append(page.table(["held-out task split", "documents", "examples"],
+                                 [[name, task["documents_per_split"].get(name, 0), n] for name, n in task["examples"].items()]
+                                 + [["all", task["documents"], sum(task["examples"].values())]]))
+    else:
+        blocks.append(page.note("no held-out task (heldout_fraction 0)"))
+    if prepared is None:
+        blocks.append(page.note(unprepared_note or "prepare-corpus did not run: nothing dropped"))
+    elif not prepared["dropped"]:
+        blocks.append(page.note("prepare-corpus dropped no document"))
+    else:
+        blocks.append(page.table(["dropped because", "documents", "meaning"],
+                                 [[r, n, REASONS.get(r, "")] for r, n in
+                                  sorted(prepared["dropped"].items(), key=lambda kv: -kv[1])]))
+        blocks.append(page.table(["reason", "where", "text (start)"],
+                                 [[r, ex["where"], ex["text"] or "(empty)"]
+                                  for r in sorted(prepared["examples"]) for ex in prepared["examples"][r]]))
     return blocks
 
 
