@@ -9,8 +9,8 @@ documents: `bert create-data --input_file='corpus/corpus-*.txt'` reads them), `c
 `.corpus_stats/` (each shard's counts, for resuming).
 
 Sharding. A document goes to shard `blake2b(raw text) mod num_shards` (a multistream dump: its stream's
-number mod num_shards), so the output does not depend on the number of workers or ranks and raw-
-identical documents meet in one shard (where duplicates are dropped); documents equal only after
+number mod num_shards), so the output does not depend on the number of workers or ranks and
+raw-identical documents meet in one shard (where duplicates are dropped); documents equal only after
 cleaning are dropped across shards by one pass over the written shards (`cross_shard`) at the end. The
 shards are shared out among `min(num_shards, workers x ranks)` tasks, one a worker process. On a host
 with several, the inputs are read once (decompressed, parsed, routed) and each document is sent to its
