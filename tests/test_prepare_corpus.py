@@ -192,7 +192,7 @@ def test_bert_format_is_kept_as_is_and_shards_do_not_depend_on_workers(brown_cor
     assert all(p.stat().st_size > 0 for p in shards(one))
 
 
-def test_documents_equal_only_after_cleaning_are_one_document_across_shards(brown_corpus, tmp_path):
+def test_documents_equal_only_after_cleaning_are_one_document_across_shards(brown_corpus, tmp_path, monkeypatch):
     """Brown documents and copies that differ raw (a control character for a space, doubled spaces,
     a decomposed accent: NFC-equal) but not once cleaned: the copies go to other shards than their
     originals by their raw hash, and are dropped there (the original, in the lower shard, is kept);
@@ -234,6 +234,26 @@ def test_documents_equal_only_after_cleaning_are_one_document_across_shards(brow
     prepare(*args, f"--output_dir={one}")
     assert {p.name: p.stat().st_mtime_ns for p in shards(one)} == mtimes
     assert json.loads((one / "corpus_report.json").read_text()) == report
+    # Killed in the pass, after a shard's counts and before its rewrite: the rerun ends it the same.
+    from bert_core.config import PrepareCorpusConfig
+    from bert_core.corpus import cross_shard
+    from bert_core.corpus.prepare import prepare_corpus_main
+
+    killed = tmp_path / "killed"
+
+    def kill(*_):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cross_shard, "_write", kill)
+    with pytest.raises(KeyboardInterrupt):
+        prepare_corpus_main(PrepareCorpusConfig(input_file=str(source), output_dir=str(killed), corpus_format="bert",
+                                                num_shards=4, min_sentences=1, min_chars=0))
+    monkeypatch.undo()
+    assert list((killed / ".corpus_stats").glob("*.dups.json")) and not (killed / "corpus_report.json").exists()
+    assert shard_bytes(killed) != first  # the copies are still there
+    prepare(*args, f"--output_dir={killed}")
+    assert shard_bytes(killed) == first
+    assert json.loads((killed / "corpus_report.json").read_text()) == report
 
 
 def _f1(gold: list[list[str]], predicted: list[list[str]]) -> float:
