@@ -68,7 +68,7 @@ bench-tokenize: test-data
 bench-corpus: test-data
 	$(PY) benchmarks/bench_corpus.py
 
-bench: bench-data bench-train bench-finetune bench-tokenize
+bench: bench-data bench-train bench-finetune bench-tokenize bench-corpus
 
 clean:
 	rm -rf $(RUN_DIR) .pytest_cache

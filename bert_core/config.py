@@ -178,7 +178,7 @@ class PrepareCorpusConfig(StageConfig):
     corpus_format: Literal["auto", "wiki", "jsonl", "text", "bert"] = Field(
         "auto", description="wiki (MediaWiki XML), jsonl, text (a paragraph a line), bert (a sentence a line), "
                             "or auto: detected per file")
-    text_field: str = Field("text", description="jsonl: the field holding a document's text")
+    text_field: str = Field("text", min_length=1, description="jsonl: the field holding a document's text")
     wiki_index: str | None = Field(None, description="A multistream dump's index (default: the "
                                                      "-multistream-index.txt.bz2 beside it, if any)")
     num_shards: int = Field(1, ge=1, description="Output files; documents go to one by a hash of their raw text")

@@ -43,12 +43,14 @@ def stage_config(name: str, **fields):
 # The components build their configs here, and `bert-pipeline run/submit/schedule` builds them here
 # before the first step (with stand-in paths), so a bad value is found before any step runs.
 # --------------------------------------------------------------------------------------------------
-def prepare_corpus_config(corpus_uri: str, corpus_format: str, prepared: str = "prepared"):
+def prepare_corpus_config(corpus_uri: str, corpus_format: str, prepared: str = "prepared",
+                          corpus_text_field: str = "text"):
     """`bert prepare-corpus`'s config for a user's corpus (any format) into the directory `prepared`;
     None for the embedded default (no corpus_uri)."""
     if not corpus_uri:
         return None
-    return stage_config("prepare-corpus", input_file=corpus_uri, output_dir=prepared, corpus_format=corpus_format)
+    return stage_config("prepare-corpus", input_file=corpus_uri, output_dir=prepared, corpus_format=corpus_format,
+                        text_field=corpus_text_field)
 
 
 def learn_vocab_config(corpus: str, vocab: str, vocab_uri: str, vocab_size: int, do_lower_case: bool):

@@ -12,7 +12,7 @@ from components.common import base_image
 @dsl.component(base_image=base_image("data"), install_kfp_package=False)
 def prepare_corpus(corpus_uri: str, corpus_format: str, heldout_fraction: float, seed: int, corpus_snapshot: str,
                    corpus: Output[Dataset], task_data: Output[Dataset], report: Output[Markdown],
-                   html_report: Output[HTML]):
+                   html_report: Output[HTML], corpus_text_field: str = "text"):
     """Step 0. A user's corpus in any format `bert prepare-corpus` reads (Wikipedia dumps, JSON lines,
     plain text; compressed; local or object storage) goes through it unless it is BERT's format
     already; then the pretraining corpus (one sentence a line) and, from held-out documents, a
@@ -37,7 +37,8 @@ def prepare_corpus(corpus_uri: str, corpus_format: str, heldout_fraction: float,
         with events.reporting_errors("prepare-corpus"):
             preparing = bool(corpus_uri) and needs_preparing(corpus_uri, corpus_format)
         if preparing:
-            run_stage("prepare-corpus", prepare_corpus_config(corpus_uri, corpus_format, prepared))
+            run_stage("prepare-corpus", prepare_corpus_config(corpus_uri, corpus_format, prepared,
+                                                             corpus_text_field))
             source = storage.join(prepared, layout.CORPUS_SHARD_GLOB)
             shutil.copyfile(storage.join(prepared, layout.CORPUS_REPORT_MARKDOWN), report.path)
             prepared_report = storage.read_json(storage.join(prepared, layout.CORPUS_REPORT_JSON))

@@ -124,6 +124,7 @@ def build_pipeline(phase2: bool = False, gcs_key_secret: str | None = None, mpij
         # corpus and vocab
         corpus_uri: str = "",
         corpus_format: str = "auto",
+        corpus_text_field: str = "text",
         heldout_fraction: float = 0.3,
         vocab_uri: str = "",
         vocab_size: int = 2000,
@@ -202,8 +203,8 @@ def build_pipeline(phase2: bool = False, gcs_key_secret: str | None = None, mpij
                                    init_checkpoint=init_checkpoint, vocab_uri=vocab_uri, corpus_uri=corpus_uri),
                      "resolve-start", "500m", "1Gi", cache=False, retries=2)
         corpus = step(prepare_corpus(corpus_uri=corpus_uri, corpus_format=corpus_format,
-                                     heldout_fraction=heldout_fraction, seed=random_seed,
-                                     corpus_snapshot=start.outputs["corpus_snapshot"]),
+                                     corpus_text_field=corpus_text_field, heldout_fraction=heldout_fraction,
+                                     seed=random_seed, corpus_snapshot=start.outputs["corpus_snapshot"]),
                       "corpus", "1", "2Gi", cache=caching, retries=2)
         vocab = step(learn_vocab(corpus=corpus.outputs["corpus"], vocab_uri=start.outputs["vocab_uri"],
                                  vocab_size=vocab_size, do_lower_case=do_lower_case),

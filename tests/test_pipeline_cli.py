@@ -126,6 +126,8 @@ def test_submit_config_file_and_two_phase(kfp_server, capsys, tmp_path):
     (["-p", "corpus_uri=gs://b/wiki.xml.bz2", "-p", "corpus_format=xml"],
      "step prepare-corpus (bert prepare-corpus): --corpus_format: Input should be 'auto', 'wiki', 'jsonl', 'text' "
      "or 'bert' (got 'xml')"),
+    (["-p", "corpus_uri=gs://b/web.jsonl", "-p", "corpus_text_field="],
+     "step prepare-corpus (bert prepare-corpus): --text_field: String should have at least 1 character (got '')"),
     (["--phase2", "-p", "phase2_learning_rate=-1"], "step pretrain-phase2 (bert pretrain): --learning_rate: "
                                                     "Input should be greater than 0 (got -1.0) (--learning_rate "
                                                     "is the pipeline parameter phase2_learning_rate)"),

@@ -12,6 +12,7 @@ import sys
 import pytest
 import yaml
 
+from bert_core.config import PrepareCorpusConfig
 from tests.conftest import ROOT
 
 STAGES = ["resolve-start", "prepare-corpus", "learn-vocab", "create-data", "pretrain", "finetune", "evaluate",
@@ -71,6 +72,9 @@ def test_stages_follow_the_pipeline_diagram(compiled):
         "producerTask": "resolve-start", "outputParameterKey": "init_checkpoint"}
     assert tasks["prepare-corpus"]["inputs"]["parameters"]["corpus_snapshot"]["taskOutputParameter"] == {
         "producerTask": "resolve-start", "outputParameterKey": "corpus_snapshot"}
+    # the JSON lines text field reaches prepare-corpus, with its CLI default
+    assert tasks["prepare-corpus"]["inputs"]["parameters"]["corpus_text_field"] == {
+        "componentInputParameter": "corpus_text_field"}
     # the artifacts that carry each arrow
     assert tasks["pretrain"]["inputs"]["artifacts"]["data"]["taskOutputArtifact"] == {
         "producerTask": "create-data", "outputArtifactKey": "data"}
@@ -121,6 +125,7 @@ def test_parameter_defaults_are_the_pipeline_functions(compiled):
     assert params["num_processes"]["defaultValue"] == 2
     assert params["bert_model"]["defaultValue"] == "bert-tiny"
     assert params["corpus_uri"]["defaultValue"] == ""
+    assert params["corpus_text_field"]["defaultValue"] == PrepareCorpusConfig.model_fields["text_field"].default
     assert params["vocab_uri"]["defaultValue"] == ""
     assert params["phase2_max_seq_length"]["defaultValue"] == 512
     assert params["registry_uri"]["defaultValue"] == "runs/registry"

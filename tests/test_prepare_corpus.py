@@ -192,6 +192,70 @@ def test_bert_format_is_kept_as_is_and_shards_do_not_depend_on_workers(brown_cor
     assert all(p.stat().st_size > 0 for p in shards(one))
 
 
+def test_documents_equal_only_after_cleaning_are_one_document_across_shards(brown_corpus, tmp_path, monkeypatch):
+    """Brown documents and copies that differ raw (a control character for a space, doubled spaces,
+    a decomposed accent: NFC-equal) but not once cleaned: the copies go to other shards than their
+    originals by their raw hash, and are dropped there (the original, in the lower shard, is kept);
+    the same shards for any worker count and after a lost shard is remade."""
+    from bert_core.corpus.prepare import route
+    from bert_core.corpus.readers import iter_blocks
+
+    originals = read_documents(brown_corpus)[:40]
+    originals.append(["The caf\u00e9 opened in April.", "It closed in June."])
+    variants = [[doc[0].replace(" ", "\x07", 1), *(l.replace(" ", "  ") for l in doc[1:])] for doc in originals[:40]]
+    variants.append(["The cafe\u0301 opened in April.", "It closed in June."])
+    source = tmp_path / "corpus.txt"
+    source.write_text("\n\n".join("\n".join(d) for d in originals + variants) + "\n", encoding="utf-8")
+    raw = [d.text for d in iter_blocks(str(source), "bert")]
+    assert len(raw) == 82
+    crossing = sum(route(raw[i], 4) != route(raw[41 + i], 4) for i in range(41))
+    assert crossing > 20 and route(raw[40], 4) != route(raw[81], 4)  # most pairs, and the NFC pair, split
+
+    args = (f"--input_file={source}", "--corpus_format=bert", "--num_shards=4", "--min_sentences=1", "--min_chars=0")
+    one, two = tmp_path / "one", tmp_path / "two"
+    prepare(*args, f"--output_dir={one}")
+    prepare(*args, f"--output_dir={two}", "--num_workers=2")
+    assert shard_bytes(one) == shard_bytes(two)
+    assert sorted(documents(one)) == sorted(originals)
+    report = json.loads((one / "corpus_report.json").read_text())
+    assert report["documents_in"] == 82 and report["documents_out"] == 41
+    assert report["dropped"] == {"duplicate": 41}
+    assert report["sentences_out"] == sum(len(d) for d in originals)
+    # A lost shard (one that lost copies in the pass) is remade, the pass redone: the same bytes and report.
+    first = shard_bytes(one)
+    lost = max(first)  # the last shard: it can only lose copies, never keep them
+    (one / lost).unlink()
+    (one / "corpus_report.json").unlink()
+    prepare(*args, f"--output_dir={one}")
+    assert shard_bytes(one) == first
+    assert json.loads((one / "corpus_report.json").read_text()) == report
+    # A rerun rewrites nothing and counts the same.
+    mtimes = {p.name: p.stat().st_mtime_ns for p in shards(one)}
+    prepare(*args, f"--output_dir={one}")
+    assert {p.name: p.stat().st_mtime_ns for p in shards(one)} == mtimes
+    assert json.loads((one / "corpus_report.json").read_text()) == report
+    # Killed in the pass, after a shard's counts and before its rewrite: the rerun ends it the same.
+    from bert_core.config import PrepareCorpusConfig
+    from bert_core.corpus import cross_shard
+    from bert_core.corpus.prepare import prepare_corpus_main
+
+    killed = tmp_path / "killed"
+
+    def kill(*_):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cross_shard, "_write", kill)
+    with pytest.raises(KeyboardInterrupt):
+        prepare_corpus_main(PrepareCorpusConfig(input_file=str(source), output_dir=str(killed), corpus_format="bert",
+                                                num_shards=4, min_sentences=1, min_chars=0))
+    monkeypatch.undo()
+    assert list((killed / ".corpus_stats").glob("*.dups.json")) and not (killed / "corpus_report.json").exists()
+    assert shard_bytes(killed) != first  # the copies are still there
+    prepare(*args, f"--output_dir={killed}")
+    assert shard_bytes(killed) == first
+    assert json.loads((killed / "corpus_report.json").read_text()) == report
+
+
 def _f1(gold: list[list[str]], predicted: list[list[str]]) -> float:
     hits = sum(sum((collections.Counter(g) & collections.Counter(p)).values()) for g, p in zip(gold, predicted))
     precision = hits / sum(map(len, predicted))

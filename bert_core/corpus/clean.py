@@ -5,8 +5,8 @@ A document's sentences are normalised (NFC by default, NFKC or none), their cont
 (Unicode category Cc: C0 but tab and newline, DEL, C1; and the noncharacters U+FFFE/U+FFFF) become
 spaces and their whitespace is collapsed.
 A document is dropped when it has fewer than `min_sentences` sentences or `min_chars` characters, or
-when its text equals a document kept before (a 16-byte BLAKE2b digest of its sentences; the shard a
-document goes to is chosen from its raw bytes, so equal documents always meet in the same shard).
+when its text equals a document kept before (a 16-byte BLAKE2b digest of its cleaned sentences) in its
+shard; `cross_shard` drops those that are equal only after cleaning and so were kept in two shards.
 
 `Report` counts documents per reason with a few examples each (where, and the first characters) and
 merges across shards; `write_report` leaves it as JSON and as Markdown (the KFP Markdown artifact).

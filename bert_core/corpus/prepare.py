@@ -8,14 +8,16 @@ documents: `bert create-data --input_file='corpus/corpus-*.txt'` reads them), `c
 `corpus_report.md` (documents kept, dropped per reason with examples), written last, and
 `.corpus_stats/` (each shard's counts, for resuming).
 
-Sharding. A document goes to shard `blake2b(raw text) mod num_shards` (a multistream dump: its
-stream's number mod num_shards), so the output does not depend on the number of workers or ranks and
-equal documents meet in one shard (where duplicates are dropped). The shards are shared out among
-`min(num_shards, workers x ranks)` tasks, one a worker process. On a host with several, the inputs are
-read once (decompressed, parsed, routed) and each document is sent to its shard's worker, which does
-the expensive work (markup removal, segmentation, cleaning); a multistream dump's workers read their
-own streams instead, and each MPI rank reads for its own workers. Memory is flat in the corpus size:
-a few documents at a time, plus 16 bytes a kept document for duplicate detection.
+Sharding. A document goes to shard `blake2b(raw text) mod num_shards` (a multistream dump: its stream's
+number mod num_shards), so the output does not depend on the number of workers or ranks and
+raw-identical documents meet in one shard (where duplicates are dropped); documents equal only after
+cleaning are dropped across shards by one pass over the written shards (`cross_shard`) at the end. The
+shards are shared out among `min(num_shards, workers x ranks)` tasks, one a worker process. On a host
+with several, the inputs are read once (decompressed, parsed, routed) and each document is sent to its
+shard's worker, which does the expensive work (markup removal, segmentation, cleaning); a multistream
+dump's workers read their own streams instead, and each MPI rank reads for its own workers. Memory is
+flat in the corpus size: a few documents at a time, plus 16 bytes a kept document for duplicate
+detection.
 
 Atomic and resumable. Each shard is written to a temporary file and renamed when whole, after its
 counts (`.corpus_stats/`, with a fingerprint of the inputs and settings); a rerun skips the shards
@@ -40,7 +42,7 @@ from bert_core.layout import CORPUS_REPORT_MARKDOWN as REPORT_MARKDOWN
 from bert_core.layout import CORPUS_SHARD_GLOB as SHARD_GLOB
 from bert_core.layout import corpus_shard_name as shard_name
 from bert_core.config import PrepareCorpusConfig
-from bert_core.corpus import readers, wiki
+from bert_core.corpus import cross_shard, readers, wiki
 from bert_core.corpus.clean import Cleaner, Report, write_report
 from bert_core.corpus.segment import split_paragraphs
 from bert_core.errors import UserError
@@ -159,6 +161,7 @@ class _ShardWriter:
             name = shard_name(k, self.cfg.num_shards)
             storage.write_json(storage.join(self.cfg.output_dir, STATS_DIR, name + ".json"),
                                {"fingerprint": self.fingerprint, "report": self.reports[k].to_dict()})
+            storage.remove(cross_shard.dups_path(self.cfg.output_dir, STATS_DIR, name))  # a remade shard's
 
 
 def run_task(shards: list[int], sources: list[Source], cfg: PrepareCorpusConfig, fingerprint: str) -> list[int]:
@@ -386,6 +389,9 @@ def _remove_stale(cfg: PrepareCorpusConfig) -> None:
     for path in storage.glob(storage.join(cfg.output_dir, STATS_DIR, SHARD_GLOB + ".json")):
         if storage.basename(path)[:-len(".json")] not in names:
             storage.remove(path)
+    for path in storage.glob(storage.join(cfg.output_dir, STATS_DIR, SHARD_GLOB + ".dups.json")):
+        if storage.basename(path)[:-len(".dups.json")] not in names:
+            storage.remove(path)
     for name in (REPORT_JSON, REPORT_MARKDOWN):
         storage.remove(storage.join(cfg.output_dir, name))
     for directory in (cfg.output_dir, storage.join(cfg.output_dir, STATS_DIR)):  # a killed run's
@@ -397,6 +403,7 @@ def _remove_outputs(cfg: PrepareCorpusConfig) -> None:
         name = shard_name(i, cfg.num_shards)
         storage.remove(storage.join(cfg.output_dir, name))
         storage.remove(storage.join(cfg.output_dir, STATS_DIR, name + ".json"))
+        storage.remove(cross_shard.dups_path(cfg.output_dir, STATS_DIR, name))
 
 
 def prepare_corpus_main(config: PrepareCorpusConfig) -> int:
@@ -444,6 +451,9 @@ def prepare_corpus_main(config: PrepareCorpusConfig) -> int:
         if shard_report is None:
             raise UserError(f"{cfg.output_dir}: shard {shard_name(k, cfg.num_shards)} is missing after the run")
         total.merge(shard_report)
+    if cfg.dedup and cfg.num_shards > 1 and total.documents_out:
+        cross_shard.remove(cfg.output_dir, STATS_DIR, [shard_name(k, cfg.num_shards) for k in range(cfg.num_shards)],
+                           fingerprint, total)
     if total.documents_out == 0:
         _remove_outputs(cfg)
         raise UserError(f"{cfg.input_file}: no document left after cleaning ({total.summary()}); "
