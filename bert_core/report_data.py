@@ -182,12 +182,14 @@ def vocab_is_cased(vocab_file: str) -> bool:
     return any(t not in SPECIAL_TOKENS and any(ch.isupper() for ch in t) for t in load_vocab(vocab_file))
 
 
-def corpus_statistics(corpus_files: Sequence[str], task_dir: str | None = None) -> dict:
+def corpus_statistics(corpus_files: Sequence[str], task_dir: str | None = None,
+                      max_documents: int | None = None) -> dict:
     """A prepared corpus (BERT's format: a sentence a line, a blank line between documents), read once
     as a stream: documents and sentences kept, {sentence length in whitespace tokens: sentences} and
     {document length in sentences: documents} (exact counts: memory grows with the longest length, not
     the corpus), and, when the held-out task was made (task_dir/task.json), its documents and examples
-    per split."""
+    per split. With max_documents, only the first ones are read and `sampled` is True when more were
+    there (the counts are then of those documents only)."""
     import collections
 
     from bert_core import storage
@@ -195,11 +197,17 @@ def corpus_statistics(corpus_files: Sequence[str], task_dir: str | None = None) 
 
     tokens: collections.Counter[int] = collections.Counter()
     sentences: collections.Counter[int] = collections.Counter()
+    sampled = False
     for path in corpus_files:
         for doc in iter_documents(path, on_bad_utf8="replace"):
+            if max_documents is not None and sum(sentences.values()) >= max_documents:
+                sampled = True
+                break
             sentences[len(doc)] += 1
             tokens.update(len(s.split()) for s in doc)
-    out = {"documents": sum(sentences.values()), "sentences": sum(tokens.values()),
+        if sampled:
+            break
+    out = {"sampled": sampled, "documents": sum(sentences.values()), "sentences": sum(tokens.values()),
            "tokens": sum(n * c for n, c in tokens.items()),
            "sentence_tokens": dict(sorted(tokens.items())), "document_sentences": dict(sorted(sentences.items()))}
     task_json = storage.join(task_dir, "task.json") if task_dir else None

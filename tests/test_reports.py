@@ -15,7 +15,7 @@ import sys
 import pytest
 
 from bert_core import layout, reports
-from bert_core.reports import page, plots
+from bert_core.reports import page, plots, sections
 from tests import browser
 from tests.conftest import ROOT, run_bert
 
@@ -290,7 +290,12 @@ def test_corpus_report_counts_the_prepared_corpus(brown_corpus, tmp_path):
     examples = {name: len(open(os.path.join(task, f"{name}.tsv"), encoding="utf-8").read().splitlines()) - 1
                 for name in ("train", "dev", "test")}  # less the header
     assert stats["task"]["examples"] == examples == summary["task"]["examples"] and min(examples.values()) > 100
-    assert stats["task"]["documents"] + len(docs) == prepared["documents_out"]
+    assert stats["task"]["documents"] + len(docs) == prepared["documents_out"] and not stats["sampled"]
+    # report.html and compare read at most a cap of documents of a run's corpus, and say so
+    capped = report_data.corpus_statistics([corpus], task, max_documents=10)
+    assert capped["sampled"] and capped["documents"] == 10 and capped["sentences"] == sum(map(len, docs[:10]))
+    assert report_data.corpus_statistics([corpus], task, max_documents=len(docs))["sampled"] is False
+    assert "first 10 documents" in "".join(sections.corpus_blocks([corpus], task, max_documents=10))
 
     page_html = reports.corpus_report([corpus], task, prepared)
     shot = _shot(tmp_path, "corpus", page_html)

@@ -16,6 +16,9 @@ from bert_core import layout, report_data, storage
 from bert_core.errors import UserError
 from bert_core.reports import page, plots, sections
 
+#: report.html and `artifacts compare` read at most this many documents of a run's corpus (the corpus
+#: step's own report reads all of it, as the step does anyway).
+RUN_CORPUS_DOCUMENTS = 100_000
 #: learn-vocab's and prepare-corpus's outputs are single files, which KFP names after the output.
 VOCAB_OUTPUT, CORPUS_OUTPUT = "vocab", "corpus"
 #: the corpus step's held-out task: a directory beside its corpus.
@@ -61,8 +64,9 @@ def stage_numbers(stage: Stage) -> dict:
     """Every number a stage recorded, keys dotted (a training stage's metrics file, evaluate's
     metrics.json, the data manifest's totals)."""
     if stage.kind == "corpus":
-        stats = report_data.corpus_statistics([storage.join(stage.path, CORPUS_OUTPUT)])
-        doc = {k: stats[k] for k in ("documents", "sentences", "tokens")}
+        stats = report_data.corpus_statistics([storage.join(stage.path, CORPUS_OUTPUT)],
+                                              max_documents=RUN_CORPUS_DOCUMENTS)
+        doc = {} if stats["sampled"] else {k: stats[k] for k in ("documents", "sentences", "tokens")}
     elif stage.kind == "vocab":
         from bert_core.tokenization import load_vocab
 
@@ -127,7 +131,8 @@ def _stage_blocks(stage: Stage, run_dir: str, record: dict) -> list[str]:
     if stage.kind == "corpus":
         return sections.corpus_blocks([storage.join(stage.path, CORPUS_OUTPUT)], storage.join(stage.path, TASK_OUTPUT),
                                       unprepared_note="what prepare-corpus dropped, if it ran, is in the step's own "
-                                                      "reports (html_report, report)")
+                                                      "reports (html_report, report)",
+                                      max_documents=RUN_CORPUS_DOCUMENTS)
     if stage.kind == "vocab":
         return _vocab_blocks(stage, run_dir, record)
     if stage.kind == "data":

@@ -125,26 +125,29 @@ def vocab_blocks(vocab_file: str, corpus_files: list[str], do_lower_case: bool, 
 
 
 def corpus_blocks(corpus_files: list[str], task_dir: str | None = None, prepared: dict | None = None,
-                  unprepared_note: str = "") -> list[str]:
+                  unprepared_note: str = "", max_documents: int | None = None) -> list[str]:
     """The prepared corpus (report_data.corpus_statistics: sentence and document lengths, counts), the
     held-out task's split sizes, and with `prepared` (prepare-corpus's corpus_report.json) what it
     dropped, per reason, with examples; without it, `unprepared_note` says why not."""
     from bert_core.corpus.clean import REASONS
 
-    stats = report_data.corpus_statistics(corpus_files, task_dir)
+    stats = report_data.corpus_statistics(corpus_files, task_dir, max_documents)
+    every = f"the first {stats['documents']:,} documents" if stats["sampled"] else "every document"
     figs = []
     if stats["sentences"]:
         lengths = stats["sentence_tokens"]
         figs.append(plots.histogram("Sentence lengths", "tokens per sentence (split at whitespace)", list(lengths),
                                     bins=_int_bins(list(lengths), None), ylabel="sentences",
                                     weights=list(lengths.values()),
-                                    caption=f"every sentence of the corpus ({stats['sentences']:,})"))
+                                    caption=f"every sentence of {every} of the corpus ({stats['sentences']:,})"))
         docs = stats["document_sentences"]
         figs.append(plots.histogram("Document lengths", "sentences per document", list(docs),
                                     bins=_int_bins(list(docs), None), ylabel="documents", weights=list(docs.values()),
-                                    caption=f"every document of the corpus ({stats['documents']:,})"))
+                                    caption=f"{every} of the corpus ({stats['documents']:,})"))
     rows = [["documents", stats["documents"]], ["sentences", stats["sentences"]],
             ["tokens (whitespace)", stats["tokens"]]]
+    if stats["sampled"]:
+        rows = [[f"{name} (first {stats['documents']:,} documents)", n] for name, n in rows]
     if prepared:
         rows = [["documents read", prepared["documents_in"]], *rows, ["characters", prepared["chars_out"]]]
     blocks = [page.figures(figs), page.table(["corpus", "value"], rows)]
