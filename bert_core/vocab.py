@@ -6,6 +6,11 @@ CJK split, optional lower-casing + accent stripping, punctuation split), then th
 [PAD], [UNK], [CLS], [SEP], [MASK], then the pieces (single characters, "##" continuations, merges),
 one a line, no duplicates, exactly --vocab_size lines unless the corpus has fewer pieces to offer.
 Coverage is measured by tokenizing every distinct word of the corpus with the written vocab.
+
+The same corpus always gives the same vocab.txt. The trainer alone does not (huggingface/tokenizers#1794):
+it numbers the "##" continuation characters in hash-map order, and those numbers break ties between
+merges of equal count. So a first pass counts the characters and the trainer is handed every "##"
+continuation of its alphabet up front, in sorted order (`continuation_tokens`).
 """
 
 from __future__ import annotations
@@ -36,6 +41,19 @@ class _CorpusWords:
         self.stats = ReadStats()
         self.counts: collections.Counter[str] = collections.Counter()
 
+    def characters(self) -> tuple[collections.Counter[str], set[str]]:
+        """A first pass over the corpus: every character's count, and the characters that occur after a
+        word's first one (those the trainer makes "##" continuations of)."""
+        counts: collections.Counter[str] = collections.Counter()
+        inner: set[str] = set()
+        for path in self.paths:
+            for line in iter_lines(path, self.on_bad_utf8, ReadStats()):
+                text = basic_normalize(line, self.do_lower_case)
+                counts.update(text)
+                inner.update("".join(word[1:] for word in text.split()))
+        del counts[" "]
+        return counts, inner
+
     def batches(self) -> Iterator[list[str]]:
         start = last = time.monotonic()
         batch: list[str] = []
@@ -57,6 +75,15 @@ class _CorpusWords:
             yield batch
 
 
+def continuation_tokens(counts: collections.Counter[str], inner: set[str], limit_alphabet: int) -> list[str]:
+    """"##c" for every character c of the trainer's alphabet (the limit_alphabet most frequent; all
+    characters tied with the last one too, as the trainer's own cut among ties is unordered) that
+    occurs inside a word, sorted: given to the trainer first, they get the same ids in every run."""
+    ranked = sorted(counts.values(), reverse=True)
+    floor = ranked[limit_alphabet - 1] if len(ranked) >= limit_alphabet else 0
+    return ["##" + c for c in sorted(c for c, n in counts.items() if n >= floor and c in inner)]
+
+
 def train_pieces(corpus: _CorpusWords, config: VocabConfig) -> list[str]:
     """The trainer's pieces in its id order, without the special tokens."""
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
@@ -65,7 +92,8 @@ def train_pieces(corpus: _CorpusWords, config: VocabConfig) -> list[str]:
     tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()  # the text is already normalised
     trainer = trainers.WordPieceTrainer(
         vocab_size=config.vocab_size, min_frequency=config.min_frequency,
-        limit_alphabet=config.limit_alphabet, special_tokens=list(SPECIAL_TOKENS),
+        limit_alphabet=config.limit_alphabet,
+        special_tokens=list(SPECIAL_TOKENS) + continuation_tokens(*corpus.characters(), config.limit_alphabet),
         continuing_subword_prefix="##", show_progress=False)
     tokenizer.train_from_iterator(corpus.batches(), trainer=trainer)
     learned = tokenizer.get_vocab()

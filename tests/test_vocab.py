@@ -85,6 +85,23 @@ def test_learn_vocab_cli_brown(brown_small, tmp_path):
     assert flat.count("[UNK]") / len(flat) < 0.01
 
 
+@pytest.mark.parametrize("lower", [True, False])
+def test_learn_vocab_is_the_same_every_run(brown_small, tmp_path, lower):
+    """The same corpus gives byte-identical vocab.txt in separate processes. Hugging Face's trainer
+    alone does not (huggingface/tokenizers#1794: its "##" ids follow hash-map order and break merge
+    ties; three runs here gave three vocabs), so learn-vocab gives it the continuations up front."""
+    corpus, _ = brown_small
+    runs = []
+    for i in range(3):
+        out = tmp_path / f"vocab{i}.txt"
+        run_bert("learn-vocab", f"--input_file={corpus}", f"--output_file={out}", "--vocab_size=2000",
+                 f"--do_lower_case={str(lower).lower()}", check=True)
+        runs.append(out.read_bytes())
+    assert runs[0] == runs[1] == runs[2]
+    tokens = runs[0].decode("utf-8").split("\n")[:-1]
+    assert len(tokens) == 2000 and "##e" in tokens and "##." not in tokens  # no continuation a word never has
+
+
 def test_learn_vocab_cased_multilingual(tmp_path):
     corpus = tmp_path / "multi.txt"
     corpus.write_text(MULTILINGUAL * 3, encoding="utf-8")
