@@ -313,7 +313,12 @@ def prose_paragraphs(plain: str) -> list[str]:
                 continue
         if skipping or "\t" in line:
             continue
-        stripped = " ".join(line.split())
+        # White space collapsed; a printable line (no tab, no-break or other space) without double or
+        # edge spaces is already collapsed, and most are: the split is skipped.
+        if line.isprintable() and "  " not in line and line[:1] != " " and line[-1:] != " ":
+            stripped = line
+        else:
+            stripped = " ".join(line.split())
         if not stripped or stripped.startswith(_NOT_PROSE_START):
             continue
         stripped = _tidy(stripped)
