@@ -117,3 +117,49 @@ def test_bad_xml_is_one_line_with_the_position_elementtree_gives(tmp_path, bad):
     message = str(err.value)
     assert "\n" not in message and message.startswith(f"{path}: line {line}, column {column}: not well-formed XML (")
     assert expected.value.msg.split(":")[0] in message
+
+
+# --------------------------------------------------------------------------------------------------
+# bz2: indexed_bzip2 on one thread (bert_core/corpus/readers.py `_Bz2`)
+# --------------------------------------------------------------------------------------------------
+def _read(path: pathlib.Path, block: int) -> bytes:
+    from bert_core.corpus.readers import open_decompressed
+
+    out = []
+    with open_decompressed(str(path)) as (stream, counted):
+        while chunk := stream.read(block):
+            out.append(chunk)
+    assert counted.count == path.stat().st_size
+    return b"".join(out)
+
+
+def test_bz2_files_and_ranges_decompress_as_the_standard_library_does(wiki_excerpt, tmp_path):
+    from bert_core.corpus.readers import decompress_bz2
+
+    data = pathlib.Path(wiki_excerpt).read_bytes()
+    xml = bz2.decompress(data)
+    streams = bz2.compress(xml[:1000]) + bz2.compress(xml[1000:2_000_000]) + bz2.compress(b"") + bz2.compress(xml[2_000_000:])
+    (tmp_path / "one.bz2").write_bytes(data)
+    (tmp_path / "three.bz2").write_bytes(streams)  # a multistream dump read whole: every stream
+    for block in (1 << 20, 1000):
+        assert _read(tmp_path / "one.bz2", block) == _read(tmp_path / "three.bz2", block) == xml
+    assert decompress_bz2(streams) == decompress_bz2(data) == xml
+
+
+@pytest.mark.parametrize("damage, detail", [
+    (lambda d: d[:len(d) // 2], "truncated: bz2 data ended before the end-of-stream marker was reached"),
+    (lambda d: d[:-1], "truncated: bz2 data ended before the end-of-stream marker was reached"),
+    (lambda d: d[:40] + b"\x00" * 20 + d[60:], "invalid bz2 data ([BZip2 block header]"),
+    (lambda d: d[:10] + bytes([d[10] ^ 1]) + d[11:], "invalid bz2 data (Calculated CRC"),  # the block's CRC
+])
+def test_damaged_bz2_is_one_line(tmp_path, damage, detail):
+    from bert_core.corpus.readers import decompress_bz2
+
+    data = bz2.compress((_HEAD + "\n".join(_ODD_PAGES) * 50 + "</mediawiki>\n").encode())
+    path = tmp_path / "bad.xml.bz2"
+    path.write_bytes(damage(data))
+    with pytest.raises(UserError) as err:
+        list(wiki.iter_dump(str(path)))
+    assert str(err.value).startswith(f"{path}: the compressed data is truncated or corrupt: {detail}")
+    with pytest.raises((EOFError, OSError)):
+        decompress_bz2(damage(data))
