@@ -144,14 +144,15 @@ class _ShardWriter:
         if doc.dropped:
             report.drop(doc.dropped, doc.where, doc.text)
             return
-        kept = self.cleaners[shard](doc.where, document_sentences(doc), doc.text)
+        kept = self.cleaners[shard].clean_text(doc.where, document_sentences(doc), doc.text)
         if kept is None:
             return
         f = self.files[shard]
         if self.started[shard]:
             f.write("\n")
         self.started[shard] = True
-        f.write("\n".join(kept) + "\n")
+        f.write(kept)
+        f.write("\n")
         _REPORT(0, 1)
 
     def finish(self) -> None:
