@@ -240,19 +240,28 @@ def detect_format(path: str) -> str:
 
 
 def iter_blocks(path: str, kind: str, on_bad_utf8: str = "fail", progress=None) -> Iterator[RawDocument]:
-    """text / bert: the documents of a file, each the lines between blank lines, joined by "\\n"."""
-    block: list[str] = []
+    """text / bert: the documents of a file, each the lines between blank lines, joined by "\\n".
+
+    The blank lines of a block of lines are found in C (the lines stripped, then list.index): a Python
+    step per document, not per line."""
+    block: list[str] = []  # the lines of the document being read (it may go on in the next block)
     first = 0
     for number, lines in _line_blocks(path, on_bad_utf8, progress):
-        for line in lines:
-            if line.strip():
+        stripped = list(map(str.strip, lines))
+        start = 0
+        while start < len(lines):
+            try:
+                end = stripped.index("", start)
+            except ValueError:
+                end = len(lines)
+            if end > start:
                 if not block:
-                    first = number
-                block.append(line)
-            elif block:
+                    first = number + start
+                block.extend(lines[start:end])
+            if end < len(lines) and block:
                 yield RawDocument(f"{path}:{first}", "\n".join(block), kind)
                 block = []
-            number += 1
+            start = end + 1
     if block:
         yield RawDocument(f"{path}:{first}", "\n".join(block), kind)
 
@@ -286,7 +295,7 @@ def paragraphs_of(doc: RawDocument) -> list[str]:
     """The paragraphs of a text, jsonl or bert document (bert: its sentences, one a line)."""
     lines = doc.text.split("\n")
     if doc.kind == "jsonl":  # lines as str.splitlines() ends them, their whitespace collapsed
-        if tidy(lines, doc.text):
+        if tidy(doc.text):
             return lines
         return [p for p in (" ".join(l.split()) for l in doc.text.splitlines()) if p]
     return [p for p in map(str.strip, lines) if p]
