@@ -36,13 +36,13 @@ import time
 from dataclasses import dataclass
 
 import bert_core
-from bert_core import children, events, storage
+from bert_core import children, events, mpi, storage
 from bert_core.layout import CORPUS_REPORT_JSON as REPORT_JSON
 from bert_core.layout import CORPUS_REPORT_MARKDOWN as REPORT_MARKDOWN
 from bert_core.layout import CORPUS_SHARD_GLOB as SHARD_GLOB
 from bert_core.layout import corpus_shard_name as shard_name
 from bert_core.config import PrepareCorpusConfig
-from bert_core.corpus import cross_shard, readers, wiki
+from bert_core.corpus import cross_shard, readers
 from bert_core.corpus.clean import Cleaner, Report, write_report
 from bert_core.corpus.segment import split_paragraphs
 from bert_core.errors import UserError
@@ -66,6 +66,8 @@ def plan_sources(cfg: PrepareCorpusConfig) -> list[Source]:
         fmt = cfg.corpus_format if cfg.corpus_format != "auto" else readers.detect_format(path)
         streams = None
         if fmt == "wiki":
+            from bert_core.corpus import wiki  # here: text and JSON lines runs start without it
+
             index = cfg.wiki_index or wiki.index_beside(path)
             if index:
                 if not storage.exists(index):
@@ -93,6 +95,8 @@ def route(text: str, num_shards: int) -> int:
 def document_sentences(doc: readers.RawDocument) -> list[str]:
     """A raw document's sentences, before cleaning."""
     if doc.kind == "wiki":
+        from bert_core.corpus import wiki
+
         paragraphs = wiki.wikitext_to_paragraphs(doc.text)
     else:
         paragraphs = readers.paragraphs_of(doc)
@@ -104,6 +108,8 @@ def document_sentences(doc: readers.RawDocument) -> list[str]:
 def _owned_documents(src: Source, owned: set[int], num_shards: int, cfg: PrepareCorpusConfig, progress):
     """(shard, raw document) for the documents of `src` that go to a shard in `owned`."""
     if src.streams is not None:
+        from bert_core.corpus import wiki
+
         keep = lambda number: number % num_shards in owned  # noqa: E731
         for number, doc in wiki.iter_multistream(src.path, src.streams, keep, progress):
             yield number % num_shards, doc
@@ -117,6 +123,8 @@ def _owned_documents(src: Source, owned: set[int], num_shards: int, cfg: Prepare
 def _source_documents(src: Source, cfg: PrepareCorpusConfig, progress):
     """Every raw document of a (not multistream) source, in order."""
     if src.format == "wiki":
+        from bert_core.corpus import wiki
+
         return wiki.iter_dump(src.path, progress)
     if src.format == "jsonl":
         return readers.iter_json_lines(src.path, cfg.text_field, cfg.on_bad_utf8, progress)
@@ -144,14 +152,15 @@ class _ShardWriter:
         if doc.dropped:
             report.drop(doc.dropped, doc.where, doc.text)
             return
-        kept = self.cleaners[shard](doc.where, document_sentences(doc), doc.text)
+        kept = self.cleaners[shard].clean_text(doc.where, document_sentences(doc), doc.text)
         if kept is None:
             return
         f = self.files[shard]
         if self.started[shard]:
             f.write("\n")
         self.started[shard] = True
-        f.write("\n".join(kept) + "\n")
+        f.write(kept)
+        f.write("\n")
         _REPORT(0, 1)
 
     def finish(self) -> None:
@@ -351,12 +360,6 @@ def _fan_out(tasks: list[list[int]], sources: list[Source], cfg: PrepareCorpusCo
             p.join()
 
 
-def _mpi_comm():
-    from bert_core.data.pretraining import _mpi_comm as comm
-
-    return comm()
-
-
 def _fingerprint(cfg: PrepareCorpusConfig, sources: list[Source]) -> str:
     params = {k: v for k, v in cfg.model_dump().items() if k not in _OUTPUT_ONLY}
     inputs = [(s.path, storage.size(s.path), s.format) for s in sources]
@@ -409,7 +412,7 @@ def _remove_outputs(cfg: PrepareCorpusConfig) -> None:
 def prepare_corpus_main(config: PrepareCorpusConfig) -> int:
     """`bert prepare-corpus`: progress on stderr, one summary line on stdout."""
     cfg = config
-    comm = _mpi_comm()
+    comm = mpi.comm()
     rank, world = (comm.Get_rank(), comm.Get_size()) if comm is not None else (0, 1)
     if storage.exists(cfg.output_dir) and not storage.isdir(cfg.output_dir):
         raise UserError(f"--output_dir={cfg.output_dir}: exists and is not a directory")
