@@ -82,7 +82,13 @@ def remove(output_dir: str, stats_dir: str, names: list[str], fingerprint: str, 
 
 
 def _recorded(output_dir: str, stats_dir: str, name: str, fingerprint: str) -> Report | None:
-    path = dups_path(output_dir, stats_dir, name)
+    data = fingerprinted(dups_path(output_dir, stats_dir, name), fingerprint)
+    return None if data is None else Report.from_dict(data)
+
+
+def fingerprinted(path: str, fingerprint: str) -> dict | None:
+    """The JSON object of a counts file (`.corpus_stats/`) if it exists, reads whole, and was written
+    for this fingerprint (the same inputs and settings); else None: the work it counts is to be redone."""
     if not storage.exists(path):
         return None
     try:
@@ -91,4 +97,4 @@ def _recorded(output_dir: str, stats_dir: str, name: str, fingerprint: str) -> R
         return None
     if not isinstance(data, dict) or data.get("fingerprint") != fingerprint:
         return None
-    return Report.from_dict(data)
+    return data

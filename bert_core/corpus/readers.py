@@ -155,11 +155,12 @@ def corrupt_input(path: str, err: BaseException, where: str = "") -> UserError:
     return UserError(f"{path}: the compressed data is truncated or corrupt{at}: {text}")
 
 
-def _lines(path: str, on_bad_utf8: str, progress) -> Iterator[tuple[int, str]]:
-    """(1-based line number, decoded line without its ending) of a text file, decompressed."""
-    number = 0
+def _lines(path: str, on_bad_utf8: str, progress, span=None) -> Iterator[tuple[int, str]]:
+    """(1-based line number, decoded line without its ending) of a text file, decompressed; or, with
+    `span` = (bytes, number of their first line), of that part of it (a block, corpus/units.py)."""
+    number = 0 if span is None else span[1] - 1
     try:
-        with open_decompressed(path) as (stream, counted):
+        with (open_decompressed(path) if span is None else _in_memory(span[0])) as (stream, counted):
             for raw in stream:
                 number += 1
                 try:
@@ -176,6 +177,12 @@ def _lines(path: str, on_bad_utf8: str, progress) -> Iterator[tuple[int, str]]:
                 progress(counted.count)
     except decompression_errors() as err:
         raise corrupt_input(path, err, f"after line {number}") from None
+
+
+@contextlib.contextmanager
+def _in_memory(data: bytes):
+    with io.BytesIO(data) as stream:
+        yield stream, None
 
 
 def detect_format(path: str) -> str:
@@ -203,11 +210,12 @@ def detect_format(path: str) -> str:
     return "bert" if multi < 0.05 * len(lines) else "text"
 
 
-def iter_blocks(path: str, kind: str, on_bad_utf8: str = "fail", progress=None) -> Iterator[RawDocument]:
-    """text / bert: the documents of a file, each the lines between blank lines, joined by "\\n"."""
+def iter_blocks(path: str, kind: str, on_bad_utf8: str = "fail", progress=None, span=None) -> Iterator[RawDocument]:
+    """text / bert: the documents of a file (or of a `span` of it, as `_lines`), each the lines between
+    blank lines, joined by "\\n"."""
     block: list[str] = []
     first = 0
-    for number, line in _lines(path, on_bad_utf8, progress):
+    for number, line in _lines(path, on_bad_utf8, progress, span):
         if line.strip():
             if not block:
                 first = number
@@ -219,9 +227,10 @@ def iter_blocks(path: str, kind: str, on_bad_utf8: str = "fail", progress=None) 
         yield RawDocument(f"{path}:{first}", "\n".join(block), kind)
 
 
-def iter_json_lines(path: str, text_field: str, on_bad_utf8: str = "fail", progress=None) -> Iterator[RawDocument]:
-    """jsonl: one document an object; its text is the string under `text_field`."""
-    for number, line in _lines(path, on_bad_utf8, progress):
+def iter_json_lines(path: str, text_field: str, on_bad_utf8: str = "fail", progress=None,
+                    span=None) -> Iterator[RawDocument]:
+    """jsonl: one document an object; its text is the string under `text_field` (`span`: as `_lines`)."""
+    for number, line in _lines(path, on_bad_utf8, progress, span):
         if not line.strip():
             continue
         try:
