@@ -27,8 +27,8 @@ from processes import descendants, still_running
 LOOSE = ("--min_sentences=1", "--min_chars=0", "--nodedup", "--normalization=none")
 
 
-def prepare(*args: str, check: bool = True):
-    return run_bert("prepare-corpus", *args, check=check)
+def prepare(*args: str, check: bool = True, env: dict | None = None):
+    return run_bert("prepare-corpus", *args, check=check, env=env)
 
 
 def shards(out: pathlib.Path) -> list[pathlib.Path]:
@@ -194,22 +194,26 @@ def test_bert_format_is_kept_as_is_and_shards_do_not_depend_on_workers(brown_cor
 
 def test_documents_equal_only_after_cleaning_are_one_document_across_shards(brown_corpus, tmp_path, monkeypatch):
     """Brown documents and copies that differ raw (a control character for a space, doubled spaces,
-    a decomposed accent: NFC-equal) but not once cleaned: the copies go to other shards than their
-    originals by their raw hash, and are dropped there (the original, in the lower shard, is kept);
-    the same shards for any worker count and after a lost shard is remade."""
-    from bert_core.corpus.prepare import route
-    from bert_core.corpus.readers import iter_blocks
+    a decomposed accent: NFC-equal) but not once cleaned, and raw-identical copies: in blocks of 2 KB,
+    most copies go to other shards than their originals, and are dropped there (the copy in the lower
+    shard is kept); the same shards for any worker count and after a lost shard is remade."""
+    from bert_core.corpus import units
 
+    monkeypatch.setenv("BERT_CORPUS_BLOCK_BYTES", "2000")
     originals = read_documents(brown_corpus)[:40]
     originals.append(["The caf\u00e9 opened in April.", "It closed in June."])
-    variants = [[doc[0].replace(" ", "\x07", 1), *(l.replace(" ", "  ") for l in doc[1:])] for doc in originals[:40]]
+    variants = [[doc[0].replace(" ", "\x07", 1), *(l.replace(" ", "  ") for l in doc[1:])] for doc in originals[:30]]
+    variants += originals[30:40]  # raw-identical
     variants.append(["The cafe\u0301 opened in April.", "It closed in June."])
     source = tmp_path / "corpus.txt"
     source.write_text("\n\n".join("\n".join(d) for d in originals + variants) + "\n", encoding="utf-8")
-    raw = [d.text for d in iter_blocks(str(source), "bert")]
-    assert len(raw) == 82
-    crossing = sum(route(raw[i], 4) != route(raw[41 + i], 4) for i in range(41))
-    assert crossing > 20 and route(raw[40], 4) != route(raw[81], 4)  # most pairs, and the NFC pair, split
+    shard_of = {}  # a document's first line -> its shard
+    for n, block in enumerate(units.blocks(str(source), "bert")):
+        for doc in units.block_documents(block, "text", "fail"):
+            shard_of[doc.text.split("\n")[0]] = n % 4
+    assert len(shard_of) == 81 - 10
+    crossing = sum(shard_of[originals[i][0]] != shard_of[variants[i][0]] for i in range(30))
+    assert crossing > 15 and shard_of[originals[40][0]] != shard_of[variants[40][0]]
 
     args = (f"--input_file={source}", "--corpus_format=bert", "--num_shards=4", "--min_sentences=1", "--min_chars=0")
     one, two = tmp_path / "one", tmp_path / "two"
@@ -296,7 +300,8 @@ def test_json_lines_gzip_and_zstd_with_a_text_field_and_duplicates(brown_corpus,
     assert len(documents(out)) == 60
     report = json.loads((out / "corpus_report.json").read_text())
     assert report["documents_in"] == 70 and report["dropped"] == {"duplicate": 10}
-    assert report["examples"]["duplicate"][0]["where"].startswith(f"{tmp_path}/b.jsonl.zst:")
+    # Each file is one block, its own shard: the copies meet in the pass over the shards.
+    assert report["examples"]["duplicate"][0]["where"].startswith("corpus-00001-of-00003.txt: document ")
 
 
 def test_rerun_rewrites_nothing_and_a_lost_shard_is_remade_the_same(brown_corpus, tmp_path):
@@ -343,6 +348,115 @@ def test_sigkill_ends_the_workers_and_the_rerun_makes_the_same_shards(wiki_excer
     assert not (out / "corpus_report.json").exists()
     prepare(*flags, f"--output_dir={out}")
     assert shard_bytes(out) == expected and not list(out.rglob("*.tmp"))
+
+
+def _paragraphs(docs: list[list[str]]) -> str:
+    """Documents as a text file: their sentences five to a paragraph, a paragraph a line."""
+    return "\n\n".join("\n".join(" ".join(d[i:i + 5]) for i in range(0, len(d), 5)) for d in docs) + "\n"
+
+
+def _block_split_inputs(brown_corpus, tmp_path) -> tuple[list[str], dict]:
+    """Brown's first 120 documents as paragraphs (text) and the next 120 as JSON lines, and a block
+    size (env) with which a block's nominal end falls exactly on an empty line of the text file and
+    others inside documents: the text file is 7 blocks, the JSON lines 6."""
+    gold = read_documents(brown_corpus)
+    text = _paragraphs(gold[:120]).encode()
+    separators = [m.start() for m in re.finditer(b"\n\n", text)]
+    size = separators[len(separators) // 7] + 1  # a nominal end on the empty line's own "\n"
+    ends = [k * size for k in range(1, len(text) // size + 1)]
+    assert text[ends[0] - 1:ends[0] + 1] == b"\n\n"
+    assert any(not text[e - 1:e + 2].count(b"\n") for e in ends)  # inside a line of a document
+    (tmp_path / "paragraphs.txt").write_bytes(text)
+    lines = [json.dumps({"text": "\n".join(d)}) for d in gold[120:240]]
+    (tmp_path / "docs.jsonl").write_text("\n".join(lines) + "\n")
+    return [str(tmp_path / "paragraphs.txt"), str(tmp_path / "docs.jsonl")], {"BERT_CORPUS_BLOCK_BYTES": str(size)}
+
+
+def test_block_split_text_and_jsonl_same_bytes_for_any_workers_and_lines_named_right(brown_corpus, tmp_path,
+                                                                                   monkeypatch):
+    from bert_core.corpus import readers, units
+
+    inputs, env = _block_split_inputs(brown_corpus, tmp_path)
+    monkeypatch.setenv(*next(iter(env.items())))
+    for path, kind in zip(inputs, ("text", "jsonl")):  # blocks are whole documents, as if read whole
+        blocks = list(units.blocks(path, kind))
+        assert len(blocks) == {"text": 7, "jsonl": 6}[kind]
+        assert b"".join(b.data for b in blocks) == pathlib.Path(path).read_bytes()
+        whole = (readers.iter_json_lines(path, "text") if kind == "jsonl" else readers.iter_blocks(path, kind))
+        assert [(d.where, d.text) for d in whole] == [
+            (d.where, d.text) for b in blocks for d in units.block_documents(b, "text", "fail")]
+    args = [f"--input_file={','.join(inputs)}", "--num_shards=3", "--min_sentences=3", "--min_chars=0"]
+    one, two = tmp_path / "one", tmp_path / "two"
+    prepare(*args, f"--output_dir={one}")
+    prepare(*args, f"--output_dir={two}", "--num_workers=2")
+    assert shard_bytes(one) == shard_bytes(two) and all(p.stat().st_size > 0 for p in shards(one))
+    report = json.loads((one / "corpus_report.json").read_text())
+    assert report == json.loads((two / "corpus_report.json").read_text())
+    assert report["documents_in"] == 240 and report["dropped"]["too_few_sentences"] > 3
+    # The examples' `file:line` is the document's first line, in blocks that start mid-file too.
+    text_lines = pathlib.Path(inputs[0]).read_text().split("\n")
+    json_lines = pathlib.Path(inputs[1]).read_text().split("\n")
+    wheres = [e["where"] for e in report["examples"]["too_few_sentences"]]
+    for where in wheres:
+        path, line = where.rsplit(":", 1)
+        assert path in inputs and int(line) > 1
+        if path == inputs[0]:
+            assert int(line) == 1 or text_lines[int(line) - 2] == ""
+        else:
+            assert json_lines[int(line) - 1].startswith('{"text": ')
+    # The same documents as one block (the default size), and as one shard.
+    prepare(*args, f"--output_dir={tmp_path / 'whole'}", env={"BERT_CORPUS_BLOCK_BYTES": str(1 << 20)})
+    assert sorted(documents(one)) == sorted(documents(tmp_path / "whole"))
+
+
+@pytest.mark.skipif(shutil.which("mpirun") is None, reason="no mpirun")
+def test_block_split_input_two_mpi_ranks_and_two_workers_make_the_shards_of_one_process(brown_corpus, tmp_path):
+    inputs, env = _block_split_inputs(brown_corpus, tmp_path)
+    args = [f"--input_file={','.join(inputs)}", "--num_shards=5"]
+    single, ranks = tmp_path / "single", tmp_path / "ranks"
+    prepare(*args, f"--output_dir={single}", env=env)
+    cmd = ["mpirun", "--allow-run-as-root", "--oversubscribe", "-np", "2", "-x", "BERT_CORPUS_BLOCK_BYTES",
+           sys.executable, "-m", "bert_core.cli", "prepare-corpus", *args, f"--output_dir={ranks}", "--num_workers=2"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600, env={**os.environ, **env})
+    assert proc.returncode == 0, proc.stderr
+    assert "rank 0/2: shards 0, 2, 4" in proc.stderr and "rank 1/2: shards 1, 3" in proc.stderr
+    assert shard_bytes(ranks) == shard_bytes(single)
+    assert (ranks / "corpus_report.json").read_text() == (single / "corpus_report.json").read_text()
+
+
+def test_block_split_input_killed_resumes_to_the_same_shards_and_shows_progress(brown_corpus, tmp_path):
+    """SIGKILL midway (2 workers), then a rerun: the same bytes; a lost shard is remade alone, its
+    blocks read again and the others' skipped; progress counts the bytes of the blocks done."""
+    gold = read_documents(brown_corpus)
+    text = tmp_path / "paragraphs.txt"
+    text.write_text(_paragraphs(gold) * 2)  # long enough to be killed midway
+    env = {"BERT_CORPUS_BLOCK_BYTES": str(1 << 18), "BERT_PROGRESS_SECONDS": "0"}
+    flags = [f"--input_file={text}", "--num_shards=4", "--num_workers=2", "--nodedup"]
+    clean = prepare(*flags, f"--output_dir={tmp_path / 'clean'}", env=env)
+    expected = shard_bytes(tmp_path / "clean")
+    shown = [float(m) for m in re.findall(r"prepare-corpus: +([\d.]+)% of input", clean.stderr)]
+    assert len(shown) > 3 and shown == sorted(shown) and shown[-1] == 100.0 and 0 < shown[0] < 50
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "bert_core.cli", "prepare-corpus", *flags, f"--output_dir={out}"],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, **env})
+    deadline = time.time() + 120
+    while not list(out.glob(".corpus-*.tmp")) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.3)
+    workers = descendants(proc.pid)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert len(workers) >= 2 and still_running(workers, 5) == {}
+    assert list(out.glob(".corpus-*.tmp")), "the kill should land while shards are being written"
+    assert not (out / "corpus_report.json").exists()
+    prepare(*flags, f"--output_dir={out}", env=env)
+    assert shard_bytes(out) == expected and not list(out.rglob("*.tmp"))
+    lost = "corpus-00001-of-00004.txt"
+    (out / lost).unlink()
+    again = prepare(*flags, f"--output_dir={out}", env=env)
+    assert "3 of 4 shards already whole" in again.stderr and shard_bytes(out) == expected
+    shown = [float(m) for m in re.findall(r"prepare-corpus: +([\d.]+)% of input", again.stderr)]
+    assert shown == sorted(shown) and shown[-1] == 100.0
 
 
 def test_create_data_reads_the_shards(brown_corpus, uncased_vocab, tmp_path):

@@ -8,16 +8,19 @@ documents: `bert create-data --input_file='corpus/corpus-*.txt'` reads them), `c
 `corpus_report.md` (documents kept, dropped per reason with examples), written last, and
 `.corpus_stats/` (each shard's counts, for resuming).
 
-Sharding. A document goes to shard `blake2b(raw text) mod num_shards` (a multistream dump: its stream's
-number mod num_shards), so the output does not depend on the number of workers or ranks and
-raw-identical documents meet in one shard (where duplicates are dropped); documents equal only after
-cleaning are dropped across shards by one pass over the written shards (`cross_shard`) at the end. The
-shards are shared out among `min(num_shards, workers x ranks)` tasks, one a worker process. On a host
-with several, the inputs are read once (decompressed, parsed, routed) and each document is sent to its
-shard's worker, which does the expensive work (markup removal, segmentation, cleaning); a multistream
-dump's workers read their own streams instead, and each MPI rank reads for its own workers. Memory is
-flat in the corpus size: a few documents at a time, plus 16 bytes a kept document for duplicate
-detection.
+Sharding. The inputs are cut into units by a rule that knows no workers (bert_core/corpus/units.py):
+a text, bert or jsonl file (compressed or not) into blocks of about 1 MiB of its decompressed bytes,
+each ending at a document boundary; a multistream dump into its bz2 streams. The units are numbered
+across the inputs in order and unit n goes to shard n mod num_shards. A plain (not multistream) wiki
+dump's pages go to shard `blake2b(raw text) mod num_shards`. So the output does not depend on the
+number of workers or ranks; documents equal raw or after cleaning that land in two shards are dropped
+by one pass over the written shards (`cross_shard`) at the end, those in one shard by its `Cleaner`.
+The shards are shared out among `min(num_shards, workers x ranks)` tasks, one a worker process. The
+command's process reads the inputs once and only cuts them (a search for the boundary near each
+block's end, a newline count for `file:line`; XML parsing for a plain dump) and sends each unit's
+bytes (a stream: its offsets) to its shard's worker, which does the expensive work (decoding, markup
+removal, segmentation, cleaning); each MPI rank reads for its own workers. Memory is flat in the
+corpus size: a few blocks a worker, plus 16 bytes a kept document for duplicate detection.
 
 Atomic and resumable. Each shard is written to a temporary file and renamed when whole, after its
 counts (`.corpus_stats/`, with a fingerprint of the inputs and settings); a rerun skips the shards
