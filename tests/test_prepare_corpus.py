@@ -208,7 +208,7 @@ def test_documents_equal_only_after_cleaning_are_one_document_across_shards(brow
     source = tmp_path / "corpus.txt"
     source.write_text("\n\n".join("\n".join(d) for d in originals + variants) + "\n", encoding="utf-8")
     shard_of = {}  # a document's first line -> its shard
-    for n, block in enumerate(units.blocks(str(source), "bert")):
+    for n, block in enumerate(units.blocks(str(source), "bert", 2000)):
         for doc in units.block_documents(block, "text", "fail"):
             shard_of[doc.text.split("\n")[0]] = n % 4
     assert len(shard_of) == 81 - 10
@@ -379,7 +379,7 @@ def test_block_split_text_and_jsonl_same_bytes_for_any_workers_and_lines_named_r
     inputs, env = _block_split_inputs(brown_corpus, tmp_path)
     monkeypatch.setenv(*next(iter(env.items())))
     for path, kind in zip(inputs, ("text", "jsonl")):  # blocks are whole documents, as if read whole
-        blocks = list(units.blocks(path, kind))
+        blocks = list(units.blocks(path, kind, int(env["BERT_CORPUS_BLOCK_BYTES"])))
         assert len(blocks) == {"text": 7, "jsonl": 6}[kind]
         assert b"".join(b.data for b in blocks) == pathlib.Path(path).read_bytes()
         whole = (readers.iter_json_lines(path, "text") if kind == "jsonl" else readers.iter_blocks(path, kind))
@@ -404,8 +404,8 @@ def test_block_split_text_and_jsonl_same_bytes_for_any_workers_and_lines_named_r
             assert int(line) == 1 or text_lines[int(line) - 2] == ""
         else:
             assert json_lines[int(line) - 1].startswith('{"text": ')
-    # The same documents as one block (the default size), and as one shard.
-    prepare(*args, f"--output_dir={tmp_path / 'whole'}", env={"BERT_CORPUS_BLOCK_BYTES": str(1 << 20)})
+    # The same documents as one block a file.
+    prepare(*args, f"--output_dir={tmp_path / 'whole'}", env={"BERT_CORPUS_BLOCK_BYTES": str(1 << 30)})
     assert sorted(documents(one)) == sorted(documents(tmp_path / "whole"))
 
 

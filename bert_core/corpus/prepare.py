@@ -60,6 +60,7 @@ _OUTPUT_ONLY = ("output_dir", "num_workers")  # settings that do not change a sh
 class Source:
     path: str
     format: str                                   # wiki, jsonl, text, bert
+    size: int                                     # bytes (compressed, if it is)
     streams: list[tuple[int, int]] | None = None  # a multistream dump's page streams
 
 
@@ -76,7 +77,7 @@ def plan_sources(cfg: PrepareCorpusConfig) -> list[Source]:
                     raise UserError(f"--wiki_index={index}: no such file")
                 streams = wiki.stream_offsets(index, path)
                 wiki.check_multistream_header(path, streams[0][0])
-        sources.append(Source(path, fmt, streams))
+        sources.append(Source(path, fmt, storage.size(path), streams))
     return sources
 
 
@@ -110,7 +111,7 @@ def _work(sources: list[Source], cfg: PrepareCorpusConfig, progress) -> Iterator
     (unit n goes to shard n mod num_shards, the units numbered across the inputs), or a plain wiki
     dump's page as a `readers.RawDocument` (shard blake2b(raw text) mod num_shards). `progress` gets
     the bytes read of a plain dump (the other items carry their size)."""
-    number = 0
+    number, block = 0, _block_bytes(cfg, sources)
     for src in sources:
         if src.streams is not None:
             for start, end in src.streams:
@@ -126,9 +127,13 @@ def _work(sources: list[Source], cfg: PrepareCorpusConfig, progress) -> Iterator
             for doc in wiki.iter_dump(src.path, read):
                 yield route(doc.text, cfg.num_shards), doc
         else:
-            for block in units.blocks(src.path, src.format):
-                yield number % cfg.num_shards, block
+            for unit in units.blocks(src.path, src.format, block):
+                yield number % cfg.num_shards, unit
                 number += 1
+
+
+def _block_bytes(cfg: PrepareCorpusConfig, sources: list[Source]) -> int:
+    return units.block_bytes(sum(s.size for s in sources), cfg.num_shards)
 
 
 def _documents(item, cfg: PrepareCorpusConfig) -> Iterator[readers.RawDocument]:
@@ -362,9 +367,9 @@ def _mpi_comm():
 
 def _fingerprint(cfg: PrepareCorpusConfig, sources: list[Source]) -> str:
     params = {k: v for k, v in cfg.model_dump().items() if k not in _OUTPUT_ONLY}
-    inputs = [(s.path, storage.size(s.path), s.format) for s in sources]
+    inputs = [(s.path, s.size, s.format) for s in sources]
     text = json.dumps({"params": params, "inputs": inputs, "version": bert_core.__version__,
-                       "block_bytes": units.block_bytes()}, sort_keys=True)
+                       "block_bytes": _block_bytes(cfg, sources)}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -426,7 +431,7 @@ def prepare_corpus_main(config: PrepareCorpusConfig) -> int:
     groups = min(len(todo), cfg.num_workers * world) or 1
     tasks = [[k for j, k in enumerate(todo) if j % groups == g] for g in range(groups)]
     tasks = [t for g, t in enumerate(tasks) if t and g % world == rank]
-    sizes = sum(storage.size(s.path) for s in sources)
+    sizes = sum(s.size for s in sources)
     progress = Progress(sizes)
     if todo and rank == 0 and len(todo) < cfg.num_shards:
         print(f"prepare-corpus: {cfg.num_shards - len(todo)} of {cfg.num_shards} shards already whole, "

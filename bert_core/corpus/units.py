@@ -1,7 +1,7 @@
 """Units: the pieces of the inputs that shards are made of, cut by a rule that knows no workers.
 
 A text, bert or jsonl file (compressed or not) is cut, as it is decompressed, into blocks of about
-`block_bytes()` (1 MiB; the environment's `BERT_CORPUS_BLOCK_BYTES`, which tests set small): a block
+`block_bytes(...)` (1 MiB; less for a corpus under 8 MiB a shard, so that every shard gets some): a block
 ends at the end of the first document boundary that starts at or after the block's nominal end
 (`(n + 1) x block size` from the file's start, and never before the block's own start), or at the
 end of the file. The boundary is an empty line for text and bert (`\\n\\n` or `\\n\\r\\n`; a line of
@@ -28,9 +28,17 @@ _BOUNDARY = {"text": re.compile(rb"\n\r?\n"), "bert": re.compile(rb"\n\r?\n"), "
 _CHUNK = 1 << 20
 
 
-def block_bytes() -> int:
-    """The nominal block size (a setting of the output: in the fingerprint, so a change remakes the shards)."""
-    return max(1, int(os.environ.get("BERT_CORPUS_BLOCK_BYTES", str(1 << 20))))
+MAX_BLOCK_BYTES = 1 << 20
+
+
+def block_bytes(input_bytes: int, num_shards: int) -> int:
+    """The nominal block size: 1 MiB, or an eighth of a shard's share of the input bytes if less (a
+    small corpus in many shards would leave shards empty otherwise: create-data refuses an empty
+    file); the environment's `BERT_CORPUS_BLOCK_BYTES` instead, if set (tests). Part of the
+    fingerprint: a change remakes the shards."""
+    if os.environ.get("BERT_CORPUS_BLOCK_BYTES"):
+        return max(1, int(os.environ["BERT_CORPUS_BLOCK_BYTES"]))
+    return max(1, min(MAX_BLOCK_BYTES, input_bytes // (8 * num_shards)))
 
 
 @dataclass
@@ -55,9 +63,8 @@ class Stream:
         return self.end - self.start
 
 
-def blocks(path: str, kind: str, size: int | None = None) -> Iterator[Block]:
+def blocks(path: str, kind: str, size: int) -> Iterator[Block]:
     """The blocks of a text, bert or jsonl file, in order (at least one, maybe empty)."""
-    size = size or block_bytes()
     pattern = _BOUNDARY[kind]
     line, reported = 1, 0
     try:
