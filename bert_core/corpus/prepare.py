@@ -11,7 +11,8 @@ documents: `bert create-data --input_file='corpus/corpus-*.txt'` reads them), `c
 Sharding. The inputs are cut into units by a rule that knows no workers (bert_core/corpus/units.py):
 a text, bert or jsonl file (compressed or not) into blocks of about 1 MiB of its decompressed bytes,
 each ending at a document boundary; a multistream dump into its bz2 streams. The units are numbered
-across the inputs in order and unit n goes to shard n mod num_shards. A plain (not multistream) wiki
+across the inputs in order; each run of num_shards units gives one to every shard, in a fixed
+pseudo-random order (`units.shard_of`: no aliasing with a periodic input). A plain (not multistream) wiki
 dump's pages go to shard `blake2b(raw text) mod num_shards`. So the output does not depend on the
 number of workers or ranks; documents equal raw or after cleaning that land in two shards are dropped
 by one pass over the written shards (`cross_shard`) at the end, those in one shard by its `Cleaner`.
@@ -108,14 +109,14 @@ def document_sentences(doc: readers.RawDocument) -> list[str]:
 
 def _work(sources: list[Source], cfg: PrepareCorpusConfig, progress) -> Iterator[tuple[int, object]]:
     """(shard, item) for every item of the inputs, in input order: a `units.Block` or `units.Stream`
-    (unit n goes to shard n mod num_shards, the units numbered across the inputs), or a plain wiki
+    (unit n goes to shard `units.shard_of(n)`, the units numbered across the inputs), or a plain wiki
     dump's page as a `readers.RawDocument` (shard blake2b(raw text) mod num_shards). `progress` gets
     the bytes read of a plain dump (the other items carry their size)."""
     number, block = 0, _block_bytes(cfg, sources)
     for src in sources:
         if src.streams is not None:
             for start, end in src.streams:
-                yield number % cfg.num_shards, units.Stream(src.path, start, end)
+                yield units.shard_of(number, cfg.num_shards), units.Stream(src.path, start, end)
                 number += 1
         elif src.format == "wiki":
             last = [0]
@@ -128,7 +129,7 @@ def _work(sources: list[Source], cfg: PrepareCorpusConfig, progress) -> Iterator
                 yield route(doc.text, cfg.num_shards), doc
         else:
             for unit in units.blocks(src.path, src.format, block):
-                yield number % cfg.num_shards, unit
+                yield units.shard_of(number, cfg.num_shards), unit
                 number += 1
 
 
@@ -294,6 +295,9 @@ def _fan_out(tasks: list[list[int]], sources: list[Source], cfg: PrepareCorpusCo
     import queue
 
     ctx = mp.get_context("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
+    if ctx.get_start_method() == "forkserver":  # the workers' imports once, in the forkserver, not in each
+        ctx.set_forkserver_preload(["bert_core.corpus.prepare"] +
+                                   (["wikitextparser"] if any(s.format == "wiki" for s in sources) else []))
     shared = ctx.Array("d", 2)
     owner_of = {k: i for i, shards in enumerate(tasks) for k in shards}
     inboxes = [ctx.Queue(4) for _ in tasks]

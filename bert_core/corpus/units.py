@@ -17,6 +17,8 @@ decode, segment and clean them (bert_core/corpus/prepare.py).
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
 import re
 from dataclasses import dataclass
@@ -39,6 +41,22 @@ def block_bytes(input_bytes: int, num_shards: int) -> int:
     if os.environ.get("BERT_CORPUS_BLOCK_BYTES"):
         return max(1, int(os.environ["BERT_CORPUS_BLOCK_BYTES"]))
     return max(1, min(MAX_BLOCK_BYTES, input_bytes // (8 * num_shards)))
+
+
+def shard_of(number: int, num_shards: int) -> int:
+    """The shard of unit `number` (numbered across the inputs): each run of num_shards units gives one
+    to every shard, in an order that changes from run to run (a fixed pseudo-random permutation).
+    Plain `number mod num_shards` would let a periodic input alias with the shard count: the enwiki
+    excerpt repeated 8 times alternates a light and a heavy stream of 100 pages, so with 2 tasks one
+    got every heavy stream (4.3 against 6.8 CPU s)."""
+    group, position = divmod(number, num_shards)
+    return _permutation(group, num_shards)[position]
+
+
+@functools.lru_cache(maxsize=4)
+def _permutation(group: int, num_shards: int) -> tuple[int, ...]:
+    key = lambda k: hashlib.blake2b(f"{group}:{k}".encode(), digest_size=8).digest()  # noqa: E731
+    return tuple(sorted(range(num_shards), key=key))
 
 
 @dataclass
