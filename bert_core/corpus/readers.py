@@ -207,11 +207,15 @@ def corrupt_input(path: str, err: BaseException, where: str = "") -> UserError:
 _BLOCK = 1 << 20  # bytes of whole lines decoded and split at once
 
 
-def _line_blocks(path: str, on_bad_utf8: str, progress) -> Iterator[tuple[int, list[str]]]:
+def _line_blocks(path: str, on_bad_utf8: str, progress, span=None) -> Iterator[tuple[int, list[str]]]:
     """(1-based number of the first line, the lines without their endings) of a text file,
-    decompressed, about a megabyte of whole lines at a time: one decode and one split per block (a
+    decompressed (or, with `span` = (bytes of whole lines, the number of their first line), of that
+    part of it: a block, corpus/units.py), about a megabyte of whole lines at a time: one decode and one split per block (a
     Python step per line cost more than all the rest of reading). Lines end at b"\\n" only; "\\r"s at a
     line's end go with it."""
+    if span is not None:
+        yield span[1], _decode(path, span[0], span[1] - 1, on_bad_utf8)
+        return
     number = 0
     try:
         with open_decompressed(path) as (stream, counted):
@@ -287,14 +291,15 @@ def detect_format(path: str) -> str:
     return "bert" if multi < 0.05 * len(lines) else "text"
 
 
-def iter_blocks(path: str, kind: str, on_bad_utf8: str = "fail", progress=None) -> Iterator[RawDocument]:
-    """text / bert: the documents of a file, each the lines between blank lines, joined by "\\n".
+def iter_blocks(path: str, kind: str, on_bad_utf8: str = "fail", progress=None, span=None) -> Iterator[RawDocument]:
+    """text / bert: the documents of a file (or of a `span` of it, as `_line_blocks`), each the lines
+    between blank lines, joined by "\\n".
 
     The blank lines of a block of lines are found in C (the lines stripped, then list.index): a Python
     step per document, not per line."""
     block: list[str] = []  # the lines of the document being read (it may go on in the next block)
     first = 0
-    for number, lines in _line_blocks(path, on_bad_utf8, progress):
+    for number, lines in _line_blocks(path, on_bad_utf8, progress, span):
         stripped = list(map(str.strip, lines))
         start = 0
         while start < len(lines):
@@ -314,9 +319,10 @@ def iter_blocks(path: str, kind: str, on_bad_utf8: str = "fail", progress=None) 
         yield RawDocument(f"{path}:{first}", "\n".join(block), kind)
 
 
-def iter_json_lines(path: str, text_field: str, on_bad_utf8: str = "fail", progress=None) -> Iterator[RawDocument]:
-    """jsonl: one document an object; its text is the string under `text_field`."""
-    for first, lines in _line_blocks(path, on_bad_utf8, progress):
+def iter_json_lines(path: str, text_field: str, on_bad_utf8: str = "fail", progress=None,
+                    span=None) -> Iterator[RawDocument]:
+    """jsonl: one document an object; its text is the string under `text_field` (`span`: as `_line_blocks`)."""
+    for first, lines in _line_blocks(path, on_bad_utf8, progress, span):
         for number, line in enumerate(lines, first):
             if not line.strip():
                 continue
