@@ -305,8 +305,9 @@ def _fan_out(tasks: list[list[int]], sources: list[Source], cfg: PrepareCorpusCo
 
     ctx = mp.get_context("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
     if ctx.get_start_method() == "forkserver":  # the workers' imports once, in the forkserver, not in each
+        wikis = any(s.format == "wiki" for s in sources)
         ctx.set_forkserver_preload(["bert_core.corpus.prepare"] +
-                                   (["wikitextparser"] if any(s.format == "wiki" for s in sources) else []))
+                                   (["bert_core.corpus.wiki", "wikitextparser"] if wikis else []))
     shared = ctx.Array("d", 2)
     owner_of = {k: i for i, shards in enumerate(tasks) for k in shards}
     inboxes = [ctx.Queue(4) for _ in tasks]
