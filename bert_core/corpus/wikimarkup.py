@@ -50,10 +50,13 @@ _TAG = re.compile(r"<(/?)(abbr|bdi|bdo|big|blockquote|br|b|center|cite|code|data
                   r"strong|"
                   r"sub|sup|s|time|tt|ul|u|var|wbr)\b[^<>]*+>")
 # What the fast path does not handle, once it is done: the parser decides.
-_TAG_RESIDUE = re.compile(r"<[A-Za-z/!]")
-_EXTERNAL_RESIDUE = re.compile(_EXTERNAL_START)
+# A tag the fast path left (other names, upper case): `<` and a name up to a `>` before the next `<`
+# (without the `>` the parser sees text too; stopping at `<` keeps the search linear).
+_TAG_RESIDUE = re.compile(r"<[A-Za-z/!][^<>]*+>")
+_EXTERNAL_STARTS = re.compile(_EXTERNAL_START)
 # <nowiki>text</nowiki> (its text the group: None for <nowiki/>, which is removed).
 _NOWIKI = re.compile(r"<nowiki\s*(?:/>|>(.*?)</nowiki\s*>)", re.S)
+_NOWIKI_EMPTY = re.compile(r"<nowiki\s*/>")
 _MAX_NESTING = 4  # link-in-caption levels rewritten before giving up (real articles: 2)
 
 
@@ -65,6 +68,8 @@ def fast_plain_text(text: str) -> str | None:
     if "<nowiki" not in text:
         text = _markup_to_text(text)
     else:  # <nowiki> content is literal text: kept as it is, the markup around it rewritten
+        if text.count("<nowiki") != text.count("</nowiki") + len(_NOWIKI_EMPTY.findall(text)):
+            return None  # one unclosed: the parser (and no lazy search to the end for each)
         pieces = _NOWIKI.split(text)
         for i in range(0, len(pieces), 2):
             pieces[i] = _markup_to_text(pieces[i])
@@ -88,15 +93,37 @@ def _markup_to_text(text: str) -> str | None:
             break
         text = "".join(parts)
     if "[" in text:
+        if _nested_external(text):
+            return None
         text = "".join(_EXTERNAL.split(text))
     if "<" in text:
         text = _strip_tags(text)
         if text is None:
             return None
-    if "[[" in text or "]]" in text or ("<" in text and _TAG_RESIDUE.search(text)) or (
-            "[" in text and _EXTERNAL_RESIDUE.search(text)):
+    if "[[" in text or "]]" in text or ("<" in text and _TAG_RESIDUE.search(text)):
         return None
     return text
+
+
+def _nested_external(text: str) -> bool:
+    """Whether an external link's text, up to the first `]` on its line, holds the start of another:
+    the parser reads one link there, the fast path the inner one. In one pass: the next `]` and line end
+    are looked up again only once a link start is past them (a line of unclosed links stays linear)."""
+    starts = [m.start() for m in _EXTERNAL_STARTS.finditer(text)]
+    close = end = -1
+    for start, following in zip(starts, starts[1:]):
+        if close < start:
+            close = _find(text, "]", start)
+        if end < start:
+            end = min(_find(text, "\n", start), _find(text, "\r", start))
+        if following < close < end:
+            return True
+    return False
+
+
+def _find(text: str, mark: str, start: int) -> int:
+    at = text.find(mark, start)
+    return len(text) if at < 0 else at
 
 
 def _strip_tags(text: str) -> str | None:
