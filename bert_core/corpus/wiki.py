@@ -243,9 +243,15 @@ def wikitext_to_paragraphs(text: str, parser_only: bool = False) -> list[str]:
     sections after the prose (References, External links, ...) left out. The links, tags and entities
     left after the cuts go by the fast path (`wikimarkup`), or by wikitextparser where it gives up or
     with `parser_only` (the tests and the benchmark compare the two)."""
-    text = cut_templates_and_tables(_drop_quotes(before_parsing(text)))
+    text = cut_text(text)
     plain = None if parser_only else wikimarkup.fast_plain_text(text)
     return prose_paragraphs(wikimarkup.parser_plain_text(text) if plain is None else plain)
+
+
+def cut_text(text: str) -> str:
+    """An article's wikitext without what is removed whole (blocks, category links, quotes, templates,
+    tables): what the fast path or the parser then turns into plain text."""
+    return cut_templates_and_tables(_drop_quotes(before_parsing(text)))
 
 
 def _drop_quotes(text: str) -> str:
