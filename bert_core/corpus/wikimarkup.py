@@ -76,9 +76,10 @@ def fast_plain_text(text: str) -> str | None:
             if pieces[i] is None:
                 return None
         for i in range(1, len(pieces), 2):
-            if "<" in pieces[i] or "[[" in pieces[i] or "]]" in pieces[i]:
-                return None
-            pieces[i] = pieces[i] or ""
+            literal = pieces[i] or ""
+            if "<" in literal or "[[" in literal or "]]" in literal or _EXTERNAL_STARTS.search(literal):
+                return None  # (the parser reads tags, links and external links inside <nowiki> too)
+            pieces[i] = literal
         text = "".join(pieces)
     return None if text is None else html.unescape(text)
 
