@@ -4,21 +4,70 @@ blingfire (Microsoft's finite-state tokenizer, a compiled library in its wheel) 
 measurement on the Brown corpus (its sentences joined five to a paragraph, re-split, exact sentence
 matches; `make bench-corpus`, docs/data.md): F1 0.846 at ~20 MB/s on 100 documents, against syntok
 0.836 at 1.3 MB/s, pysbd 0.826 at 0.08 MB/s and NLTK's untrained punkt 0.710 at 4.7 MB/s.
+
+The library is called here through ctypes, as blingfire's own module does, but without importing that
+module: it imports numpy (0.15 CPU s of every `bert prepare-corpus` start-up, for functions not used
+here) and allocates and zeroes a fresh output buffer of twice the input per call. Its C function
+`TextToSentences` is what blingfire.text_to_sentences calls, with the same output room (twice the
+input's bytes) and the same answer on failure (no sentences), so the sentences are the same.
 """
 
 from __future__ import annotations
 
-import blingfire
+import ctypes
+import importlib.util
+import os
+import sys
 
 NAME = "blingfire"
 _BREAK = "\u2029"  # PARAGRAPH SEPARATOR: blingfire always ends a sentence there
+
+
+class _Sentences:
+    """blingfire's `TextToSentences` on a reused output buffer: UTF-8 text in, its sentences out, one a line."""
+
+    _LIBRARY = {"win32": "blingfiretokdll.dll", "darwin": "libblingfiretokdll.dylib"}
+
+    def __init__(self):
+        spec = importlib.util.find_spec("blingfire")
+        if spec is None or not spec.submodule_search_locations:
+            raise ImportError("blingfire is not installed (pip install blingfire)")
+        name = self._LIBRARY.get(sys.platform, "libblingfiretokdll.so")
+        self.function = ctypes.CDLL(os.path.join(spec.submodule_search_locations[0], name)).TextToSentences
+        self.function.argtypes = [ctypes.c_char_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_int]
+        self.function.restype = ctypes.c_int
+        self._room(1 << 16)
+
+    def _room(self, size: int) -> None:
+        self.size = size
+        self.buffer = bytearray(size)
+        self.address = ctypes.addressof((ctypes.c_char * size).from_buffer(self.buffer))
+
+    def __call__(self, data: bytes) -> bytes:
+        room = 2 * len(data)
+        if room > self.size:
+            self._room(max(room, 2 * self.size))
+        n = self.function(data, len(data), self.address, room)
+        if n <= 0 or n > room:  # nothing, or an error (-1): no sentences, as blingfire.text_to_sentences
+            return b""
+        return bytes(memoryview(self.buffer)[:n - 1])  # n counts the terminating NUL
+
+
+_sentences: _Sentences | None = None
+
+
+def _blingfire(data: bytes) -> bytes:
+    global _sentences
+    if _sentences is None:
+        _sentences = _Sentences()
+    return _sentences(data)
 
 
 def split_sentences(paragraph: str) -> list[str]:
     """The sentences of one paragraph (whitespace-trimmed, none empty)."""
     if not paragraph.strip():
         return []
-    return [s for s in (x.strip() for x in blingfire.text_to_sentences(paragraph).split("\n")) if s]
+    return [s for s in map(str.strip, _blingfire(paragraph.encode("utf-8")).decode("utf-8").split("\n")) if s]
 
 
 def split_paragraphs(paragraphs: list[str]) -> list[str]:
@@ -26,10 +75,11 @@ def split_paragraphs(paragraphs: list[str]) -> list[str]:
     which blingfire always ends a sentence at (a paragraph's end stays a sentence's end, and a sentence
     holding the mark is cut there). Twice as fast as a call per paragraph, on Brown the same F1
     (0.889; docs/data.md)."""
-    text = f" {_BREAK} ".join(p.replace(_BREAK, " ") for p in paragraphs if p.strip())
+    parts = [p for p in paragraphs if p.strip()]
+    text = f" {_BREAK} ".join(parts)
+    if text.count(_BREAK) != len(parts) - 1:  # a paragraph holds the mark: a space there instead
+        text = f" {_BREAK} ".join(p.replace(_BREAK, " ") for p in parts)
     if not text:
         return []
-    out = []
-    for line in blingfire.text_to_sentences(text).split("\n"):
-        out.extend(s for s in (x.strip() for x in line.split(_BREAK)) if s)
-    return out
+    out = _blingfire(text.encode("utf-8")).decode("utf-8")
+    return [s for s in map(str.strip, out.replace(_BREAK, "\n").split("\n")) if s]

@@ -48,7 +48,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 import bert_core
-from bert_core import children, events, lease, storage
+from bert_core import children, events, lease, mpi, storage
 from bert_core.config import DataConfig
 from bert_core.data import corpus, tfrecord
 from bert_core.data.instances import InstanceMaker, InstanceStats
@@ -434,20 +434,6 @@ def _hms(seconds: float) -> str:
 
 
 # --------------------------------------------------------------------------------------------------
-# MPI
-# --------------------------------------------------------------------------------------------------
-def _mpi_comm():
-    """COMM_WORLD when launched by mpirun with more than one rank, else None (mpi4py not imported)."""
-    launched = any(os.environ.get(k) for k in ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS"))
-    if not launched:
-        return None
-    from mpi4py import MPI
-
-    comm = MPI.COMM_WORLD
-    return comm if comm.Get_size() > 1 else None
-
-
-# --------------------------------------------------------------------------------------------------
 # Entry point
 # --------------------------------------------------------------------------------------------------
 def _check_inputs(cfg: DataConfig) -> list[tuple[str, int]]:
@@ -607,14 +593,14 @@ def _run_tasks(tasks: list[ShardTask], cfg: DataConfig, progress: Progress) -> l
 def create_data_main(config: DataConfig) -> int:
     """`bert create-data`: see the module docstring. Prints progress on stderr, a summary on stdout."""
     out = config.output_dir if config.output_file is None else storage.dirname(config.output_file) or "."
-    with lease.hold(out, "create-data", ranks=_mpi_comm()):  # no other run writes the output meanwhile
+    with lease.hold(out, "create-data", ranks=mpi.comm()):  # no other run writes the output meanwhile
         return _create_data(config)
 
 
 def _create_data(config: DataConfig) -> int:
     cfg = config
     t0 = time.monotonic()
-    comm = _mpi_comm()
+    comm = mpi.comm()
     rank, world = (comm.Get_rank(), comm.Get_size()) if comm is not None else (0, 1)
 
     inputs = _check_inputs(cfg)
