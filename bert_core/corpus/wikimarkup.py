@@ -1,17 +1,19 @@
-"""The plain text of wikitext that `wiki.cut_templates_and_tables` has already cut: a fast path of a few
-regular expressions, with wikitextparser as the fallback and the authority.
+"""The plain text of wikitext that `wiki.cut_text` has already cut: a fast path of a few regular
+expressions, with wikitextparser as the fallback and the authority.
 
 What is left after the cut is mostly links, HTML tags and entities. The fast path rewrites exactly those,
-with the parser's rules (`wikitextparser`'s `plain_text`, measured against it on the dump excerpt,
-tests/test_prepare_corpus.py): a wikilink becomes its text or target, a file or image link
+with the parser's rules (`wikitextparser`'s `plain_text`, measured against it on the dump excerpt and on
+hard cases, tests/test_prepare_corpus.py): a wikilink becomes its text or target, a file or image link
 (`[[File:x.jpg|...]]`, with links in its caption) is removed whole, a bracketed external link becomes its
-text, HTML tags are removed and their content kept, entities are unescaped. Each step is one pass of `re`
-(C speed, several times the parser's); nested links (captions) take one more pass per level.
+text, HTML tags are removed and their content kept, <nowiki> content is kept as it is, entities are
+unescaped. Each step is one pass of `re` (C speed); nested links (captions) take one more pass per level.
+Every pattern stops at the next bracket or `<`, so unclosed marks cost linear time.
 
 It gives up (returns None) on what it does not handle, and the caller then runs the parser on the same
-text: markup left over after the passes (`[[`, `]]`, a tag it does not know such as <nowiki> or <pre>,
-an end tag without its start tag) or `[[[`, whose meaning depends on counting brackets. So an unusual
-article costs parser time; it is never rewritten by a guess.
+text: `[[` or `]]` left over after the passes, a tag it does not know (<pre>, <poem>, upper case, ...),
+an end tag before any start tag of its name, an external link inside another's text, an unclosed
+<nowiki> or one holding a link or tag, and `[[[`, whose meaning depends on counting brackets. So an
+unusual article costs parser time; it is never rewritten by a guess.
 """
 
 from __future__ import annotations
