@@ -66,7 +66,8 @@ _TEXT_TEMPLATE_KEYS = (("convert", "cvt"), ("convert", "cvt"), ("formatnum",), (
 _TEXT_TEMPLATE_NAMES = re.compile(r"\{\{\s*(" + "|".join(sorted({n for k in _TEXT_TEMPLATE_KEYS for n in k})) + ")",
                                   re.I)
 _TEMPLATE_MARKS = re.compile(r"(\{\{|\}\})")
-_TABLE_MARKS = re.compile(r"^[ \t:]*(\{\||\|\})", re.M)
+_TABLE_MARKS = re.compile(r"^([ \t:]*(?:\{\||\|\}))", re.M)
+_QUOTE_RUNS = re.compile(r"(''+)")
 _HEADING = re.compile(r"^\s*(={1,6})\s*(.*?)\s*\1\s*$")
 _DISAMBIGUATION = re.compile(
     r"\{\{\s*(?:disambiguation|disambig|dab|disamb|hndis|geodis|numberdis|mathdab|letter-numbercombdisambig)"
@@ -295,7 +296,9 @@ def _drop_quotes(text: str) -> str:
     apostrophe before bold), none otherwise, as `'{2,5}` matched left to right does."""
     if "''" not in text:
         return text
-    return text.replace("'''''", "").replace("''''", "'").replace("'''", "").replace("''", "")
+    parts = _QUOTE_RUNS.split(text)
+    parts[1::2] = ["'" if len(run) % 5 in (1, 4) else "" for run in parts[1::2]]
+    return "".join(parts)
 
 
 def before_parsing(text: str) -> str:
@@ -312,19 +315,19 @@ def before_parsing(text: str) -> str:
 
 def _cut_balanced(text: str, marks: re.Pattern, opening: str) -> str:
     """`text` without its outermost balanced spans from an `opening` mark to its closing mark (an
-    unclosed span runs to the end)."""
-    out, depth, last = [], 0, 0
-    for m in marks.finditer(text):
-        if m.group(1) == opening:
-            if depth == 0:
-                out.append(text[last:m.start()])
+    unclosed span runs to the end). `marks` captures each whole mark, which ends in `opening` or in
+    the closing mark: `split` hands over marks and the text between them without a match object each."""
+    parts = marks.split(text)
+    out, depth = [parts[0]], 0
+    for n in range(1, len(parts), 2):
+        if parts[n].endswith(opening):
             depth += 1
         elif depth:
             depth -= 1
-            if depth == 0:
-                last = m.end()
-    if depth == 0:
-        out.append(text[last:])
+        else:
+            out.append(parts[n])  # a closing mark without its opening: text
+        if depth == 0:
+            out.append(parts[n + 1])
     return "".join(out)
 
 
