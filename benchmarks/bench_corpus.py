@@ -146,6 +146,8 @@ def parsers_table(dump: str) -> list[dict]:
             code.replace(heading, Text(f"\n{marks} {heading.title.strip_code().strip()} {marks}\n"))
         return wiki.prose_paragraphs(code.strip_code(normalize=True, collapse=False))
 
+    import wikitextparser  # noqa: F401  (imported before the clock starts, for every row alike)
+
     from bert_core.corpus import wikimarkup
 
     given_up = sum(wikimarkup.fast_plain_text(wiki.cut_text(t)) is None for t in texts)
