@@ -161,6 +161,8 @@ HARD_CASES = [  # (wikitext, whether the fast path handles it rather than giving
     ("[http://a.org b [http://c.org d] e]", False),
     ("[[a|b\nc]] d [[http://x.org]] y [[a\nb]]", False),
     ("<nowiki>unclosed [[a]] text", False),
+    ("<poem>A [[b|c]]\nd.</poem> <section begin=x/>e<section end=x /> <pre style=\"x\">f [g]</pre>", True),
+    ("<pre>a [[b]] &amp;</pre> [[c]]", False),
 ]
 
 

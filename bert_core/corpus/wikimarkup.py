@@ -5,14 +5,14 @@ What is left after the cut is mostly links, HTML tags and entities. The fast pat
 with the parser's rules (`wikitextparser`'s `plain_text`, measured against it on the dump excerpt and on
 hard cases, tests/test_prepare_corpus.py): a wikilink becomes its text or target, a file or image link
 (`[[File:x.jpg|...]]`, with links in its caption) is removed whole, a bracketed external link becomes its
-text, HTML tags are removed and their content kept, <nowiki> content is kept as it is, entities are
-unescaped. Each step is one pass of `re` (C speed); nested links (captions) take one more pass per level.
+text, HTML tags are removed and their content kept, <nowiki> and <pre> content is kept as it is,
+entities are unescaped. Each step is one pass of `re` (C speed); nested links (captions) take one more pass per level.
 Every pattern stops at the next bracket or `<`, so unclosed marks cost linear time.
 
 It gives up (returns None) on what it does not handle, and the caller then runs the parser on the same
 text: `[[` or `]]` left over after the passes, a tag it does not know (<pre>, <poem>, upper case, ...),
 an end tag before any start tag of its name, an external link inside another's text, an unclosed
-<nowiki> or one holding a link or tag, and `[[[`, whose meaning depends on counting brackets. So an
+<nowiki> or <pre> or one holding a link or tag, and `[[[`, whose meaning depends on counting brackets. So an
 unusual article costs parser time; it is never rewritten by a guess.
 """
 
@@ -45,20 +45,23 @@ _LINK = re.compile(r"\[\[(?! *(?:" + _SCHEMES + r")" + _URL + r")"
 # `[url text]` gives text (one space after the URL dropped), `[url]` nothing; schemes in any case.
 _EXTERNAL_START = r"\[(?i:" + _SCHEMES + r"|//)"
 _EXTERNAL = re.compile(_EXTERNAL_START + _URL + r"++ ?((?:[^\[\]\r\n]|\[(?!(?i:" + _SCHEMES + r"|//)))*+)\]")
-# HTML tags wikitextparser knows (lower case only, as it does), bar table tags: the tag goes, its
-# content stays. Tags with other names are left, so that the residue check sends the text to the parser.
+# HTML tags wikitextparser knows (lower case only, as it does), bar table tags, and the extension tags
+# whose content it keeps as wikitext (poem, onlyinclude, ...; not includeonly, shown only in other
+# pages): the tag goes, its content stays. Tags with other names are left, so that the residue check
+# sends the text to the parser.
 _TAG = re.compile(r"<(/?)(abbr|bdi|bdo|big|blockquote|br|b|center|cite|code|data|dd|del|dfn|div|dl|dt|em|"
-                  r"font|h[1-6]|hr|ins|i|kbd|li|mark|noinclude|ol|onlyinclude|p|q|rb|rp|rtc|rt|ruby|samp|small|span|strike|"
-                  r"strong|"
+                  r"font|h[1-6]|hr|indicator|ins|i|kbd|li|mark|noinclude|ol|onlyinclude|poem|p|q|rb|rp|rtc|rt|"
+                  r"ruby|samp|section|small|span|strike|strong|templatestyles|"
                   r"sub|sup|s|time|tt|ul|u|var|wbr)\b[^<>]*+>")
 # What the fast path does not handle, once it is done: the parser decides.
 # A tag the fast path left (other names, upper case): `<` and a name up to a `>` before the next `<`
 # (without the `>` the parser sees text too; stopping at `<` keeps the search linear).
 _TAG_RESIDUE = re.compile(r"<[A-Za-z/!][^<>]*+>")
 _EXTERNAL_STARTS = re.compile(_EXTERNAL_START)
-# <nowiki>text</nowiki> (its text the group: None for <nowiki/>, which is removed).
-_NOWIKI = re.compile(r"<nowiki\s*(?:/>|>(.*?)</nowiki\s*>)", re.S)
-_NOWIKI_EMPTY = re.compile(r"<nowiki\s*/>")
+# <nowiki>text</nowiki> and <pre>text</pre>: text taken as it is (the second group: None for <nowiki/>,
+# which is removed).
+_LITERAL = re.compile(r"<(nowiki|pre)\b[^<>]*?(?:/>|>(.*?)</\1\s*>)", re.S)
+_LITERAL_EMPTY = {name: re.compile(r"<" + name + r"\b[^<>]*?/>") for name in ("nowiki", "pre")}
 _MAX_NESTING = 4  # link-in-caption levels rewritten before giving up (real articles: 2)
 
 
@@ -67,21 +70,23 @@ def fast_plain_text(text: str) -> str | None:
     where the fast path does not handle something in it."""
     if "[[[" in text:
         return None
-    if "<nowiki" not in text:
+    if "<nowiki" not in text and "<pre" not in text:
         text = _markup_to_text(text)
-    else:  # <nowiki> content is literal text: kept as it is, the markup around it rewritten
-        if text.count("<nowiki") != text.count("</nowiki") + len(_NOWIKI_EMPTY.findall(text)):
-            return None  # one unclosed: the parser (and no lazy search to the end for each)
-        pieces = _NOWIKI.split(text)
-        for i in range(0, len(pieces), 2):
+    else:  # <nowiki> and <pre> content is literal text: kept as it is, the markup around it rewritten
+        for name, empty in _LITERAL_EMPTY.items():
+            if text.count("<" + name) != text.count("</" + name) + len(empty.findall(text)):
+                return None  # one unclosed: the parser (and no lazy search to the end for each)
+        pieces = _LITERAL.split(text)  # text, name, literal, text, name, literal, ..., text
+        for i in range(0, len(pieces), 3):
             pieces[i] = _markup_to_text(pieces[i])
             if pieces[i] is None:
                 return None
-        for i in range(1, len(pieces), 2):
+        for i in range(2, len(pieces), 3):
             literal = pieces[i] or ""
             if "<" in literal or "[[" in literal or "]]" in literal or _EXTERNAL_STARTS.search(literal):
-                return None  # (the parser reads tags, links and external links inside <nowiki> too)
+                return None  # (the parser reads tags, links and external links in there too)
             pieces[i] = literal
+        del pieces[1::3]
         text = "".join(pieces)
     return None if text is None else html.unescape(text)
 
