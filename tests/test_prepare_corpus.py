@@ -163,6 +163,7 @@ HARD_CASES = [  # (wikitext, whether the fast path handles it rather than giving
     ("<nowiki>unclosed [[a]] text", False),
     ("<poem>A [[b|c]]\nd.</poem> <section begin=x/>e<section end=x /> <pre style=\"x\">f [g]</pre>", True),
     ("<pre>a [[b]] &amp;</pre> [[c]]", False),
+    ("[http://x.org a <nowiki>b</nowiki> c] d", False),
 ]
 
 

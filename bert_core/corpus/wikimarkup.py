@@ -12,7 +12,7 @@ Every pattern stops at the next bracket or `<`, so unclosed marks cost linear ti
 It gives up (returns None) on what it does not handle, and the caller then runs the parser on the same
 text: `[[` or `]]` left over after the passes, a tag it does not know (<pre>, <poem>, upper case, ...),
 an end tag before any start tag of its name, an external link inside another's text, an unclosed
-<nowiki> or <pre> or one holding a link or tag, and `[[[`, whose meaning depends on counting brackets. So an
+<nowiki> or <pre>, one holding a link or tag or inside an external link, and `[[[`, whose meaning depends on counting brackets. So an
 unusual article costs parser time; it is never rewritten by a guess.
 """
 
@@ -79,8 +79,8 @@ def fast_plain_text(text: str) -> str | None:
         pieces = _LITERAL.split(text)  # text, name, literal, text, name, literal, ..., text
         for i in range(0, len(pieces), 3):
             pieces[i] = _markup_to_text(pieces[i])
-            if pieces[i] is None:
-                return None
+            if pieces[i] is None or _EXTERNAL_STARTS.search(pieces[i]):
+                return None  # (an external link around the literal text: split in two here)
         for i in range(2, len(pieces), 3):
             literal = pieces[i] or ""
             if "<" in literal or "[[" in literal or "]]" in literal or _EXTERNAL_STARTS.search(literal):
