@@ -10,10 +10,11 @@ entities are unescaped. Each step is one pass of `re` (C speed); nested links (c
 Every pattern stops at the next bracket or `<`, so unclosed marks cost linear time.
 
 It gives up (returns None) on what it does not handle, and the caller then runs the parser on the same
-text: `[[` or `]]` left over after the passes, a tag it does not know (<pre>, <poem>, upper case, ...),
-an end tag before any start tag of its name, an external link inside another's text, an unclosed
-<nowiki> or <pre>, one holding a link or tag or inside an external link, and `[[[`, whose meaning depends on counting brackets. So an
-unusual article costs parser time; it is never rewritten by a guess.
+text: `[[` or `]]` left over after the passes, a tag it does not know (<includeonly>, <math> left
+unclosed, upper case, ...), an end tag before any start tag of its name, an external link inside
+another's text, an unclosed <nowiki> or <pre>, one holding a link or tag or standing inside an external
+link, and `[[[`, whose meaning depends on counting brackets. So an unusual article costs parser time;
+it is never rewritten by a guess.
 """
 
 from __future__ import annotations
