@@ -6,8 +6,8 @@ with the parser's rules (`wikitextparser`'s `plain_text`, measured against it on
 hard cases, tests/test_prepare_corpus.py): a wikilink becomes its text or target, a file or image link
 (`[[File:x.jpg|...]]`, with links in its caption) is removed whole, a bracketed external link becomes its
 text, HTML tags are removed and their content kept, <nowiki> and <pre> content is kept as it is,
-entities are unescaped. Each step is one pass of `re` (C speed); nested links (captions) take one more pass per level.
-Every pattern stops at the next bracket or `<`, so unclosed marks cost linear time.
+entities are unescaped. Each step is one pass of `re` (C speed); nested links (captions) take one more
+pass per level. Every pattern stops at the next bracket or `<`, so unclosed marks cost linear time.
 
 It gives up (returns None) on what it does not handle, and the caller then runs the parser on the same
 text: `[[` or `]]` left over after the passes, a tag it does not know (<includeonly>, <math> left
