@@ -5,16 +5,16 @@ What is left after the cut is mostly links, HTML tags and entities. The fast pat
 with the parser's rules (`wikitextparser`'s `plain_text`, measured against it on the dump excerpt and on
 hard cases, tests/test_prepare_corpus.py): a wikilink becomes its text or target, a file or image link
 (`[[File:x.jpg|...]]`, with links in its caption) is removed whole, a bracketed external link becomes its
-text, HTML tags are removed and their content kept, <nowiki> and <pre> content is kept as it is,
-entities are unescaped. Each step is one pass of `re` (C speed); nested links (captions) take one more
+text, HTML tags are removed and their content kept, <nowiki> and <pre> content and `[[[x]]]` are kept
+as they are, entities are unescaped. Each step is one pass of `re` (C speed); nested links (captions) take one more
 pass per level. Every pattern stops at the next bracket or `<`, so unclosed marks cost linear time.
 
 It gives up (returns None) on what it does not handle, and the caller then runs the parser on the same
 text: `[[` or `]]` left over after the passes, a tag it does not know (<includeonly>, <math> left
 unclosed, upper case, ...), an end tag before any start tag of its name, an external link inside
 another's text, an unclosed <nowiki> or <pre>, one holding a link or tag or standing inside an external
-link, and `[[[`, whose meaning depends on counting brackets. So an unusual article costs parser time;
-it is never rewritten by a guess.
+link, and `[[[` other than around a plain link (its meaning depends on counting brackets). So an
+unusual article costs parser time; it is never rewritten by a guess.
 """
 
 from __future__ import annotations
@@ -59,9 +59,11 @@ _TAG = re.compile(r"<(/?)(abbr|bdi|bdo|big|blockquote|br|b|center|cite|code|data
 # (without the `>` the parser sees text too; stopping at `<` keeps the search linear).
 _TAG_RESIDUE = re.compile(r"<[A-Za-z/!][^<>]*+>")
 _EXTERNAL_STARTS = re.compile(_EXTERNAL_START)
-# <nowiki>text</nowiki> and <pre>text</pre>: text taken as it is (the second group: None for <nowiki/>,
-# which is removed).
-_LITERAL = re.compile(r"<(nowiki|pre)\b[^<>]*?(?:/>|>(.*?)</\1\s*>)", re.S)
+# Text the parser keeps as it is: <nowiki>text</nowiki> and <pre>text</pre> (the second group: None for
+# <nowiki/>, which is removed), and a link in one more pair of brackets, `[[[x]]]` (the third group;
+# the parser sees no link after an odd number of `[`).
+_LITERAL = re.compile(r"<(nowiki|pre)\b[^<>]*?(?:/>|>(.*?)</\1\s*>)"
+                      r"|(?<!\[)(\[\[\[[^\[\]<>{}\n]*\]\]\])(?!\])", re.S)
 _LITERAL_EMPTY = {name: re.compile(r"<" + name + r"\b[^<>]*?/>") for name in ("nowiki", "pre")}
 _MAX_NESTING = 4  # link-in-caption levels rewritten before giving up (real articles: 2)
 
@@ -69,26 +71,26 @@ _MAX_NESTING = 4  # link-in-caption levels rewritten before giving up (real arti
 def fast_plain_text(text: str) -> str | None:
     """The plain text of cut wikitext (templates, tables, references and quotes already out), or None
     where the fast path does not handle something in it."""
-    if "[[[" in text:
-        return None
-    if "<nowiki" not in text and "<pre" not in text:
+    if "<nowiki" not in text and "<pre" not in text and "[[[" not in text:
         text = _markup_to_text(text)
-    else:  # <nowiki> and <pre> content is literal text: kept as it is, the markup around it rewritten
+    else:  # literal text kept as it is, the markup around it rewritten
         for name, empty in _LITERAL_EMPTY.items():
             if text.count("<" + name) != text.count("</" + name) + len(empty.findall(text)):
                 return None  # one unclosed: the parser (and no lazy search to the end for each)
-        pieces = _LITERAL.split(text)  # text, name, literal, text, name, literal, ..., text
-        for i in range(0, len(pieces), 3):
+        pieces = _LITERAL.split(text)  # text, name, literal, [[[x]]], text, ..., text
+        for i in range(0, len(pieces), 4):
+            if "[[[" in pieces[i]:
+                return None
             pieces[i] = _markup_to_text(pieces[i])
             if pieces[i] is None or _EXTERNAL_STARTS.search(pieces[i]):
                 return None  # (an external link around the literal text: split in two here)
-        for i in range(2, len(pieces), 3):
-            literal = pieces[i] or ""
-            if "<" in literal or "[[" in literal or "]]" in literal or _EXTERNAL_STARTS.search(literal):
+        for i in range(2, len(pieces), 4):
+            literal = pieces[i + 1] or pieces[i] or ""
+            if _EXTERNAL_STARTS.search(literal) or pieces[i + 1] is None and (
+                    "<" in literal or "[[" in literal or "]]" in literal):
                 return None  # (the parser reads tags, links and external links in there too)
             pieces[i] = literal
-        del pieces[1::3]
-        text = "".join(pieces)
+        text = "".join(pieces[i] for i in range(len(pieces)) if i % 4 in (0, 2))
     return None if text is None else html.unescape(text)
 
 
