@@ -60,7 +60,9 @@ _TEXT_TEMPLATES = (
                 r"\s*\|\s*(" + _TEXT + r")\s*\}\}", re.I), r"\1"),
 )
 # One pass finds which of those templates an article uses (a name's start: `lang` for lang-fr too); only
-# their patterns then run. Their replacements hold no braces, so one cannot make another's `{{`.
+# their patterns then run. Their replacements hold no braces; only an empty one right between braces
+# (`{{{{formatnum:}}lang|x}}`) could make a new `{{name` that running every pattern would have rewritten
+# (here it is cut as a template instead): no text of the excerpt has one.
 _TEXT_TEMPLATE_KEYS = (("convert", "cvt"), ("convert", "cvt"), ("formatnum",), ("as of",), ("lang",),
                        ("nowrap", "nobr", "small", "sc", "sic", "not a typo", "em", "strong", "transl"))
 _TEXT_TEMPLATE_NAMES = re.compile(r"\{\{\s*(" + "|".join(sorted({n for k in _TEXT_TEMPLATE_KEYS for n in k})) + ")",
