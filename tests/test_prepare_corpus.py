@@ -164,6 +164,12 @@ HARD_CASES = [  # (wikitext, whether the fast path handles it rather than giving
     ("<poem>A [[b|c]]\nd.</poem> <section begin=x/>e<section end=x /> <pre style=\"x\">f [g]</pre>", True),
     ("<pre>a [[b]] &amp;</pre> [[c]]", False),
     ("[http://x.org a <nowiki>b</nowiki> c] d", False),
+    ("[[a|b [[c|d]] e]] f [[File:x.png|thumb|a [[b|c]] [1] d|e]] g", True),
+    ("[[&nbsp;[[:Cat:x]]]] y", False),  # a link in a target: the outer brackets are text
+    ("[[//q.org r][[Image:y.jpg]]]] z", False),  # brackets on both sides of a removed file link
+    ("[[File:x.png|thumb|[1] a [2] b]] c", False),  # two [x] pairs between two pipes: not a link
+    ("[[File:x.png|thumb|]]] d", False),  # a text starting with `]`
+    ("<poem>unclosed", False),  # kept as text by the parser, unlike an unclosed HTML tag
 ]
 
 
@@ -177,6 +183,29 @@ def test_fast_path_on_hard_cases_equals_the_parser_or_gives_up(text, handled):
     if plain is not None:
         assert plain == wikimarkup.parser_plain_text(cut)
     assert wiki.wikitext_to_paragraphs(text) == wiki.wikitext_to_paragraphs(text, parser_only=True)
+
+
+def test_fast_path_equals_the_parser_on_random_markup():
+    """Random strings of links, file links, external links, tags, nowiki/pre, entities and brackets
+    (cut as articles are): wherever the fast path does not give up, the parser's text exactly."""
+    import random
+
+    from bert_core.corpus import wiki, wikimarkup
+
+    pieces = ["[[a]]", "[[a|b]]", "[[File:x.png|thumb|", "[[Image:y.jpg]]", "]]", "[[", "[http://x.org y]",
+              "[http://z.org]", "[//q.org r]", "<sup>", "</sup>", "<br/>", "<br>", "<nowiki>", "</nowiki>", "<pre>",
+              "</pre>", "&amp;", "&nbsp;", "[", "]", "|", "text ", "\n", "<span class=a>", "</span>", "[[[", "]]]",
+              "<poem>", "</poem>", "<BR>", "[[a|[b]]]", ":", "s", " ", "[[:Cat:x]]", "[[a\nb]]", "<section begin=x/>",
+              "[[http://x.org]]", "[1]", "<b>", "</b>", "<div>", "</div>", "<!--", "-->", "[[a|b|c]]", "'"]
+    rng = random.Random(15)
+    handled = 0
+    for _ in range(3000):
+        cut = wiki.cut_text("".join(rng.choice(pieces) for _ in range(rng.randint(1, 10))))
+        plain = wikimarkup.fast_plain_text(cut)
+        if plain is not None:
+            handled += 1
+            assert plain == wikimarkup.parser_plain_text(cut), cut
+    assert handled > 500
 
 
 @pytest.mark.parametrize("unit", ["[[", "[[a|", "[[File:a.jpg|x ", "[http://x.org a ", "<b ", "<sup>x", "]]",

@@ -6,8 +6,11 @@ with the parser's rules (`wikitextparser`'s `plain_text`, measured against it on
 hard cases, tests/test_prepare_corpus.py): a wikilink becomes its text or target, a file or image link
 (`[[File:x.jpg|...]]`, with links in its caption) is removed whole, a bracketed external link becomes its
 text, HTML tags are removed and their content kept, <nowiki> and <pre> content and `[[[x]]]` are kept
-as they are, entities are unescaped. Each step is one pass of `re` (C speed); nested links (captions) take one more
-pass per level. Every pattern stops at the next bracket or `<`, so unclosed marks cost linear time.
+as they are, entities are unescaped. Each step is one pass of `re` (C speed); a link in a link's text or a file's
+caption is matched with it, as the parser reads it (one pair of single brackets between two pipes, no
+link in a target), and rewritten within that text. Every pattern stops at the next bracket or `<`, so
+unclosed marks cost linear time. Equality with the parser is tested on the excerpt's articles, on hard
+cases and on random markup.
 
 It gives up (returns None) on what it does not handle, and the caller then runs the parser on the same
 text: `[[` or `]]` left over after the passes, a tag it does not know (<includeonly>, <math> left
@@ -26,23 +29,32 @@ import re
 # link is removed whole, caption included (wikitextparser's KNOWN_FILE_EXTENSIONS).
 _FILE_EXTENSIONS = ("bmp|djvu|gif|iff|jb2|jp2|jpc|jpeg|jpg|jpx|mid|mka|mkv|mp3|oga|ogg|ogv|ogx|opus|pdf|png|"
                     "psd|spx|stl|svg|swc|swf|tif|tiff|wbmp|webm|webp|wmf|xbm|xcf")
-_TITLE = r"[^\[\]|{}<>\n\r]"  # the characters a link target may hold
+_TITLE = r"[^\[\]|{}<>\n\r\0]"  # the characters a link target may hold (\0: a removed file link)
 _SCHEMES = ("bitcoin:|ftp://|ftps://|geo:|git://|gopher://|http://|https://|irc://|ircs://|magnet:|mailto:|"
             "mms://|news:|nntp://|redis://|sftp://|sip:|sips:|sms:|ssh://|svn://|tel:|telnet://|urn:|"
             "worldwind://|xmpp:")
-_URL = r"[^ \t\r\n\"<>\[\]]"
-# A link's text (after the first pipe): anything but brackets, bar pairs of single brackets
-# (`[[File:x.png|the [1.1.0] isomer]]`), as the parser allows.
-_LINK_TEXT = r"(?:[^\[\]]++|\[[^\[\]|]*+\])*+"
-# A file link without links inside it (its caption's links are rewritten by an earlier pass).
-_FILE_LINK = re.compile(r"\[\[(?!:)[^\[\]|{}<>\n\r:]*+:" + _TITLE + r"*+(?:" + "|".join(
+_URL = r"[^ \t\r\n\"<>\[\]\0]"
+_NOT_URL = r"(?! *(?:" + _SCHEMES + r")" + _URL + r")"  # a target that starts with a URL is not a link
+# A link's text (after the first pipe), as the parser reads it: parts between pipes, each with at most
+# one pair of single brackets (`[[File:x.png|the [1.1.0] isomer]]`) and, in `_LINK_TEXT`, links
+# without links in them.
+
+
+def _text(inner: str) -> str:
+    part = r"(?:[^\[\]|]++" + inner + r")*+(?:\[[^\[\]|]*+\](?:[^\[\]|]++" + inner + r")*+)?"
+    return part + r"(?:\|" + part + r")*+"
+
+
+_LINK_TEXT = _text(r"|\[\[" + _NOT_URL + _TITLE + r"*+(?:\|" + _text("") + r")?\]\]")
+# A file link, removed whole with the links in its caption.
+_FILE_LINK = re.compile(r"\[\[(?!:)[^\[\]|{}<>\n\r\0:]*+:" + _TITLE + r"*+(?:" + "|".join(
     r"(?<=\.(?i:" + "|".join(e for e in _FILE_EXTENSIONS.split("|") if len(e) == n) + r"))" for n in (3, 4))
     + r")(?:\|" + _LINK_TEXT + r")?\]\]")
-# Any other innermost link, split into [text, its text or target, text, ...]: `[[target|text]]` gives
-# text (pipes and line breaks included, as the parser does), `[[target]]` the target. A target that
-# starts with a URL scheme is not a link (the parser's rule); it is left for the external links.
-_LINK = re.compile(r"\[\[(?! *(?:" + _SCHEMES + r")" + _URL + r")"
-                   r"(?:" + _TITLE + r"*+\|)?((?<=\|)" + _LINK_TEXT + r"|(?<=\[)" + _TITLE + r"*+)\]\]")
+# Any other link, split into [text, its text or target, text, ...]: `[[target|text]]` gives text (pipes,
+# line breaks and links included, as the parser does; those links are rewritten in the text next),
+# `[[target]]` the target.
+_LINK = re.compile(r"\[\[" + _NOT_URL + r"(?:" + _TITLE + r"*+\|)?((?<=\|)" + _LINK_TEXT + r"|(?<=\[)" + _TITLE
+                   + r"*+)\]\]")
 # `[url text]` gives text (one space after the URL dropped), `[url]` nothing; schemes in any case.
 _EXTERNAL_START = r"\[(?i:" + _SCHEMES + r"|//)"
 _EXTERNAL = re.compile(_EXTERNAL_START + _URL + r"++ ?((?:[^\[\]\r\n]|\[(?!(?i:" + _SCHEMES + r"|//)))*+)\]")
@@ -54,6 +66,9 @@ _TAG = re.compile(r"<(/?)(abbr|bdi|bdo|big|blockquote|br|b|center|cite|code|data
                   r"font|h[1-6]|hr|indicator|ins|i|kbd|li|mark|noinclude|ol|onlyinclude|poem|p|q|rb|rp|rtc|rt|"
                   r"ruby|samp|section|small|span|strike|strong|templatestyles|"
                   r"sub|sup|s|time|tt|ul|u|var|wbr)\b[^<>]*+>")
+# A single-bracket pair right before `]]]` (`[[File:a.png|[x]]]]`): the parser does not end a link there.
+_PAIR_BEFORE_3 = re.compile(r"\[(?<!\[\[)(?!\[)[^\[\]]*+\]\]\]\]")
+_EXTENSION_TAGS = ("indicator", "noinclude", "onlyinclude", "poem", "section", "templatestyles")
 # What the fast path does not handle, once it is done: the parser decides.
 # A tag the fast path left (other names, upper case): `<` and a name up to a `>` before the next `<`
 # (without the `>` the parser sees text too; stopping at `<` keeps the search linear).
@@ -65,7 +80,7 @@ _EXTERNAL_STARTS = re.compile(_EXTERNAL_START)
 _LITERAL = re.compile(r"<(nowiki|pre)\b[^<>]*?(?:/>|>(.*?)</\1\s*>)"
                       r"|(?<!\[)(\[\[\[[^\[\]<>{}\n]*\]\]\])(?!\])", re.S)
 _LITERAL_EMPTY = {name: re.compile(r"<" + name + r"\b[^<>]*?/>") for name in ("nowiki", "pre")}
-_MAX_NESTING = 4  # link-in-caption levels rewritten before giving up (real articles: 2)
+_MAX_NESTING = 3  # levels of links in link texts rewritten before giving up (one level matched each)
 
 
 def fast_plain_text(text: str) -> str | None:
@@ -95,14 +110,12 @@ def fast_plain_text(text: str) -> str | None:
 
 
 def _markup_to_text(text: str) -> str | None:
-    for _ in range(_MAX_NESTING):
-        if "[[" not in text:
-            break
-        text, files = _FILE_LINK.subn("", text)
-        parts = _LINK.split(text)
-        if files == 0 and len(parts) == 1:
-            break
-        text = "".join(parts)
+    if "|]]]" in text or "]]]]" in text and _PAIR_BEFORE_3.search(text):
+        return None  # (the parser lets a link's text start with `]`, and ends none with `[x]]]]`)
+    if "[[" in text:
+        text = _links_to_text(text, _MAX_NESTING)
+        if text is None:
+            return None
     if "[" in text:
         if _nested_external(text):
             return None
@@ -113,7 +126,20 @@ def _markup_to_text(text: str) -> str | None:
             return None
     if "[[" in text or "]]" in text or ("<" in text and _TAG_RESIDUE.search(text)):
         return None
-    return text
+    return text.replace("\0", "") if "\0" in text else text
+
+
+def _links_to_text(text: str, levels: int) -> str | None:
+    """Links as their text, file links out (as \\0, so that brackets on either side cannot make a new
+    link); a link's text is rewritten on its own, for the links in it. A link the passes do not match is
+    left for the residue check, never matched again by a later pass."""
+    parts = _LINK.split(_FILE_LINK.sub("\0", text))
+    for n in range(1, len(parts), 2):
+        if "[[" in parts[n]:
+            parts[n] = _links_to_text(parts[n], levels - 1) if levels > 1 else None
+            if parts[n] is None:
+                return None
+    return "".join(parts)
 
 
 def _nested_external(text: str) -> bool:
@@ -139,7 +165,8 @@ def _find(text: str, mark: str, start: int) -> int:
 
 def _strip_tags(text: str) -> str | None:
     """`text` without its HTML tags, or None if an end tag comes before any start tag of its name (the
-    parser keeps such a tag as text)."""
+    parser keeps such a tag as text), or an extension tag (<poem>, ...) is unclosed or nested in one of
+    its name (the parser keeps an unclosed one as text, unlike an HTML start tag)."""
     out, last, open_tags = [], 0, {}
     for m in _TAG.finditer(text):
         name = m.group(2)
@@ -148,9 +175,13 @@ def _strip_tags(text: str) -> str | None:
                 return None
             open_tags[name] -= 1
         elif not m.group().rstrip(" \t\r\n>").endswith("/"):
+            if name in _EXTENSION_TAGS and open_tags.get(name):
+                return None
             open_tags[name] = open_tags.get(name, 0) + 1
         out.append(text[last:m.start()])
         last = m.end()
+    if any(open_tags.get(name) for name in _EXTENSION_TAGS):
+        return None
     out.append(text[last:])
     return "".join(out)
 
