@@ -6,14 +6,14 @@ with the parser's rules (`wikitextparser`'s `plain_text`, measured against it on
 hard cases, tests/test_prepare_corpus.py): a wikilink becomes its text or target, a file or image link
 (`[[File:x.jpg|...]]`, with links in its caption) is removed whole, a bracketed external link becomes its
 text, HTML tags are removed and their content kept, <nowiki> and <pre> content and `[[[x]]]` are kept
-as they are, entities are unescaped. Each step is one pass of `re` (C speed); a link in a link's text or a file's
-caption is matched with it, as the parser reads it (one pair of single brackets between two pipes, no
-link in a target), and rewritten within that text. Every pattern stops at the next bracket or `<`, so
+as they are, entities are unescaped. Each step is one pass of `re` (C speed); a link in a link's text
+or a file's caption is matched with it, as the parser reads it (one pair of single brackets between two
+pipes, no link in a target), and rewritten within that text. Every pattern stops at the next bracket or `<`, so
 unclosed marks cost linear time. Equality with the parser is tested on the excerpt's articles, on hard
 cases and on random markup.
 
 It gives up (returns None) on what it does not handle, and the caller then runs the parser on the same
-text: `[[` or `]]` left over after the passes, a tag it does not know (<includeonly>, <math> left
+text: `[[` or `]]` left over (a link in a target, deeper nesting, a text starting with `]`, ...), a tag it does not know (<includeonly>, <math> left
 unclosed, upper case, ...), an end tag before any start tag of its name, an external link inside
 another's text, an unclosed <nowiki> or <pre>, one holding a link or tag or standing inside an external
 link, and `[[[` other than around a plain link (its meaning depends on counting brackets). So an
