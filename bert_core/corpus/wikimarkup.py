@@ -13,11 +13,12 @@ unclosed marks cost linear time. Equality with the parser is tested on the excer
 cases and on random markup.
 
 It gives up (returns None) on what it does not handle, and the caller then runs the parser on the same
-text: `[[` or `]]` left over (a link in a target, deeper nesting, a text starting with `]`, ...), a tag it does not know (<includeonly>, <math> left
-unclosed, upper case, ...), an end tag before any start tag of its name, an external link inside
-another's text, an unclosed <nowiki> or <pre>, one holding a link or tag or standing inside an external
-link, and `[[[` other than around a plain link (its meaning depends on counting brackets). So an
-unusual article costs parser time; it is never rewritten by a guess.
+text: `[[` or `]]` left over (a link in a target, deeper nesting, a text starting with `]`, ...), a tag
+it does not know (<includeonly>, <math> left unclosed, upper case, ...), an end tag before any start
+tag of its name, an unclosed or nested extension tag (<poem>), an external link inside another's text,
+an unclosed <nowiki> or <pre>, one holding a link or tag or standing inside an external link, and `[[[`
+other than around a plain link (its meaning depends on counting brackets). So an unusual article costs
+parser time; it is never rewritten by a guess.
 """
 
 from __future__ import annotations
