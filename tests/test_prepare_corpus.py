@@ -185,6 +185,23 @@ def test_fast_path_on_hard_cases_equals_the_parser_or_gives_up(text, handled):
     assert wiki.wikitext_to_paragraphs(text) == wiki.wikitext_to_paragraphs(text, parser_only=True)
 
 
+def test_block_cut_equals_its_plain_reading_on_random_markup():
+    """The block cut (comments, references, formulas...) in possessive runs with an exact pass where an
+    opening is left, against its plain regular expression (quadratic on unclosed tags) on random text."""
+    import random
+
+    from bert_core.corpus import wiki
+
+    plain = re.compile(r"<!--.*?(?:-->|\Z)|<(" + wiki._BLOCK_NAMES + r")\b[^>]*?(?:/>|>.*?</\1\s*>)", re.S | re.I)
+    pieces = ["<!--", "-->", "-", ">", "<ref>", "</ref>", "<ref name=a/>", "a", "</REF >", "<math>", "</math>", "\n",
+              "<ref", "/", "<references/>", "<references>", "</references>", '<Ref name="x/y">', "<ce>", "</ce>",
+              "<cex>", "<ref/ >", "<", '<ref name="a<b">']
+    rng = random.Random(15)
+    for _ in range(20000):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 12)))
+        assert wiki._cut_blocks(text) == plain.sub("", text), text
+
+
 def test_fast_path_equals_the_parser_on_random_markup():
     """Random strings of links, file links, external links, tags, nowiki/pre, entities and brackets
     (cut as articles are): wherever the fast path does not give up, the parser's text exactly."""
@@ -209,7 +226,8 @@ def test_fast_path_equals_the_parser_on_random_markup():
 
 
 @pytest.mark.parametrize("unit", ["[[", "[[a|", "[[File:a.jpg|x ", "[http://x.org a ", "<b ", "<sup>x", "]]",
-                                  "[[[", "[[[a]]] ", "<nowiki>", "<pre>a</pre>", "( ,", "''x"])
+                                  "[[[", "[[[a]]] ", "<nowiki>", "<pre>a</pre>", "( ,", "''x", "<ref>", "<ref",
+                                  "</ref><ref>"])
 def test_fast_path_is_linear_on_pathological_input(unit):
     """Unclosed or repeated marks cost the fast path (and the cuts before it) time in proportion to
     their number: 4x the input in well under 16x the time."""

@@ -25,6 +25,7 @@ Section headings end paragraphs and are not sentences; the sections after the ar
 from __future__ import annotations
 
 import pyexpat
+import bisect
 import re
 from dataclasses import dataclass
 from typing import Iterable, Iterator
@@ -37,11 +38,20 @@ from bert_core.errors import UserError
 
 # Blocks whose content is never prose: references, comments and the extension tags of formulas,
 # galleries, scores, code and maps. Removed before parsing (cheaper, and the parser keeps tag content).
+_BLOCK_NAMES = ("ref|references|math|chem|ce|gallery|timeline|score|syntaxhighlight|source|imagemap|graph|"
+                "mapframe|maplink|hiero|templatedata|inputbox|categorytree")
+# Read as `<!--.*?(-->|\Z)|<(name)\b[^>]*?(/>|>.*?</name\s*>)`, to the first closing. Run here in
+# possessive runs that also stop at `<` in a tag and at another opening of the same name: then a tag
+# without its closing costs a scan to that next opening, not to the end of the text (linear), and
+# where any opening is left after the pass, `_cut_blocks_exactly` gives the first reading's result.
 _BLOCKS = re.compile(
-    r"<!--(?:[^-]++|-(?!->))*+(?:-->|\Z)"  # (to the first --> or the end, in runs: twice the speed of .*?)
-    r"|<(ref|references|math|chem|ce|gallery|timeline|score|syntaxhighlight|source|imagemap|graph|"
-    r"mapframe|maplink|hiero|templatedata|inputbox|categorytree)\b[^>]*?(?:/>|>(?:[^<]++|<(?!/\1\s*>))*+</\1\s*>)",
-    re.S | re.I)
+    r"<!--(?:[^-]++|-(?!->))*+(?:-->|\Z)"
+    r"|<(" + _BLOCK_NAMES + r")\b[^<>]*?(?:/>|>(?:[^<]++|<(?!/\1\s*>|\1\b))*+</\1\s*>)", re.S | re.I)
+_BLOCK_START = re.compile(r"<!--|<(" + _BLOCK_NAMES + r")\b", re.I)
+# A failed opening left by the pass; no \b, since a removal may join it to a letter (`<ref` + `<x/>` +
+# `a`): legitimate text such as `<center>` costs the exact pass, never a wrong result.
+_BLOCK_OPENING = re.compile(r"<(?:" + _BLOCK_NAMES + r")", re.I)
+_BLOCK_END = re.compile(r"</(" + _BLOCK_NAMES + r")\s*>", re.I)
 # [[Category:...]] and interlanguage links ([[de:...]]) never nest; they carry no prose.
 _FLAT_LINKS = re.compile(r"\[\[\s*(?:category|[a-z]{2,3}(?:-[a-z]{2,8})*)\s*:[^\[\]\n]*\]\]", re.I)
 # Inline templates whose rendering is (mostly) their own text: kept as that text, before the parser
@@ -306,13 +316,55 @@ def _drop_quotes(text: str) -> str:
 def before_parsing(text: str) -> str:
     """What is cut or rewritten before the parser: blocks that are never prose, category and
     interlanguage links, inline templates kept as their text."""
-    text = _FLAT_LINKS.sub("", _BLOCKS.sub("", text))
+    text = _FLAT_LINKS.sub("", _cut_blocks(text))
     found = {name.lower() for name in _TEXT_TEMPLATE_NAMES.findall(text)}
     if found:
         for (pattern, replacement), names in zip(_TEXT_TEMPLATES, _TEXT_TEMPLATE_KEYS):
             if not found.isdisjoint(names):
                 text = pattern.sub(replacement, text)
     return text
+
+
+def _cut_blocks(text: str) -> str:
+    """Comments and never-prose blocks (references, formulas, ...) out; see _BLOCKS."""
+    cut = _BLOCKS.sub("", text)
+    return _cut_blocks_exactly(text) if _BLOCK_OPENING.search(cut) else cut
+
+
+def _cut_blocks_exactly(text: str) -> str:
+    """What `<!--.*?(-->|\\Z)|<(name)\\b[^>]*?(/>|>.*?</name\\s*>)` removes, in one pass: the next `>`
+    and each name's closings are looked up, not searched for again from every opening."""
+    closings: dict[str, list[int]] = {}
+    out, last, gt = [], 0, -1
+    for m in _BLOCK_START.finditer(text):
+        start = m.start()
+        if start < last:
+            continue  # inside what was removed
+        if m.group(1) is None:  # a comment, to --> or the end
+            end = text.find("-->", start + 4)
+            end = len(text) if end < 0 else end + 3
+        else:
+            if gt < m.end():
+                gt = text.find(">", m.end())
+                gt = len(text) if gt < 0 else gt
+            if gt == len(text):
+                continue  # no `>`: no tag
+            if text[gt - 1] == "/" and gt > m.end():
+                end = gt + 1  # self-closing
+            else:
+                if not closings:
+                    closings[""] = []
+                    for c in _BLOCK_END.finditer(text):
+                        closings.setdefault(c.group(1).lower(), []).append(c.start())
+                after = closings.get(m.group(1).lower(), [])
+                k = bisect.bisect_left(after, gt + 1)
+                if k == len(after):
+                    continue  # never closed: no block
+                end = _BLOCK_END.match(text, after[k]).end()
+        out.append(text[last:start])
+        last = end
+    out.append(text[last:])
+    return "".join(out)
 
 
 def _cut_balanced(text: str, marks: re.Pattern, opening: str) -> str:
