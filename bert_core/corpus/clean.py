@@ -106,15 +106,14 @@ class Cleaner:
         self.seen: set[bytes] = set()
 
     def __call__(self, where: str, sentences: list[str], raw: str) -> list[str] | None:
-        text = self.clean_text(where, sentences, raw)
+        text = self.clean_text(where, "\n".join(sentences), raw)
         return None if text is None else text.split("\n")
 
-    def clean_text(self, where: str, sentences: list[str], raw: str) -> str | None:
-        """The kept sentences joined by "\\n" (what the shard gets), or None."""
-        # One normalisation call for the whole document (sentences hold no newline), then each line.
-        text = "\n".join(sentences)
-        if not (tidy(text) and (self.form == "none" or text.isascii()
-                                           or unicodedata.is_normalized(self.form, text))):
+    def clean_text(self, where: str, text: str, raw: str) -> str | None:
+        """A document's sentences, one a line (blank lines and whitespace at a line's end are dropped as
+        any other): the kept ones, cleaned, one a line (what the shard gets), or None."""
+        if not (tidy(text) and (self.form == "none" or text.isascii() or unicodedata.is_normalized(self.form, text))):
+            # One normalisation call for the whole document, then each line.
             if self.form != "none" and not text.isascii():
                 text = unicodedata.normalize(self.form, text)
             text = "\n".join(s for s in (" ".join(x.split()) for x in _CONTROL.sub(" ", text).split("\n")) if s)

@@ -44,7 +44,7 @@ from bert_core.layout import corpus_shard_name as shard_name
 from bert_core.config import PrepareCorpusConfig
 from bert_core.corpus import cross_shard, readers
 from bert_core.corpus.clean import Cleaner, Report, write_report
-from bert_core.corpus.segment import split_paragraphs
+from bert_core.corpus.segment import sentence_lines
 from bert_core.errors import UserError
 
 STATS_DIR = ".corpus_stats"
@@ -92,17 +92,15 @@ def route(text: str, num_shards: int) -> int:
     return int.from_bytes(digest, "little") % num_shards
 
 
-def document_sentences(doc: readers.RawDocument) -> list[str]:
-    """A raw document's sentences, before cleaning."""
+def document_text(doc: readers.RawDocument) -> str:
+    """A raw document's sentences, one a line, before cleaning (which trims the lines and drops blank ones)."""
+    if doc.kind == "bert":
+        return doc.text
     if doc.kind == "wiki":
         from bert_core.corpus import wiki
 
-        paragraphs = wiki.wikitext_to_paragraphs(doc.text)
-    else:
-        paragraphs = readers.paragraphs_of(doc)
-    if doc.kind == "bert":
-        return paragraphs
-    return split_paragraphs(paragraphs)
+        return sentence_lines(wiki.wikitext_to_paragraphs(doc.text))
+    return sentence_lines(readers.paragraphs_of(doc))
 
 
 def _owned_documents(src: Source, owned: set[int], num_shards: int, cfg: PrepareCorpusConfig, progress):
@@ -152,7 +150,7 @@ class _ShardWriter:
         if doc.dropped:
             report.drop(doc.dropped, doc.where, doc.text)
             return
-        kept = self.cleaners[shard].clean_text(doc.where, document_sentences(doc), doc.text)
+        kept = self.cleaners[shard].clean_text(doc.where, document_text(doc), doc.text)
         if kept is None:
             return
         f = self.files[shard]

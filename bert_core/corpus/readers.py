@@ -298,4 +298,4 @@ def paragraphs_of(doc: RawDocument) -> list[str]:
         if tidy(doc.text):
             return lines
         return [p for p in (" ".join(l.split()) for l in doc.text.splitlines()) if p]
-    return [p for p in map(str.strip, lines) if p]
+    return list(filter(None, map(str.strip, lines)))
