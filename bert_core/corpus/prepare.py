@@ -142,7 +142,7 @@ class _ShardWriter:
                                     cfg.dedup) for k in shards}
         self.started = {k: False for k in shards}
         self.files = {k: stack.enter_context(storage.atomic_open(
-            storage.join(cfg.output_dir, shard_name(k, cfg.num_shards)), "w")) for k in shards}
+            storage.join(cfg.output_dir, shard_name(k, cfg.num_shards)), "wb")) for k in shards}  # UTF-8
 
     def add(self, shard: int, doc: readers.RawDocument) -> None:
         report = self.reports[shard]
@@ -155,10 +155,10 @@ class _ShardWriter:
             return
         f = self.files[shard]
         if self.started[shard]:
-            f.write("\n")
+            f.write(b"\n")
         self.started[shard] = True
-        f.write(kept)
-        f.write("\n")
+        f.write(kept.encode("utf-8"))
+        f.write(b"\n")
         _REPORT(0, 1)
 
     def finish(self) -> None:

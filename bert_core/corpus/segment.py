@@ -22,6 +22,8 @@ import sys
 
 NAME = "blingfire"
 _BREAK = "\u2029"  # PARAGRAPH SEPARATOR: blingfire always ends a sentence there
+_MARK = _BREAK.encode("utf-8")
+_MARK_END = b" " + _MARK + b"\n"  # the mark as blingfire's output mostly has it
 
 
 class _Sentences:
@@ -80,9 +82,9 @@ def sentence_lines(paragraphs: list[str]) -> str:
     """The sentences of a document's paragraphs, one a line, in one call: the paragraphs joined by
     " U+2029 ", which blingfire always ends a sentence at (a paragraph's end stays a sentence's end, and a
     sentence holding the mark is cut there). Twice as fast as a call per paragraph, on Brown the same F1
-    (0.889; docs/data.md). The lines are blingfire's, some perhaps blank or with whitespace at an end:
-    cleaning (clean.Cleaner) trims them and drops the blank ones, as `split_paragraphs` does, without
-    a Python step per sentence when there is nothing to trim."""
+    (0.889; docs/data.md). The lines are blingfire's, the marks made line ends; some lines may be blank
+    or have whitespace at an end: cleaning (clean.Cleaner) trims them and drops the blank ones, as
+    `split_paragraphs` does, without a Python step per sentence when there is nothing to trim."""
     parts = paragraphs
     if not all(parts) or any(map(str.isspace, parts)):  # in C; a step a paragraph
         parts = [p for p in parts if p.strip()]
@@ -91,4 +93,7 @@ def sentence_lines(paragraphs: list[str]) -> str:
     text = f" {_BREAK} ".join(parts)
     if not text:
         return ""
-    return _blingfire(text.encode("utf-8")).decode("utf-8").replace(_BREAK, "\n")
+    out = _blingfire(text.encode("utf-8")).replace(_MARK_END, b"\n")  # how the marks end up; on bytes: faster
+    if _MARK in out:  # a sentence broken before the mark, or one holding it
+        out = out.replace(b"\n" + _MARK + b"\n", b"\n").replace(_MARK, b"\n")
+    return out.decode("utf-8")
