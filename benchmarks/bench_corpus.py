@@ -16,7 +16,8 @@ Tables: (1) end to end, per tool: wall and CPU seconds of the whole process tree
 second (per core), articles per CPU second, peak RSS, output documents and sentences; ours with 1 and
 2 workers; both inputs also 8 times over (ours with --nodedup, as the reference keeps copies), for
 throughput past start-up and for memory, and the 8 copies of the dump as a multistream dump (streams
-of 100 pages and their index, as Wikimedia publishes them), where workers share out decompression; (2) the markup parsers (wikitextparser, ours, against
+of 100 pages and their index, as Wikimedia publishes them), where workers share out decompression, and
+Brown x8 as 8 files and as one gzip file (the scaling in workers: "wall, 1 worker / this"); (2) the markup parsers (wikitextparser, ours, against
 mwparserfromhell under the same rules); (3) segmentation accuracy and speed on Brown (exact sentence
 F1, MB/s): blingfire (ours), NLTK's punkt (the reference's), and syntok and pysbd when installed.
 """
@@ -223,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--segmentation-docs", type=int, default=100,
                     help="Brown documents for the segmenter table (pysbd is slow; default 100 of 500)")
     ap.add_argument("--json", help="also write the results here")
+    ap.add_argument("--only", metavar="REGEX", help="only the end-to-end runs whose data and tool match (e.g. "
+                                                    "'worker' for ours only), without the parser and segmenter tables")
     args = ap.parse_args(argv)
 
     fetched = subprocess.run(["bash", str(ROOT / "scripts" / "fetch_test_data.sh"), sys.prefix], cwd=ROOT,
@@ -241,6 +244,14 @@ def main(argv: list[str] | None = None) -> int:
         text_mb = len(body.encode()) / 1e6
         text8 = os.path.join(work, "brown-paragraphs-x8.txt")
         pathlib.Path(text8).write_text("\n".join([body] * 8), encoding="utf-8")
+        parts8 = []  # the same 8 copies as 8 files, and as one gzip file
+        for i in range(8):
+            parts8.append(os.path.join(work, f"brown-paragraphs-part{i}.txt"))
+            pathlib.Path(parts8[-1]).write_text(body + ("\n" if i < 7 else ""), encoding="utf-8")
+        import gzip
+
+        gzip8 = text8 + ".gz"
+        pathlib.Path(gzip8).write_bytes(gzip.compress(pathlib.Path(text8).read_bytes(), 6))
         xml = bz2.decompress(pathlib.Path(dump).read_bytes()).decode("utf-8")
         start, end = xml.index("  <page>"), xml.rindex("</page>\n") + len("</page>\n")
         dump8 = os.path.join(work, "enwiki-excerpt-x8.xml.bz2")  # the pages 8 times in one dump
@@ -267,28 +278,45 @@ def main(argv: list[str] | None = None) -> int:
             ("Brown paragraphs x8", 8 * text_mb, reference_text, lambda: run_reference_text(text8, work)),
             *[("Brown paragraphs x8", 8 * text_mb, ours.format(w),
                lambda w=w: run_ours(text8, work, w, 2, *loose, "--nodedup")) for w in (1, 2)],
+            *[("Brown paragraphs x8, 8 files", 8 * text_mb, ours.format(w),
+               lambda w=w: run_ours(",".join(parts8), work, w, 2, *loose, "--nodedup")) for w in (1, 2)],
+            *[("Brown paragraphs x8, gzip", 8 * text_mb, ours.format(w),
+               lambda w=w: run_ours(gzip8, work, w, 2, *loose, "--nodedup")) for w in (1, 2)],
         ]
+        if args.only:
+            runs = [r for r in runs if re.search(args.only, f"{r[0]} | {r[2]}")]
         for data, mb, tool, run in runs:
             print(f"[{data}] {tool} ...", file=sys.stderr, flush=True)
             rows.append({"data": data, "mb": mb, "tool": tool, **run()})
-    print("[parsers] ...", file=sys.stderr, flush=True)
-    parser_rows = parsers_table(dump)
-    print("[segmenters] ...", file=sys.stderr, flush=True)
-    seg_rows = segmenters_table(paragraphs[:args.segmentation_docs], gold[:args.segmentation_docs])
+    parser_rows = seg_rows = []
+    if not args.only:
+        print("[parsers] ...", file=sys.stderr, flush=True)
+        parser_rows = parsers_table(dump)
+        print("[segmenters] ...", file=sys.stderr, flush=True)
+        seg_rows = segmenters_table(paragraphs[:args.segmentation_docs], gold[:args.segmentation_docs])
     results["load_after"] = os.getloadavg()
+    for r in rows:
+        r.pop("log", None)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({**results, "end_to_end": rows, "parsers": parser_rows, "segmenters": seg_rows}, f, indent=2)
 
     print()
     print(f"{os.cpu_count()} CPUs, load average {results['load_before'][0]:.1f} before and "
           f"{results['load_after'][0]:.1f} after (CPU seconds are the process tree's own, so a busy machine "
           f"slows wall time more than MB per CPU second)")
     print()
-    print("| data | tool | wall s | CPU s | MB/s per core | docs per CPU s | peak RSS MB | documents | sentences |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("| data | tool | wall s | wall, 1 worker / this | CPU s | MB/s per core | docs per CPU s | peak RSS MB | "
+          "documents | sentences |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    one = {r["data"]: r["wall"] for r in rows if r["tool"] == ours.format(1)}
     for r in rows:
-        r.pop("log", None)
-        print(f"| {r['data']} ({r['mb']:.1f} MB) | {r['tool']} | {r['wall']:.2f} | {r['cpu']:.2f} | "
+        speedup = f"{one[r['data']] / r['wall']:.2f}x" if r["tool"] == ours.format(2) and r["data"] in one else ""
+        print(f"| {r['data']} ({r['mb']:.1f} MB) | {r['tool']} | {r['wall']:.2f} | {speedup} | {r['cpu']:.2f} | "
               f"{r['mb'] / r['cpu']:.2f} | {r['documents'] / r['cpu']:.1f} | {r['rss_mb']:.0f} | "
               f"{r['documents']:,} | {r['sentences']:,} |")
+    if args.only:
+        return 0
     print()
     print(f"Markup parsers on the excerpt's {parser_rows[0]['articles']} articles (same rules; residue: "
           f"markup characters left in the output text)")
@@ -306,9 +334,6 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---:|---:|---:|")
     for r in seg_rows:
         print(f"| {r['segmenter']} | {r['f1']:.3f} | {r['mb_per_s']:.2f} | {r['sentences']:,} ({r['gold']:,}) |")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({**results, "end_to_end": rows, "parsers": parser_rows, "segmenters": seg_rows}, f, indent=2)
     return 0
 
 

@@ -181,7 +181,8 @@ class PrepareCorpusConfig(StageConfig):
     text_field: str = Field("text", min_length=1, description="jsonl: the field holding a document's text")
     wiki_index: str | None = Field(None, description="A multistream dump's index (default: the "
                                                      "-multistream-index.txt.bz2 beside it, if any)")
-    num_shards: int = Field(1, ge=1, description="Output files; documents go to one by a hash of their raw text")
+    num_shards: int = Field(1, ge=1, description="Output files; documents go to one by the part of the input "
+                                                    "they were read in (docs/data.md)")
     num_workers: int = Field(1, ge=1, description="Worker processes on this host")
     normalization: Literal["NFC", "NFKC", "none"] = Field("NFC", description="Unicode normalisation of the text")
     min_sentences: int = Field(2, ge=1, description="Drop documents with fewer sentences")

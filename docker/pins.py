@@ -38,7 +38,8 @@ IMAGES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "evaluate": ((TF_PIN_NAME, "mpi4py"), ("kfp", "pyyaml")),
     # The launcher only talks to the Kubernetes API and object storage: no model, data or report code.
     "launcher": ((TF_PIN_NAME, "mpi4py", "tokenizers", "numpy", "google-crc32c", "scikit-learn", "scipy",
-                  "matplotlib", "blingfire", "wikitextparser", "zstandard"), ("kfp", "kubernetes", "pyyaml")),
+                  "matplotlib", "blingfire", "wikitextparser", "zstandard", "indexed-bzip2"),
+                 ("kfp", "kubernetes", "pyyaml")),
 }
 # Distributions of the ROCm image that pip must never replace.
 PROTECTED = re.compile(r"^(tensorflow|tensorflow-rocm|tf-keras|keras|tensorboard|tensorflow-io-gcs-filesystem)$")

@@ -27,8 +27,8 @@ from processes import descendants, still_running
 LOOSE = ("--min_sentences=1", "--min_chars=0", "--nodedup", "--normalization=none")
 
 
-def prepare(*args: str, check: bool = True):
-    return run_bert("prepare-corpus", *args, check=check)
+def prepare(*args: str, check: bool = True, env: dict | None = None):
+    return run_bert("prepare-corpus", *args, check=check, env=env)
 
 
 def shards(out: pathlib.Path) -> list[pathlib.Path]:
@@ -194,22 +194,27 @@ def test_bert_format_is_kept_as_is_and_shards_do_not_depend_on_workers(brown_cor
 
 def test_documents_equal_only_after_cleaning_are_one_document_across_shards(brown_corpus, tmp_path, monkeypatch):
     """Brown documents and copies that differ raw (a control character for a space, doubled spaces,
-    a decomposed accent: NFC-equal) but not once cleaned: the copies go to other shards than their
-    originals by their raw hash, and are dropped there (the original, in the lower shard, is kept);
-    the same shards for any worker count and after a lost shard is remade."""
-    from bert_core.corpus.prepare import route
-    from bert_core.corpus.readers import iter_blocks
+    a decomposed accent: NFC-equal) but not once cleaned, and raw-identical copies: in blocks of 2 KB,
+    most copies go to other shards than their originals, and are dropped there (the copy in the lower
+    shard is kept); the same shards for any worker count and after a lost shard is remade."""
+    from bert_core.corpus import units
 
+    monkeypatch.setenv("BERT_CORPUS_BLOCK_BYTES", "2000")
     originals = read_documents(brown_corpus)[:40]
     originals.append(["The caf\u00e9 opened in April.", "It closed in June."])
-    variants = [[doc[0].replace(" ", "\x07", 1), *(l.replace(" ", "  ") for l in doc[1:])] for doc in originals[:40]]
+    variants = [[doc[0].replace(" ", "\x07", 1), *(l.replace(" ", "  ") for l in doc[1:])] for doc in originals[:30]]
+    variants += originals[30:40]  # raw-identical
     variants.append(["The cafe\u0301 opened in April.", "It closed in June."])
     source = tmp_path / "corpus.txt"
     source.write_text("\n\n".join("\n".join(d) for d in originals + variants) + "\n", encoding="utf-8")
-    raw = [d.text for d in iter_blocks(str(source), "bert")]
-    assert len(raw) == 82
-    crossing = sum(route(raw[i], 4) != route(raw[41 + i], 4) for i in range(41))
-    assert crossing > 20 and route(raw[40], 4) != route(raw[81], 4)  # most pairs, and the NFC pair, split
+    shard_of = {}  # a document's raw text -> its shard
+    for n, block in enumerate(units.blocks(str(source), "bert", 2000)):
+        for doc in units.block_documents(block, "bert", "fail"):
+            shard_of[doc.text] = n % 4
+    assert len(shard_of) == 82 - 10
+    raw = lambda doc: "\n".join(doc)  # noqa: E731
+    crossing = sum(shard_of[raw(originals[i])] != shard_of[raw(variants[i])] for i in range(30))
+    assert crossing > 15 and shard_of[raw(originals[40])] != shard_of[raw(variants[40])]
 
     args = (f"--input_file={source}", "--corpus_format=bert", "--num_shards=4", "--min_sentences=1", "--min_chars=0")
     one, two = tmp_path / "one", tmp_path / "two"
@@ -244,11 +249,10 @@ def test_documents_equal_only_after_cleaning_are_one_document_across_shards(brow
     def kill(*_):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cross_shard, "_write", kill)
-    with pytest.raises(KeyboardInterrupt):
+    with monkeypatch.context() as patched, pytest.raises(KeyboardInterrupt):
+        patched.setattr(cross_shard, "_write", kill)
         prepare_corpus_main(PrepareCorpusConfig(input_file=str(source), output_dir=str(killed), corpus_format="bert",
                                                 num_shards=4, min_sentences=1, min_chars=0))
-    monkeypatch.undo()
     assert list((killed / ".corpus_stats").glob("*.dups.json")) and not (killed / "corpus_report.json").exists()
     assert shard_bytes(killed) != first  # the copies are still there
     prepare(*args, f"--output_dir={killed}")
@@ -296,7 +300,9 @@ def test_json_lines_gzip_and_zstd_with_a_text_field_and_duplicates(brown_corpus,
     assert len(documents(out)) == 60
     report = json.loads((out / "corpus_report.json").read_text())
     assert report["documents_in"] == 70 and report["dropped"] == {"duplicate": 10}
-    assert report["examples"]["duplicate"][0]["where"].startswith(f"{tmp_path}/b.jsonl.zst:")
+    # A copy in its original's shard is named by its line, one in a later shard by the shard (the pass).
+    assert all(e["where"].startswith((f"{tmp_path}/b.jsonl.zst:", "corpus-0000"))
+               for e in report["examples"]["duplicate"])
 
 
 def test_rerun_rewrites_nothing_and_a_lost_shard_is_remade_the_same(brown_corpus, tmp_path):
@@ -343,6 +349,146 @@ def test_sigkill_ends_the_workers_and_the_rerun_makes_the_same_shards(wiki_excer
     assert not (out / "corpus_report.json").exists()
     prepare(*flags, f"--output_dir={out}")
     assert shard_bytes(out) == expected and not list(out.rglob("*.tmp"))
+
+
+def _paragraphs(docs: list[list[str]]) -> str:
+    """Documents as a text file: their sentences five to a paragraph, a paragraph a line."""
+    return "\n\n".join("\n".join(" ".join(d[i:i + 5]) for i in range(0, len(d), 5)) for d in docs) + "\n"
+
+
+def _block_split_inputs(brown_corpus, tmp_path) -> tuple[list[str], dict]:
+    """Brown's first 120 documents as paragraphs (text) and the next 120 as JSON lines, every 7th of
+    the second half of each cut to one sentence (dropped, an example in the report), and a block size
+    (env) with which a block's nominal end falls exactly on an empty line of the text file and others
+    inside documents: each file is 7 or so blocks."""
+    gold = read_documents(brown_corpus)[:240]
+    gold = [d[:1] if i % 120 >= 60 and i % 7 == 0 else d for i, d in enumerate(gold)]
+    text = _paragraphs(gold[:120]).encode()
+    separators = [m.start() for m in re.finditer(b"\n\n", text)]
+    size = separators[len(separators) // 7]  # the first block ends with an empty line, exactly at its end
+    ends = [k * size for k in range(1, len(text) // size + 1)]
+    assert text[ends[0]:ends[0] + 2] == b"\n\n"
+    assert any(not text[e - 1:e + 2].count(b"\n") for e in ends)  # inside a line of a document
+    (tmp_path / "paragraphs.txt").write_bytes(text)
+    lines = [json.dumps({"text": "\n".join(d)}) for d in gold[120:240]]
+    (tmp_path / "docs.jsonl").write_text("\n".join(lines) + "\n")
+    return [str(tmp_path / "paragraphs.txt"), str(tmp_path / "docs.jsonl")], {"BERT_CORPUS_BLOCK_BYTES": str(size)}
+
+
+def test_blocks_are_whole_documents_for_any_size_compression_and_line_ending(tmp_path):
+    """Cut at every size from 1 byte up, the blocks of a file read as the whole file does: the same
+    documents with the same `file:line`, whatever the separators (several empty lines, CRLF) and the end."""
+    import random
+
+    from bert_core.corpus import readers, units
+
+    rng = random.Random(15)
+    path = tmp_path / "corpus"
+    for trial in range(60):
+        docs = ["\n".join("w" * rng.randint(1, 30) for _ in range(rng.randint(1, 4))) for _ in range(rng.randint(0, 12))]
+        data = rng.choice(["\n\n", "\n\n\n", "\n\r\n"]).join(docs) + rng.choice(["", "\n", "\n\n"])
+        jsonl = "".join(json.dumps({"text": d}) + "\n" for d in docs)
+        for kind, body in (("text", data), ("jsonl", jsonl)):
+            raw = body.encode()
+            path.write_bytes(gzip.compress(raw) if trial % 3 == 0 else raw)
+            whole = (readers.iter_json_lines(str(path), "text") if kind == "jsonl"
+                     else readers.iter_blocks(str(path), kind))
+            expected = [(d.where, d.text) for d in whole]
+            for size in (1, 2, 3, rng.randint(4, 80), rng.randint(80, 400)):
+                blocks = list(units.blocks(str(path), kind, size))
+                assert b"".join(b.data for b in blocks) == raw
+                assert sum(b.size for b in blocks) == path.stat().st_size
+                assert [(d.where, d.text) for b in blocks for d in units.block_documents(b, "text", "fail")] == expected
+
+
+def test_block_split_text_and_jsonl_same_bytes_for_any_workers_and_lines_named_right(brown_corpus, tmp_path,
+                                                                                   monkeypatch):
+    from bert_core.corpus import readers, units
+
+    inputs, env = _block_split_inputs(brown_corpus, tmp_path)
+    monkeypatch.setenv(*next(iter(env.items())))
+    for path, kind in zip(inputs, ("text", "jsonl")):  # blocks are whole documents, as if read whole
+        size = int(env["BERT_CORPUS_BLOCK_BYTES"])
+        blocks = list(units.blocks(path, kind, size))
+        assert 5 < len(blocks) < 10
+        if kind == "text":
+            assert len(blocks[0].data) == size + 2  # cut right after the empty line at the nominal end
+        assert b"".join(b.data for b in blocks) == pathlib.Path(path).read_bytes()
+        whole = (readers.iter_json_lines(path, "text") if kind == "jsonl" else readers.iter_blocks(path, kind))
+        assert [(d.where, d.text) for d in whole] == [
+            (d.where, d.text) for b in blocks for d in units.block_documents(b, "text", "fail")]
+    args = [f"--input_file={','.join(inputs)}", "--num_shards=3", "--min_sentences=3", "--min_chars=0"]
+    one, two = tmp_path / "one", tmp_path / "two"
+    prepare(*args, f"--output_dir={one}")
+    prepare(*args, f"--output_dir={two}", "--num_workers=2")
+    assert shard_bytes(one) == shard_bytes(two) and all(p.stat().st_size > 0 for p in shards(one))
+    report = json.loads((one / "corpus_report.json").read_text())
+    assert report == json.loads((two / "corpus_report.json").read_text())
+    assert report["documents_in"] == 240 and report["dropped"]["too_few_sentences"] > 3
+    # The examples' `file:line` is the document's first line, in blocks that start mid-file too.
+    text_lines = pathlib.Path(inputs[0]).read_text().split("\n")
+    json_lines = pathlib.Path(inputs[1]).read_text().split("\n")
+    wheres = [e["where"] for e in report["examples"]["too_few_sentences"]]
+    for where in wheres:
+        path, line = where.rsplit(":", 1)
+        assert path in inputs and int(line) > 1
+        if path == inputs[0]:
+            assert int(line) == 1 or text_lines[int(line) - 2] == ""
+        else:
+            assert json_lines[int(line) - 1].startswith('{"text": ')
+    # The same documents as one block a file.
+    prepare(*args, f"--output_dir={tmp_path / 'whole'}", env={"BERT_CORPUS_BLOCK_BYTES": str(1 << 30)})
+    assert sorted(documents(one)) == sorted(documents(tmp_path / "whole"))
+
+
+@pytest.mark.skipif(shutil.which("mpirun") is None, reason="no mpirun")
+def test_block_split_input_two_mpi_ranks_and_two_workers_make_the_shards_of_one_process(brown_corpus, tmp_path):
+    inputs, env = _block_split_inputs(brown_corpus, tmp_path)
+    args = [f"--input_file={','.join(inputs)}", "--num_shards=5"]
+    single, ranks = tmp_path / "single", tmp_path / "ranks"
+    prepare(*args, f"--output_dir={single}", env=env)
+    cmd = ["mpirun", "--allow-run-as-root", "--oversubscribe", "-np", "2", "-x", "BERT_CORPUS_BLOCK_BYTES",
+           sys.executable, "-m", "bert_core.cli", "prepare-corpus", *args, f"--output_dir={ranks}", "--num_workers=2"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600, env={**os.environ, **env})
+    assert proc.returncode == 0, proc.stderr
+    assert "rank 0/2: shards 0, 2, 4" in proc.stderr and "rank 1/2: shards 1, 3" in proc.stderr
+    assert shard_bytes(ranks) == shard_bytes(single)
+    assert (ranks / "corpus_report.json").read_text() == (single / "corpus_report.json").read_text()
+
+
+def test_block_split_input_killed_resumes_to_the_same_shards_and_shows_progress(brown_corpus, tmp_path):
+    """SIGKILL midway (2 workers), then a rerun: the same bytes; a lost shard is remade alone, its
+    blocks read again and the others' skipped; progress counts the bytes of the blocks done."""
+    gold = read_documents(brown_corpus)
+    text = tmp_path / "paragraphs.txt"
+    text.write_text(_paragraphs(gold) * 2)  # long enough to be killed midway
+    env = {"BERT_CORPUS_BLOCK_BYTES": str(1 << 18), "BERT_PROGRESS_SECONDS": "0"}
+    flags = [f"--input_file={text}", "--num_shards=4", "--num_workers=2", "--nodedup"]
+    clean = prepare(*flags, f"--output_dir={tmp_path / 'clean'}", env=env)
+    expected = shard_bytes(tmp_path / "clean")
+    shown = [float(m) for m in re.findall(r"prepare-corpus: +([\d.]+)% of input", clean.stderr)]
+    assert shown == sorted(shown) and shown[-1] == 100.0 and len([p for p in shown if 0 < p < 100]) > 3
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "bert_core.cli", "prepare-corpus", *flags, f"--output_dir={out}"],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, **env})
+    deadline = time.time() + 120
+    while not list(out.glob(".corpus-*.tmp")) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.3)
+    workers = descendants(proc.pid)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert len(workers) >= 2 and still_running(workers, 5) == {}
+    assert list(out.glob(".corpus-*.tmp")), "the kill should land while shards are being written"
+    assert not (out / "corpus_report.json").exists()
+    prepare(*flags, f"--output_dir={out}", env=env)
+    assert shard_bytes(out) == expected and not list(out.rglob("*.tmp"))
+    lost = "corpus-00001-of-00004.txt"
+    (out / lost).unlink()
+    again = prepare(*flags, f"--output_dir={out}", env=env)
+    assert "3 of 4 shards already whole" in again.stderr and shard_bytes(out) == expected
+    shown = [float(m) for m in re.findall(r"prepare-corpus: +([\d.]+)% of input", again.stderr)]
+    assert shown == sorted(shown) and shown[-1] == 100.0
 
 
 def test_create_data_reads_the_shards(brown_corpus, uncased_vocab, tmp_path):

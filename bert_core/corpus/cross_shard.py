@@ -1,9 +1,10 @@
-"""Duplicates across shards: documents equal only after cleaning.
+"""Duplicates across shards: documents equal raw or after cleaning, kept in two shards.
 
-A document's shard comes from its raw text (or its dump stream), which keeps the expensive work in
-the workers that own the shards; two documents that differ raw but agree once cleaned (NFC-equivalent
-characters, control characters, whitespace, different markup around the same prose) can then be kept in
-two shards, each shard's `Cleaner` seeing only one of them. This pass, run once after every shard is
+A document's shard comes from where it was read (its block of a text file, its dump stream; a plain
+dump's page: its raw text), which keeps the expensive work in the workers that own the shards; two
+copies of a document (raw-identical in two blocks, or differing raw but agreeing once cleaned:
+NFC-equivalent characters, control characters, whitespace, different markup around the same prose)
+can then be kept in two shards, each shard's `Cleaner` seeing only one of them. This pass, run once after every shard is
 whole, reads the shards in order and drops from shard k each document whose cleaned text (the same
 16-byte BLAKE2b digest as `Cleaner`) a shard before k kept: the copy in the lowest shard is kept. The
 shards are read as written, so the result does not depend on workers, ranks or resuming.
@@ -92,7 +93,13 @@ def remove(output_dir: str, stats_dir: str, names: list[str], fingerprint: str, 
 
 
 def _recorded(output_dir: str, stats_dir: str, name: str, fingerprint: str) -> Report | None:
-    path = dups_path(output_dir, stats_dir, name)
+    data = fingerprinted(dups_path(output_dir, stats_dir, name), fingerprint)
+    return None if data is None else Report.from_dict(data)
+
+
+def fingerprinted(path: str, fingerprint: str) -> dict | None:
+    """The JSON object of a counts file (`.corpus_stats/`) if it exists, reads whole, and was written
+    for this fingerprint (the same inputs and settings); else None: the work it counts is to be redone."""
     if not storage.exists(path):
         return None
     try:
@@ -101,4 +108,4 @@ def _recorded(output_dir: str, stats_dir: str, name: str, fingerprint: str) -> R
         return None
     if not isinstance(data, dict) or data.get("fingerprint") != fingerprint:
         return None
-    return Report.from_dict(data)
+    return data

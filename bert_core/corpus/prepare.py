@@ -8,16 +8,20 @@ documents: `bert create-data --input_file='corpus/corpus-*.txt'` reads them), `c
 `corpus_report.md` (documents kept, dropped per reason with examples), written last, and
 `.corpus_stats/` (each shard's counts, for resuming).
 
-Sharding. A document goes to shard `blake2b(raw text) mod num_shards` (a multistream dump: its stream's
-number mod num_shards), so the output does not depend on the number of workers or ranks and
-raw-identical documents meet in one shard (where duplicates are dropped); documents equal only after
-cleaning are dropped across shards by one pass over the written shards (`cross_shard`) at the end. The
-shards are shared out among `min(num_shards, workers x ranks)` tasks, one a worker process. On a host
-with several, the inputs are read once (decompressed, parsed, routed) and each document is sent to its
-shard's worker, which does the expensive work (markup removal, segmentation, cleaning); a multistream
-dump's workers read their own streams instead, and each MPI rank reads for its own workers. Memory is
-flat in the corpus size: a few documents at a time, plus 16 bytes a kept document for duplicate
-detection.
+Sharding. The inputs are cut into units by a rule that knows no workers (bert_core/corpus/units.py):
+a text, bert or jsonl file (compressed or not) into blocks of about 1 MiB of its decompressed bytes,
+each ending at a document boundary; a multistream dump into its bz2 streams. The units are numbered
+across the inputs in order; each run of num_shards units gives one to every shard, in a fixed
+pseudo-random order (`units.shard_of`: no aliasing with a periodic input). A plain (not multistream) wiki
+dump's pages go to shard `blake2b(raw text) mod num_shards`. So the output does not depend on the
+number of workers or ranks; documents equal raw or after cleaning that land in two shards are dropped
+by one pass over the written shards (`cross_shard`) at the end, those in one shard by its `Cleaner`.
+The shards are shared out among `min(num_shards, workers x ranks)` tasks, one a worker process. The
+command's process reads the inputs once and only cuts them (a search for the boundary near each
+block's end, a newline count for `file:line`; XML parsing for a plain dump) and sends each unit's
+bytes (a stream: its offsets) to its shard's worker, which does the expensive work (decoding, markup
+removal, segmentation, cleaning); each MPI rank reads for its own workers. Memory is flat in the
+corpus size: a few blocks a worker, plus 16 bytes a kept document for duplicate detection.
 
 Atomic and resumable. Each shard is written to a temporary file and renamed when whole, after its
 counts (`.corpus_stats/`, with a fingerprint of the inputs and settings); a rerun skips the shards
@@ -34,6 +38,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass
+from typing import Iterator
 
 import bert_core
 from bert_core import children, events, mpi, storage
@@ -42,7 +47,7 @@ from bert_core.layout import CORPUS_REPORT_MARKDOWN as REPORT_MARKDOWN
 from bert_core.layout import CORPUS_SHARD_GLOB as SHARD_GLOB
 from bert_core.layout import corpus_shard_name as shard_name
 from bert_core.config import PrepareCorpusConfig
-from bert_core.corpus import cross_shard, readers
+from bert_core.corpus import cross_shard, readers, units
 from bert_core.corpus.clean import Cleaner, Report, write_report
 from bert_core.corpus.segment import sentence_lines
 from bert_core.errors import UserError
@@ -56,6 +61,7 @@ _OUTPUT_ONLY = ("output_dir", "num_workers")  # settings that do not change a sh
 class Source:
     path: str
     format: str                                   # wiki, jsonl, text, bert
+    size: int                                     # bytes (compressed, if it is)
     streams: list[tuple[int, int]] | None = None  # a multistream dump's page streams
 
 
@@ -74,7 +80,7 @@ def plan_sources(cfg: PrepareCorpusConfig) -> list[Source]:
                     raise UserError(f"--wiki_index={index}: no such file")
                 streams = wiki.stream_offsets(index, path)
                 wiki.check_multistream_header(path, streams[0][0])
-        sources.append(Source(path, fmt, streams))
+        sources.append(Source(path, fmt, storage.size(path), streams))
     return sources
 
 
@@ -103,37 +109,53 @@ def document_text(doc: readers.RawDocument) -> str:
     return sentence_lines(readers.paragraphs_of(doc))
 
 
-def _owned_documents(src: Source, owned: set[int], num_shards: int, cfg: PrepareCorpusConfig, progress):
-    """(shard, raw document) for the documents of `src` that go to a shard in `owned`."""
-    if src.streams is not None:
+def _work(sources: list[Source], cfg: PrepareCorpusConfig, progress) -> Iterator[tuple[int, object]]:
+    """(shard, item) for every item of the inputs, in input order: a `units.Block` or `units.Stream`
+    (unit n goes to shard `units.shard_of(n)`, the units numbered across the inputs), or a plain wiki
+    dump's page as a `readers.RawDocument` (shard blake2b(raw text) mod num_shards). `progress` gets
+    the bytes read of a plain dump (the other items carry their size)."""
+    number, block = 0, _block_bytes(cfg, sources)
+    for src in sources:
+        if src.streams is not None:
+            for start, end in src.streams:
+                yield units.shard_of(number, cfg.num_shards), units.Stream(src.path, start, end)
+                number += 1
+        elif src.format == "wiki":
+            from bert_core.corpus import wiki
+
+            last = [0]
+
+            def read(count: int) -> None:
+                delta, last[0] = count - last[0], count
+                progress(delta)
+
+            for doc in wiki.iter_dump(src.path, read):
+                yield route(doc.text, cfg.num_shards), doc
+        else:
+            for unit in units.blocks(src.path, src.format, block):
+                yield units.shard_of(number, cfg.num_shards), unit
+                number += 1
+
+
+def _block_bytes(cfg: PrepareCorpusConfig, sources: list[Source]) -> int:
+    return units.block_bytes(sum(s.size for s in sources), cfg.num_shards)
+
+
+def _documents(item, cfg: PrepareCorpusConfig) -> Iterator[readers.RawDocument]:
+    if isinstance(item, units.Block):
+        return units.block_documents(item, cfg.text_field, cfg.on_bad_utf8)
+    if isinstance(item, units.Stream):
         from bert_core.corpus import wiki
 
-        keep = lambda number: number % num_shards in owned  # noqa: E731
-        for number, doc in wiki.iter_multistream(src.path, src.streams, keep, progress):
-            yield number % num_shards, doc
-        return
-    for doc in _source_documents(src, cfg, progress):
-        shard = route(doc.text, num_shards)
-        if shard in owned:
-            yield shard, doc
-
-
-def _source_documents(src: Source, cfg: PrepareCorpusConfig, progress):
-    """Every raw document of a (not multistream) source, in order."""
-    if src.format == "wiki":
-        from bert_core.corpus import wiki
-
-        return wiki.iter_dump(src.path, progress)
-    if src.format == "jsonl":
-        return readers.iter_json_lines(src.path, cfg.text_field, cfg.on_bad_utf8, progress)
-    return readers.iter_blocks(src.path, src.format, cfg.on_bad_utf8, progress)
+        return (doc for _, doc in wiki.iter_multistream(item.path, [(item.start, item.end)], lambda _: True))
+    return iter((item,))
 
 
 _REPORT = None  # progress callback of this process: (bytes read delta, documents delta)
 
 
 class _ShardWriter:
-    """A task's open shards: raw documents in (their expensive work done here), whole shards out."""
+    """A task's open shards: items in (their expensive work done here), whole shards out."""
 
     def __init__(self, shards: list[int], cfg: PrepareCorpusConfig, fingerprint: str, stack: contextlib.ExitStack):
         self.cfg, self.fingerprint, self.shards = cfg, fingerprint, shards
@@ -143,6 +165,12 @@ class _ShardWriter:
         self.started = {k: False for k in shards}
         self.files = {k: stack.enter_context(storage.atomic_open(
             storage.join(cfg.output_dir, shard_name(k, cfg.num_shards)), "wb")) for k in shards}  # UTF-8
+
+    def take(self, shard: int, item) -> None:
+        for doc in _documents(item, self.cfg):
+            self.add(shard, doc)
+        if not isinstance(item, readers.RawDocument):
+            _REPORT(item.size, 0)
 
     def add(self, shard: int, doc: readers.RawDocument) -> None:
         report = self.reports[shard]
@@ -171,33 +199,36 @@ class _ShardWriter:
             storage.remove(cross_shard.dups_path(self.cfg.output_dir, STATS_DIR, name))  # a remade shard's
 
 
+def _skipped(item) -> None:
+    """An item of another rank's shard or of a shard already whole: read past, counted as done."""
+    if not isinstance(item, readers.RawDocument):
+        _REPORT(item.size, 0)
+
+
 def run_task(shards: list[int], sources: list[Source], cfg: PrepareCorpusConfig, fingerprint: str) -> list[int]:
-    """Write `shards` (indexes) whole, in one pass over the inputs; returns them."""
+    """Write `shards` (indexes) whole, in one pass over the inputs, in this process; returns them."""
+    owned = set(shards)
     with contextlib.ExitStack() as stack:
         writer = _ShardWriter(shards, cfg, fingerprint, stack)
-        for src in sources:
-            last = [0]
-
-            def progress(count: int) -> None:
-                delta, last[0] = count - last[0], count
-                _REPORT(delta, 0)
-
-            for shard, doc in _owned_documents(src, set(shards), cfg.num_shards, cfg, progress):
-                writer.add(shard, doc)
+        for shard, item in _work(sources, cfg, lambda n: _REPORT(n, 0)):
+            if shard in owned:
+                writer.take(shard, item)
+            else:
+                _skipped(item)
         writer.finish()
     return shards
 
 
 def _fed_task(shards: list[int], cfg: PrepareCorpusConfig, fingerprint: str, inbox, outbox, owner: int,
               counters) -> None:
-    """A worker process fed by the reader (`_fan_out`): batches of (shard, raw document) until None."""
+    """A worker process fed by the reader (`_fan_out`): batches of (shard, item) until None."""
     _worker_init(owner, counters)
     try:
         with contextlib.ExitStack() as stack:
             writer = _ShardWriter(shards, cfg, fingerprint, stack)
             while (batch := inbox.get()) is not None:
-                for shard, doc in batch:
-                    writer.add(shard, doc)
+                for shard, item in batch:
+                    writer.take(shard, item)
             writer.finish()
         outbox.put(("done", None))
     except BaseException as err:  # noqa: BLE001 - handed to the reader, which raises it
@@ -207,13 +238,16 @@ def _fed_task(shards: list[int], cfg: PrepareCorpusConfig, fingerprint: str, inb
 def _worker_init(owner: int, counters) -> None:
     global _REPORT
     children.exit_with(owner)
+    _REPORT = _shared_report(counters)
 
+
+def _shared_report(counters):
     def report(nbytes: int, ndocs: int) -> None:
         with counters.get_lock():
             counters[0] += nbytes
             counters[1] += ndocs
 
-    _REPORT = report
+    return report
 
 
 class Progress:
@@ -236,60 +270,44 @@ class Progress:
 
 
 def _run_tasks(tasks: list[list[int]], sources, cfg, fingerprint: str, progress: Progress) -> None:
+    """One task: here. Several: a worker process each, fed by this one (`_fan_out`)."""
     global _REPORT
-    counters = [0.0, 0.0]
-    if len(tasks) <= 1 or cfg.num_workers <= 1:
-        def report(nbytes: int, ndocs: int) -> None:
-            counters[0] += nbytes
-            counters[1] += ndocs
-            progress.show(*counters)
-
-        _REPORT = report
-        try:
-            for shards in tasks:
-                run_task(shards, sources, cfg, fingerprint)
-        finally:
-            _REPORT = None
-        return
-    if fans_out(tasks, sources, cfg):
+    if len(tasks) > 1:
         return _fan_out(tasks, sources, cfg, fingerprint, progress)
-    import multiprocessing as mp
+    counters = [0.0, 0.0]
 
-    ctx = mp.get_context("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
-    shared = ctx.Array("d", 2)
-    with ctx.Pool(min(cfg.num_workers, len(tasks)), initializer=_worker_init,
-                  initargs=(os.getpid(), shared)) as pool:
-        results = [pool.apply_async(run_task, (shards, sources, cfg, fingerprint)) for shards in tasks]
-        while not all(r.ready() for r in results):
-            for r in results:  # fail fast: a task's error stops the run
-                if r.ready() and not r.successful():
-                    r.get()
-            progress.show(shared[0], shared[1])
-            time.sleep(0.1)
-        for r in results:
-            r.get()
+    def report(nbytes: int, ndocs: int) -> None:
+        counters[0] += nbytes
+        counters[1] += ndocs
+        progress.show(*counters)
+
+    _REPORT = report
+    try:
+        for shards in tasks:
+            run_task(shards, sources, cfg, fingerprint)
+    finally:
+        _REPORT = None
 
 
-def fans_out(tasks: list[list[int]], sources: list[Source], cfg: PrepareCorpusConfig) -> bool:
-    """Whether this process reads the inputs once and feeds the workers (`_fan_out`): with several
-    tasks and no multistream dump (whose streams the tasks share out by themselves)."""
-    return len(tasks) > 1 and cfg.num_workers > 1 and all(s.streams is None for s in sources)
-
-
-_BATCH = 32  # documents a message to a worker
+_BATCH = 32  # documents a message to a worker (a block or stream is a message of its own)
 
 
 def _fan_out(tasks: list[list[int]], sources: list[Source], cfg: PrepareCorpusConfig, fingerprint: str,
              progress: Progress) -> None:
-    """Read (decompress, parse, route) the inputs once here and send each document to the worker
-    process of its shard, in input order; the workers do the rest. A worker's error is raised here."""
+    """Read the inputs once here, cutting them into items (`_work`: blocks of decompressed text, a
+    multistream dump's stream offsets, a plain dump's pages), and send each to the worker process of
+    its shard, in input order; the workers do the rest. A worker's error is raised here."""
+    global _REPORT
     import multiprocessing as mp
     import queue
 
     ctx = mp.get_context("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
+    if ctx.get_start_method() == "forkserver":  # the workers' imports once, in the forkserver, not in each
+        ctx.set_forkserver_preload(["bert_core.corpus.prepare"] +
+                                   (["wikitextparser"] if any(s.format == "wiki" for s in sources) else []))
     shared = ctx.Array("d", 2)
     owner_of = {k: i for i, shards in enumerate(tasks) for k in shards}
-    inboxes = [ctx.Queue(8) for _ in tasks]
+    inboxes = [ctx.Queue(4) for _ in tasks]
     outbox = ctx.Queue()
     procs = [ctx.Process(target=_fed_task, args=(shards, cfg, fingerprint, inboxes[i], outbox, os.getpid(), shared),
                          daemon=True) for i, shards in enumerate(tasks)]
@@ -320,27 +338,20 @@ def _fan_out(tasks: list[list[int]], sources: list[Source], cfg: PrepareCorpusCo
 
     for p in procs:
         p.start()
+    _REPORT = _shared_report(shared)
     try:
         batches: list[list] = [[] for _ in tasks]
-        for src in sources:
-            last = [0]
-
-            def read(count: int) -> None:
-                delta, last[0] = count - last[0], count
-                with shared.get_lock():
-                    shared[0] += delta
-
-            for n, doc in enumerate(_source_documents(src, cfg, read)):
-                shard = route(doc.text, cfg.num_shards)
-                i = owner_of.get(shard)
-                if i is None:  # a shard already whole
-                    continue
-                batches[i].append((shard, doc))
-                if len(batches[i]) >= _BATCH:
-                    send(i, batches[i])
-                    batches[i] = []
-                if n % 256 == 0:
-                    check()
+        for n, (shard, item) in enumerate(_work(sources, cfg, lambda nbytes: _REPORT(nbytes, 0))):
+            i = owner_of.get(shard)
+            if i is None:  # a shard already whole, or another rank's
+                _skipped(item)
+                continue
+            batches[i].append((shard, item))
+            if len(batches[i]) >= _BATCH or not isinstance(item, readers.RawDocument):
+                send(i, batches[i])
+                batches[i] = []
+            if n % 256 == 0 or not isinstance(item, readers.RawDocument):
+                check()
         for i, batch in enumerate(batches):
             if batch:
                 send(i, batch)
@@ -349,6 +360,7 @@ def _fan_out(tasks: list[list[int]], sources: list[Source], cfg: PrepareCorpusCo
             check()
             time.sleep(0.05)
     finally:
+        _REPORT = None
         if finished < len(tasks):  # an error: stop the workers, drop what they will not read
             for p in procs:
                 p.kill()
@@ -360,24 +372,19 @@ def _fan_out(tasks: list[list[int]], sources: list[Source], cfg: PrepareCorpusCo
 
 def _fingerprint(cfg: PrepareCorpusConfig, sources: list[Source]) -> str:
     params = {k: v for k, v in cfg.model_dump().items() if k not in _OUTPUT_ONLY}
-    inputs = [(s.path, storage.size(s.path), s.format) for s in sources]
-    text = json.dumps({"params": params, "inputs": inputs, "version": bert_core.__version__}, sort_keys=True)
+    inputs = [(s.path, s.size, s.format) for s in sources]
+    text = json.dumps({"params": params, "inputs": inputs, "version": bert_core.__version__,
+                       "block_bytes": _block_bytes(cfg, sources)}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _done(cfg: PrepareCorpusConfig, index: int, fingerprint: str) -> Report | None:
     """The shard's report if the shard is whole and made from these inputs and settings."""
     name = shard_name(index, cfg.num_shards)
-    stats = storage.join(cfg.output_dir, STATS_DIR, name + ".json")
-    if not (storage.exists(stats) and storage.exists(storage.join(cfg.output_dir, name))):
+    if not storage.exists(storage.join(cfg.output_dir, name)):
         return None
-    try:
-        data = storage.read_json(stats)
-    except (UserError, ValueError):
-        return None
-    if not isinstance(data, dict) or data.get("fingerprint") != fingerprint:
-        return None
-    return Report.from_dict(data["report"])
+    data = cross_shard.fingerprinted(storage.join(cfg.output_dir, STATS_DIR, name + ".json"), fingerprint)
+    return None if data is None else Report.from_dict(data["report"])
 
 
 def _remove_stale(cfg: PrepareCorpusConfig) -> None:
@@ -429,9 +436,8 @@ def prepare_corpus_main(config: PrepareCorpusConfig) -> int:
     groups = min(len(todo), cfg.num_workers * world) or 1
     tasks = [[k for j, k in enumerate(todo) if j % groups == g] for g in range(groups)]
     tasks = [t for g, t in enumerate(tasks) if t and g % world == rank]
-    sizes = sum(storage.size(s.path) for s in sources)
-    once = all(s.streams is not None for s in sources) or fans_out(tasks, sources, cfg)  # inputs read once
-    progress = Progress(sizes * (1 if once else max(1, len(tasks))))
+    sizes = sum(s.size for s in sources)
+    progress = Progress(sizes)
     if todo and rank == 0 and len(todo) < cfg.num_shards:
         print(f"prepare-corpus: {cfg.num_shards - len(todo)} of {cfg.num_shards} shards already whole, "
               f"making the other {len(todo)}", file=sys.stderr, flush=True)
