@@ -93,7 +93,8 @@ def sentence_lines(paragraphs: list[str]) -> str:
     text = f" {_BREAK} ".join(parts)
     if not text:
         return ""
-    out = _blingfire(text.encode("utf-8")).replace(_MARK_END, b"\n")  # how the marks end up; on bytes: faster
-    if _MARK in out:  # a sentence broken before the mark, or one holding it
+    sentences = _blingfire(text.encode("utf-8"))
+    out = sentences.replace(_MARK_END, b"\n")  # how the marks end up; on bytes: faster
+    if len(sentences) - len(out) != (len(_MARK_END) - 1) * (len(parts) - 1):  # a mark ended otherwise
         out = out.replace(b"\n" + _MARK + b"\n", b"\n").replace(_MARK, b"\n")
     return out.decode("utf-8")
