@@ -178,14 +178,14 @@ class _ShardWriter:
         if doc.dropped:
             report.drop(doc.dropped, doc.where, doc.text)
             return
-        kept = self.cleaners[shard].clean_text(doc.where, document_text(doc), doc.text)
+        kept = self.cleaners[shard].clean(doc.where, document_text(doc), doc.text)
         if kept is None:
             return
         f = self.files[shard]
         if self.started[shard]:
             f.write(b"\n")
         self.started[shard] = True
-        f.write(kept.encode("utf-8"))
+        f.write(kept)
         f.write(b"\n")
         _REPORT(0, 1)
 

@@ -23,6 +23,7 @@ import sys
 NAME = "blingfire"
 _BREAK = "\u2029"  # PARAGRAPH SEPARATOR: blingfire always ends a sentence there
 _MARK = _BREAK.encode("utf-8")
+_MARK_JOIN = b" " + _MARK + b" "
 _MARK_END = b" " + _MARK + b"\n"  # the mark as blingfire's output mostly has it
 
 
@@ -90,10 +91,10 @@ def sentence_lines(paragraphs: list[str]) -> str:
         parts = [p for p in parts if p.strip()]
     if any(map(str.__contains__, parts, itertools.repeat(_BREAK))):  # in C; one step for Latin-1 text
         parts = [p.replace(_BREAK, " ") for p in parts]  # a space for the mark
-    text = f" {_BREAK} ".join(parts)
-    if not text:
+    data = _MARK_JOIN.join(map(str.encode, parts))  # joined as UTF-8: no UCS-2 text to encode
+    if not data:
         return ""
-    sentences = _blingfire(text.encode("utf-8"))
+    sentences = _blingfire(data)
     out = sentences.replace(_MARK_END, b"\n")  # how the marks end up; on bytes: faster
     if len(sentences) - len(out) != (len(_MARK_END) - 1) * (len(parts) - 1):  # a mark ended otherwise
         out = out.replace(b"\n" + _MARK + b"\n", b"\n").replace(_MARK, b"\n")
