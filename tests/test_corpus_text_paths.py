@@ -164,3 +164,14 @@ def test_a_text_run_imports_only_what_it_needs(tmp_path):
             "print('loaded:', [m for m in heavy if m in sys.modules])\n")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     assert "loaded: []" in out, out
+
+
+def test_a_lone_surrogate_in_json_lines_is_bad_text(tmp_path):
+    """A `\\ud800` escape decodes to a lone surrogate, which no UTF-8 holds (it crashed the segmenter):
+    an error naming file:line, or U+FFFD with --on_bad_utf8=replace; a surrogate pair is a character."""
+    src = tmp_path / "s.jsonl"
+    src.write_text('{"text": "Fine \\ud83d\\ude00 pair."}\n{"id": 2, "text": "Bad \\ud800 one."}\n')
+    with pytest.raises(UserError, match=r"s.jsonl:2: field 'text' holds a lone surrogate \(U\+D800 at character 5\)"):
+        list(readers.iter_json_lines(str(src), "text"))
+    docs = [d.text for d in readers.iter_json_lines(str(src), "text", "replace")]
+    assert docs == ["Fine \U0001F600 pair.", "Bad \ufffd one."]

@@ -21,6 +21,7 @@ import contextlib
 import gzip
 import io
 import json
+import re
 import zlib
 from dataclasses import dataclass
 from typing import IO, Iterator
@@ -342,7 +343,22 @@ def iter_json_lines(path: str, text_field: str, on_bad_utf8: str = "fail", progr
             if not isinstance(text, str):
                 raise UserError(f"{path}:{number}: field {text_field!r} is a JSON {type(text).__name__}, "
                                 f"expected a string")
+            if not text.isascii() and ("\\ud" in line or "\\uD" in line) and _SURROGATE.search(text):  # from escapes only
+                text = _without_surrogates(path, number, text_field, text, on_bad_utf8)
             yield RawDocument(f"{path}:{number}", text, "jsonl")
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _without_surrogates(path: str, number: int, text_field: str, text: str, on_bad_utf8: str) -> str:
+    """A JSON string's lone surrogates (`"\\ud800"` escapes; no UTF-8 can hold them) are invalid text,
+    as bytes that are not UTF-8 are: an error, or U+FFFD each with --on_bad_utf8=replace."""
+    if on_bad_utf8 == "fail":
+        at = _SURROGATE.search(text).start()
+        raise UserError(f"{path}:{number}: field {text_field!r} holds a lone surrogate (U+{ord(text[at]):04X} at "
+                        f"character {at + 1}), not text (use --on_bad_utf8=replace to replace it with U+FFFD)")
+    return _SURROGATE.sub("\ufffd", text)
 
 
 def paragraphs_of(doc: RawDocument) -> list[str]:
