@@ -129,18 +129,18 @@ class Cleaner:
             return None
         lines = text.count("\n") + 1
         if lines < self.min_sentences:
-            self.report.drop("too_few_sentences", where, text.replace("\n", " "))
+            self.report.drop("too_few_sentences", where, text)  # drop() collapses its newlines
             return None
         chars = len(text) - (lines - 1)
         if chars < self.min_chars:
-            self.report.drop("too_short", where, text.replace("\n", " "))
+            self.report.drop("too_short", where, text)
             return None
         if data is None:
             data = text.encode("utf-8")
         if self.dedup:
             digest = hashlib.blake2b(data, digest_size=16).digest()
             if digest in self.seen:
-                self.report.drop("duplicate", where, text.replace("\n", " "))
+                self.report.drop("duplicate", where, text)
                 return None
             self.seen.add(digest)
         self.report.keep(lines, chars)

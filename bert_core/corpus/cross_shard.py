@@ -75,11 +75,11 @@ def remove(output_dir: str, stats_dir: str, names: list[str], fingerprint: str, 
             if key not in seen:
                 fresh.add(key)
                 continue
-            lines = document.decode("utf-8").split("\n")
-            found.drop("duplicate", f"{name}: document {n + 1} (kept in an earlier shard)", " ".join(lines))
+            text = document.decode("utf-8")
+            found.drop("duplicate", f"{name}: document {n + 1} (kept in an earlier shard)", text)
             found.documents_out += 1
-            found.sentences_out += len(lines)
-            found.chars_out += sum(len(s) for s in lines)
+            found.sentences_out += text.count("\n") + 1
+            found.chars_out += len(text) - text.count("\n")
         if found.dropped:  # the counts first: a rerun after a kill finds this shard rewritten or not
             storage.write_json(dups_path(output_dir, stats_dir, name), {"fingerprint": fingerprint, **found.to_dict()})
             _write(path, (document for document in _documents(path) if digest(document) not in seen))
