@@ -28,7 +28,8 @@ _MARK_END = b" " + _MARK + b"\n"  # the mark as blingfire's output mostly has it
 
 
 class _Sentences:
-    """blingfire's `TextToSentences` on a reused output buffer: UTF-8 text in, its sentences out, one a line."""
+    """blingfire's `TextToSentences` on a reused output buffer: UTF-8 text in, its sentences out, one a
+    line. One buffer a process (prepare-corpus's workers are processes): not for concurrent threads."""
 
     _LIBRARY = {"win32": "blingfiretokdll.dll", "darwin": "libblingfiretokdll.dylib"}
 
@@ -45,7 +46,8 @@ class _Sentences:
     def _room(self, size: int) -> None:
         self.size = size
         self.buffer = bytearray(size)
-        self.address = ctypes.addressof((ctypes.c_char * size).from_buffer(self.buffer))
+        self.view = (ctypes.c_char * size).from_buffer(self.buffer)  # kept: the buffer stays put while it lives
+        self.address = ctypes.addressof(self.view)
 
     def __call__(self, data: bytes) -> bytes:
         room = 2 * len(data)
