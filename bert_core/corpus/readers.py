@@ -338,7 +338,8 @@ def iter_json_lines(path: str, text_field: str, on_bad_utf8: str = "fail", progr
             if not isinstance(text, str):
                 raise UserError(f"{path}:{number}: field {text_field!r} is a JSON {type(text).__name__}, "
                                 f"expected a string")
-            if not text.isascii() and ("\\ud" in line or "\\uD" in line) and _SURROGATE.search(text):  # from escapes only
+            # a lone surrogate comes only from a \ud800-like escape: looked for where the line has one
+            if not text.isascii() and ("\\ud" in line or "\\uD" in line) and _SURROGATE.search(text):
                 text = _without_surrogates(path, number, text_field, text, on_bad_utf8)
             yield RawDocument(f"{path}:{number}", text, "jsonl")
 
