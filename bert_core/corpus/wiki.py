@@ -9,13 +9,15 @@ Multistream dumps (`*-multistream.xml.bz2` + `*-multistream-index.txt.bz2`) are 
 pages each; the index gives each stream's byte offset, so a worker decompresses only the streams of
 its own shards (`iter_multistream`): decompression is shared out, not repeated.
 
-Markup is removed by wikitextparser (chosen over mwparserfromhell by measurement: the same output
-rules, three times the speed and less markup left; docs/data.md): templates, tables, references,
-comments, files, categories and interlanguage links out, links as their text, bold/italics/HTML tags
-as their text. What is removed whole anyway (references and other never-prose tags, templates,
-tables, bold/italic quotes) is cut before the parser by regular expressions and delimiter matching,
-so that the parser does not build it first; a few inline templates whose rendering is their own text
-(convert, lang, nowrap, ...) are kept as that text.
+Markup rules are wikitextparser's (chosen over mwparserfromhell by measurement: three times the speed
+and less markup left; docs/data.md): templates, tables, references, comments, files, categories and
+interlanguage links out, links as their text, bold/italics/HTML tags as their text. What is removed
+whole (references and other never-prose tags, templates, tables, bold/italic quotes) is cut first by
+regular expressions and delimiter matching (`cut_text`); a few inline templates whose rendering is their
+own text (convert, lang, nowrap, ...) are kept as that text. What is left, mostly links, tags and
+entities, goes by a regex fast path with the parser's rules (`wikimarkup.fast_plain_text`, about ten times
+the parser's speed on that text); where that path meets something it does not handle, the parser does the article, and
+`parser_only` runs the parser always (the tests check both give the same paragraphs on the excerpt).
 Section headings end paragraphs and are not sentences; the sections after the article's prose
 (References, External links, See also, ...) and lists are left out.
 """
@@ -58,13 +60,16 @@ _TEXT_TEMPLATES = (
                 r"\s*\|\s*(" + _TEXT + r")\s*\}\}", re.I), r"\1"),
 )
 # One pass finds which of those templates an article uses (a name's start: `lang` for lang-fr too); only
-# their patterns then run. Their replacements hold no braces, so one cannot make another's `{{`.
+# their patterns then run. Their replacements hold no braces; only an empty one right between braces
+# (`{{{{formatnum:}}lang|x}}`) could make a new `{{name` that running every pattern would have rewritten
+# (here it is cut as a template instead): no text of the excerpt has one.
 _TEXT_TEMPLATE_KEYS = (("convert", "cvt"), ("convert", "cvt"), ("formatnum",), ("as of",), ("lang",),
                        ("nowrap", "nobr", "small", "sc", "sic", "not a typo", "em", "strong", "transl"))
 _TEXT_TEMPLATE_NAMES = re.compile(r"\{\{\s*(" + "|".join(sorted({n for k in _TEXT_TEMPLATE_KEYS for n in k})) + ")",
                                   re.I)
 _TEMPLATE_MARKS = re.compile(r"(\{\{|\}\})")
-_TABLE_MARKS = re.compile(r"^[ \t:]*(\{\||\|\})", re.M)
+_TABLE_MARKS = re.compile(r"^([ \t:]*(?:\{\||\|\}))", re.M)
+_QUOTE_RUNS = re.compile(r"(''+)")
 _HEADING = re.compile(r"^\s*(={1,6})\s*(.*?)\s*\1\s*$")
 _DISAMBIGUATION = re.compile(
     r"\{\{\s*(?:disambiguation|disambig|dab|disamb|hndis|geodis|numberdis|mathdab|letter-numbercombdisambig)"
@@ -278,9 +283,15 @@ def wikitext_to_paragraphs(text: str, parser_only: bool = False) -> list[str]:
     sections after the prose (References, External links, ...) left out. The links, tags and entities
     left after the cuts go by the fast path (`wikimarkup`), or by wikitextparser where it gives up or
     with `parser_only` (the tests and the benchmark compare the two)."""
-    text = cut_templates_and_tables(_drop_quotes(before_parsing(text)))
+    text = cut_text(text)
     plain = None if parser_only else wikimarkup.fast_plain_text(text)
     return prose_paragraphs(wikimarkup.parser_plain_text(text) if plain is None else plain)
+
+
+def cut_text(text: str) -> str:
+    """An article's wikitext without what is removed whole (blocks, category links, quotes, templates,
+    tables): what the fast path or the parser then turns into plain text."""
+    return cut_templates_and_tables(_drop_quotes(before_parsing(text)))
 
 
 def _drop_quotes(text: str) -> str:
@@ -288,7 +299,9 @@ def _drop_quotes(text: str) -> str:
     apostrophe before bold), none otherwise, as `'{2,5}` matched left to right does."""
     if "''" not in text:
         return text
-    return text.replace("'''''", "").replace("''''", "'").replace("'''", "").replace("''", "")
+    parts = _QUOTE_RUNS.split(text)
+    parts[1::2] = ["'" if len(run) % 5 in (1, 4) else "" for run in parts[1::2]]
+    return "".join(parts)
 
 
 def before_parsing(text: str) -> str:
@@ -305,19 +318,19 @@ def before_parsing(text: str) -> str:
 
 def _cut_balanced(text: str, marks: re.Pattern, opening: str) -> str:
     """`text` without its outermost balanced spans from an `opening` mark to its closing mark (an
-    unclosed span runs to the end)."""
-    out, depth, last = [], 0, 0
-    for m in marks.finditer(text):
-        if m.group(1) == opening:
-            if depth == 0:
-                out.append(text[last:m.start()])
+    unclosed span runs to the end). `marks` captures each whole mark, which ends in `opening` or in
+    the closing mark: `split` hands over marks and the text between them without a match object each."""
+    parts = marks.split(text)
+    out, depth = [parts[0]], 0
+    for n in range(1, len(parts), 2):
+        if parts[n].endswith(opening):
             depth += 1
         elif depth:
             depth -= 1
-            if depth == 0:
-                last = m.end()
-    if depth == 0:
-        out.append(text[last:])
+        else:
+            out.append(parts[n])  # a closing mark without its opening: text
+        if depth == 0:
+            out.append(parts[n + 1])
     return "".join(out)
 
 
