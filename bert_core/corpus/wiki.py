@@ -24,6 +24,7 @@ Section headings end paragraphs and are not sentences; the sections after the ar
 
 from __future__ import annotations
 
+import bz2
 import pyexpat
 import bisect
 import re
@@ -32,8 +33,7 @@ from typing import Iterable, Iterator
 
 from bert_core import storage
 from bert_core.corpus import wikimarkup
-from bert_core.corpus.readers import (RawDocument, corrupt_input, decompress_bz2, decompression_errors,
-                                      open_decompressed)
+from bert_core.corpus.readers import RawDocument, corrupt_input, decompression_errors, open_decompressed
 from bert_core.errors import UserError
 
 # Blocks whose content is never prose: references, comments and the extension tags of formulas,
@@ -106,8 +106,9 @@ class Page:
     text: str
 
 
-# Bytes fed to the parser at a time, and its character buffer: few calls, the text of most pages in one piece.
-_BLOCK = 1 << 20
+# Bytes fed to the parser at a time, and its character buffer: 64 KiB costs no more CPU than 1 MiB and
+# keeps the peak memory flat (with 1 MiB it grew by 2 MB from the x8 dump to the x32 one).
+_BLOCK = 1 << 16
 
 
 def _local(name: str) -> str:
@@ -254,7 +255,7 @@ def _read_range(path: str, start: int, end: int) -> bytes:
 def check_multistream_header(path: str, first_offset: int) -> None:
     """The bytes before the first page stream are the <mediawiki> header stream."""
     try:
-        head = decompress_bz2(_read_range(path, 0, first_offset))
+        head = bz2.decompress(_read_range(path, 0, first_offset))
     except (OSError, EOFError, ValueError) as err:
         raise corrupt_input(path, err, "the header stream") from None
     if b"<mediawiki" not in head[:4096]:
@@ -269,7 +270,7 @@ def iter_multistream(path: str, streams: list[tuple[int, int]], keep, progress=N
         if not keep(number):
             continue
         try:
-            data = decompress_bz2(_read_range(path, start, end))
+            data = bz2.decompress(_read_range(path, start, end))
         except (OSError, EOFError, ValueError) as err:
             raise corrupt_input(path, err, f"the stream at byte {start}") from None
         data = data.replace(b"</mediawiki>", b"")
