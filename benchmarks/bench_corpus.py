@@ -19,7 +19,9 @@ throughput past start-up and for memory, and the 8 copies of the dump as a multi
 of 100 pages and their index, as Wikimedia publishes them), where workers share out decompression, and
 Brown x8 as 8 files and as one gzip file (the scaling in workers: "wall, 1 worker / this"); (2) the markup parsers (wikitextparser, ours, against
 mwparserfromhell under the same rules); (3) segmentation accuracy and speed on Brown (exact sentence
-F1, MB/s): blingfire (ours), NLTK's punkt (the reference's), and syntok and pysbd when installed.
+F1, MB/s): blingfire (ours), NLTK's punkt (the reference's), and syntok and pysbd when installed; (4) the
+same segmenters on the Pragmatic Segmenter's English golden rules (pysbd's own test set, fetched by
+scripts/fetch_test_data.sh; tests/golden_rules.py): the rules each splits exactly right.
 """
 
 from __future__ import annotations
@@ -146,8 +148,16 @@ def parsers_table(dump: str) -> list[dict]:
             code.replace(heading, Text(f"\n{marks} {heading.title.strip_code().strip()} {marks}\n"))
         return wiki.prose_paragraphs(code.strip_code(normalize=True, collapse=False))
 
+    import wikitextparser  # noqa: F401  (imported before the clock starts, for every row alike)
+
+    from bert_core.corpus import wikimarkup
+
+    given_up = sum(wikimarkup.fast_plain_text(wiki.cut_text(t)) is None for t in texts)
     rows = []
-    for name, fn in (("wikitextparser 3.0.0 (ours)", wiki.wikitext_to_paragraphs), ("mwparserfromhell 0.7.2", mw)):
+    for name, fn in ((f"regex fast path, wikitextparser where it gives up ({given_up} of {len(texts)}) (ours)",
+                      wiki.wikitext_to_paragraphs),
+                     ("wikitextparser 3.0.0 alone", lambda t: wiki.wikitext_to_paragraphs(t, parser_only=True)),
+                     ("mwparserfromhell 0.7.2", mw)):
         t0 = time.process_time()
         out = [fn(t) for t in texts]
         cpu = time.process_time() - t0
@@ -164,15 +174,16 @@ def f1(gold: list[list[str]], predicted: list[list[str]]) -> float:
     return 2 * precision * recall / max(1e-12, precision + recall)
 
 
-def segmenters_table(paragraphs: list[list[str]], gold: list[list[str]]) -> list[dict]:
-    """paragraphs[i] are the paragraphs of document i, gold[i] its sentences."""
-    from bert_core.corpus.segment import split_paragraphs, split_sentences
+def _segmenters() -> list[tuple[str, object]]:
+    """(name, a text -> its sentences) for blingfire a call per paragraph, NLTK's punkt (untrained, the
+    reference's) and syntok and pysbd where installed."""
+    from bert_core.corpus.segment import split_sentences
 
-    candidates = [("blingfire 0.1.8, a call per paragraph", lambda: split_sentences)]
+    candidates = [("blingfire 0.1.8, a call per paragraph", split_sentences)]
     try:
         from nltk.tokenize.punkt import PunktSentenceTokenizer
 
-        candidates.append(("NLTK punkt, untrained (the reference)", lambda: PunktSentenceTokenizer().tokenize))
+        candidates.append(("NLTK punkt, untrained (the reference)", PunktSentenceTokenizer().tokenize))
     except ImportError:
         pass
     try:
@@ -182,22 +193,29 @@ def segmenters_table(paragraphs: list[list[str]], gold: list[list[str]]) -> list
             return ["".join(t.spacing + t.value for t in s).strip()
                     for para in syntok_segmenter.process(text) for s in para]
 
-        candidates.append(("syntok", lambda: syntok_split))
+        candidates.append(("syntok", syntok_split))
     except ImportError:
         pass
     try:
         import pysbd
 
-        candidates.append(("pysbd", lambda: pysbd.Segmenter(language="en", clean=False).segment))
+        candidates.append(("pysbd", pysbd.Segmenter(language="en", clean=False).segment))
     except ImportError:
         pass
+    return candidates
+
+
+def segmenters_table(paragraphs: list[list[str]], gold: list[list[str]]) -> list[dict]:
+    """paragraphs[i] are the paragraphs of document i, gold[i] its sentences."""
+    from bert_core.corpus.segment import split_paragraphs
+
     mb = sum(len(p.encode()) for doc in paragraphs for p in doc) / 1e6
 
     def per_paragraph(split):
         return lambda doc: [s.strip() for p in doc for s in split(p) if s.strip()]
 
     documents = [("blingfire 0.1.8, a call per document (ours)", split_paragraphs)]
-    documents += [(name, per_paragraph(make())) for name, make in candidates]
+    documents += [(name, per_paragraph(split)) for name, split in _segmenters()]
     rows = []
     for name, split_document in documents:
         t0 = time.process_time()
@@ -208,11 +226,40 @@ def segmenters_table(paragraphs: list[list[str]], gold: list[list[str]]) -> list
     return rows
 
 
+def golden_rules_table(path: str) -> list[dict]:
+    """The Pragmatic Segmenter's 48 English golden rules (tests/golden_rules.py; pysbd's own test set, so
+    pysbd was built to pass them): per segmenter the rules it splits exactly right, and those it does not.
+    Ours also with the texts as the paragraphs of one document, as prepare-corpus calls it."""
+    import golden_rules
+    from bert_core.corpus.segment import split_paragraphs
+
+    rules = golden_rules.read(path)
+    rows = [{"segmenter": "blingfire 0.1.8, a call per document (ours)",
+             "wrong": golden_rules.wrong_in_one_document(split_paragraphs, rules)}]
+    rows += [{"segmenter": name, "wrong": golden_rules.wrong(split, rules)} for name, split in _segmenters()]
+    titles = {r.number: r.title for r in rules}
+    return [{**r, "right": len(rules) - len(r["wrong"]), "rules": len(rules),
+             "wrong": [f"{n}) {titles[n]}" for n in r["wrong"]]} for r in rows]
+
+
 def brown_paragraphs(brown: str, per_paragraph: int = 5) -> tuple[list[list[str]], list[list[str]]]:
     gold = [[l for l in b.split("\n") if l.strip()] for b in pathlib.Path(brown).read_text("utf-8").split("\n\n")
             if b.strip()]
     paragraphs = [[" ".join(d[i:i + per_paragraph]) for i in range(0, len(d), per_paragraph)] for d in gold]
     return paragraphs, gold
+
+
+def print_golden_rules(rows: list[dict]) -> None:
+    print()
+    print(f"The Pragmatic Segmenter's English golden rules ({rows[0]['rules']} texts; pysbd's own test set; "
+          f"exactly right)")
+    print()
+    print("| segmenter | right | wrong (rule numbers) |")
+    print("|---|---:|---|")
+    for r in rows:
+        print(f"| {r['segmenter']} | {r['right']} of {r['rules']} | {', '.join(w.split(')')[0] for w in r['wrong'])} |")
+    print()
+    print(f"Ours gets wrong: {'; '.join(rows[0]['wrong'])}")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -230,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
 
     fetched = subprocess.run(["bash", str(ROOT / "scripts" / "fetch_test_data.sh"), sys.prefix], cwd=ROOT,
                              check=True, capture_output=True, text=True).stdout.strip().splitlines()
-    brown, dump = (str((ROOT / p).resolve()) for p in fetched[-2:])
+    golden, brown, dump = (str((ROOT / p).resolve()) for p in fetched[-3:])
     import bz2
 
     dump_mb = len(bz2.decompress(pathlib.Path(dump).read_bytes())) / 1e6
@@ -288,18 +335,20 @@ def main(argv: list[str] | None = None) -> int:
         for data, mb, tool, run in runs:
             print(f"[{data}] {tool} ...", file=sys.stderr, flush=True)
             rows.append({"data": data, "mb": mb, "tool": tool, **run()})
-    parser_rows = seg_rows = []
+    parser_rows = seg_rows = golden_rows = []
     if not args.only:
         print("[parsers] ...", file=sys.stderr, flush=True)
         parser_rows = parsers_table(dump)
         print("[segmenters] ...", file=sys.stderr, flush=True)
         seg_rows = segmenters_table(paragraphs[:args.segmentation_docs], gold[:args.segmentation_docs])
+        golden_rows = golden_rules_table(golden)
     results["load_after"] = os.getloadavg()
     for r in rows:
         r.pop("log", None)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({**results, "end_to_end": rows, "parsers": parser_rows, "segmenters": seg_rows}, f, indent=2)
+            json.dump({**results, "end_to_end": rows, "parsers": parser_rows, "segmenters": seg_rows,
+                       "golden_rules": golden_rows}, f, indent=2)
 
     print()
     print(f"{os.cpu_count()} CPUs, load average {results['load_before'][0]:.1f} before and "
@@ -334,6 +383,7 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---:|---:|---:|")
     for r in seg_rows:
         print(f"| {r['segmenter']} | {r['f1']:.3f} | {r['mb_per_s']:.2f} | {r['sentences']:,} ({r['gold']:,}) |")
+    print_golden_rules(golden_rows)
     return 0
 
 

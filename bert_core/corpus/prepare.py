@@ -49,7 +49,7 @@ from bert_core.layout import CORPUS_SHARD_GLOB as SHARD_GLOB
 from bert_core.layout import corpus_shard_name as shard_name
 from bert_core.corpus import cross_shard, readers, units
 from bert_core.corpus.clean import Cleaner, Report, write_report
-from bert_core.corpus.segment import split_paragraphs
+from bert_core.corpus.segment import sentence_lines
 from bert_core.errors import UserError
 
 if TYPE_CHECKING:  # the workers get the settings as a plain namespace: pydantic's import is 0.2 CPU s a process
@@ -101,17 +101,15 @@ def route(text: str, num_shards: int) -> int:
     return int.from_bytes(digest, "little") % num_shards
 
 
-def document_sentences(doc: readers.RawDocument) -> list[str]:
-    """A raw document's sentences, before cleaning."""
+def document_text(doc: readers.RawDocument) -> str:
+    """A raw document's sentences, one a line, before cleaning (which trims the lines and drops blank ones)."""
+    if doc.kind == "bert":
+        return doc.text
     if doc.kind == "wiki":
         from bert_core.corpus import wiki
 
-        paragraphs = wiki.wikitext_to_paragraphs(doc.text)
-    else:
-        paragraphs = readers.paragraphs_of(doc)
-    if doc.kind == "bert":
-        return paragraphs
-    return split_paragraphs(paragraphs)
+        return sentence_lines(wiki.wikitext_to_paragraphs(doc.text))
+    return sentence_lines(readers.paragraphs_of(doc))
 
 
 def _work(sources: list[Source], cfg: PrepareCorpusConfig, progress) -> Iterator[tuple[int, object]]:
@@ -169,7 +167,7 @@ class _ShardWriter:
                                     cfg.dedup) for k in shards}
         self.started = {k: False for k in shards}
         self.files = {k: stack.enter_context(storage.atomic_open(
-            storage.join(cfg.output_dir, shard_name(k, cfg.num_shards)), "w")) for k in shards}
+            storage.join(cfg.output_dir, shard_name(k, cfg.num_shards)), "wb")) for k in shards}  # UTF-8
 
     def take(self, shard: int, item) -> None:
         for doc in _documents(item, self.cfg):
@@ -183,15 +181,15 @@ class _ShardWriter:
         if doc.dropped:
             report.drop(doc.dropped, doc.where, doc.text)
             return
-        kept = self.cleaners[shard].clean_text(doc.where, document_sentences(doc), doc.text)
+        kept = self.cleaners[shard].clean(doc.where, document_text(doc), doc.text)
         if kept is None:
             return
         f = self.files[shard]
         if self.started[shard]:
-            f.write("\n")
+            f.write(b"\n")
         self.started[shard] = True
         f.write(kept)
-        f.write("\n")
+        f.write(b"\n")
         _REPORT(0, 1)
 
     def finish(self) -> None:

@@ -21,6 +21,7 @@ import contextlib
 import gzip
 import io
 import json
+import re
 import zlib
 from dataclasses import dataclass
 from typing import IO, Iterator
@@ -85,7 +86,9 @@ class _Counting(io.RawIOBase):
 
 class _Bz2(io.RawIOBase):
     """bz2 decompressed by indexed_bzip2 on one thread (every stream of the file, each block's CRC
-    checked): a fifth less CPU than the standard library's libbz2 on Wikipedia's XML (docs/data.md).
+    checked): a sixth less CPU than the standard library's libbz2 on Wikipedia's XML (docs/data.md).
+    Whole files only: a multistream dump's streams are decompressed by the standard library, as one
+    indexed_bzip2 reader an input leaks ~1 KB, and one a stream would leak without bound.
     Its errors are C++ exceptions, some without a message; here they are EOFError (the data ends
     before its end-of-stream marker) or OSError (damaged data), as the standard library's."""
 
@@ -111,6 +114,9 @@ class _Bz2(io.RawIOBase):
     def close(self) -> None:
         if not self.closed:
             self.f.close()
+            # indexed_bzip2 1.7.0 keeps references to the object it reads from after it is closed (a
+            # Python object without a file descriptor: ~1 KB an open): keep the file out of them.
+            self.counted.f = None
         super().close()
 
 
@@ -150,16 +156,6 @@ class _Zstd(io.RawIOBase):
                 break
             chunk, self.obj, self.started = self.obj.unused_data, self.new(), False
         return b"".join(out)
-
-
-def decompress_bz2(data: bytes) -> bytes:
-    """bz2 data in memory (a multistream dump's byte range: one or more streams), decompressed as
-    open_decompressed decompresses a file."""
-    raw, out = _Bz2(_Counting(io.BytesIO(data))), []
-    with contextlib.closing(raw):
-        while chunk := raw.read(1 << 20):
-            out.append(chunk)
-    return b"".join(out)
 
 
 @contextlib.contextmanager
@@ -342,7 +338,23 @@ def iter_json_lines(path: str, text_field: str, on_bad_utf8: str = "fail", progr
             if not isinstance(text, str):
                 raise UserError(f"{path}:{number}: field {text_field!r} is a JSON {type(text).__name__}, "
                                 f"expected a string")
+            # a lone surrogate comes only from a \ud800-like escape: looked for where the line has one
+            if not text.isascii() and ("\\ud" in line or "\\uD" in line) and _SURROGATE.search(text):
+                text = _without_surrogates(path, number, text_field, text, on_bad_utf8)
             yield RawDocument(f"{path}:{number}", text, "jsonl")
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _without_surrogates(path: str, number: int, text_field: str, text: str, on_bad_utf8: str) -> str:
+    """A JSON string's lone surrogates (`"\\ud800"` escapes; no UTF-8 can hold them) are invalid text,
+    as bytes that are not UTF-8 are: an error, or U+FFFD each with --on_bad_utf8=replace."""
+    if on_bad_utf8 == "fail":
+        at = _SURROGATE.search(text).start()
+        raise UserError(f"{path}:{number}: field {text_field!r} holds a lone surrogate (U+{ord(text[at]):04X} at "
+                        f"character {at + 1}), not text (use --on_bad_utf8=replace to replace it with U+FFFD)")
+    return _SURROGATE.sub("\ufffd", text)
 
 
 def paragraphs_of(doc: RawDocument) -> list[str]:
@@ -352,4 +364,4 @@ def paragraphs_of(doc: RawDocument) -> list[str]:
         if tidy(doc.text):
             return lines
         return [p for p in (" ".join(l.split()) for l in doc.text.splitlines()) if p]
-    return [p for p in map(str.strip, lines) if p]
+    return list(filter(None, map(str.strip, lines)))

@@ -9,37 +9,49 @@ Multistream dumps (`*-multistream.xml.bz2` + `*-multistream-index.txt.bz2`) are 
 pages each; the index gives each stream's byte offset, so a worker decompresses only the streams of
 its own shards (`iter_multistream`): decompression is shared out, not repeated.
 
-Markup is removed by wikitextparser (chosen over mwparserfromhell by measurement: the same output
-rules, three times the speed and less markup left; docs/data.md): templates, tables, references,
-comments, files, categories and interlanguage links out, links as their text, bold/italics/HTML tags
-as their text. What is removed whole anyway (references and other never-prose tags, templates,
-tables, bold/italic quotes) is cut before the parser by regular expressions and delimiter matching,
-so that the parser does not build it first; a few inline templates whose rendering is their own text
-(convert, lang, nowrap, ...) are kept as that text.
+Markup rules are wikitextparser's (chosen over mwparserfromhell by measurement: three times the speed
+and less markup left; docs/data.md): templates, tables, references, comments, files, categories and
+interlanguage links out, links as their text, bold/italics/HTML tags as their text. What is removed
+whole (references and other never-prose tags, templates, tables, bold/italic quotes) is cut first by
+regular expressions and delimiter matching (`cut_text`); a few inline templates whose rendering is their
+own text (convert, lang, nowrap, ...) are kept as that text. What is left, mostly links, tags and
+entities, goes by a regex fast path with the parser's rules (`wikimarkup.fast_plain_text`, about ten times
+the parser's speed on that text); where that path meets something it does not handle, the parser does the article, and
+`parser_only` runs the parser always (the tests check both give the same paragraphs on the excerpt).
 Section headings end paragraphs and are not sentences; the sections after the article's prose
 (References, External links, See also, ...) and lists are left out.
 """
 
 from __future__ import annotations
 
+import bz2
 import pyexpat
+import bisect
 import re
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
 from bert_core import storage
 from bert_core.corpus import wikimarkup
-from bert_core.corpus.readers import (RawDocument, corrupt_input, decompress_bz2, decompression_errors,
-                                      open_decompressed)
+from bert_core.corpus.readers import RawDocument, corrupt_input, decompression_errors, open_decompressed
 from bert_core.errors import UserError
 
 # Blocks whose content is never prose: references, comments and the extension tags of formulas,
 # galleries, scores, code and maps. Removed before parsing (cheaper, and the parser keeps tag content).
+_BLOCK_NAMES = ("ref|references|math|chem|ce|gallery|timeline|score|syntaxhighlight|source|imagemap|graph|"
+                "mapframe|maplink|hiero|templatedata|inputbox|categorytree")
+# Read as `<!--.*?(-->|\Z)|<(name)\b[^>]*?(/>|>.*?</name\s*>)`, to the first closing. Run here in
+# possessive runs that also stop at `<` in a tag and at another opening of the same name: then a tag
+# without its closing costs a scan to that next opening, not to the end of the text (linear), and
+# where any opening is left after the pass, `_cut_blocks_exactly` gives the first reading's result.
 _BLOCKS = re.compile(
-    r"<!--(?:[^-]++|-(?!->))*+(?:-->|\Z)"  # (to the first --> or the end, in runs: twice the speed of .*?)
-    r"|<(ref|references|math|chem|ce|gallery|timeline|score|syntaxhighlight|source|imagemap|graph|"
-    r"mapframe|maplink|hiero|templatedata|inputbox|categorytree)\b[^>]*?(?:/>|>(?:[^<]++|<(?!/\1\s*>))*+</\1\s*>)",
-    re.S | re.I)
+    r"<!--(?:[^-]++|-(?!->))*+(?:-->|\Z)"
+    r"|<(" + _BLOCK_NAMES + r")\b[^<>]*?(?:/>|>(?:[^<]++|<(?!/\1\s*>|\1\b))*+</\1\s*>)", re.S | re.I)
+_BLOCK_START = re.compile(r"<!--|<(" + _BLOCK_NAMES + r")\b", re.I)
+# A failed opening left by the pass; no \b, since a removal may join it to a letter (`<ref` + `<x/>` +
+# `a`): legitimate text such as `<center>` costs the exact pass, never a wrong result.
+_BLOCK_OPENING = re.compile(r"<(?:" + _BLOCK_NAMES + r")", re.I)
+_BLOCK_END = re.compile(r"</(" + _BLOCK_NAMES + r")\s*>", re.I)
 # [[Category:...]] and interlanguage links ([[de:...]]) never nest; they carry no prose.
 _FLAT_LINKS = re.compile(r"\[\[\s*(?:category|[a-z]{2,3}(?:-[a-z]{2,8})*)\s*:[^\[\]\n]*\]\]", re.I)
 # Inline templates whose rendering is (mostly) their own text: kept as that text, before the parser
@@ -58,13 +70,16 @@ _TEXT_TEMPLATES = (
                 r"\s*\|\s*(" + _TEXT + r")\s*\}\}", re.I), r"\1"),
 )
 # One pass finds which of those templates an article uses (a name's start: `lang` for lang-fr too); only
-# their patterns then run. Their replacements hold no braces, so one cannot make another's `{{`.
+# their patterns then run. Their replacements hold no braces; only an empty one right between braces
+# (`{{{{formatnum:}}lang|x}}`) could make a new `{{name` that running every pattern would have rewritten
+# (here it is cut as a template instead): no text of the excerpt has one.
 _TEXT_TEMPLATE_KEYS = (("convert", "cvt"), ("convert", "cvt"), ("formatnum",), ("as of",), ("lang",),
                        ("nowrap", "nobr", "small", "sc", "sic", "not a typo", "em", "strong", "transl"))
 _TEXT_TEMPLATE_NAMES = re.compile(r"\{\{\s*(" + "|".join(sorted({n for k in _TEXT_TEMPLATE_KEYS for n in k})) + ")",
                                   re.I)
 _TEMPLATE_MARKS = re.compile(r"(\{\{|\}\})")
-_TABLE_MARKS = re.compile(r"^[ \t:]*(\{\||\|\})", re.M)
+_TABLE_MARKS = re.compile(r"^([ \t:]*(?:\{\||\|\}))", re.M)
+_QUOTE_RUNS = re.compile(r"(''+)")
 _HEADING = re.compile(r"^\s*(={1,6})\s*(.*?)\s*\1\s*$")
 _DISAMBIGUATION = re.compile(
     r"\{\{\s*(?:disambiguation|disambig|dab|disamb|hndis|geodis|numberdis|mathdab|letter-numbercombdisambig)"
@@ -91,8 +106,9 @@ class Page:
     text: str
 
 
-# Bytes fed to the parser at a time, and its character buffer: few calls, the text of most pages in one piece.
-_BLOCK = 1 << 20
+# Bytes fed to the parser at a time, and its character buffer: 64 KiB costs no more CPU than 1 MiB and
+# keeps the peak memory flat (with 1 MiB it grew by 2 MB from the x8 dump to the x32 one).
+_BLOCK = 1 << 16
 
 
 def _local(name: str) -> str:
@@ -239,7 +255,7 @@ def _read_range(path: str, start: int, end: int) -> bytes:
 def check_multistream_header(path: str, first_offset: int) -> None:
     """The bytes before the first page stream are the <mediawiki> header stream."""
     try:
-        head = decompress_bz2(_read_range(path, 0, first_offset))
+        head = bz2.decompress(_read_range(path, 0, first_offset))
     except (OSError, EOFError, ValueError) as err:
         raise corrupt_input(path, err, "the header stream") from None
     if b"<mediawiki" not in head[:4096]:
@@ -254,7 +270,7 @@ def iter_multistream(path: str, streams: list[tuple[int, int]], keep, progress=N
         if not keep(number):
             continue
         try:
-            data = decompress_bz2(_read_range(path, start, end))
+            data = bz2.decompress(_read_range(path, start, end))
         except (OSError, EOFError, ValueError) as err:
             raise corrupt_input(path, err, f"the stream at byte {start}") from None
         data = data.replace(b"</mediawiki>", b"")
@@ -277,9 +293,15 @@ def wikitext_to_paragraphs(text: str, parser_only: bool = False) -> list[str]:
     sections after the prose (References, External links, ...) left out. The links, tags and entities
     left after the cuts go by the fast path (`wikimarkup`), or by wikitextparser where it gives up or
     with `parser_only` (the tests and the benchmark compare the two)."""
-    text = cut_templates_and_tables(_drop_quotes(before_parsing(text)))
+    text = cut_text(text)
     plain = None if parser_only else wikimarkup.fast_plain_text(text)
     return prose_paragraphs(wikimarkup.parser_plain_text(text) if plain is None else plain)
+
+
+def cut_text(text: str) -> str:
+    """An article's wikitext without what is removed whole (blocks, category links, quotes, templates,
+    tables): what the fast path or the parser then turns into plain text."""
+    return cut_templates_and_tables(_drop_quotes(before_parsing(text)))
 
 
 def _drop_quotes(text: str) -> str:
@@ -287,13 +309,15 @@ def _drop_quotes(text: str) -> str:
     apostrophe before bold), none otherwise, as `'{2,5}` matched left to right does."""
     if "''" not in text:
         return text
-    return text.replace("'''''", "").replace("''''", "'").replace("'''", "").replace("''", "")
+    parts = _QUOTE_RUNS.split(text)
+    parts[1::2] = ["'" if len(run) % 5 in (1, 4) else "" for run in parts[1::2]]
+    return "".join(parts)
 
 
 def before_parsing(text: str) -> str:
     """What is cut or rewritten before the parser: blocks that are never prose, category and
     interlanguage links, inline templates kept as their text."""
-    text = _FLAT_LINKS.sub("", _BLOCKS.sub("", text))
+    text = _FLAT_LINKS.sub("", _cut_blocks(text))
     found = {name.lower() for name in _TEXT_TEMPLATE_NAMES.findall(text)}
     if found:
         for (pattern, replacement), names in zip(_TEXT_TEMPLATES, _TEXT_TEMPLATE_KEYS):
@@ -302,21 +326,63 @@ def before_parsing(text: str) -> str:
     return text
 
 
+def _cut_blocks(text: str) -> str:
+    """Comments and never-prose blocks (references, formulas, ...) out; see _BLOCKS."""
+    cut = _BLOCKS.sub("", text)
+    return _cut_blocks_exactly(text) if _BLOCK_OPENING.search(cut) else cut
+
+
+def _cut_blocks_exactly(text: str) -> str:
+    """What `<!--.*?(-->|\\Z)|<(name)\\b[^>]*?(/>|>.*?</name\\s*>)` removes, in one pass: the next `>`
+    and each name's closings are looked up, not searched for again from every opening."""
+    closings: dict[str, list[int]] = {}
+    out, last, gt = [], 0, -1
+    for m in _BLOCK_START.finditer(text):
+        start = m.start()
+        if start < last:
+            continue  # inside what was removed
+        if m.group(1) is None:  # a comment, to --> or the end
+            end = text.find("-->", start + 4)
+            end = len(text) if end < 0 else end + 3
+        else:
+            if gt < m.end():
+                gt = text.find(">", m.end())
+                gt = len(text) if gt < 0 else gt
+            if gt == len(text):
+                continue  # no `>`: no tag
+            if text[gt - 1] == "/" and gt > m.end():
+                end = gt + 1  # self-closing
+            else:
+                if not closings:
+                    closings[""] = []
+                    for c in _BLOCK_END.finditer(text):
+                        closings.setdefault(c.group(1).lower(), []).append(c.start())
+                after = closings.get(m.group(1).lower(), [])
+                k = bisect.bisect_left(after, gt + 1)
+                if k == len(after):
+                    continue  # never closed: no block
+                end = _BLOCK_END.match(text, after[k]).end()
+        out.append(text[last:start])
+        last = end
+    out.append(text[last:])
+    return "".join(out)
+
+
 def _cut_balanced(text: str, marks: re.Pattern, opening: str) -> str:
     """`text` without its outermost balanced spans from an `opening` mark to its closing mark (an
-    unclosed span runs to the end)."""
-    out, depth, last = [], 0, 0
-    for m in marks.finditer(text):
-        if m.group(1) == opening:
-            if depth == 0:
-                out.append(text[last:m.start()])
+    unclosed span runs to the end). `marks` captures each whole mark, which ends in `opening` or in
+    the closing mark: `split` hands over marks and the text between them without a match object each."""
+    parts = marks.split(text)
+    out, depth = [parts[0]], 0
+    for n in range(1, len(parts), 2):
+        if parts[n].endswith(opening):
             depth += 1
         elif depth:
             depth -= 1
-            if depth == 0:
-                last = m.end()
-    if depth == 0:
-        out.append(text[last:])
+        else:
+            out.append(parts[n])  # a closing mark without its opening: text
+        if depth == 0:
+            out.append(parts[n + 1])
     return "".join(out)
 
 
