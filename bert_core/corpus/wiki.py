@@ -77,8 +77,7 @@ _TEXT_TEMPLATE_KEYS = (("convert", "cvt"), ("convert", "cvt"), ("formatnum",), (
                        ("nowrap", "nobr", "small", "sc", "sic", "not a typo", "em", "strong", "transl"))
 _TEXT_TEMPLATE_NAMES = re.compile(r"\{\{\s*(" + "|".join(sorted({n for k in _TEXT_TEMPLATE_KEYS for n in k})) + ")",
                                   re.I)
-_TEMPLATE_MARKS = re.compile(r"(\{\{|\}\})")
-_TABLE_MARKS = re.compile(r"^([ \t:]*(?:\{\||\|\}))", re.M)
+_TABLE_MARKS = re.compile(r"(\n[ \t:]*(?:\{\||\|\}))")  # a table's first or last line, with the break before
 _QUOTE_RUNS = re.compile(r"(''+)")
 _HEADING = re.compile(r"^\s*(={1,6})\s*(.*?)\s*\1\s*$")
 _DISAMBIGUATION = re.compile(
@@ -368,22 +367,52 @@ def _cut_blocks_exactly(text: str) -> str:
     return "".join(out)
 
 
-def _cut_balanced(text: str, marks: re.Pattern, opening: str) -> str:
-    """`text` without its outermost balanced spans from an `opening` mark to its closing mark (an
-    unclosed span runs to the end). `marks` captures each whole mark, which ends in `opening` or in
-    the closing mark: `split` hands over marks and the text between them without a match object each."""
-    parts = marks.split(text)
+def _cut_templates(text: str) -> str:
+    """`text` without its outermost balanced `{{...}}` spans (an unclosed one runs to the end; a `}}`
+    without its opening stays as text). The marks are found by `str.split` (C speed; `{{` and `}}`
+    share no character, so splitting by one and then the other finds what one left-to-right scan for
+    either finds); only the marks go through Python."""
+    pieces = text.split("{{")
+    out, depth = [], 0
+    for n, piece in enumerate(pieces):
+        if n:
+            depth += 1
+        if "}}" not in piece:
+            if not depth:
+                out.append(piece)
+            continue
+        parts = piece.split("}}")
+        if not depth:
+            out.append(parts[0])
+        for part in parts[1:]:
+            if depth:
+                depth -= 1
+            else:
+                out.append("}}")  # a closing mark without its opening: text
+            if not depth:
+                out.append(part)
+    return "".join(out)
+
+
+def _cut_tables(text: str) -> str:
+    """`text` without its outermost balanced tables, from a line starting with `{|` to the line with its
+    `|}` mark (after spaces, tabs or colons; an unclosed one runs to the end, a `|}` without its opening
+    stays). The marks are matched with the line break before them (a literal start, a fast search);
+    that break belongs to the text before the mark, kept where that text is."""
+    parts = _TABLE_MARKS.split("\n" + text)  # text, mark, text, ...
     out, depth = [parts[0]], 0
     for n in range(1, len(parts), 2):
-        if parts[n].endswith(opening):
+        if not depth:
+            out.append("\n")
+        if parts[n].endswith("{|"):
             depth += 1
         elif depth:
             depth -= 1
         else:
-            out.append(parts[n])  # a closing mark without its opening: text
-        if depth == 0:
+            out.append(parts[n][1:])  # a closing mark without its opening: text
+        if not depth:
             out.append(parts[n + 1])
-    return "".join(out)
+    return "".join(out)[1:]
 
 
 def cut_templates_and_tables(text: str) -> str:
@@ -391,8 +420,8 @@ def cut_templates_and_tables(text: str) -> str:
     delimiters: what the parser would remove anyway, without making it parse them (the same output on
     the dump excerpt, a quarter less time; docs/data.md)."""
     if "{{" in text:  # (no opening mark: nothing to cut)
-        text = _cut_balanced(text, _TEMPLATE_MARKS, "{{")
-    return _cut_balanced(text, _TABLE_MARKS, "{|") if "{|" in text else text
+        text = _cut_templates(text)
+    return _cut_tables(text) if "{|" in text else text
 
 
 def prose_paragraphs(plain: str) -> list[str]:
