@@ -92,7 +92,9 @@ _EMPTY_BRACKETS = re.compile(r"\(\s*[,;:]?\s*\)|\[\s*\]")
 _BRACKET_LEAD = re.compile(r"\(\s*[,;:]\s*")
 _BRACKET_TAIL = re.compile(r"\s*[,;:]\s*\)")
 _EMPTY_PAREN = re.compile(r"\(\s*[,;:]?\s*\)")  # a test for _EMPTY_BRACKETS with a literal start (fast)
-_TAIL_TEST = re.compile(r"[,;:] ?\)")  # a test for _BRACKET_TAIL on collapsed white space
+# A test for _BRACKET_TAIL on collapsed white space, `[,;:] ?\)` read from the `)` (a literal start: a fast
+# search, where a set first is tried at every character).
+_TAIL_TEST = re.compile(r"\)(?<=[,;:]\))|\)(?<=[,;:] \))")
 _SPACED_PUNCT = re.compile(r" [,.;:!?]")  # space before punctuation (on collapsed white space): dropped
 
 
@@ -429,7 +431,7 @@ def prose_paragraphs(plain: str) -> list[str]:
     headings end paragraphs, the end sections and lists are left out."""
     paragraphs: list[str] = []
     skipping = False
-    for line in plain.split("\n"):
+    for line in filter(None, plain.split("\n")):  # (an empty line is no paragraph and changes nothing)
         first = line[:1]
         if first == "=" or first.isspace() and line.lstrip()[:1] == "=":
             heading = _HEADING.match(line)
@@ -465,7 +467,7 @@ def _tidy(line: str) -> str:
     if "(" in tidy and _EMPTY_PAREN.search(tidy) or "[]" in tidy or "[ ]" in tidy:
         tidy = " ".join(_EMPTY_BRACKETS.sub("", tidy).split())
     tidy = _BRACKET_LEAD.sub("(", tidy)
-    if ")" in tidy and _TAIL_TEST.search(tidy):
+    if _TAIL_TEST.search(tidy):
         tidy = " ".join(_BRACKET_TAIL.sub(")", tidy).split())
     if _SPACED_PUNCT.search(tidy):
         for mark in ",.;:!?":
