@@ -442,15 +442,19 @@ def prose_paragraphs(plain: str) -> list[str]:
                 elif title in _END_SECTIONS:
                     skipping = True
                 continue
-        if skipping or "\t" in line:
+        # Lists and other non-prose lines out first: collapsing white space keeps a line's first mark
+        # unless the line starts with white space (checked again below).
+        if skipping or line.startswith(_NOT_PROSE_START):
             continue
         # White space collapsed; a printable line (no tab, no-break or other space) without double or
-        # edge spaces is already collapsed, and most are: the split is skipped.
-        if line.isprintable() and "  " not in line and line[:1] != " " and line[-1:] != " ":
-            stripped = line
+        # edge spaces is already collapsed, and most are: the split is skipped. A line with a tab is out.
+        if line.isprintable():
+            stripped = line if "  " not in line and first != " " and line[-1] != " " else " ".join(line.split())
+        elif "\t" in line:
+            continue
         else:
             stripped = " ".join(line.split())
-        if not stripped or stripped.startswith(_NOT_PROSE_START):
+        if first.isspace() and (not stripped or stripped.startswith(_NOT_PROSE_START)):
             continue
         stripped = _tidy(stripped)
         if stripped:
