@@ -293,30 +293,37 @@ def _run_tasks(tasks: list[list[int]], sources, cfg, fingerprint: str, progress:
 
 
 _BATCH = 32  # documents a message to a worker (a block or stream is a message of its own)
+_AHEAD = 2   # items of this process's own task held back, to work on while a worker's queue is full
 
 
 def _fan_out(tasks: list[list[int]], sources: list[Source], cfg: PrepareCorpusConfig, fingerprint: str,
              progress: Progress) -> None:
     """Read the inputs once here, cutting them into items (`_work`: blocks of decompressed text, a
-    multistream dump's stream offsets, a plain dump's pages), and send each to the worker process of
-    its shard, in input order; the workers do the rest. A worker's error is raised here."""
+    multistream dump's stream offsets, a plain dump's pages). The first task is done here too, between
+    the sends: its items are worked on in this process (a few held back, to work on while a worker's
+    queue is full rather than wait); every other item goes to the worker process of its shard, in
+    input order, which does the rest. So N tasks are N processes, not N + 1 on N cores, and this
+    process starts working while the workers' interpreter starts. A worker's error is raised here."""
     global _REPORT
+    import collections
     import multiprocessing as mp
     import queue
 
+    own, others = tasks[0], tasks[1:]
     ctx = mp.get_context("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
     if ctx.get_start_method() == "forkserver":  # the workers' imports once, in the forkserver, not in each
         wikis = any(s.format == "wiki" for s in sources)
         ctx.set_forkserver_preload(["bert_core.corpus.prepare"] +
                                    (["bert_core.corpus.wiki", "wikitextparser"] if wikis else []))
     shared = ctx.Array("d", 2)
-    owner_of = {k: i for i, shards in enumerate(tasks) for k in shards}
-    inboxes = [ctx.Queue(4) for _ in tasks]
+    owner_of = {k: i for i, shards in enumerate(tasks) for k in shards}  # 0: this process
+    inboxes = [ctx.Queue(4) for _ in others]
     outbox = ctx.Queue()
     settings = types.SimpleNamespace(**cfg.model_dump())
     procs = [ctx.Process(target=_fed_task, args=(shards, settings, fingerprint, inboxes[i], outbox, os.getpid(),
-                                                 shared), daemon=True) for i, shards in enumerate(tasks)]
+                                                 shared), daemon=True) for i, shards in enumerate(others)]
     finished = 0
+    pending: collections.deque = collections.deque()  # (shard, item) of this process's task, not done yet
 
     def check() -> None:
         nonlocal finished
@@ -336,37 +343,49 @@ def _fan_out(tasks: list[list[int]], sources: list[Source], cfg: PrepareCorpusCo
     def send(i: int, item) -> None:
         while True:
             try:
-                inboxes[i].put(item, timeout=0.5)
+                inboxes[i - 1].put(item, block=not pending, timeout=0.5)
                 return
-            except queue.Full:
+            except queue.Full:  # the worker has enough to do: do some of this process's own work
+                if pending:
+                    writer.take(*pending.popleft())
                 check()
 
     for p in procs:
         p.start()
     _REPORT = _shared_report(shared)
     try:
-        batches: list[list] = [[] for _ in tasks]
-        for n, (shard, item) in enumerate(_work(sources, cfg, lambda nbytes: _REPORT(nbytes, 0))):
-            i = owner_of.get(shard)
-            if i is None:  # a shard already whole, or another rank's
-                _skipped(item)
-                continue
-            batches[i].append((shard, item))
-            if len(batches[i]) >= _BATCH or not isinstance(item, readers.RawDocument):
-                send(i, batches[i])
-                batches[i] = []
-            if n % 256 == 0 or not isinstance(item, readers.RawDocument):
-                check()
-        for i, batch in enumerate(batches):
-            if batch:
-                send(i, batch)
-            send(i, None)
-        while finished < len(tasks):
+        with contextlib.ExitStack() as stack:
+            writer = _ShardWriter(own, cfg, fingerprint, stack)
+            batches: list[list] = [[] for _ in tasks]
+            for n, (shard, item) in enumerate(_work(sources, cfg, lambda nbytes: _REPORT(nbytes, 0))):
+                i = owner_of.get(shard)
+                if i is None:  # a shard already whole, or another rank's
+                    _skipped(item)
+                    continue
+                if i == 0:
+                    pending.append((shard, item))
+                    if len(pending) > _AHEAD:
+                        writer.take(*pending.popleft())
+                else:
+                    batches[i].append((shard, item))
+                    if len(batches[i]) >= _BATCH or not isinstance(item, readers.RawDocument):
+                        send(i, batches[i])
+                        batches[i] = []
+                if n % 256 == 0 or not isinstance(item, readers.RawDocument):
+                    check()
+            for i, batch in enumerate(batches[1:], 1):
+                if batch:
+                    send(i, batch)
+                send(i, None)
+            while pending:
+                writer.take(*pending.popleft())
+            writer.finish()
+        while finished < len(others):
             check()
             time.sleep(0.05)
     finally:
         _REPORT = None
-        if finished < len(tasks):  # an error: stop the workers, drop what they will not read
+        if finished < len(others):  # an error: stop the workers, drop what they will not read
             for p in procs:
                 p.kill()
             for q in inboxes:
