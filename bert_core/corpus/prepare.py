@@ -16,12 +16,14 @@ pseudo-random order (`units.shard_of`: no aliasing with a periodic input). A pla
 dump's pages go to shard `blake2b(raw text) mod num_shards`. So the output does not depend on the
 number of workers or ranks; documents equal raw or after cleaning that land in two shards are dropped
 by one pass over the written shards (`cross_shard`) at the end, those in one shard by its `Cleaner`.
-The shards are shared out among `min(num_shards, workers x ranks)` tasks, one a worker process. The
+The shards are shared out among `min(num_shards, workers x ranks)` tasks, one a process: the
 command's process reads the inputs once and only cuts them (a search for the boundary near each
-block's end, a newline count for `file:line`; XML parsing for a plain dump) and sends each unit's
-bytes (a stream: its offsets) to its shard's worker, which does the expensive work (decoding, markup
-removal, segmentation, cleaning); each MPI rank reads for its own workers. Memory is flat in the
-corpus size: a few blocks a worker, plus 16 bytes a kept document for duplicate detection.
+block's end, a newline count for `file:line`; XML parsing for a plain dump), does the expensive work
+(decoding, markup removal, segmentation, cleaning) of its own task's units itself, and sends each
+other unit's bytes (a stream: its offsets) to the worker process of its shard's task; so N workers
+are N processes. With a plain bz2 dump, whose decompression this process does for all, it takes no
+task and every task has a worker process. Each MPI rank reads for its own tasks. Memory is flat in
+the corpus size: a few blocks a worker, plus 16 bytes a kept document for duplicate detection.
 
 Atomic and resumable. Each shard is written to a temporary file and renamed when whole, after its
 counts (`.corpus_stats/`, with a fingerprint of the inputs and settings); a rerun skips the shards
