@@ -315,6 +315,7 @@ def _fan_out(own: list[int], others: list[list[int]], sources: list[Source], cfg
     import collections
     import multiprocessing as mp
     import queue
+    import threading
 
     ctx = mp.get_context("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
     if ctx.get_start_method() == "forkserver":  # the workers' imports once, in the forkserver, not in each
@@ -330,6 +331,14 @@ def _fan_out(own: list[int], others: list[list[int]], sources: list[Source], cfg
                                                  shared), daemon=True) for i, shards in enumerate(others)]
     finished = 0
     pending: collections.deque = collections.deque()  # (shard, item) of this process's task, not done yet
+    start_errors: list[BaseException] = []
+
+    def start() -> None:  # a thread: the first start waits for the forkserver's interpreter and imports
+        try:
+            for p in procs:
+                p.start()
+        except BaseException as err:  # noqa: BLE001 - raised by check()
+            start_errors.append(err)
 
     def check() -> None:
         nonlocal finished
@@ -341,6 +350,8 @@ def _fan_out(own: list[int], others: list[list[int]], sources: list[Source], cfg
             if kind == "error":
                 raise value
             finished += 1
+        if start_errors:
+            raise start_errors[0]
         for p in procs:
             if p.exitcode not in (None, 0):
                 raise UserError(f"prepare-corpus: a worker process ended with exit code {p.exitcode}")
@@ -356,8 +367,8 @@ def _fan_out(own: list[int], others: list[list[int]], sources: list[Source], cfg
                     writer.take(*pending.popleft())
                 check()
 
-    for p in procs:
-        p.start()
+    starter = threading.Thread(target=start, daemon=True)
+    starter.start()
     _REPORT = _shared_report(shared)
     try:
         with contextlib.ExitStack() as stack:
@@ -391,13 +402,16 @@ def _fan_out(own: list[int], others: list[list[int]], sources: list[Source], cfg
             time.sleep(0.05)
     finally:
         _REPORT = None
+        starter.join()
         if finished < len(others):  # an error: stop the workers, drop what they will not read
             for p in procs:
-                p.kill()
+                if p.pid is not None:
+                    p.kill()
             for q in inboxes:
                 q.cancel_join_thread()
         for p in procs:
-            p.join()
+            if p.pid is not None:
+                p.join()
 
 
 def _fingerprint(cfg: PrepareCorpusConfig, sources: list[Source]) -> str:
