@@ -17,7 +17,8 @@ second (per core), articles per CPU second, peak RSS, output documents and sente
 2 workers; both inputs also 8 times over (ours with --nodedup, as the reference keeps copies), for
 throughput past start-up and for memory, and the 8 copies of the dump as a multistream dump (streams
 of 100 pages and their index, as Wikimedia publishes them), where workers share out decompression, and
-Brown x8 as 8 files and as one gzip file (the scaling in workers: "wall, 1 worker / this"); (2) the markup parsers (wikitextparser, ours, against
+Brown x8 as 8 files and as one gzip file, and Brown x32 (191 MB, where start-up weighs less), for the
+scaling in workers ("wall, 1 worker / this"); (2) the markup parsers (wikitextparser, ours, against
 mwparserfromhell under the same rules); (3) segmentation accuracy and speed on Brown (exact sentence
 F1, MB/s): blingfire (ours), NLTK's punkt (the reference's), and syntok and pysbd when installed; (4) the
 same segmenters on the Pragmatic Segmenter's English golden rules (pysbd's own test set, fetched by
@@ -291,6 +292,8 @@ def main(argv: list[str] | None = None) -> int:
         text_mb = len(body.encode()) / 1e6
         text8 = os.path.join(work, "brown-paragraphs-x8.txt")
         pathlib.Path(text8).write_text("\n".join([body] * 8), encoding="utf-8")
+        text32 = os.path.join(work, "brown-paragraphs-x32.txt")  # scaling past the fixed start-up cost
+        pathlib.Path(text32).write_text("\n".join([body] * 32), encoding="utf-8")
         parts8 = []  # the same 8 copies as 8 files, and as one gzip file
         for i in range(8):
             parts8.append(os.path.join(work, f"brown-paragraphs-part{i}.txt"))
@@ -329,6 +332,8 @@ def main(argv: list[str] | None = None) -> int:
                lambda w=w: run_ours(",".join(parts8), work, w, 2, *loose, "--nodedup")) for w in (1, 2)],
             *[("Brown paragraphs x8, gzip", 8 * text_mb, ours.format(w),
                lambda w=w: run_ours(gzip8, work, w, 2, *loose, "--nodedup")) for w in (1, 2)],
+            *[("Brown paragraphs x32", 32 * text_mb, ours.format(w),
+               lambda w=w: run_ours(text32, work, w, 4, *loose, "--nodedup")) for w in (1, 2)],
         ]
         if args.only:
             runs = [r for r in runs if re.search(args.only, f"{r[0]} | {r[2]}")]

@@ -751,3 +751,21 @@ def test_empty_result_after_filtering(brown_corpus, tmp_path):
     assert f"{brown_corpus}: no document left after cleaning (0 of 500 documents kept" in line
     assert "too_few_sentences 500" in line
     assert _nothing_written(out)
+
+
+@pytest.mark.parametrize("task", [0, 1])
+def test_bad_input_in_the_readers_own_task_or_a_workers_is_one_line_and_nothing_written(tmp_path, task):
+    """With 2 workers the reading process does task 0's blocks itself and a worker process task 1's:
+    a bad byte in a block of either stops the run with the same line as with 1 worker."""
+    from bert_core.corpus import units
+
+    bad = [n for n in range(10, 40) if units.shard_of(n, 2) == task][0]  # block n: document n, 2 shards
+    src = tmp_path / "bad.txt"
+    src.write_bytes(b"\n".join(b"Doc %d \xff first. Doc %d second.\n" % (n, n) if n == bad else
+                                 b"Doc %d first. Doc %d second.\n" % (n, n) for n in range(60)))
+    for workers in (1, 2):
+        out = tmp_path / f"out{workers}"
+        line = one_line_error(prepare(f"--input_file={src}", f"--output_dir={out}", "--num_shards=2",
+                                      f"--num_workers={workers}", check=False, env={"BERT_CORPUS_BLOCK_BYTES": "1"}))
+        assert f"{src}:{2 * bad + 1}: invalid UTF-8 at byte 8 of the line" in line
+        assert _nothing_written(out)

@@ -16,12 +16,14 @@ pseudo-random order (`units.shard_of`: no aliasing with a periodic input). A pla
 dump's pages go to shard `blake2b(raw text) mod num_shards`. So the output does not depend on the
 number of workers or ranks; documents equal raw or after cleaning that land in two shards are dropped
 by one pass over the written shards (`cross_shard`) at the end, those in one shard by its `Cleaner`.
-The shards are shared out among `min(num_shards, workers x ranks)` tasks, one a worker process. The
+The shards are shared out among `min(num_shards, workers x ranks)` tasks, one a process: the
 command's process reads the inputs once and only cuts them (a search for the boundary near each
-block's end, a newline count for `file:line`; XML parsing for a plain dump) and sends each unit's
-bytes (a stream: its offsets) to its shard's worker, which does the expensive work (decoding, markup
-removal, segmentation, cleaning); each MPI rank reads for its own workers. Memory is flat in the
-corpus size: a few blocks a worker, plus 16 bytes a kept document for duplicate detection.
+block's end, a newline count for `file:line`; XML parsing for a plain dump), does the expensive work
+(decoding, markup removal, segmentation, cleaning) of its own task's units itself, and sends each
+other unit's bytes (a stream: its offsets) to the worker process of its shard's task; so N workers
+are N processes. With a plain bz2 dump, whose decompression this process does for all, it takes no
+task and every task has a worker process. Each MPI rank reads for its own tasks. Memory is flat in
+the corpus size: a few blocks a worker, plus 16 bytes a kept document for duplicate detection.
 
 Atomic and resumable. Each shard is written to a temporary file and renamed when whole, after its
 counts (`.corpus_stats/`, with a fingerprint of the inputs and settings); a rerun skips the shards
@@ -273,10 +275,15 @@ class Progress:
 
 
 def _run_tasks(tasks: list[list[int]], sources, cfg, fingerprint: str, progress: Progress) -> None:
-    """One task: here. Several: a worker process each, fed by this one (`_fan_out`)."""
+    """One task: here. Several: the first here and a worker process each for the others, fed by this
+    one (`_fan_out`). With a plain (not multistream) dump among the inputs, a worker process each: this
+    process decompresses and parses the dump for all of them (2.3 of 5.7 CPU s on the x8 excerpt), and
+    a task on top would make it the slowest by far (4.9 CPU s against the worker's 1.4)."""
     global _REPORT
     if len(tasks) > 1:
-        return _fan_out(tasks, sources, cfg, fingerprint, progress)
+        if any(s.format == "wiki" and s.streams is None for s in sources):
+            return _fan_out([], tasks, sources, cfg, fingerprint, progress)
+        return _fan_out(tasks[0], tasks[1:], sources, cfg, fingerprint, progress)
     counters = [0.0, 0.0]
 
     def report(nbytes: int, ndocs: int) -> None:
@@ -293,16 +300,22 @@ def _run_tasks(tasks: list[list[int]], sources, cfg, fingerprint: str, progress:
 
 
 _BATCH = 32  # documents a message to a worker (a block or stream is a message of its own)
+_AHEAD = 2   # items of this process's own task held back, to work on while a worker's queue is full
 
 
-def _fan_out(tasks: list[list[int]], sources: list[Source], cfg: PrepareCorpusConfig, fingerprint: str,
-             progress: Progress) -> None:
+def _fan_out(own: list[int], others: list[list[int]], sources: list[Source], cfg: PrepareCorpusConfig,
+             fingerprint: str, progress: Progress) -> None:
     """Read the inputs once here, cutting them into items (`_work`: blocks of decompressed text, a
-    multistream dump's stream offsets, a plain dump's pages), and send each to the worker process of
-    its shard, in input order; the workers do the rest. A worker's error is raised here."""
+    multistream dump's stream offsets, a plain dump's pages). The items of the shards `own` are worked
+    on in this process, between the sends (a few held back, to work on while a worker's queue is full
+    rather than wait); every other item goes to the worker process of its task in `others`, in input
+    order, which does the rest. So N tasks are N processes, not N + 1 on N cores, and this process
+    starts working while the workers' interpreter starts. A worker's error is raised here."""
     global _REPORT
+    import collections
     import multiprocessing as mp
     import queue
+    import threading
 
     ctx = mp.get_context("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
     if ctx.get_start_method() == "forkserver":  # the workers' imports once, in the forkserver, not in each
@@ -310,13 +323,22 @@ def _fan_out(tasks: list[list[int]], sources: list[Source], cfg: PrepareCorpusCo
         ctx.set_forkserver_preload(["bert_core.corpus.prepare"] +
                                    (["bert_core.corpus.wiki", "wikitextparser"] if wikis else []))
     shared = ctx.Array("d", 2)
-    owner_of = {k: i for i, shards in enumerate(tasks) for k in shards}
-    inboxes = [ctx.Queue(4) for _ in tasks]
+    owner_of = {k: i for i, shards in enumerate([own] + others) for k in shards}  # 0: this process
+    inboxes = [ctx.Queue(4) for _ in others]
     outbox = ctx.Queue()
     settings = types.SimpleNamespace(**cfg.model_dump())
     procs = [ctx.Process(target=_fed_task, args=(shards, settings, fingerprint, inboxes[i], outbox, os.getpid(),
-                                                 shared), daemon=True) for i, shards in enumerate(tasks)]
+                                                 shared), daemon=True) for i, shards in enumerate(others)]
     finished = 0
+    pending: collections.deque = collections.deque()  # (shard, item) of this process's task, not done yet
+    start_errors: list[BaseException] = []
+
+    def start() -> None:  # a thread: the first start waits for the forkserver's interpreter and imports
+        try:
+            for p in procs:
+                p.start()
+        except BaseException as err:  # noqa: BLE001 - raised by check()
+            start_errors.append(err)
 
     def check() -> None:
         nonlocal finished
@@ -328,6 +350,8 @@ def _fan_out(tasks: list[list[int]], sources: list[Source], cfg: PrepareCorpusCo
             if kind == "error":
                 raise value
             finished += 1
+        if start_errors:
+            raise start_errors[0]
         for p in procs:
             if p.exitcode not in (None, 0):
                 raise UserError(f"prepare-corpus: a worker process ended with exit code {p.exitcode}")
@@ -336,43 +360,58 @@ def _fan_out(tasks: list[list[int]], sources: list[Source], cfg: PrepareCorpusCo
     def send(i: int, item) -> None:
         while True:
             try:
-                inboxes[i].put(item, timeout=0.5)
+                inboxes[i - 1].put(item, block=not pending, timeout=0.5)
                 return
-            except queue.Full:
+            except queue.Full:  # the worker has enough to do: do some of this process's own work
+                if pending:
+                    writer.take(*pending.popleft())
                 check()
 
-    for p in procs:
-        p.start()
+    starter = threading.Thread(target=start, daemon=True)
+    starter.start()
     _REPORT = _shared_report(shared)
     try:
-        batches: list[list] = [[] for _ in tasks]
-        for n, (shard, item) in enumerate(_work(sources, cfg, lambda nbytes: _REPORT(nbytes, 0))):
-            i = owner_of.get(shard)
-            if i is None:  # a shard already whole, or another rank's
-                _skipped(item)
-                continue
-            batches[i].append((shard, item))
-            if len(batches[i]) >= _BATCH or not isinstance(item, readers.RawDocument):
-                send(i, batches[i])
-                batches[i] = []
-            if n % 256 == 0 or not isinstance(item, readers.RawDocument):
-                check()
-        for i, batch in enumerate(batches):
-            if batch:
-                send(i, batch)
-            send(i, None)
-        while finished < len(tasks):
+        with contextlib.ExitStack() as stack:
+            writer = _ShardWriter(own, cfg, fingerprint, stack)
+            batches: list[list] = [[] for _ in range(1 + len(others))]
+            for n, (shard, item) in enumerate(_work(sources, cfg, lambda nbytes: _REPORT(nbytes, 0))):
+                i = owner_of.get(shard)
+                if i is None:  # a shard already whole, or another rank's
+                    _skipped(item)
+                    continue
+                if i == 0:
+                    pending.append((shard, item))
+                    if len(pending) > _AHEAD:
+                        writer.take(*pending.popleft())
+                else:
+                    batches[i].append((shard, item))
+                    if len(batches[i]) >= _BATCH or not isinstance(item, readers.RawDocument):
+                        send(i, batches[i])
+                        batches[i] = []
+                if n % 256 == 0 or not isinstance(item, readers.RawDocument):
+                    check()
+            for i, batch in enumerate(batches[1:], 1):
+                if batch:
+                    send(i, batch)
+                send(i, None)
+            while pending:
+                writer.take(*pending.popleft())
+            writer.finish()
+        while finished < len(others):
             check()
             time.sleep(0.05)
     finally:
         _REPORT = None
-        if finished < len(tasks):  # an error: stop the workers, drop what they will not read
+        starter.join()
+        if finished < len(others):  # an error: stop the workers, drop what they will not read
             for p in procs:
-                p.kill()
+                if p.pid is not None:
+                    p.kill()
             for q in inboxes:
                 q.cancel_join_thread()
         for p in procs:
-            p.join()
+            if p.pid is not None:
+                p.join()
 
 
 def _fingerprint(cfg: PrepareCorpusConfig, sources: list[Source]) -> str:
