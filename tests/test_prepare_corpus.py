@@ -446,6 +446,22 @@ def test_rerun_rewrites_nothing_and_a_lost_shard_is_remade_the_same(brown_corpus
     assert [p.name for p in shards(out)] == ["corpus-00000-of-00002.txt", "corpus-00001-of-00002.txt"]
 
 
+def kill_while_writing(flags, out, settle: float, env: dict | None = None) -> None:
+    """Start prepare-corpus with 2+ workers, SIGKILL it `settle` s after its first shard temporary
+    appears, and check that no worker outlives it and that the kill landed mid-write."""
+    proc = subprocess.Popen([sys.executable, "-m", "bert_core.cli", "prepare-corpus", *flags, f"--output_dir={out}"],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, **(env or {})})
+    deadline = time.time() + 120
+    while not list(out.glob(".corpus-*.tmp")) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    time.sleep(settle)
+    workers = descendants(proc.pid)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert len(workers) >= 2 and still_running(workers, 5) == {}
+    assert list(out.glob(".corpus-*.tmp")), "the kill should land while shards are being written"
+
 def test_sigkill_ends_the_workers_and_the_rerun_makes_the_same_shards(wiki_excerpt, tmp_path):
     xml = bz2.decompress(pathlib.Path(wiki_excerpt).read_bytes()).decode("utf-8")
     start, end = xml.index("  <page>"), xml.rindex("</page>\n") + len("</page>\n")
@@ -455,17 +471,7 @@ def test_sigkill_ends_the_workers_and_the_rerun_makes_the_same_shards(wiki_excer
     prepare(*flags, f"--output_dir={tmp_path / 'clean'}")
     expected = shard_bytes(tmp_path / "clean")
     out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, "-m", "bert_core.cli", "prepare-corpus", *flags, f"--output_dir={out}"],
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while not list(out.glob(".corpus-*.tmp")) and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.01)
-    time.sleep(0.5)
-    workers = descendants(proc.pid)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert len(workers) >= 2 and still_running(workers, 5) == {}
-    assert list(out.glob(".corpus-*.tmp")), "the kill should land while shards are being written"
+    kill_while_writing(flags, out, settle=0.5)
     for name, data in shard_bytes(out).items():  # anything under a final name is whole
         assert data == expected[name]
     assert not (out / "corpus_report.json").exists()
@@ -591,17 +597,7 @@ def test_block_split_input_killed_resumes_to_the_same_shards_and_shows_progress(
     shown = [float(m) for m in re.findall(r"prepare-corpus: +([\d.]+)% of input", clean.stderr)]
     assert shown == sorted(shown) and shown[-1] == 100.0 and len([p for p in shown if 0 < p < 100]) > 3
     out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, "-m", "bert_core.cli", "prepare-corpus", *flags, f"--output_dir={out}"],
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, **env})
-    deadline = time.time() + 120
-    while not list(out.glob(".corpus-*.tmp")) and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.01)
-    time.sleep(0.3)
-    workers = descendants(proc.pid)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert len(workers) >= 2 and still_running(workers, 5) == {}
-    assert list(out.glob(".corpus-*.tmp")), "the kill should land while shards are being written"
+    kill_while_writing(flags, out, settle=0.3, env=env)
     assert not (out / "corpus_report.json").exists()
     prepare(*flags, f"--output_dir={out}", env=env)
     assert shard_bytes(out) == expected and not list(out.rglob("*.tmp"))
