@@ -462,11 +462,14 @@ def kill_while_writing(flags, out, settle: float, env: dict | None = None) -> No
     assert len(workers) >= 2 and still_running(workers, 5) == {}
     assert list(out.glob(".corpus-*.tmp")), "the kill should land while shards are being written"
 
+
 def test_sigkill_ends_the_workers_and_the_rerun_makes_the_same_shards(wiki_excerpt, tmp_path):
     xml = bz2.decompress(pathlib.Path(wiki_excerpt).read_bytes()).decode("utf-8")
     start, end = xml.index("  <page>"), xml.rindex("</page>\n") + len("</page>\n")
-    dump = tmp_path / "x2.xml.bz2"  # long enough to be killed midway (shards are open from the start)
-    dump.write_bytes(bz2.compress((xml[:start] + xml[start:end] * 2 + xml[end:]).encode()))
+    # Long enough to be killed midway (shards are open from the start): 6 copies take ~3 s with 2 workers
+    # here; 2 copies (~1 s since the markup fast path) could end before the kill.
+    dump = tmp_path / "x6.xml.bz2"
+    dump.write_bytes(bz2.compress((xml[:start] + xml[start:end] * 6 + xml[end:]).encode()))
     flags = [f"--input_file={dump}", "--num_shards=4", "--num_workers=2", "--nodedup"]
     prepare(*flags, f"--output_dir={tmp_path / 'clean'}")
     expected = shard_bytes(tmp_path / "clean")
