@@ -592,7 +592,7 @@ def test_block_split_input_killed_resumes_to_the_same_shards_and_shows_progress(
     blocks read again and the others' skipped; progress counts the bytes of the blocks done."""
     gold = read_documents(brown_corpus)
     text = tmp_path / "paragraphs.txt"
-    text.write_text(_paragraphs(gold) * 2)  # long enough to be killed midway
+    text.write_text(_paragraphs(gold) * 4)  # long enough to be killed midway (x2 ends ~1 s after start)
     env = {"BERT_CORPUS_BLOCK_BYTES": str(1 << 18), "BERT_PROGRESS_SECONDS": "0"}
     flags = [f"--input_file={text}", "--num_shards=4", "--num_workers=2", "--nodedup"]
     clean = prepare(*flags, f"--output_dir={tmp_path / 'clean'}", env=env)
