@@ -2,8 +2,9 @@
 
 blingfire (Microsoft's finite-state tokenizer, a compiled library in its wheel) was chosen by
 measurement on the Brown corpus (its sentences joined five to a paragraph, re-split, exact sentence
-matches; `make bench-corpus`, docs/data.md): F1 0.846 at ~20 MB/s on 100 documents, against syntok
-0.836 at 1.3 MB/s, pysbd 0.826 at 0.08 MB/s and NLTK's untrained punkt 0.710 at 4.7 MB/s. On the
+matches; `make bench-corpus`, whose table in docs/data.md has the speeds): F1 0.846 on 100 documents,
+against syntok 0.836, pysbd 0.826 and NLTK's untrained punkt 0.710, and several times faster than
+each of them. On the
 Pragmatic Segmenter's 48 English golden rules (pysbd's own test set; tests/test_corpus_segment.py keeps
 the score) it gets 36 right, second to pysbd's 47, ahead of syntok's 34 and punkt's 19; it misses
 lists (`1.)`, `a.`), `6 P.M. Mr.`, `."` before a lower-case word, and some ellipses.
