@@ -15,10 +15,13 @@ line, for the segmenters to split again). Both fetched by scripts/fetch_test_dat
 Tables: (1) end to end, per tool: wall and CPU seconds of the whole process tree, input MB per CPU
 second (per core), articles per CPU second, peak RSS, output documents and sentences; ours with 1 and
 2 workers; both inputs also 8 times over (ours with --nodedup, as the reference keeps copies), for
-throughput past start-up and for memory, and the 8 copies of the dump as a multistream dump (streams
-of 100 pages and their index, as Wikimedia publishes them), where workers share out decompression, and
-Brown x8 as 8 files and as one gzip file, and Brown x32 (191 MB, where start-up weighs less), for the
-scaling in workers ("wall, 1 worker / this"); (2) the markup parsers (wikitextparser, ours, against
+throughput past start-up and for memory; the x8 dump also uncompressed (both tools, the same work
+without bz2, which costs each a fixed share), and as a multistream dump (streams of 100 pages and their
+index, as Wikimedia publishes them), where workers share out decompression, 32 times over too (195 MB),
+and Brown x8 as 8 files and as one gzip file, and Brown x32 (191 MB, where start-up weighs less), for
+the scaling in workers ("wall, 1 worker / this"). "per core / reference": our MB per CPU second over
+the reference's on the same data (for the multistream, 8-file and gzip rows, the reference's on the
+plain bz2 dump or the one text file, which hold the same pages or text); (2) the markup parsers (wikitextparser, ours, against
 mwparserfromhell under the same rules); (3) segmentation accuracy and speed on Brown (exact sentence
 F1, MB/s): blingfire (ours), NLTK's punkt (the reference's), and syntok and pysbd when installed; (4) the
 same segmenters on the Pragmatic Segmenter's English golden rules (pysbd's own test set, fetched by
@@ -305,10 +308,15 @@ def main(argv: list[str] | None = None) -> int:
         xml = bz2.decompress(pathlib.Path(dump).read_bytes()).decode("utf-8")
         start, end = xml.index("  <page>"), xml.rindex("</page>\n") + len("</page>\n")
         dump8 = os.path.join(work, "enwiki-excerpt-x8.xml.bz2")  # the pages 8 times in one dump
-        pathlib.Path(dump8).write_bytes(bz2.compress((xml[:start] + xml[start:end] * 8 + xml[end:]).encode()))
+        xml8 = dump8[:-len(".bz2")]  # and uncompressed: the same work without decompression, on both sides
+        pathlib.Path(xml8).write_text(xml[:start] + xml[start:end] * 8 + xml[end:], encoding="utf-8")
+        pathlib.Path(dump8).write_bytes(bz2.compress(pathlib.Path(xml8).read_bytes()))
         multi = pathlib.Path(work, "multistream")  # the same pages as Wikimedia's multistream dump + index
         multi.mkdir()
         multi8, _ = write_multistream(xml[:start] + xml[start:end] * 8 + xml[end:], multi, pages_per_stream=100)
+        multi32 = pathlib.Path(work, "multistream-x32")  # 195 MB of pages: scaling past start-up
+        multi32.mkdir()
+        multi32, _ = write_multistream(xml[:start] + xml[start:end] * 32 + xml[end:], multi32, pages_per_stream=100)
         del xml
 
         reference_wiki, reference_text = "WikiExtractor + NLTK (NVIDIA's approach)", "NLTK punkt (the reference's step 2)"
@@ -320,8 +328,13 @@ def main(argv: list[str] | None = None) -> int:
             ("enwiki excerpt x8", 8 * dump_mb, reference_wiki, lambda: run_reference_wiki(dump8, work)),
             *[("enwiki excerpt x8", 8 * dump_mb, ours.format(w), lambda w=w: run_ours(dump8, work, w, 2, "--nodedup"))
               for w in (1, 2)],
+            ("enwiki excerpt x8, XML", 8 * dump_mb, reference_wiki, lambda: run_reference_wiki(xml8, work)),
+            *[("enwiki excerpt x8, XML", 8 * dump_mb, ours.format(w), lambda w=w: run_ours(xml8, work, w, 2, "--nodedup"))
+              for w in (1, 2)],
             *[("enwiki excerpt x8, multistream", 8 * dump_mb, ours.format(w),
                lambda w=w: run_ours(multi8, work, w, 4, "--nodedup")) for w in (1, 2)],
+            *[("enwiki excerpt x32, multistream", 32 * dump_mb, ours.format(w),
+               lambda w=w: run_ours(multi32, work, w, 4, "--nodedup")) for w in (1, 2)],
             ("Brown paragraphs", text_mb, reference_text, lambda: run_reference_text(text, work)),
             *[("Brown paragraphs", text_mb, ours.format(w), lambda w=w: run_ours(text, work, w, 2, *loose))
               for w in (1, 2)],
@@ -360,14 +373,18 @@ def main(argv: list[str] | None = None) -> int:
           f"{results['load_after'][0]:.1f} after (CPU seconds are the process tree's own, so a busy machine "
           f"slows wall time more than MB per CPU second)")
     print()
-    print("| data | tool | wall s | wall, 1 worker / this | CPU s | MB/s per core | docs per CPU s | peak RSS MB | "
-          "documents | sentences |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| data | tool | wall s | wall, 1 worker / this | CPU s | MB/s per core | per core / reference | "
+          "docs per CPU s | peak RSS MB | documents | sentences |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     one = {r["data"]: r["wall"] for r in rows if r["tool"] == ours.format(1)}
+    reference = {r["data"]: r["mb"] / r["cpu"] for r in rows if r["tool"] in (reference_wiki, reference_text)}
     for r in rows:
         speedup = f"{one[r['data']] / r['wall']:.2f}x" if r["tool"] == ours.format(2) and r["data"] in one else ""
+        # The reference of the same data, else of the same pages or text in its first form (bz2 dump, one file)
+        ref = reference.get(r["data"], reference.get(r["data"].split(",")[0]))
+        versus = f"{r['mb'] / r['cpu'] / ref:.1f}x" if ref and r["tool"] not in (reference_wiki, reference_text) else ""
         print(f"| {r['data']} ({r['mb']:.1f} MB) | {r['tool']} | {r['wall']:.2f} | {speedup} | {r['cpu']:.2f} | "
-              f"{r['mb'] / r['cpu']:.2f} | {r['documents'] / r['cpu']:.1f} | {r['rss_mb']:.0f} | "
+              f"{r['mb'] / r['cpu']:.2f} | {versus} | {r['documents'] / r['cpu']:.1f} | {r['rss_mb']:.0f} | "
               f"{r['documents']:,} | {r['sentences']:,} |")
     if args.only:
         return 0

@@ -19,16 +19,15 @@ Dropout draws 16 random bits per element: the drop probability is `rate` rounded
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import os
-import shutil
 import subprocess
-import tempfile
 import threading
 from pathlib import Path
 
 import tensorflow as tf
+
+from bert_core import native_build
 
 SOURCE = Path(__file__).with_name("fused_ops.cc")
 CXXFLAGS = ["-std=c++17", "-shared", "-fPIC", "-O3", "-march=x86-64-v3", "-fopenmp-simd"]
@@ -38,24 +37,19 @@ _lock = threading.Lock()
 _state: dict = {"tried": False, "lib": None, "error": None}
 
 
-class KernelBuildError(RuntimeError):
+class KernelBuildError(native_build.BuildError):
     """The fused kernel library could not be compiled or loaded."""
 
 
 # --------------------------------------------------------------------------------------------------
 # Build and load
 # --------------------------------------------------------------------------------------------------
-def cache_dir() -> Path:
-    return Path(os.environ.get("BERT_KERNEL_CACHE") or Path.home() / ".cache" / "bert-kubeflow" / "kernels")
-
-
 def _compiler() -> str:
     return os.environ.get("CXX") or "g++"
 
 
 # -march=x86-64-v3 code needs these CPU features (the library would die with SIGILL without them).
 CPU_FLAGS = ("avx2", "fma", "bmi1", "bmi2", "f16c", "movbe")
-BUILD_TIMEOUT_S = 600
 
 
 def _tf_flags() -> list[str]:
@@ -94,38 +88,14 @@ def library_path() -> Path:
                  _compiler_version().encode()):
         key.update(part)
         key.update(b"\0")
-    return cache_dir() / f"bert_fused_ops-{tf.__version__}-{key.hexdigest()[:16]}.so"
+    return native_build.cache_dir() / f"bert_fused_ops-{tf.__version__}-{key.hexdigest()[:16]}.so"
 
 
 def build() -> Path:
-    """Compile fused_ops.cc unless the cache has it. One compile per machine at a time (a lock file:
-    several Horovod ranks start together), and the library appears whole or not at all."""
-    path = library_path()
-    if path.exists():
-        return path
-    if shutil.which(_compiler()) is None:
-        raise KernelBuildError(f"no C++ compiler {_compiler()!r} on PATH (set CXX or install g++)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_suffix(".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if path.exists():  # another process built it while this one waited
-            return path
-        fd, tmp = tempfile.mkstemp(suffix=".so.tmp", dir=path.parent)
-        os.close(fd)
-        try:
-            try:
-                proc = subprocess.run(_command(Path(tmp)), capture_output=True, text=True, timeout=BUILD_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                raise KernelBuildError(f"compiling {SOURCE.name} took over {BUILD_TIMEOUT_S} s") from None
-            if proc.returncode != 0:
-                lines = [ln for ln in proc.stderr.splitlines() if "error" in ln] or proc.stderr.splitlines()
-                raise KernelBuildError(f"compiling {SOURCE.name} failed: {(lines or ['?'])[0].strip()}")
-            os.chmod(tmp, 0o644)  # readable by the pods' non-root user when an image builds it as root
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-    return path
+    """Compile fused_ops.cc unless the cache has it (bert_core.native_build: one compile per machine at
+    a time, as several Horovod ranks start together; the library appears whole or not at all)."""
+    return native_build.build_cached(library_path(), _compiler(), _command, SOURCE.name, KernelBuildError,
+                                     f"no C++ compiler {_compiler()!r} on PATH (set CXX or install g++)")
 
 
 def load():
