@@ -269,32 +269,45 @@ long bk_cut_blocks_and_flat_links(const char *in, long n, char *out, long cap) {
 static long drop_quotes(const uc *t, long n, uc *out) {
     long w = 0, i = 0;
     while (i < n) {
-        if (t[i] != '\'') {
-            out[w++] = t[i++];
-            continue;
-        }
-        long j = i;
-        while (j < n && t[j] == '\'') j++;
-        long run = j - i;
+        const uc *q = memchr(t + i, '\'', (size_t)(n - i));
+        long j = q ? q - t : n;
+        memcpy(out + w, t + i, (size_t)(j - i));
+        w += j - i;
+        if (j == n) break;
+        for (i = j; i < n && t[i] == '\''; i++) {}
+        long run = i - j;
         if (run == 1 || run % 5 == 1 || run % 5 == 4) out[w++] = '\'';
-        i = j;
     }
     return w;
+}
+
+/* The first byte c at or after i, or n. */
+static long next_byte(const uc *t, long n, long i, int c) {
+    const uc *p = memchr(t + i, c, (size_t)(n - i));
+    return p ? p - t : n;
 }
 
 /* wiki._cut_templates in place: outermost balanced {{...}} out (an unclosed one to the end, a `}}`
  * without its opening kept). Its two splits are one left-to-right scan: the marks share no byte. */
 static long cut_templates(uc *t, long n) {
-    long w = 0, i = 0, depth = 0;
-    while (i < n) {
-        if (i + 1 < n && t[i] == '{' && t[i + 1] == '{') {
-            depth++;
-            i += 2;
-        } else if (i + 1 < n && t[i] == '}' && t[i + 1] == '}') {
-            if (depth) {
+    long w = 0, i = 0, depth = 0, open = -1, close = -1;
+    for (;;) {
+        if (open < i) open = next_byte(t, n, i, '{');
+        if (close < i) close = next_byte(t, n, i, '}');
+        long s = open < close ? open : close;
+        if (!depth) {
+            memmove(t + w, t + i, (size_t)(s - i));
+            w += s - i;
+        }
+        if (s == n) break;
+        i = s;
+        if (i + 1 < n && t[i + 1] == t[i]) {  /* a mark */
+            if (t[i] == '{') {
+                depth++;
+            } else if (depth) {
                 depth--;
             } else {
-                t[w++] = '}';
+                t[w++] = '}';  /* a closing without its opening: text */
                 t[w++] = '}';
             }
             i += 2;
@@ -307,36 +320,33 @@ static long cut_templates(uc *t, long n) {
 }
 
 /* wiki._cut_tables in place: from a line whose first mark (after spaces, tabs, colons) is `{|` to the
- * line of its `|}`, outermost balanced; the line break before a mark stays with the text before it. A
- * virtual line break before the text stands for the one Python adds and strips. */
+ * line of its `|}`, outermost balanced; the line break before a mark stays with the text before it
+ * (written or not with that text). A line break before the text stands for the one Python adds and
+ * strips. */
 static long cut_tables(uc *t, long n) {
     long w = 0, i = 0, depth = 0;
-    int at_break = 1;  /* t[i] follows a line break (the virtual one at 0) */
-    while (i < n || at_break) {
-        if (at_break) {
-            at_break = 0;
-            long j = i;
-            while (j < n && (t[j] == ' ' || t[j] == '\t' || t[j] == ':')) j++;
-            int opening = j + 1 < n && t[j] == '{' && t[j + 1] == '|';
-            int closing = !opening && j + 1 < n && t[j] == '|' && t[j + 1] == '}';
-            if (opening || closing) {
-                /* the break (already written if the depth was 0) belongs to the text before */
-                if (opening) {
-                    depth++;
-                } else if (depth) {
-                    depth--;
-                } else {
-                    memmove(t + w, t + i, (size_t)(j + 2 - i));  /* a closing without its opening: text */
-                    w += j + 2 - i;
-                }
-                i = j + 2;
-                continue;
+    for (;;) {  /* at the start of a line */
+        long j = i;
+        while (j < n && (t[j] == ' ' || t[j] == '\t' || t[j] == ':')) j++;
+        if (j + 1 < n && ((t[j] == '{' && t[j + 1] == '|') || (t[j] == '|' && t[j + 1] == '}'))) {
+            if (t[j] == '{') {
+                depth++;
+            } else if (depth) {
+                depth--;
+            } else {
+                memmove(t + w, t + i, (size_t)(j + 2 - i));  /* a closing without its opening: text */
+                w += j + 2 - i;
             }
-            if (i >= n) break;
+            i = j + 2;
         }
-        uc c = t[i++];
-        if (!depth) t[w++] = c;
-        if (c == '\n') at_break = 1;
+        long e = next_byte(t, n, i, '\n');
+        e += e < n;  /* the line's end, its break included */
+        if (!depth) {
+            memmove(t + w, t + i, (size_t)(e - i));
+            w += e - i;
+        }
+        if (e == n) break;  /* (a last empty line holds nothing) */
+        i = e;
     }
     return w;
 }
