@@ -10,10 +10,10 @@ documents: `bert create-data --input_file='corpus/corpus-*.txt'` reads them), `c
 
 Sharding. The inputs are cut into units by a rule that knows no workers (bert_core/corpus/units.py):
 a text, bert or jsonl file (compressed or not) into blocks of about 1 MiB of its decompressed bytes,
-each ending at a document boundary; a multistream dump into its bz2 streams. The units are numbered
-across the inputs in order; each run of num_shards units gives one to every shard, in a fixed
-pseudo-random order (`units.shard_of`: no aliasing with a periodic input). A plain (not multistream) wiki
-dump's pages go to shard `blake2b(raw text) mod num_shards`. So the output does not depend on the
+each ending at a document boundary; a multistream dump into its bz2 streams; a plain (not multistream) dump
+into its pages (which only parsing it finds). The units are numbered across the inputs in order; each
+run of num_shards units gives one to every shard, in a fixed pseudo-random order (`units.shard_of`: no
+aliasing with a periodic input). So the output does not depend on the
 number of workers or ranks; documents equal raw or after cleaning that land in two shards are dropped
 by one pass over the written shards (`cross_shard`) at the end, those in one shard by its `Cleaner`.
 The shards are shared out among `min(num_shards, workers x ranks)` tasks, one a process: the
@@ -60,6 +60,9 @@ if TYPE_CHECKING:  # the workers get the settings as a plain namespace: pydantic
 STATS_DIR = ".corpus_stats"
 _PROGRESS_SECONDS = float(os.environ.get("BERT_PROGRESS_SECONDS", "5"))
 _OUTPUT_ONLY = ("output_dir", "num_workers")  # settings that do not change a shard's bytes
+# The rule that gives each document its shard, in the fingerprint: shards made by another rule are remade
+# (2: a plain dump's pages numbered as units; 1 hashed their text).
+SHARDING = 2
 
 
 @dataclass
@@ -98,11 +101,6 @@ def needs_preparing(input_file: str, corpus_format: str) -> bool:
     return any(readers.detect_format(p) != "bert" for p in readers.expand_inputs(input_file))
 
 
-def route(text: str, num_shards: int) -> int:
-    digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest()
-    return int.from_bytes(digest, "little") % num_shards
-
-
 def document_text(doc: readers.RawDocument) -> str:
     """A raw document's sentences, one a line, before cleaning (which trims the lines and drops blank ones)."""
     if doc.kind == "bert":
@@ -116,8 +114,9 @@ def document_text(doc: readers.RawDocument) -> str:
 
 def _work(sources: list[Source], cfg: PrepareCorpusConfig, progress) -> Iterator[tuple[int, object]]:
     """(shard, item) for every item of the inputs, in input order: a `units.Block` or `units.Stream`
-    (unit n goes to shard `units.shard_of(n)`, the units numbered across the inputs), or a plain wiki
-    dump's page as a `readers.RawDocument` (shard blake2b(raw text) mod num_shards). `progress` gets
+    or a plain wiki dump's page as a `readers.RawDocument` (unit n goes to shard `units.shard_of(n)`, the
+    units numbered across the inputs; a page is numbered as any unit, not hashed: 2% of the CPU of a
+    dump, for a hash of every page's text). `progress` gets
     the bytes read of a plain dump (the other items carry their size)."""
     number, block = 0, _block_bytes(cfg, sources)
     for src in sources:
@@ -135,7 +134,8 @@ def _work(sources: list[Source], cfg: PrepareCorpusConfig, progress) -> Iterator
                 progress(delta)
 
             for doc in wiki.iter_dump(src.path, read):
-                yield route(doc.text, cfg.num_shards), doc
+                yield units.shard_of(number, cfg.num_shards), doc
+                number += 1
         else:
             for unit in units.blocks(src.path, src.format, block):
                 yield units.shard_of(number, cfg.num_shards), unit
@@ -418,7 +418,7 @@ def _fingerprint(cfg: PrepareCorpusConfig, sources: list[Source]) -> str:
     params = {k: v for k, v in cfg.model_dump().items() if k not in _OUTPUT_ONLY}
     inputs = [(s.path, s.size, s.format) for s in sources]
     text = json.dumps({"params": params, "inputs": inputs, "version": bert_core.__version__,
-                       "block_bytes": _block_bytes(cfg, sources)}, sort_keys=True)
+                       "block_bytes": _block_bytes(cfg, sources), "sharding": SHARDING}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
