@@ -13,7 +13,8 @@ Markup rules are wikitextparser's (chosen over mwparserfromhell by measurement: 
 and less markup left; docs/data.md): templates, tables, references, comments, files, categories and
 interlanguage links out, links as their text, bold/italics/HTML tags as their text. What is removed
 whole (references and other never-prose tags, templates, tables, bold/italic quotes) is cut first by
-regular expressions and delimiter matching (`cut_text`); a few inline templates whose rendering is their
+regular expressions and delimiter matching (`cut_text`; in C, native/cut.c, wherever that is sure to give
+the same text); a few inline templates whose rendering is their
 own text (convert, lang, nowrap, ...) are kept as that text. What is left, mostly links, tags and
 entities, goes by a regex fast path with the parser's rules (`wikimarkup.fast_plain_text`, about ten times
 the parser's speed on that text); where that path meets something it does not handle, the parser does the article, and
@@ -302,8 +303,9 @@ def wikitext_to_paragraphs(text: str, parser_only: bool = False) -> list[str]:
 def cut_text(text: str) -> str:
     """An article's wikitext without what is removed whole (blocks, category links, quotes, templates,
     tables): what the fast path or the parser then turns into plain text. The quote, template and table
-    cuts run in C (native/cut.c, a seventh of their CPU) where it is sure to give what the Python
-    functions below give; they stay the authority and run where it gives up or is unavailable."""
+    cuts run in C (native/cut.c; with the UTF-8 round trip, a third of the Python's CPU) where it is
+    sure to give what the Python functions below give: they stay the authority, and run where it gives
+    up or the library is unavailable."""
     text = before_parsing(text)
     cut = native.transform("bk_cut_quotes_templates_tables", text)
     return cut_templates_and_tables(_drop_quotes(text)) if cut is None else cut
