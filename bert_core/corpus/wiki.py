@@ -14,8 +14,8 @@ and less markup left; docs/data.md): templates, tables, references, comments, fi
 interlanguage links out, links as their text, bold/italics/HTML tags as their text. What is removed
 whole (references and other never-prose tags, templates, tables, bold/italic quotes) is cut first by
 regular expressions and delimiter matching (`cut_text`; in C, native/cut.c, wherever that is sure to give
-the same text); a few inline templates whose rendering is their
-own text (convert, lang, nowrap, ...) are kept as that text. What is left, mostly links, tags and
+the same text); a few inline templates whose rendering is their own text (convert, lang, nowrap, ...)
+are kept as that text. What is left, mostly links, tags and
 entities, goes by a regex fast path with the parser's rules (`wikimarkup.fast_plain_text`, about ten times
 the parser's speed on that text); where that path meets something it does not handle, the parser does the article, and
 `parser_only` runs the parser always (the tests check both give the same paragraphs on the excerpt).
