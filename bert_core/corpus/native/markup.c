@@ -11,7 +11,8 @@
    - a non-ASCII character where a pattern compares a letter case-insensitively and that character is
      one `re.I` equates with an ASCII letter (U+0130, U+0131, U+017F, U+212A: the only ones), in a
      file extension or a URL scheme;
-   - a non-ASCII character right after a tag name (`\b` would ask Unicode whether it is a letter);
+   - a non-ASCII character right after a tag name in a closed tag (`\b` would ask Unicode whether it
+     is a letter);
    - everything Python returns None for (deeper links, nested external links, tag bookkeeping, residue).
    Everything else is byte-exact: every other class in the patterns is a negated ASCII class, which in
    UTF-8 matches each byte >= 0x80 of a non-ASCII character as `re` matches the whole character.
@@ -118,7 +119,9 @@ static long scheme_i(Bytes s, long n, long p) {
    backtracking: a scheme starts with a letter.) */
 static int url_at(Bytes s, long n, long p) {
     while (p < n && s[p] == ' ') p++;
+    if (p >= n || s[p] < 'b' || s[p] > 'x') return 0; /* (most titles start with a capital) */
     for (int i = 0; i < N_SCHEMES_NOT_SLASHES; i++) {
+        if (s[p] != (unsigned char)SCHEMES[i][0]) continue;
         long len = (long)strlen(SCHEMES[i]);
         if (p + len < n && memcmp(s + p, SCHEMES[i], (size_t)len) == 0 && !(CLASS[s[p + len]] & URL_END))
             return 1;
@@ -294,15 +297,11 @@ static int has_pair(Bytes s, long n) {
     return next_pair(s, n, 0) < n;
 }
 
-/* wikimarkup._links_to_text into out (at most n bytes): its length or GIVE_UP. */
-static long links_to_text(Bytes s, long n, unsigned char *out, int levels) {
-    unsigned char *cut = malloc((size_t)n + 1);
-    if (!cut) return GIVE_UP;
+/* wikimarkup._links_to_text into out (at most n bytes), with `cut` (n bytes) as scratch: its length or
+   GIVE_UP. */
+static long links_to_text(Bytes s, long n, unsigned char *out, int levels, unsigned char *cut) {
     long m = file_links_out(s, n, cut), o = 0, last = 0;
-    if (m < 0) {
-        free(cut);
-        return GIVE_UP;
-    }
+    if (m < 0) return GIVE_UP;
     for (long p = next_pair(cut, m, 0); p < m; p = next_pair(cut, m, p)) {
         long g0, g1, e = link(cut, m, p, &g0, &g1);
         if (e < 0) {
@@ -312,11 +311,10 @@ static long links_to_text(Bytes s, long n, unsigned char *out, int levels) {
         memcpy(out + o, cut + last, (size_t)(p - last));
         o += p - last;
         if (has_pair(cut + g0, g1 - g0)) {
-            long r = levels > 1 ? links_to_text(cut + g0, g1 - g0, out + o, levels - 1) : GIVE_UP;
-            if (r < 0) {
-                free(cut);
-                return GIVE_UP;
-            }
+            unsigned char *scratch = levels > 1 ? malloc((size_t)(g1 - g0) + 1) : NULL;
+            long r = scratch ? links_to_text(cut + g0, g1 - g0, out + o, levels - 1, scratch) : GIVE_UP;
+            free(scratch);
+            if (r < 0) return GIVE_UP;
             o += r;
         } else {
             memcpy(out + o, cut + g0, (size_t)(g1 - g0));
@@ -325,9 +323,7 @@ static long links_to_text(Bytes s, long n, unsigned char *out, int levels) {
         last = p = e;
     }
     memcpy(out + o, cut + last, (size_t)(m - last));
-    o += m - last;
-    free(cut);
-    return o;
+    return o + (m - last);
 }
 
 static long find_byte(Bytes s, long n, long p, unsigned char c) {
@@ -422,16 +418,18 @@ static long tag(Bytes s, long n, long p, int *name, int *end_tag) {
     long q = p + 1;
     *end_tag = q < n && s[q] == '/';
     q += *end_tag;
+    long close = q; /* `[^<>]*+>` ends at the same `<` or `>` after any name: no `>`, no match */
+    while (close < n && s[close] != '<' && s[close] != '>') close++;
+    if (close >= n || s[close] != '>') return NO_MATCH;
     for (int i = 0; i < N_TAGS; i++) {
+        if (s[q] != (unsigned char)TAGS[i][0]) continue;
         long len = (long)strlen(TAGS[i]);
-        if (q + len > n || memcmp(s + q, TAGS[i], (size_t)len) != 0) continue;
+        if (q + len > close || memcmp(s + q, TAGS[i], (size_t)len) != 0) continue;
         long r = q + len;
-        if (r < n && s[r] >= 0x80) return GIVE_UP;
-        if (r < n && ascii_word(s[r])) continue;
-        while (r < n && s[r] != '<' && s[r] != '>') r++;
-        if (r >= n || s[r] != '>') return NO_MATCH;
+        if (s[r] >= 0x80) return GIVE_UP;
+        if (ascii_word(s[r])) continue;
         *name = i;
-        return r + 1;
+        return close + 1;
     }
     return NO_MATCH;
 }
@@ -483,54 +481,67 @@ static int residue(Bytes s, long n) {
     return 0;
 }
 
-/* wikimarkup._PAIR_BEFORE_3 found: a single `[` (`(?<!\[\[)` stands after it, so no `[` before it),
-   then no brackets up to `]]]]`. Each scan ends at the next bracket, so the search is linear. */
-static int pair_before_3(Bytes s, long n) {
-    for (long p = find_byte(s, n, 0, '['); p < n; p = find_byte(s, n, p + 1, '[')) {
-        if ((p > 0 && s[p - 1] == '[') || (p + 1 < n && s[p + 1] == '[')) continue;
-        long q = p + 1;
-        while (q < n && s[q] != '[' && s[q] != ']') q++;
-        if (q + 3 < n && s[q] == ']' && s[q + 1] == ']' && s[q + 2] == ']' && s[q + 3] == ']') return 1;
+/* The first check of _markup_to_text, where Python returns None: `|]]]`, or _PAIR_BEFORE_3 found (a
+   single `[`: `(?<!\[\[)` stands after it, so no `[` before it; then no brackets up to `]]]]`). In one
+   pass over the `]]]` runs; the walk back from a `]]]]` to its bracket covers text no other one does. */
+static int python_gives_up_first(Bytes s, long n) {
+    for (long p = find_byte(s, n, 0, ']'); p + 2 < n; p = find_byte(s, n, p + 1, ']')) {
+        if (s[p + 1] != ']') {
+            p++;
+            continue;
+        }
+        if (s[p + 2] != ']') {
+            p++; /* (the `]` at p + 1 starts no `]]]` either) */
+            continue;
+        }
+        if (p > 0 && s[p - 1] == '|') return 1;
+        if (p + 3 < n && s[p + 3] == ']' && !(p > 0 && s[p - 1] == ']')) {
+            long q = p - 1;
+            while (q >= 0 && s[q] != '[' && s[q] != ']') q--;
+            if (q >= 0 && s[q] == '[' && !(q > 0 && s[q - 1] == '[') && s[q + 1] != '[') return 1;
+        }
     }
     return 0;
 }
 
-static int contains(Bytes s, long n, const char *lit) {
-    long len = (long)strlen(lit);
-    for (long p = find_byte(s, n, 0, (unsigned char)lit[0]); p + len <= n; p = find_byte(s, n, p + 1, (unsigned char)lit[0]))
-        if (memcmp(s + p, lit, (size_t)len) == 0) return 1;
-    return 0;
-}
-
+/* Each pass reads the text where the last one left it (the input, out or one scratch buffer) and
+   writes it into another: every pass shortens or keeps the text, so n bytes each are enough. */
 long bk_markup_to_text(const char *in, long n, char *out, long cap) {
     Bytes s = (Bytes)in;
     if (n < 0 || cap < n) return -1;
-    if (contains(s, n, "|]]]") || (contains(s, n, "]]]]") && pair_before_3(s, n))) return -1; /* Python: None */
-    unsigned char *a = malloc((size_t)n + 1), *b = malloc((size_t)n + 1);
+    if (python_gives_up_first(s, n)) return -1;
+    unsigned char *o = (unsigned char *)out, *scratch = malloc((size_t)n + 1);
+    if (!scratch) return -1;
+    Bytes text = s;
     long m = n, result = -1;
-    if (!a || !b) goto done;
-    memcpy(a, s, (size_t)n);
-    if (has_pair(a, m)) {
-        m = links_to_text(s, n, a, MAX_NESTING);
+    if (has_pair(text, m)) {
+        m = links_to_text(text, m, o, MAX_NESTING, scratch);
         if (m < 0) goto done;
+        text = o;
     }
-    if (memchr(a, '[', (size_t)m)) {
-        if (nested_external(a, m) != 0) goto done;
-        m = externals_to_text(a, m, b);
+    if (memchr(text, '[', (size_t)m)) {
+        if (nested_external(text, m) != 0) goto done;
+        unsigned char *to = text == scratch ? o : scratch;
+        m = externals_to_text(text, m, to);
         if (m < 0) goto done;
-        memcpy(a, b, (size_t)m);
+        text = to;
     }
-    if (memchr(a, '<', (size_t)m)) {
-        m = strip_tags(a, m, b);
+    if (memchr(text, '<', (size_t)m)) {
+        unsigned char *to = text == scratch ? o : scratch;
+        m = strip_tags(text, m, to);
         if (m < 0) goto done;
-        memcpy(a, b, (size_t)m);
+        text = to;
     }
-    if (residue(a, m)) goto done;
-    result = 0;
-    for (long i = 0; i < m; i++)
-        if (a[i]) out[result++] = (char)a[i];
+    if (residue(text, m)) goto done;
+    result = 0; /* \0 out (in place if the text is in out already: it only moves left) */
+    for (long p = 0; p < m;) {
+        const unsigned char *z = memchr(text + p, 0, (size_t)(m - p));
+        long q = z ? z - text : m;
+        memmove(o + result, text + p, (size_t)(q - p));
+        result += q - p;
+        p = q + 1;
+    }
 done:
-    free(a);
-    free(b);
+    free(scratch);
     return result;
 }
