@@ -1,11 +1,12 @@
-/* bk_markup_to_text: wikimarkup._markup_to_text in C, under native.py's give-up contract.
+/* bk_markup_to_text: wikimarkup._python_markup_to_text in C, under native.py's give-up contract.
 
-   The Python function stays the authority: this one runs the same passes in the same order (file links
-   out as \0, links as their text with the links in a text rewritten to _MAX_NESTING levels, the nested
-   external link check, external links as their text, tags out with the start-tag bookkeeping, the
-   residue checks, \0 out), each pass a left-to-right scan that tries its pattern at every position as
-   `re` does. The patterns are possessive, so each match attempt is one deterministic scan; the few
-   places where `re` could backtrack are shown in the comments to end in the same match or none.
+   The Python function stays the authority: this one runs the same passes in the same order (the first
+   check for `|]]]` and _PAIR_BEFORE_3, file links out as \0, links as their text with the links in a
+   text rewritten to _MAX_NESTING levels, the nested external link check, external links as their text,
+   tags out with the start-tag bookkeeping, the residue checks, \0 out), each pass a left-to-right scan
+   that tries its pattern at every position as `re` does. The patterns are possessive, so each match
+   attempt is one deterministic scan; the few places where `re` could backtrack are shown in the
+   comments to end in the same match or none.
 
    It returns -1 (give up: Python runs) where it is not certain, or where Python returns None anyway:
    - a non-ASCII character where a pattern compares a letter case-insensitively and that character is
