@@ -19,12 +19,21 @@ tag of its name, an unclosed or nested extension tag (<poem>), an external link 
 an unclosed <nowiki> or <pre>, one holding a link or tag or standing inside an external link, and `[[[`
 other than around a plain link (its meaning depends on counting brackets). So an unusual article costs
 parser time; it is never rewritten by a guess.
+
+The rewrite of links, tags and residue (`_markup_to_text`) runs first in C (native/markup.c, the same
+passes in the same order, ~10x less CPU: the Python passes cost Python loops per match), under the
+native library's give-up contract: where the C is not certain of giving exactly the Python result (a
+character `re.I` or `\b` would ask Unicode about, or a text Python gives up on) it returns nothing and
+`_python_markup_to_text` runs. The Python code stays the authority and the fallback (no compiler,
+BERT_CORPUS_NATIVE=0); tests/test_corpus_native_markup.py holds the two equal.
 """
 
 from __future__ import annotations
 
 import html
 import re
+
+from bert_core.corpus import native
 
 # Extensions after which a link's target (its part after the first colon) names a media file: the
 # link is removed whole, caption included (wikitextparser's KNOWN_FILE_EXTENSIONS).
@@ -111,6 +120,14 @@ def fast_plain_text(text: str) -> str | None:
 
 
 def _markup_to_text(text: str) -> str | None:
+    """Links, file links, external links and tags rewritten, or None (the parser decides): the C
+    version where it is certain, else the Python one."""
+    fast = native.transform("bk_markup_to_text", text)
+    return fast if fast is not None else _python_markup_to_text(text)
+
+
+def _python_markup_to_text(text: str) -> str | None:
+    """_markup_to_text in Python: the authority (native/markup.c follows it pass by pass)."""
     if "|]]]" in text or "]]]]" in text and _PAIR_BEFORE_3.search(text):
         return None  # (the parser lets a link's text start with `]`, and ends none with `[x]]]]`)
     if "[[" in text:
