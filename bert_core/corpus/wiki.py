@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Iterable, Iterator
 
 from bert_core import storage
+from bert_core.corpus import native
 from bert_core.corpus import wikimarkup
 from bert_core.corpus.readers import RawDocument, corrupt_input, decompression_errors, open_decompressed
 from bert_core.errors import UserError
@@ -428,7 +429,16 @@ def cut_templates_and_tables(text: str) -> str:
 
 def prose_paragraphs(plain: str) -> list[str]:
     """The paragraphs of the parser's plain text with its heading lines (`== Title ==`) still in:
-    headings end paragraphs, the end sections and lists are left out."""
+    headings end paragraphs, the end sections and lists are left out. By the C fast path
+    (native/prose.c, about ten times the speed) where it is certain of python_prose_paragraphs' result."""
+    joined = native.transform("bk_prose_paragraphs", plain)
+    if joined is not None:
+        return joined.split("\n") if joined else []  # (a paragraph holds no line break)
+    return python_prose_paragraphs(plain)
+
+
+def python_prose_paragraphs(plain: str) -> list[str]:
+    """prose_paragraphs by the Python code: the rule, which the C path gives up to where unsure."""
     paragraphs: list[str] = []
     skipping = False
     for line in filter(None, plain.split("\n")):  # (an empty line is no paragraph and changes nothing)
