@@ -11,6 +11,7 @@
    with any other non-ASCII character (U+212A Kelvin lowers to "k") makes the function give up. So does
    text that is not valid UTF-8 (Python gives none; lone surrogates come as invalid bytes). */
 
+#include <stdint.h>
 #include <string.h>
 
 /* The length of the white space character at p (< end), or 0. */
@@ -52,7 +53,12 @@ static int valid_utf8(const unsigned char *p, long n) {
     const unsigned char *end = p + n;
     while (p < end) {
         unsigned char c = *p;
-        if (c < 0x80) { p++; continue; }
+        if (c < 0x80) {
+            uint64_t word;  /* eight ASCII bytes at a time where there are eight */
+            while (end - p >= 8 && (memcpy(&word, p, 8), (word & 0x8080808080808080ull) == 0)) p += 8;
+            while (p < end && *p < 0x80) p++;
+            continue;
+        }
         long k;
         unsigned char lo = 0x80, hi = 0xBF;
         if (c >= 0xC2 && c <= 0xDF) k = 1;
@@ -227,6 +233,60 @@ static long tidy(unsigned char *b, long n) {
     return n - i;
 }
 
+/* Whether [p, e) holds two spaces in a row, eight bytes at a time (a word's space bytes are the zero
+   bytes of word ^ 0x20...; the test's borrow can flag a byte after a space: more "yes", never a wrong
+   "no"; "yes" only sends the line to the byte-by-byte copy). Where no two spaces meet, a copied run of
+   bytes and single spaces needs no collapsing, only a space before other white space or at the end
+   dropped. */
+static int double_space(const unsigned char *p, const unsigned char *e) {
+    const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
+    for (; e - p >= 8; p += 8) {
+        uint64_t x;
+        memcpy(&x, p, 8);
+        x ^= 0x20 * ones;
+        uint64_t zero = (x - ones) & ~x & highs;  /* (two neighbours in either byte order) */
+        if ((zero & (zero << 8)) || (p[7] == ' ' && e - p > 8 && p[8] == ' ')) return 1;
+    }
+    for (; e - p >= 2; p++)
+        if (p[0] == ' ' && p[1] == ' ') return 1;
+    return 0;
+}
+
+/* Byte classes for the copying loop: 1 = white space or the first byte of a multi-byte white space
+   character (ws_len decides), 2 = a character after which _tidy may find something to do (see
+   tidy_needed), 0 = copied as it is (UTF-8 continuation bytes are never 1 or 2). */
+static const unsigned char CLASS[256] = {
+    [9] = 1, [10] = 1, [11] = 1, [12] = 1, [13] = 1, [0x1c] = 1, [0x1d] = 1, [0x1e] = 1, [0x1f] = 1,
+    [' '] = 1, [0xC2] = 1, [0xE1] = 1, [0xE2] = 1, [0xE3] = 1,
+    [','] = 2, ['.'] = 2, [';'] = 2, [':'] = 2, ['!'] = 2, ['?'] = 2, [')'] = 2, [']'] = 2,
+};
+
+/* The same with the space a 0: the bytes a run copied as it is may hold (see double_space). */
+static const unsigned char RUN_STOP[256] = {
+    [9] = 1, [10] = 1, [11] = 1, [12] = 1, [13] = 1, [0x1c] = 1, [0x1d] = 1, [0x1e] = 1, [0x1f] = 1,
+    [0xC2] = 1, [0xE1] = 1, [0xE2] = 1, [0xE3] = 1,
+    [','] = 2, ['.'] = 2, [';'] = 2, [':'] = 2, ['!'] = 2, ['?'] = 2, [')'] = 2, [']'] = 2,
+};
+
+/* Whether _tidy can change collapsed text b[0, w) at its last character c = b[w-1], looking back only:
+   each of its patterns ends at such a character. (\s is at most one space in collapsed text.)
+   _EMPTY_BRACKETS and _BRACKET_TAIL end at ')' after '(' or a separator, or at ']' after '['
+   (a space between or not); _BRACKET_LEAD at a separator after '(' (the same); _SPACED_PUNCT at a
+   mark after a space. (The .lstrip is checked on the first character.) */
+static int tidy_needed(const unsigned char *b, long w) {
+    unsigned char c = b[w - 1];
+    if (w < 2) return 0;
+    unsigned char before = b[w - 2];
+    if (before == ' ') {
+        if (c != ')' && c != ']') return 1;  /* a mark after a space */
+        if (w < 3) return 0;
+        before = b[w - 3];
+    }
+    if (c == ')') return before == '(' || sep(before);
+    if (c == ']') return before == '[';
+    return sep(c) && before == '(';
+}
+
 long bk_prose_paragraphs(const char *in_, long n, char *out_, long cap) {
     const unsigned char *in = (const unsigned char *)in_, *end = in + n;
     unsigned char *out = (unsigned char *)out_;
@@ -253,18 +313,41 @@ long bk_prose_paragraphs(const char *in_, long n, char *out_, long cap) {
             }
         }
         if (skipping || not_prose_start(line, e - line)) continue;
-        if (memchr(line, '\t', (size_t)(e - line))) continue;
-        /* " ".join(line.split()) into the output, after the "\n" that would join it */
+        /* " ".join(line.split()) into the output, after the "\n" that would join it; a line with a tab
+           is out (not printable, and not collapsed: the Python code's `elif "\t" in line`) */
         long start = o + (o > 0), w = start;
         if (start + (e - line) > cap) return -1;
-        for (const unsigned char *p = line; p < e;) {
-            int k = ws_len(p, e);
-            if (k) { p += k; continue; }
-            if (w > start) out[w++] = ' ';
-            while (p < e && (k = ws_len(p, e)) == 0) out[w++] = *p++;
+        int tab = 0, needed = 0;
+        const unsigned char *p = skip_ws(line, e);
+        int plain = !double_space(p, e);
+        while (p < e) {
+            unsigned char c = *p, k = CLASS[c];
+            if (plain && RUN_STOP[c] == 0) {  /* a run of ordinary bytes and single spaces, copied */
+                const unsigned char *q = p + 1;
+                while (q < e && RUN_STOP[*q] == 0) q++;
+                memcpy(out + w, p, (size_t)(q - p));
+                w += q - p, p = q;
+            } else if (k == 0) {
+                out[w++] = c, p++;
+            } else if (k == 2) {
+                out[w++] = c, p++;
+                needed |= tidy_needed(out + start, w - start);
+            } else {
+                int len = ws_len(p, e);
+                if (len == 0) { out[w++] = c, p++; continue; }
+                if (w > start && out[w - 1] == ' ') w--;  /* a single space copied with a run: ours */
+                do {
+                    tab |= *p == '\t';
+                    p += len;
+                } while (p < e && (len = ws_len(p, e)) > 0);
+                if (p < e && w > start) out[w++] = ' ';
+            }
         }
+        if (w > start && out[w - 1] == ' ') w--;  /* (copied with a run, at the end) */
+        if (tab) continue;
         if (first_ws && (w == start || not_prose_start(out + start, w - start))) continue;
-        long len = tidy(out + start, w - start);
+        long len = w - start;
+        if (needed || (len > 0 && lead_junk(out[start]))) len = tidy(out + start, len);
         if (len == 0) continue;
         if (o > 0) out[o] = '\n';
         o = start + len;
