@@ -312,12 +312,12 @@ long bk_prose_paragraphs(const char *in_, long n, char *out_, long cap) {
                 continue;
             }
         }
-        if (skipping || not_prose_start(line, e - line)) continue;
-        /* " ".join(line.split()) into the output, after the "\n" that would join it; a line with a tab
-           is out (not printable, and not collapsed: the Python code's `elif "\t" in line`) */
+        /* a line with a tab is out (not printable, so the Python code's `elif "\t" in line`) */
+        if (skipping || not_prose_start(line, e - line) || memchr(line, '\t', (size_t)(e - line))) continue;
+        /* " ".join(line.split()) into the output, after the "\n" that would join it */
         long start = o + (o > 0), w = start;
         if (start + (e - line) > cap) return -1;
-        int tab = 0, needed = 0;
+        int needed = 0;
         const unsigned char *p = skip_ws(line, e);
         int plain = !double_space(p, e);
         while (p < e) {
@@ -336,15 +336,11 @@ long bk_prose_paragraphs(const char *in_, long n, char *out_, long cap) {
                 int len = ws_len(p, e);
                 if (len == 0) { out[w++] = c, p++; continue; }
                 if (w > start && out[w - 1] == ' ') w--;  /* a single space copied with a run: ours */
-                do {
-                    tab |= *p == '\t';
-                    p += len;
-                } while (p < e && (len = ws_len(p, e)) > 0);
+                do p += len; while (p < e && (len = ws_len(p, e)) > 0);
                 if (p < e && w > start) out[w++] = ' ';
             }
         }
         if (w > start && out[w - 1] == ' ') w--;  /* (copied with a run, at the end) */
-        if (tab) continue;
         if (first_ws && (w == start || not_prose_start(out + start, w - start))) continue;
         long len = w - start;
         if (needed || (len > 0 && lead_junk(out[start]))) len = tidy(out + start, len);
