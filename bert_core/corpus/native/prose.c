@@ -254,19 +254,14 @@ static int double_space(const unsigned char *p, const unsigned char *e) {
 
 /* Byte classes for the copying loop: 1 = white space or the first byte of a multi-byte white space
    character (ws_len decides), 2 = a character after which _tidy may find something to do (see
-   tidy_needed), 0 = copied as it is (UTF-8 continuation bytes are never 1 or 2). */
-static const unsigned char CLASS[256] = {
-    [9] = 1, [10] = 1, [11] = 1, [12] = 1, [13] = 1, [0x1c] = 1, [0x1d] = 1, [0x1e] = 1, [0x1f] = 1,
-    [' '] = 1, [0xC2] = 1, [0xE1] = 1, [0xE2] = 1, [0xE3] = 1,
-    [','] = 2, ['.'] = 2, [';'] = 2, [':'] = 2, ['!'] = 2, ['?'] = 2, [')'] = 2, [']'] = 2,
-};
-
-/* The same with the space a 0: the bytes a run copied as it is may hold (see double_space). */
-static const unsigned char RUN_STOP[256] = {
-    [9] = 1, [10] = 1, [11] = 1, [12] = 1, [13] = 1, [0x1c] = 1, [0x1d] = 1, [0x1e] = 1, [0x1f] = 1,
-    [0xC2] = 1, [0xE1] = 1, [0xE2] = 1, [0xE3] = 1,
-    [','] = 2, ['.'] = 2, [';'] = 2, [':'] = 2, ['!'] = 2, ['?'] = 2, [')'] = 2, [']'] = 2,
-};
+   tidy_needed), 0 = copied as it is (UTF-8 continuation bytes are never 1 or 2). RUN_STOP is CLASS
+   with the space a 0: what ends a run copied whole where the line has no double space. */
+#define STOPS_BUT_SPACE                                                                                  \
+    [9] = 1, [10] = 1, [11] = 1, [12] = 1, [13] = 1, [0x1c] = 1, [0x1d] = 1, [0x1e] = 1, [0x1f] = 1,       \
+    [0xC2] = 1, [0xE1] = 1, [0xE2] = 1, [0xE3] = 1,                                                      \
+    [','] = 2, ['.'] = 2, [';'] = 2, [':'] = 2, ['!'] = 2, ['?'] = 2, [')'] = 2, [']'] = 2
+static const unsigned char CLASS[256] = {STOPS_BUT_SPACE, [' '] = 1};
+static const unsigned char RUN_STOP[256] = {STOPS_BUT_SPACE};
 
 /* Whether _tidy can change collapsed text b[0, w) at its last character c = b[w-1], looking back only:
    each of its patterns ends at such a character. (\s is at most one space in collapsed text.)
