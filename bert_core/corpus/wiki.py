@@ -32,8 +32,7 @@ from dataclasses import dataclass
 from typing import Iterable, Iterator
 
 from bert_core import storage
-from bert_core.corpus import native
-from bert_core.corpus import wikimarkup
+from bert_core.corpus import native, wikimarkup
 from bert_core.corpus.readers import RawDocument, corrupt_input, decompression_errors, open_decompressed
 from bert_core.errors import UserError
 
