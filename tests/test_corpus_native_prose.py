@@ -129,7 +129,7 @@ def test_random_strings_of_the_pieces(library):
     for i in range(6000):
         text = "".join(rng.choice(_PIECES) for _ in range(rng.randrange(1, 40 if i % 3 else 120)))
         gave_up += same_or_gives_up(text)
-    assert gave_up < 6000 * 0.2  # (the Kelvin sign in a heading's title is the only way to give up here)
+    assert gave_up <= 30  # (measured 4: a Kelvin sign in a heading's title, the only way to give up here)
 
 
 def test_every_code_point_between_words_and_as_a_line(library):
