@@ -88,8 +88,10 @@ def _out(size: int) -> int:
     """The address of this process's output buffer, grown to at least `size` bytes (never shrunk)."""
     if size > _state["size"]:
         size = max(size, 2 * _state["size"], 1 << 16)
-        _state["buffer"] = (ctypes.c_char * size)()
-        _state["size"], _state["address"] = size, ctypes.addressof(_state["buffer"])
+        buffer = bytearray(size)
+        view = (ctypes.c_char * size).from_buffer(buffer)  # kept with it: the buffer stays put while it lives
+        _state["buffer"], _state["view"] = buffer, view
+        _state["size"], _state["address"] = size, ctypes.addressof(view)
     return _state["address"]
 
 
@@ -104,7 +106,7 @@ def transform(name: str, text: str) -> str | None:
         return None
     if n > cap:
         raise RuntimeError(f"{name} wrote {n} bytes into {cap}")
-    return ctypes.string_at(_state["address"], n).decode("utf-8", "surrogatepass")
+    return str(memoryview(_state["buffer"])[:n], "utf-8", "surrogatepass")  # decoded in place, no copy
 
 
 def main() -> int:
