@@ -55,7 +55,7 @@ def test_the_excerpt_and_concatenated_streams_decode_as_the_standard_library(wik
             assert _read(tmp_path / name, block) == (xml, readers._SevenZipBz2), (name, block)
 
 
-def test_7z_is_used_when_7zz_is_not_there(wiki_excerpt, tmp_path, monkeypatch):
+def test_7z_is_used_when_7zz_is_not_there_and_indexed_bzip2_without_either(wiki_excerpt, tmp_path, monkeypatch):
     program = seven_zip_or_skip()
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
@@ -65,6 +65,12 @@ def test_7z_is_used_when_7zz_is_not_there(wiki_excerpt, tmp_path, monkeypatch):
     assert _read(pathlib.Path(wiki_excerpt))[1] is readers._SevenZipBz2
     monkeypatch.setenv("PATH", path_without_seven_zip(tmp_path / "none"))
     assert readers.seven_zip() is None
+    assert _read(pathlib.Path(wiki_excerpt))[1] is readers._Bz2
+    (bin_dir / "7z").unlink()
+    (bin_dir / "7zz").write_bytes(b"\x00 not a program")  # found, but exec fails: indexed_bzip2 then
+    (bin_dir / "7zz").chmod(0o755)
+    monkeypatch.setenv("PATH", str(bin_dir))
+    assert readers.seven_zip() == str(bin_dir / "7zz")
     assert _read(pathlib.Path(wiki_excerpt))[1] is readers._Bz2
 
 

@@ -149,7 +149,7 @@ class _SevenZipBz2(io.RawIOBase):
         import subprocess
         import threading
 
-        self.counted, self.stopping, self.error = counted, False, None
+        self.counted, self.stopping, self.error, self.verdict = counted, False, None, None
         self.proc = subprocess.Popen([program, *_SEVEN_ZIP_ARGS], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0)
         self.feeder = threading.Thread(target=self._feed, name="7zz-input", daemon=True)
@@ -180,26 +180,29 @@ class _SevenZipBz2(io.RawIOBase):
     def readinto(self, buffer) -> int:
         n = self.proc.stdout.readinto(buffer)
         if not n:
-            self._check()
+            if self.verdict is None:
+                self.verdict = self._verdict()
+            if self.verdict is not True:
+                raise self.verdict
         return n
 
-    def _check(self) -> None:
-        """At the end of the output: the child's verdict (or the input's read error)."""
+    def _verdict(self) -> BaseException | bool:
+        """At the end of the output: True, or the error of the child (or of reading the input)."""
         self.feeder.join()
         messages = self.proc.stderr.read().decode("utf-8", errors="replace")
         status = self.proc.wait()
         if self.error is not None:
-            raise self.error
+            return self.error
         if status == 0:
-            return
+            return True
         errors = [line[len("ERROR: "):].removesuffix(" : ~").strip()
                   for line in messages.splitlines() if line.startswith("ERROR: ")]
         if any("Unexpected end of data" in e for e in errors):
-            raise EOFError("bz2 data ended before the end-of-stream marker was reached")
+            return EOFError("bz2 data ended before the end-of-stream marker was reached")
         if any("data after the end of the payload" in e for e in errors):
-            raise OSError("invalid bz2 data (data after the end of its last stream)")
+            return OSError("invalid bz2 data (data after the end of its last stream)")
         detail = "; ".join(errors) or (" ".join(messages.split()) or f"7-Zip exit status {status}")
-        raise OSError(f"invalid bz2 data ({detail})")
+        return OSError(f"invalid bz2 data ({detail})")
 
     def close(self) -> None:
         if not self.closed:
@@ -211,6 +214,18 @@ class _SevenZipBz2(io.RawIOBase):
             self.proc.stdout.close()
             self.proc.stderr.close()
         super().close()
+
+
+def _bz2_reader(counted: _Counting) -> io.RawIOBase:
+    """7-Zip's decoder if it is installed and starts (a program that does not start says nothing about
+    the input), else indexed_bzip2."""
+    program = seven_zip()
+    if program:
+        try:
+            return _SevenZipBz2(counted, program)
+        except OSError:
+            pass
+    return _Bz2(counted)
 
 
 class _Zstd(io.RawIOBase):
@@ -262,8 +277,7 @@ def open_decompressed(path: str) -> Iterator[tuple[IO[bytes], _Counting]]:
         if kind == "gzip":
             stream: IO[bytes] = gzip.GzipFile(fileobj=io.BufferedReader(counted, 1 << 20))
         elif kind == "bz2":
-            program = seven_zip()
-            stream = io.BufferedReader(_SevenZipBz2(counted, program) if program else _Bz2(counted), 1 << 20)
+            stream = io.BufferedReader(_bz2_reader(counted), 1 << 20)
         elif kind == "zstd":
             stream = io.BufferedReader(_Zstd(io.BufferedReader(counted, 1 << 20)), 1 << 20)
         else:
