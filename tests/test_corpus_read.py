@@ -13,6 +13,7 @@ import pytest
 
 from bert_core.corpus import wiki
 from bert_core.errors import UserError
+from bz2_decoders import bz2_decoder  # noqa: F401  (fixture: each test below on both decoders)
 
 
 def _local(tag: str) -> str:
@@ -120,7 +121,8 @@ def test_bad_xml_is_one_line_with_the_position_elementtree_gives(tmp_path, bad):
 
 
 # --------------------------------------------------------------------------------------------------
-# bz2: indexed_bzip2 on one thread (bert_core/corpus/readers.py `_Bz2`)
+# bz2: 7-Zip in a child process or indexed_bzip2 on one thread (bert_core/corpus/readers.py
+# `_SevenZipBz2`, `_Bz2`; the 7-Zip reader's own cases: tests/test_corpus_7z.py)
 # --------------------------------------------------------------------------------------------------
 def _read(path: pathlib.Path, block: int) -> bytes:
     from bert_core.corpus.readers import open_decompressed
@@ -133,7 +135,7 @@ def _read(path: pathlib.Path, block: int) -> bytes:
     return b"".join(out)
 
 
-def test_bz2_files_decompress_as_the_standard_library_does(wiki_excerpt, tmp_path):
+def test_bz2_files_decompress_as_the_standard_library_does(wiki_excerpt, tmp_path, bz2_decoder):
     data = pathlib.Path(wiki_excerpt).read_bytes()
     xml = bz2.decompress(data)
     streams = bz2.compress(xml[:1000]) + bz2.compress(xml[1000:2_000_000]) + bz2.compress(b"") + bz2.compress(xml[2_000_000:])
@@ -143,7 +145,7 @@ def test_bz2_files_decompress_as_the_standard_library_does(wiki_excerpt, tmp_pat
         assert _read(tmp_path / "one.bz2", block) == _read(tmp_path / "three.bz2", block) == xml
 
 
-def test_a_read_bz2_file_is_let_go(wiki_excerpt, monkeypatch):
+def test_a_read_bz2_file_is_let_go(wiki_excerpt, monkeypatch, bz2_decoder):
     """indexed_bzip2 1.7.0 keeps references to the object it reads from: the file must not be among them."""
     import gc
     import weakref
@@ -163,13 +165,19 @@ def test_a_read_bz2_file_is_let_go(wiki_excerpt, monkeypatch):
     assert len(opened) == 1 and opened[0]() is None
 
 
-@pytest.mark.parametrize("damage, detail", [
-    (lambda d: d[:len(d) // 2], "truncated: bz2 data ended before the end-of-stream marker was reached"),
-    (lambda d: d[:-1], "truncated: bz2 data ended before the end-of-stream marker was reached"),
-    (lambda d: d[:40] + b"\x00" * 20 + d[60:], "invalid bz2 data ([BZip2 block header]"),
-    (lambda d: d[:10] + bytes([d[10] ^ 1]) + d[11:], "invalid bz2 data (Calculated CRC"),  # the block's CRC
+_TRUNCATED = "truncated: bz2 data ended before the end-of-stream marker was reached"
+
+
+@pytest.mark.parametrize("damage, detail", [  # {decoder: the line's end}: they differ in the decoder's words only
+    (lambda d: d[:len(d) // 2], {"7zz": _TRUNCATED, "indexed_bzip2": _TRUNCATED}),
+    (lambda d: d[:-1], {"7zz": _TRUNCATED, "indexed_bzip2": _TRUNCATED}),
+    (lambda d: d[:40] + b"\x00" * 20 + d[60:],
+     {"7zz": "invalid bz2 data (Data Error)", "indexed_bzip2": "invalid bz2 data ([BZip2 block header]"}),
+    (lambda d: d[:10] + bytes([d[10] ^ 1]) + d[11:],  # the block's CRC
+     {"7zz": "invalid bz2 data (CRC Failed)", "indexed_bzip2": "invalid bz2 data (Calculated CRC"}),
 ])
-def test_damaged_bz2_is_one_line(tmp_path, damage, detail):
+def test_damaged_bz2_is_one_line(tmp_path, damage, detail, bz2_decoder, request):
+    detail = detail[request.node.callspec.params["bz2_decoder"]]
     data = bz2.compress((_HEAD + "\n".join(_ODD_PAGES) * 50 + "</mediawiki>\n").encode())
     path = tmp_path / "bad.xml.bz2"
     path.write_bytes(damage(data))

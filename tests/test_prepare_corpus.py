@@ -20,6 +20,7 @@ import time
 
 import pytest
 
+from bz2_decoders import bz2_decoder  # noqa: F401  (fixture: 7-Zip's or indexed_bzip2's bz2 decoder)
 from conftest import ROOT, one_line_error, run_bert
 from gcs_server import gcs, gcs_prefix  # noqa: F401  (fixtures: a real GCS-API server on loopback)
 from processes import descendants, still_running
@@ -660,19 +661,21 @@ def _nothing_written(out: pathlib.Path) -> bool:
         p for p in out.rglob("*") if p.is_file() and not p.name.startswith(".")] if out.exists() else True
 
 
-def test_truncated_bz2_dump(wiki_excerpt, tmp_path):
+def test_truncated_bz2_dump(wiki_excerpt, tmp_path, bz2_decoder):
     data = pathlib.Path(wiki_excerpt).read_bytes()
     cut = tmp_path / "cut.xml.bz2"
     cut.write_bytes(data[: len(data) // 2])
     out = tmp_path / "out"
-    line = one_line_error(prepare(f"--input_file={cut}", f"--output_dir={out}", "--num_shards=2", check=False))
+    line = one_line_error(prepare(f"--input_file={cut}", f"--output_dir={out}", "--num_shards=2", check=False,
+                                  env=bz2_decoder))
     assert f"{cut}: the compressed data is truncated or corrupt" in line
     assert _nothing_written(out)
     assert not list(out.rglob("*.tmp*")) and not [p for p in out.iterdir() if p.is_file()]
     # With workers fed by the reader: the reader's error stops them (no hang), hidden temporaries at most.
     proc = subprocess.Popen([sys.executable, "-m", "bert_core.cli", "prepare-corpus", f"--input_file={cut}",
                              f"--output_dir={out}", "--num_shards=2", "--num_workers=2"],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **bz2_decoder})
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 2 and err.strip().startswith(f"bert: error: {cut}: the compressed data is truncated")
     assert _nothing_written(out)
