@@ -323,12 +323,19 @@ def _drop_quotes(text: str) -> str:
 
 def before_parsing(text: str) -> str:
     """What is cut or rewritten before the parser: blocks that are never prose, category and
-    interlanguage links, inline templates kept as their text. The first two run in C (native/cut.c)
-    where it is sure to give what `_cut_blocks` and `_FLAT_LINKS` give (they stay the authority and run
-    where it gives up, mostly on a non-ASCII character in a tag name); the inline templates, a few
-    regular expressions that run only where their names occur, stay here."""
+    interlanguage links, inline templates kept as their text. Both steps run in C (native/cut.c,
+    native/templates.c) where it is sure to give what the Python gives (`_cut_blocks` and `_FLAT_LINKS`,
+    `_text_templates`: they stay the authority and run where it gives up, mostly on a non-ASCII
+    character where a case-insensitive name or a Unicode digit decides)."""
     cut = native.transform("bk_cut_blocks_and_flat_links", text)
     text = _FLAT_LINKS.sub("", _cut_blocks(text)) if cut is None else cut
+    kept = native.transform("bk_text_templates", text)
+    return _text_templates(text) if kept is None else kept
+
+
+def _text_templates(text: str) -> str:
+    """The inline templates whose rendering is their own text, as that text (_TEXT_TEMPLATES, run only
+    for the names found)."""
     found = {name.lower() for name in _TEXT_TEMPLATE_NAMES.findall(text)}
     if found:
         for (pattern, replacement), names in zip(_TEXT_TEMPLATES, _TEXT_TEMPLATE_KEYS):
