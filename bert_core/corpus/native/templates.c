@@ -85,18 +85,24 @@ static int maybe_digit(const uc *t, long n, long i) {
 }
 
 /* `name` (lower case; letters and spaces) at t[i:], case-insensitively: the end of the match, NO_MATCH,
- * or GIVE_UP where a folded letter stands for the letter the name has there. */
+ * or GIVE_UP where it matches only with a folded letter standing for one of its letters. */
 static long match_name(const uc *t, long n, long i, const char *name) {
-    for (long j = 0; name[j]; j++) {
+    int folded = 0;
+    long j = 0;
+    for (; *name; name++) {
         if (i + j >= n) return NO_MATCH;
         uc c = t[i + j];
         if (c >= 0x80) {
             long len;
-            return folded_letter(t + i + j, t + n, &len) == (uc)name[j] ? GIVE_UP : NO_MATCH;
+            if (folded_letter(t + i + j, t + n, &len) != (uc)*name) return NO_MATCH;
+            folded = 1;
+            j += len;
+            continue;
         }
-        if (name[j] == ' ' ? c != ' ' : (c | 0x20) != (uc)name[j] || !is_letter(c)) return NO_MATCH;
+        if (*name == ' ' ? c != ' ' : (c | 0x20) != (uc)*name || !is_letter(c)) return NO_MATCH;
+        j++;
     }
-    return i + (long)strlen(name);
+    return folded ? GIVE_UP : i + j;
 }
 
 /* The first of `names` (in order) at t[i:]: its end and its number in *k, NO_MATCH or GIVE_UP. */
