@@ -7,9 +7,9 @@ BERT_CORPUS_NATIVE=0 runs the Python code."""
 from __future__ import annotations
 
 import random
+import re
 import sys
 import time
-import unicodedata
 
 import pytest
 
@@ -39,6 +39,34 @@ def same_or_given_up(text: str) -> bool:
 def excerpt_fed(wiki_excerpt) -> list[str]:
     """The excerpt's articles as before_parsing hands them to the step: after the blocks and flat links."""
     return [wiki._FLAT_LINKS.sub("", wiki._cut_blocks(d.text)) for d in wiki.iter_dump(wiki_excerpt) if not d.dropped]
+
+
+# The patterns native/templates.c reads (a change to one in wiki.py must be made there too).
+PATTERNS = [
+    (r"\{\{\s*(?:convert|cvt)\s*\|\s*(-?[\d.,]+)\s*\|\s*(?:-|–|to|and)\s*\|\s*(-?[\d.,]+)\s*\|"
+     r"\s*([^|{}=]+?)\s*(?:\|[^{}]*)?\}\}", r"\1–\2 \3"),
+    (r"\{\{\s*(?:convert|cvt)\s*\|\s*(-?[\d.,]+)\s*\|\s*([^|{}=]+?)\s*(?:\|[^{}]*)?\}\}", r"\1 \2"),
+    (r"\{\{\s*formatnum\s*:\s*([^{}|]*?)\s*\}\}", r"\1"),
+    (r"\{\{\s*as of\s*\|\s*(\d{3,4})\s*(?:\|[^{}]*)?\}\}", r"As of \1"),
+    (r"\{\{\s*lang(?:\s*\|\s*|-)[a-z]{2,3}(?:-[a-z]{2,8})*\s*\|\s*((?:[^|{}=\[\]]|\[\[[^\[\]{}]*\]\])*?)\s*"
+     r"(?:\|[^{}]*)?\}\}", r"\1"),
+    (r"\{\{\s*(?:nowrap|nobr|small|smaller|smallcaps|sc|sic|not a typo|em|strong|transl\s*\|\s*[a-z-]+)\s*\|\s*"
+     r"((?:[^|{}=\[\]]|\[\[[^\[\]{}]*\]\])*?)\s*\}\}", r"\1"),
+]
+
+
+def test_the_c_reads_wiki_pys_patterns_and_names():
+    assert [(p.pattern, r) for p, r in wiki._TEXT_TEMPLATES] == PATTERNS
+    assert all(p.flags & re.I for p, _ in wiki._TEXT_TEMPLATES)
+    source = (native.SOURCE_DIR / "templates.c").read_text()
+
+    def strings(array: str) -> list[str]:
+        return re.findall(r'"([^"]*)"', re.search(r"\b" + array + r"\[\] = \{(.*?)\};", source, re.S).group(1))
+
+    assert strings("NAMES") == sorted({n for names in wiki._TEXT_TEMPLATE_KEYS for n in names})
+    assert wiki._TEXT_TEMPLATE_NAMES.pattern == r"\{\{\s*(" + "|".join(strings("NAMES")) + ")"
+    assert "(?:" + "|".join(strings("TEXT_NAMES")) + r"\s*\|\s*[a-z-]+)" in PATTERNS[5][0]
+    assert strings("CONVERT") == ["convert", "cvt"]
 
 
 def test_the_excerpt_articles_equal_python_and_none_gives_up(wiki_excerpt):
@@ -85,7 +113,8 @@ HARD_CASES = [  # a template each, and the traps around it; C == Python or GIVES
     "{{aſ of|2010}}", "{{as of|2010|since=y}}",
     # lang
     "{{lang|fr|Bonjour}}", "{{lang-fr|Bonjour}}", "{{Lang|de-CH|Grüezi}}", "{{LANG-zh-min-nan|x}}",
-    "{{lang|en-abcdefghi|x}}", "{{lang|e|x}}", "{{lang|abcd|x}}", "{{lang|fr|a=b}}", "{{lang|fr|[[Paris]] et [[Lyon|L]]}}",
+    "{{lang|en-abcdefghi|x}}", "{{lang|e|x}}", "{{lang|abcd|x}}", "{{lang|fr|a=b}}",
+    "{{lang|fr|[[Paris]] et [[Lyon|L]]}}",
     "{{lang|fr|[[Paris]}}", "{{lang|fr|[x]}}", "{{lang|fr|  a  b  }}", "{{lang|fr|x|italic=no}}", "{{lang|fr|}}",
     "{{lang -fr|x}}", "{{lang|-fr|x}}", "{{lang-|x}}", "{{lang|ſr|x}}", "{{lang|\u212ar|x}}", "{{lang|İt|x}}",
     "{{lang|fr|x{y}}", "{{lang|fr|x}y}}", "{{language|fr|x}}", "{{lang|fr|[[a{b]]}}", "{{lang|fr|[[a]]]]}}",
@@ -93,6 +122,7 @@ HARD_CASES = [  # a template each, and the traps around it; C == Python or GIVES
     "{{nowrap|a b}}", "{{nobr|x}}", "{{small|x}}", "{{smaller|x}}", "{{smallcaps|x}}", "{{Smallcaps|x}}", "{{sc|x}}",
     "{{sic|x}}", "{{not a typo|x}}", "{{Not A Typo|x}}", "{{not  a typo|x}}", "{{em|x}}", "{{strong|x}}",
     "{{transl|ar|x}}", "{{transl|ar-Latn|x}}", "{{transl | ar | x }}", "{{transl|x}}", "{{transl||x}}",
+    "{{transl|\u212aa|x}}", "{{transl|ſ-İ|x}}", "{{transl|-|x}}", "{{transl|a b|x}}",
     "{{nowrap|x|y}}", "{{nowrap|a=b}}", "{{nowrap|[[a|b]] c}}", "{{nowrap|x}", "{{nowrap|x", "{{nowrap|}}",
     "{{nowrap| \u2028 }}", "{{emph|x}}", "{{smallx|x}}", "{{ſmall|x}}", "{{ſc|x}}", "{{sİc|x}}", "{{sıc|x}}",
     "{{\u212anowrap|x}}", "{{nowrap|\u212a}}", "{{nowrap|{{small|x}}}}", "{{small|{{nowrap|x}}}}",
@@ -104,7 +134,9 @@ HARD_CASES = [  # a template each, and the traps around it; C == Python or GIVES
     "{{\u200bnowrap|x}}", "{{nowrap\u200b|x}}", "{{nowrap|x\u200b}}", "{{", "}}", "", "{{}}", "{{{{", "{{|}}",
     "é{{nowrap|é}}é", "\0{{nowrap|\0}}\0", "{{nowrap|a\nb}}", "{{nowrap|a\r\n}}",
 ]
-GIVES_UP = {'{{convert|٣|km}}', '{{convert|3٣|km}}', '{{as of|200٣}}', '{{as of|20٣٣}}', '{{aſ of|2010}}', '{{ſmall|x}}', '{{ſc|x}}', '{{sİc|x}}', '{{sıc|x}}', '{{ſmall|x}} {{small|y}}'}  # a Unicode digit, a folded letter in a name
+GIVES_UP = {  # a Unicode digit where a number's digits may go on, a name that matches with a folded letter
+    "{{convert|٣|km}}", "{{convert|3٣|km}}", "{{as of|200٣}}", "{{as of|20٣٣}}", "{{aſ of|2010}}", "{{ſmall|x}}",
+    "{{ſc|x}}", "{{sİc|x}}", "{{sıc|x}}", "{{ſmall|x}} {{small|y}}"}
 
 
 @pytest.mark.parametrize("text", HARD_CASES)
@@ -206,7 +238,7 @@ def test_the_digit_blocks_hold_no_decimal_digit():
 @pytest.mark.slow
 def test_every_non_ascii_character_where_white_space_digits_or_names_are_decided():
     """Each code point above ASCII where Python's Unicode `\\s`, `\\d` and re.I's letters decide (about
-    40 CPU s): the C gives Python's text, and gives up only on a decimal digit or a character it cannot
+    13 CPU s): the C gives Python's text, and gives up only on a decimal digit or a character it cannot
     rule out as one (outside the digit-free blocks) in a number, and on re.I's folded i and s in a name."""
     names_given_up, digits_given_up = [], []
     for code in range(0x80, sys.maxunicode + 1):
@@ -219,7 +251,7 @@ def test_every_non_ascii_character_where_white_space_digits_or_names_are_decided
                 (digits_given_up if "1" + c in text else names_given_up).append(code)
             else:
                 assert fast == wiki._text_templates(text), text
-    assert names_given_up == [0x130, 0x131, 0x17F, 0x130, 0x131]  # (the first text: ſ is no i)
+    assert names_given_up == [0x130, 0x131, 0x17F]  # i in `sic`, s in `small`
     safe = [(0x80, 0x660), (0x2000, 0x2C00), (0x3000, 0x3040)]
     assert not [d for d in digits_given_up if any(a <= d < b for a, b in safe) or chr(d).isspace()]
     assert all(code in digits_given_up for code in range(0x80, sys.maxunicode + 1) if chr(code).isdecimal())

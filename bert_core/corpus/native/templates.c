@@ -22,10 +22,11 @@
  *
  * Unicode, as `re` reads a str pattern: `\s` is Python's white space (matched exactly, multi-byte
  * too); `\d` is any decimal digit, so a non-ASCII character other than white space where a digit run
- * could go on gives up; `re.I` matches U+0130 and U+0131 to i, U+017F to s, U+212A to k: in the
- * `[a-z]` runs they count as letters (exact), in a name they give up (Python's findall would give
- * them a key no pattern is run for: rare, left to Python). The negated classes match every non-ASCII
- * character, which in UTF-8 is every byte >= 0x80.
+ * could go on gives up, unless it is in a block that holds no digit (maybe_digit); `re.I` matches
+ * U+0130 and U+0131 to i, U+017F to s, U+212A to k: in the `[a-z]` runs they count as letters (exact),
+ * and a name that matches only with one gives up (the pattern would rewrite it, but Python's findall
+ * gives it a key that runs no pattern: rare, left to Python). The negated classes match every
+ * non-ASCII character, which in UTF-8 is every byte >= 0x80.
  * Every replacement is shorter than its match, so the text only shortens: it is rewritten in place in
  * `out` (each write lands before what is still to be read). */
 #include <string.h>
