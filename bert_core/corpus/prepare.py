@@ -21,8 +21,8 @@ command's process reads the inputs once and only cuts them (a search for the bou
 block's end, a newline count for `file:line`; XML parsing for a plain dump), does the expensive work
 (decoding, markup removal, segmentation, cleaning) of its own task's units itself, and sends each
 other unit's bytes (a stream: its offsets) to the worker process of its shard's task; so N workers
-are N processes. With a plain bz2 dump, whose decompression this process does for all, it takes no
-task and every task has a worker process. Each MPI rank reads for its own tasks. Memory is flat in
+are N processes. With a plain dump that this process decompresses for all (gzip, zstd, bz2 without
+7-Zip, which decodes in its own process), it takes no task and every task has a worker process. Each MPI rank reads for its own tasks. Memory is flat in
 the corpus size: a few blocks a worker, plus 16 bytes a kept document for duplicate detection.
 
 Atomic and resumable. Each shard is written to a temporary file and renamed when whole, after its
