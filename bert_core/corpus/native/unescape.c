@@ -11,11 +11,11 @@
      most 32) and a `;` after it, as `s`; `s` itself if html5 has it, else its longest prefix of 2 to
      len(s)-1 characters html5 has, and the rest of `s` as it is; else `&` stays. Every html5 name is
      ASCII letters and digits, with or without a final `;`, and the ones without are the 106 legacy
-     names, all in ENTITIES below (flag 1). So where the run is not letters and digits followed by `;`,
+     names, all in ENTITIES below (flag 1). So where the run is not 1 to 31 letters and digits and a `;`,
      `s` is in html5 only if it is a legacy name, and the result is the longest legacy name the run
      starts with (or the `&` as it is). Where it is letters and digits and a `;`, `s` is `name;`: ENTITIES
-     holds that name's character, or the C gives up (html5 has 2231 names; ENTITIES has HTML 4's 252,
-     the legacy names and the ones the Wikipedia excerpt uses).
+     holds that name's character, or the C gives up (html5 has 2231 names; ENTITIES has HTML 4's 252
+     with `apos` and the legacy names: 259, every one the dump excerpt uses).
    - `&` and `\t \n \f space < & ;` or the end: it stays.
    So the C gives up only on a `&name;` whose name is not in ENTITIES (or on an output past cap, which
    cannot happen: every reference is at least as long as its UTF-8). A non-ASCII character needs no
