@@ -26,6 +26,19 @@ long bk_test_upper(const char *in, long n, char *out, long cap) {
     }
     return n;
 }
+
+/* Drops every 'A', gives up on '?': the second step of a chain. */
+long bk_test_drop_a(const char *in, long n, char *out, long cap) {
+    long m = 0;
+    for (long i = 0; i < n; i++) {
+        if (in[i] == '?') return -1;
+        if (in[i] != 'A') {
+            if (m == cap) return -1;
+            out[m++] = in[i];
+        }
+    }
+    return m;
+}
 """
 
 needs_cc = pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler (cc) on PATH")
@@ -55,6 +68,18 @@ def test_transform_runs_the_c_function_on_utf8_and_honours_give_up(fresh):
     assert native.transform("bk_test_upper", "x") == "X"
     with pytest.raises(RuntimeError, match="wrote"):
         native.transform("bk_test_upper", "#")
+
+
+@needs_cc
+def test_chain_passes_bytes_from_one_function_to_the_next_and_says_where_it_stopped(fresh):
+    steps = ("bk_test_upper", "bk_test_drop_a", "bk_test_upper")
+    assert native.chain(steps, "banana é") == ("BNN É".replace("É", "é"), 3)
+    assert native.chain(steps, "banana?") == ("BANANA?", 1)      # the second gave up: the first's text
+    assert native.chain(steps, "banana!") == ("banana!", 0)      # the first gave up: the text itself
+    assert native.chain(("bk_test_upper", "bk_no_such_function"), "ab") == ("AB", 1)
+    long = "a" * 200_000 + "xyz" * 100_000                       # both buffers grow, in turn
+    assert native.chain(steps, long) == ("XYZ" * 100_000, 3)
+    assert native.chain((), "ab") == ("ab", 0)
 
 
 @needs_cc

@@ -149,3 +149,23 @@ def test_without_the_library_python_runs(monkeypatch):
     monkeypatch.setenv("BERT_CORPUS_NATIVE", "0")
     assert wikimarkup._markup_to_text("a [[b|c]] <b>d</b>") == "a c d" and len(calls) == 2
     assert native.library() is None and native.build_error() == "BERT_CORPUS_NATIVE=0"
+
+
+def test_the_chain_route_leaves_literal_text_to_python(wiki_excerpt):
+    """bk_markup_to_text_without_literals (native.chain's step) = bk_markup_to_text where the text holds no
+    <nowiki, <pre or [[[ (fast_plain_text's first route); where it does, it gives up (the other route)."""
+    def route(text: str) -> str | None:
+        return native.transform("bk_markup_to_text_without_literals", text)
+
+    articles = [wiki.cut_text(d.text) for d in wiki.iter_dump(wiki_excerpt) if not d.dropped]
+    with_literals = 0
+    for text in articles + [case for case, _ in HARD_CASES]:
+        if "<nowiki" in text or "<pre" in text or "[[[" in text:
+            with_literals += 1
+            assert route(text) is None
+        else:
+            assert route(text) == c_text(text)
+    assert with_literals >= 5  # (the excerpt has such articles: the test sees both routes)
+    for literal in ("<nowiki>[[a]]</nowiki>", "x <pre>y</pre>", "[[[a]]]", "<nowiki/>"):
+        assert route("[[b|c]] " + literal) is None
+    assert route("[[b|c]] <nowik") == "c <nowik"

@@ -184,3 +184,21 @@ def test_damaged_bz2_is_one_line(tmp_path, damage, detail, bz2_decoder, request)
     with pytest.raises(UserError) as err:
         list(wiki.iter_dump(str(path)))
     assert str(err.value).startswith(f"{path}: the compressed data is truncated or corrupt: {detail}")
+
+
+def test_decompressed_here_says_whether_the_reading_process_decompresses(tmp_path, monkeypatch):
+    """prepare-corpus gives the reading process a task of its own beside a plain dump unless it
+    decompresses the dump itself (gzip, zstd, bz2 without 7-Zip)."""
+    import bz2 as bz2_module
+    import gzip as gzip_module
+
+    from bert_core.corpus import readers
+
+    data = b"<mediawiki></mediawiki>\n"
+    files = {"plain.xml": data, "dump.xml.gz": gzip_module.compress(data), "dump.xml.bz2": bz2_module.compress(data)}
+    for name, content in files.items():
+        (tmp_path / name).write_bytes(content)
+    monkeypatch.setattr(readers, "seven_zip", lambda: "/usr/bin/7zz")
+    assert [readers.decompressed_here(str(tmp_path / n)) for n in files] == [False, True, False]
+    monkeypatch.setattr(readers, "seven_zip", lambda: None)
+    assert [readers.decompressed_here(str(tmp_path / n)) for n in files] == [False, True, True]

@@ -77,36 +77,57 @@ def build_error() -> str | None:
 
 
 def _function(name: str):
-    fn = getattr(library(), name)
-    if fn.restype is not ctypes.c_long:
-        fn.argtypes = [ctypes.c_char_p, ctypes.c_long, ctypes.c_void_p, ctypes.c_long]
+    """The C function `name` of the library, or None if the library has no such function."""
+    fn = getattr(library(), name, None)
+    if fn is not None and fn.restype is not ctypes.c_long:
+        fn.argtypes = [ctypes.c_void_p, ctypes.c_long, ctypes.c_void_p, ctypes.c_long]  # bytes or an address in
         fn.restype = ctypes.c_long
     return fn
 
 
-def _out(size: int) -> int:
-    """The address of this process's output buffer, grown to at least `size` bytes (never shrunk)."""
-    if size > _state["size"]:
-        size = max(size, 2 * _state["size"], 1 << 16)
+def _out(size: int, which: str = "") -> int:
+    """The address of this process's output buffer `which` ("" or "2", the second of a chain), grown to
+    at least `size` bytes (never shrunk)."""
+    if size > _state.get("size" + which, 0):
+        size = max(size, 2 * _state.get("size" + which, 0), 1 << 16)
         buffer = bytearray(size)
         view = (ctypes.c_char * size).from_buffer(buffer)  # kept with it: the buffer stays put while it lives
-        _state["buffer"], _state["view"] = buffer, view
-        _state["size"], _state["address"] = size, ctypes.addressof(view)
-    return _state["address"]
+        _state["buffer" + which], _state["view" + which] = buffer, view
+        _state["size" + which], _state["address" + which] = size, ctypes.addressof(view)
+    return _state["address" + which]
 
 
 def transform(name: str, text: str) -> str | None:
     """The C function `name` applied to `text`, or None if it gives up or the library is unavailable."""
-    if library() is None:
-        return None
+    out, done = chain((name,), text)
+    return out if done else None
+
+
+def chain(names: tuple[str, ...], text: str) -> tuple[str, int]:
+    """The C functions `names` applied in turn to `text`, the text passed from one to the next as UTF-8
+    (one encode and one decode in all, where a transform each would convert it at every step): the text
+    after the first k of them, and k; k < len(names) where the next one gave up, is not in the library,
+    or the library is unavailable (k = 0, `text` itself). The caller does the rest in Python."""
+    if library() is None or not names:
+        return text, 0
     data = text.encode("utf-8", "surrogatepass")
-    cap = len(data) + _ROOM
-    n = _function(name)(data, len(data), _out(cap), cap)
-    if n < 0:
-        return None
-    if n > cap:
-        raise RuntimeError(f"{name} wrote {n} bytes into {cap}")
-    return str(memoryview(_state["buffer"])[:n], "utf-8", "surrogatepass")  # decoded in place, no copy
+    source, n, done, which = data, len(data), 0, ""
+    for name in names:
+        fn = _function(name)
+        if fn is None:
+            break
+        cap = n + _ROOM
+        address = _out(cap, which)
+        m = fn(source, n, address, cap)
+        if m < 0:
+            break
+        if m > cap:
+            raise RuntimeError(f"{name} wrote {m} bytes into {cap}")
+        source, n, done, which = address, m, done + 1, "2" if which == "" else ""
+    if not done:
+        return text, 0
+    last = "2" if which == "" else ""  # the buffer the last function that ran wrote to
+    return str(memoryview(_state["buffer" + last])[:n], "utf-8", "surrogatepass"), done  # decoded in place
 
 
 def main() -> int:

@@ -21,8 +21,8 @@ command's process reads the inputs once and only cuts them (a search for the bou
 block's end, a newline count for `file:line`; XML parsing for a plain dump), does the expensive work
 (decoding, markup removal, segmentation, cleaning) of its own task's units itself, and sends each
 other unit's bytes (a stream: its offsets) to the worker process of its shard's task; so N workers
-are N processes. With a plain bz2 dump, whose decompression this process does for all, it takes no
-task and every task has a worker process. Each MPI rank reads for its own tasks. Memory is flat in
+are N processes. With a plain dump that this process decompresses for all (gzip, zstd, bz2 without
+7-Zip, which decodes in its own process), it takes no task and every task has a worker process. Each MPI rank reads for its own tasks. Memory is flat in
 the corpus size: a few blocks a worker, plus 16 bytes a kept document for duplicate detection.
 
 Atomic and resumable. Each shard is written to a temporary file and renamed when whole, after its
@@ -276,12 +276,15 @@ class Progress:
 
 def _run_tasks(tasks: list[list[int]], sources, cfg, fingerprint: str, progress: Progress) -> None:
     """One task: here. Several: the first here and a worker process each for the others, fed by this
-    one (`_fan_out`). With a plain (not multistream) dump among the inputs, a worker process each: this
-    process decompresses and parses the dump for all of them (2.3 of 5.7 CPU s on the x8 excerpt), and
-    a task on top would make it the slowest by far (4.9 CPU s against the worker's 1.4)."""
+    one (`_fan_out`). With a plain (not multistream) dump among the inputs that this process decompresses
+    (gzip, zstd, bz2 without 7-Zip), a worker process each: it decompresses and parses the dump for all of
+    them, and a task on top would make it the slowest by far (4.9 CPU s against the worker's 1.4 on the
+    x8 excerpt before the C fast paths). Parsing alone (7-Zip decodes bz2 in its own process) leaves it
+    room for a task: without one, 2 workers took longer than 1 on the x8 dump (the reader's parsing and
+    sending outweighed the workers' share since the markup passes run in C)."""
     global _REPORT
     if len(tasks) > 1:
-        if any(s.format == "wiki" and s.streams is None for s in sources):
+        if any(s.format == "wiki" and s.streams is None and readers.decompressed_here(s.path) for s in sources):
             return _fan_out([], tasks, sources, cfg, fingerprint, progress)
         return _fan_out(tasks[0], tasks[1:], sources, cfg, fingerprint, progress)
     counters = [0.0, 0.0]
@@ -319,9 +322,9 @@ def _fan_out(own: list[int], others: list[list[int]], sources: list[Source], cfg
 
     ctx = mp.get_context("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
     if ctx.get_start_method() == "forkserver":  # the workers' imports once, in the forkserver, not in each
-        wikis = any(s.format == "wiki" for s in sources)
-        ctx.set_forkserver_preload(["bert_core.corpus.prepare"] +
-                                   (["bert_core.corpus.wiki", "wikitextparser"] if wikis else []))
+        wikis = any(s.format == "wiki" for s in sources)  # (wikitextparser, 0.09 s, only where the C and
+        ctx.set_forkserver_preload(["bert_core.corpus.prepare"] +  # regex fast paths give up: when needed)
+                                   (["bert_core.corpus.wiki"] if wikis else []))
     shared = ctx.Array("d", 2)
     owner_of = {k: i for i, shards in enumerate([own] + others) for k in shards}  # 0: this process
     inboxes = [ctx.Queue(4) for _ in others]

@@ -286,6 +286,14 @@ def open_decompressed(path: str) -> Iterator[tuple[IO[bytes], _Counting]]:
             yield stream, counted
 
 
+def decompressed_here(path: str) -> bool:
+    """Whether reading `path` decompresses it in the reading process (gzip, zstd, bz2 without 7-Zip),
+    rather than not at all or in 7-Zip's own process."""
+    with storage.open_read(path, "rb") as raw:
+        kind = compression_of(raw.read(4))
+    return kind in ("gzip", "zstd") or kind == "bz2" and seven_zip() is None
+
+
 def decompression_errors() -> tuple[type[BaseException], ...]:
     errors: list[type[BaseException]] = [EOFError, OSError, gzip.BadGzipFile, zlib.error]
     try:

@@ -116,7 +116,15 @@ def fast_plain_text(text: str) -> str | None:
                 return None  # (the parser reads tags, links and external links in there too)
             pieces[i] = literal
         text = "".join(pieces[i] for i in range(len(pieces)) if i % 4 in (0, 2))
-    return None if text is None else html.unescape(text)
+    return None if text is None else _unescape(text)
+
+
+def _unescape(text: str) -> str:
+    """html.unescape(text): the C version (native/unescape.c) where it is certain, else Python's."""
+    if "&" not in text:
+        return text
+    fast = native.transform("bk_unescape", text)
+    return fast if fast is not None else html.unescape(text)
 
 
 def _markup_to_text(text: str) -> str | None:

@@ -546,3 +546,22 @@ done:
     free(scratch);
     return result;
 }
+
+/* Whether `needle` (NUL-terminated, at least one byte) occurs in the n bytes at s. */
+static int contains(Bytes s, long n, const char *needle) {
+    long k = (long)strlen(needle);
+    for (long p = find_byte(s, n, 0, (unsigned char)needle[0]); p + k <= n;
+         p = find_byte(s, n, p + 1, (unsigned char)needle[0])) {
+        if (memcmp(s + p, needle, (size_t)k) == 0) return 1;
+    }
+    return 0;
+}
+
+/* wikimarkup.fast_plain_text's route, then bk_markup_to_text: for a chain of C passes (native.chain,
+   wiki.wikitext_to_paragraphs), which must leave text holding `<nowiki`, `<pre` or `[[[` to the Python
+   (their content is kept as it is, the markup around it rewritten: fast_plain_text's other route). */
+long bk_markup_to_text_without_literals(const char *in, long n, char *out, long cap) {
+    Bytes s = (Bytes)in;
+    if (n < 0 || contains(s, n, "<nowiki") || contains(s, n, "<pre") || contains(s, n, "[[[")) return -1;
+    return bk_markup_to_text(in, n, out, cap);
+}
