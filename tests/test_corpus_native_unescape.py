@@ -66,13 +66,13 @@ def test_the_c_table_is_html5s_and_holds_every_legacy_name():
 def plain_texts(articles) -> list[str]:
     """The texts fast_plain_text unescapes (its result before the last step)."""
     seen = []
-    real = wikimarkup._unescape
-    wikimarkup._unescape = lambda text: seen.append(text) or real(text)
+    real = wikimarkup.unescape
+    wikimarkup.unescape = lambda text: seen.append(text) or real(text)
     try:
         for text in articles:
             wikimarkup.fast_plain_text(text)
     finally:
-        wikimarkup._unescape = real
+        wikimarkup.unescape = real
     return seen
 
 
@@ -151,11 +151,11 @@ def test_c_is_linear():
 def test_without_the_library_python_runs(monkeypatch):
     calls, python = [], html.unescape
     monkeypatch.setattr(wikimarkup.html, "unescape", lambda text: calls.append(text) or python(text))
-    assert wikimarkup._unescape("a &amp; b") == "a & b" and calls == []  # the C did it
-    assert wikimarkup._unescape("no entity") == "no entity" and calls == []
-    assert wikimarkup._unescape("a &ampx; b") == "a &x; b" and len(calls) == 1  # it gave up
+    assert wikimarkup.unescape("a &amp; b") == "a & b" and calls == []  # the C did it
+    assert wikimarkup.unescape("no entity") == "no entity" and calls == []
+    assert wikimarkup.unescape("a &ampx; b") == "a &x; b" and len(calls) == 1  # it gave up
     monkeypatch.setattr(native, "_state", {"tried": False, "lib": None, "error": None, "size": 0, "buffer": None,
                                            "address": 0})
     monkeypatch.setenv("BERT_CORPUS_NATIVE", "0")
-    assert wikimarkup._unescape("a &amp; b") == "a & b" and len(calls) == 2
+    assert wikimarkup.unescape("a &amp; b") == "a & b" and len(calls) == 2
     assert native.library() is None and native.build_error() == "BERT_CORPUS_NATIVE=0"

@@ -292,23 +292,50 @@ def iter_multistream(path: str, streams: list[tuple[int, int]], keep, progress=N
 # --------------------------------------------------------------------------------------------------
 # Wikitext -> paragraphs
 # --------------------------------------------------------------------------------------------------
+# The steps of wikitext_to_paragraphs in C, in order (native/*.c): run as one chain (native.chain), the
+# article goes from one to the next as UTF-8, one round trip in all, where a call each would convert it
+# at every step (which cost more than most of the C steps themselves).
+_C_STEPS = ("bk_cut_blocks_and_flat_links", "bk_text_templates", "bk_cut_quotes_templates_tables",
+            "bk_markup_to_text_without_literals", "bk_unescape", "bk_prose_paragraphs")
+
+
 def wikitext_to_paragraphs(text: str, parser_only: bool = False) -> list[str]:
     """The prose paragraphs of an article's wikitext, markup removed, in order; headings and the
     sections after the prose (References, External links, ...) left out. The links, tags and entities
     left after the cuts go by the fast path (`wikimarkup`), or by wikitextparser where it gives up or
-    with `parser_only` (the tests and the benchmark compare the two)."""
-    text = cut_text(text)
-    plain = None if parser_only else wikimarkup.fast_plain_text(text)
-    return prose_paragraphs(wikimarkup.parser_plain_text(text) if plain is None else plain)
+    with `parser_only` (the tests and the benchmark compare the two).
+
+    Every step runs in C first (`_C_STEPS`); where one gives up, that step and the ones after it run as
+    the functions below do, each in C where it can and in Python, the authority, where it cannot."""
+    if parser_only:
+        return prose_paragraphs(wikimarkup.parser_plain_text(cut_text(text)))
+    text, done = native.chain(_C_STEPS, text)
+    if done == len(_C_STEPS):
+        return text.split("\n") if text else []  # (a paragraph holds no line break)
+    if done < 1:
+        text = _blocks_and_flat_links(text)
+    if done < 2:
+        text = _inline_templates(text)
+    if done < 3:
+        text = _quotes_templates_and_tables(text)
+    if done < 4:  # fast_plain_text's literal route, or the C gave up on the markup: the rest of the fast path
+        plain = wikimarkup.fast_plain_text(text)
+        plain = wikimarkup.parser_plain_text(text) if plain is None else plain
+    else:
+        plain = wikimarkup.unescape(text) if done < 5 else text
+    return prose_paragraphs(plain)
 
 
 def cut_text(text: str) -> str:
     """An article's wikitext without what is removed whole (blocks, category links, quotes, templates,
-    tables): what the fast path or the parser then turns into plain text. The quote, template and table
-    cuts run in C (native/cut.c; with the UTF-8 round trip, a third of the Python's CPU) where it is
-    sure to give what the Python functions below give: they stay the authority, and run where it gives
-    up or the library is unavailable."""
-    text = before_parsing(text)
+    tables): what the fast path or the parser then turns into plain text."""
+    return _quotes_templates_and_tables(before_parsing(text))
+
+
+def _quotes_templates_and_tables(text: str) -> str:
+    """Quotes, templates and tables out: in C (native/cut.c) where it is sure to give what the Python
+    functions below give; they stay the authority, and run where it gives up or the library is
+    unavailable."""
     cut = native.transform("bk_cut_quotes_templates_tables", text)
     return cut_templates_and_tables(_drop_quotes(text)) if cut is None else cut
 
@@ -329,8 +356,15 @@ def before_parsing(text: str) -> str:
     native/templates.c) where it is sure to give what the Python gives (`_cut_blocks` and `_FLAT_LINKS`,
     `_text_templates`: they stay the authority and run where it gives up, mostly on a non-ASCII
     character where a case-insensitive name or a Unicode digit decides)."""
+    return _inline_templates(_blocks_and_flat_links(text))
+
+
+def _blocks_and_flat_links(text: str) -> str:
     cut = native.transform("bk_cut_blocks_and_flat_links", text)
-    text = _FLAT_LINKS.sub("", _cut_blocks(text)) if cut is None else cut
+    return _FLAT_LINKS.sub("", _cut_blocks(text)) if cut is None else cut
+
+
+def _inline_templates(text: str) -> str:
     kept = native.transform("bk_text_templates", text)
     return _text_templates(text) if kept is None else kept
 

@@ -116,10 +116,10 @@ def fast_plain_text(text: str) -> str | None:
                 return None  # (the parser reads tags, links and external links in there too)
             pieces[i] = literal
         text = "".join(pieces[i] for i in range(len(pieces)) if i % 4 in (0, 2))
-    return None if text is None else _unescape(text)
+    return None if text is None else unescape(text)
 
 
-def _unescape(text: str) -> str:
+def unescape(text: str) -> str:
     """html.unescape(text): the C version (native/unescape.c) where it is certain, else Python's."""
     if "&" not in text:
         return text
