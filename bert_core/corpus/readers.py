@@ -86,7 +86,8 @@ class _Counting(io.RawIOBase):
 
 class _Bz2(io.RawIOBase):
     """bz2 decompressed by indexed_bzip2 on one thread (every stream of the file, each block's CRC
-    checked): a sixth less CPU than the standard library's libbz2 on Wikipedia's XML (docs/data.md).
+    checked), where 7-Zip is not installed (`_SevenZipBz2`): a sixth less CPU than the standard
+    library's libbz2 on Wikipedia's XML (docs/data.md).
     Whole files only: a multistream dump's streams are decompressed by the standard library, as one
     indexed_bzip2 reader an input leaks ~1 KB, and one a stream would leak without bound.
     Its errors are C++ exceptions, some without a message; here they are EOFError (the data ends
@@ -139,9 +140,10 @@ _SEVEN_ZIP_BURST = 4 << 20
 
 class _SevenZipBz2(io.RawIOBase):
     """bz2 decompressed by 7-Zip's decoder in a child process (`seven_zip()`; every stream of the file,
-    each block's CRC checked): 0.7x indexed_bzip2's CPU on Wikipedia's XML, counting the pipes and the
-    thread (docs/data.md). A thread feeds it the file through `counted`, so that `counted.count` is the
-    compressed bytes read, as with the other readers; the bytes it writes are read here.
+    each block's CRC checked): on Wikipedia's XML 0.8x indexed_bzip2's CPU counting the child, the pipes
+    and the thread, and a whole prepare-corpus run ~10% cheaper (docs/data.md). A thread feeds it the
+    file through `counted`, so that `counted.count` is the compressed bytes read, as with the other
+    readers; its output is read here, `_SEVEN_ZIP_BURST` bytes at a time.
 
     Its exit status and error lines become the errors of the other readers: EOFError when the data
     ends before the end-of-stream marker, OSError for damaged data, checked when its output ends and
