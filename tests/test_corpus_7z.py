@@ -145,8 +145,11 @@ def test_progress_counts_the_compressed_bytes(wiki_excerpt, brown_corpus, tmp_pa
     assert b"".join(b.data for b in blocks) == pathlib.Path(brown_corpus).read_bytes()
 
 
-def test_an_early_close_kills_and_reaps_the_child_and_ends_the_thread(wiki_excerpt):
+def test_an_early_close_kills_and_reaps_the_child_and_ends_the_thread(wiki_excerpt, tmp_path):
     seven_zip_or_skip()
+    dump = tmp_path / "x3.xml.bz2"  # 18 MB out, far more than a read and the pipe hold: 7zz is still at work
+    dump.write_bytes(pathlib.Path(wiki_excerpt).read_bytes() * 3)
+    wiki_excerpt = str(dump)
     with readers.open_decompressed(wiki_excerpt) as (stream, _):
         assert stream.read(1000).startswith(b"<mediawiki")
         raw = stream.raw

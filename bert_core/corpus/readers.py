@@ -86,7 +86,8 @@ class _Counting(io.RawIOBase):
 
 class _Bz2(io.RawIOBase):
     """bz2 decompressed by indexed_bzip2 on one thread (every stream of the file, each block's CRC
-    checked): a sixth less CPU than the standard library's libbz2 on Wikipedia's XML (docs/data.md).
+    checked), where 7-Zip is not installed (`_SevenZipBz2`): a sixth less CPU than the standard
+    library's libbz2 on Wikipedia's XML (docs/data.md).
     Whole files only: a multistream dump's streams are decompressed by the standard library, as one
     indexed_bzip2 reader an input leaks ~1 KB, and one a stream would leak without bound.
     Its errors are C++ exceptions, some without a message; here they are EOFError (the data ends
@@ -130,13 +131,19 @@ def seven_zip() -> str | None:
 # Decode bzip2 (-tbzip2) from standard input (-si) to standard output (-so) on one thread (-mmt1),
 # without the progress indicator (-bd).
 _SEVEN_ZIP_ARGS = ("e", "-si", "-tbzip2", "-so", "-mmt1", "-bd")
+# Bytes of its output read at once (its reader's buffer): 7zz decodes while they are read and then waits
+# on the full pipe while the caller works; read a megabyte at a time, interleaved with the parsing, its
+# decoder's memory went cold between reads (1.7-1.9 CPU s on x8 instead of 1.25 alone); 4 MB: 1.45-1.55;
+# 16 MB and more: the buffer itself leaves the cache (docs/data.md).
+_SEVEN_ZIP_BURST = 4 << 20
 
 
 class _SevenZipBz2(io.RawIOBase):
     """bz2 decompressed by 7-Zip's decoder in a child process (`seven_zip()`; every stream of the file,
-    each block's CRC checked): 0.7x indexed_bzip2's CPU on Wikipedia's XML, counting the pipes and the
-    thread (docs/data.md). A thread feeds it the file through `counted`, so that `counted.count` is the
-    compressed bytes read, as with the other readers; the bytes it writes are read here.
+    each block's CRC checked): on Wikipedia's XML 0.8x indexed_bzip2's CPU counting the child, the pipes
+    and the thread, and a whole prepare-corpus run ~10% cheaper (docs/data.md). A thread feeds it the
+    file through `counted`, so that `counted.count` is the compressed bytes read, as with the other
+    readers; its output is read here, `_SEVEN_ZIP_BURST` bytes at a time.
 
     Its exit status and error lines become the errors of the other readers: EOFError when the data
     ends before the end-of-stream marker, OSError for damaged data, checked when its output ends and
@@ -178,7 +185,13 @@ class _SevenZipBz2(io.RawIOBase):
         return True
 
     def readinto(self, buffer) -> int:
-        n = self.proc.stdout.readinto(buffer)
+        """As much as `buffer` holds (but at the end): the child then decodes in bursts of that size."""
+        view, n = memoryview(buffer).cast("B"), 0
+        while n < len(view):
+            got = self.proc.stdout.readinto(view[n:])
+            if not got:
+                break
+            n += got
         if not n:
             if self.verdict is None:
                 self.verdict = self._verdict()
@@ -277,7 +290,8 @@ def open_decompressed(path: str) -> Iterator[tuple[IO[bytes], _Counting]]:
         if kind == "gzip":
             stream: IO[bytes] = gzip.GzipFile(fileobj=io.BufferedReader(counted, 1 << 20))
         elif kind == "bz2":
-            stream = io.BufferedReader(_bz2_reader(counted), 1 << 20)
+            raw_bz2 = _bz2_reader(counted)
+            stream = io.BufferedReader(raw_bz2, _SEVEN_ZIP_BURST if isinstance(raw_bz2, _SevenZipBz2) else 1 << 20)
         elif kind == "zstd":
             stream = io.BufferedReader(_Zstd(io.BufferedReader(counted, 1 << 20)), 1 << 20)
         else:
