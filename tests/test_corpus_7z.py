@@ -186,3 +186,43 @@ def test_a_killed_reader_leaves_no_child(wiki_excerpt):
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
     assert still_running({child: "7zz"}, 5) == {}
+
+
+def test_a_stream_in_memory_goes_to_7zip_only_where_that_pays(wiki_excerpt, monkeypatch):
+    """readers.decompress_bz2 (a multistream dump's streams): 7-Zip from SEVEN_ZIP_MIN_BYTES, the standard
+    library below it; the same bytes, and for data cut short or damaged the same errors as bz2."""
+    program = seven_zip_or_skip()
+    data = bz2.decompress(pathlib.Path(wiki_excerpt).read_bytes())
+    big = bz2.compress(data)
+    small = bz2.compress(data[:100_000])
+    assert len(big) >= readers.SEVEN_ZIP_MIN_BYTES > len(small)
+    calls = []
+    real_run = subprocess.run
+    monkeypatch.setattr(subprocess, "run", lambda cmd, **kw: calls.append(cmd[0]) or real_run(cmd, **kw))
+    assert readers.decompress_bz2(big) == data and calls == [program]
+    assert readers.decompress_bz2(small) == data[:100_000] and calls == [program]  # (not called again)
+    with pytest.raises(EOFError, match="ended before the end-of-stream marker"):
+        readers.decompress_bz2(big[:len(big) // 2])
+    damaged = bytearray(big)
+    damaged[len(big) // 2] ^= 0x40
+    with pytest.raises(OSError, match="invalid bz2 data"):
+        readers.decompress_bz2(bytes(damaged))
+    with pytest.raises(OSError):
+        bz2.decompress(bytes(damaged))  # (the standard library too: the same kind of error)
+
+
+def test_a_multistream_dump_of_large_streams_gives_the_same_shards_with_and_without_7zip(wiki_excerpt, tmp_path):
+    from test_prepare_corpus import prepare, write_multistream
+
+    seven_zip_or_skip()
+    (tmp_path / "in").mkdir()
+    dump, _ = write_multistream(bz2.decompress(pathlib.Path(wiki_excerpt).read_bytes()).decode(), tmp_path / "in",
+                                pages_per_stream=60)
+    sizes = [b - a for a, b in wiki.stream_offsets(dump.replace("multistream.xml", "multistream-index.txt"), dump)]
+    assert sum(s >= readers.SEVEN_ZIP_MIN_BYTES for s in sizes) >= 2  # some streams do go to 7-Zip
+    outputs = []
+    for name, env in (("with", None), ("without", {"PATH": path_without_seven_zip(tmp_path / "bin")})):
+        prepare(f"--input_file={dump}", f"--output_dir={tmp_path / name}", "--num_shards=2", "--num_workers=1",
+                env=env)
+        outputs.append(sorted((p.name, p.read_bytes()) for p in (tmp_path / name).glob("corpus-*.txt")))
+    assert outputs[0] == outputs[1] and len(outputs[0]) == 2

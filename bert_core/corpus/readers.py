@@ -206,16 +206,7 @@ class _SevenZipBz2(io.RawIOBase):
         status = self.proc.wait()
         if self.error is not None:
             return self.error
-        if status == 0:
-            return True
-        errors = [line[len("ERROR: "):].removesuffix(" : ~").strip()
-                  for line in messages.splitlines() if line.startswith("ERROR: ")]
-        if any("Unexpected end of data" in e for e in errors):
-            return EOFError("bz2 data ended before the end-of-stream marker was reached")
-        if any("data after the end of the payload" in e for e in errors):
-            return OSError("invalid bz2 data (data after the end of its last stream)")
-        detail = "; ".join(errors) or (" ".join(messages.split()) or f"7-Zip exit status {status}")
-        return OSError(f"invalid bz2 data ({detail})")
+        return True if status == 0 else _seven_zip_error(status, messages)
 
     def close(self) -> None:
         if not self.closed:
@@ -227,6 +218,44 @@ class _SevenZipBz2(io.RawIOBase):
             self.proc.stdout.close()
             self.proc.stderr.close()
         super().close()
+
+
+def _seven_zip_error(status: int, messages: str) -> BaseException:
+    """7-Zip's failure (exit status, standard error) as the error the other bz2 decoders raise."""
+    errors = [line[len("ERROR: "):].removesuffix(" : ~").strip()
+              for line in messages.splitlines() if line.startswith("ERROR: ")]
+    if any("Unexpected end of data" in e for e in errors):
+        return EOFError("bz2 data ended before the end-of-stream marker was reached")
+    if any("data after the end of the payload" in e for e in errors):
+        return OSError("invalid bz2 data (data after the end of its last stream)")
+    detail = "; ".join(errors) or (" ".join(messages.split()) or f"7-Zip exit status {status}")
+    return OSError(f"invalid bz2 data ({detail})")
+
+
+# A bz2 stream in memory at least this long (compressed) is decoded by 7-Zip when it is installed: a child
+# process costs ~3 ms, which 7-Zip's cheaper decoding repays from about 100 KB (measured on the x8 dump's
+# streams: 1.01 against the standard library's 1.07 CPU s for 100 streams of 109 KB; 1.55 against 2.11
+# for 17 of 800 KB).
+SEVEN_ZIP_MIN_BYTES = 256 << 10
+
+
+def decompress_bz2(data: bytes) -> bytes:
+    """A whole bz2 stream (or several) in memory, decompressed: by 7-Zip where it pays (see
+    SEVEN_ZIP_MIN_BYTES), else by the standard library; the same errors either way (EOFError, OSError)."""
+    import bz2
+
+    program = seven_zip() if len(data) >= SEVEN_ZIP_MIN_BYTES else None
+    if program is None:
+        return bz2.decompress(data)
+    import subprocess
+
+    try:
+        proc = subprocess.run([program, *_SEVEN_ZIP_ARGS], input=data, capture_output=True)
+    except OSError:  # found but does not start: says nothing about the data
+        return bz2.decompress(data)
+    if proc.returncode != 0:
+        raise _seven_zip_error(proc.returncode, proc.stderr.decode("utf-8", errors="replace"))
+    return proc.stdout
 
 
 def _bz2_reader(counted: _Counting) -> io.RawIOBase:

@@ -34,7 +34,8 @@ from typing import Iterable, Iterator
 
 from bert_core import storage
 from bert_core.corpus import native, wikimarkup
-from bert_core.corpus.readers import RawDocument, corrupt_input, decompression_errors, open_decompressed
+from bert_core.corpus.readers import (RawDocument, corrupt_input, decompress_bz2, decompression_errors,
+                                     open_decompressed)
 from bert_core.errors import UserError
 
 # Blocks whose content is never prose: references, comments and the extension tags of formulas,
@@ -274,7 +275,7 @@ def iter_multistream(path: str, streams: list[tuple[int, int]], keep, progress=N
         if not keep(number):
             continue
         try:
-            data = bz2.decompress(_read_range(path, start, end))
+            data = decompress_bz2(_read_range(path, start, end))
         except (OSError, EOFError, ValueError) as err:
             raise corrupt_input(path, err, f"the stream at byte {start}") from None
         data = data.replace(b"</mediawiki>", b"")
