@@ -156,10 +156,22 @@ def parsers_table(dump: str) -> list[dict]:
 
     from bert_core.corpus import wikimarkup
 
+    from bert_core.corpus import native
+
+    def python_only(text: str) -> list[str]:  # ours without the C library (no compiler, BERT_CORPUS_NATIVE=0)
+        real = native.library
+        native.library = lambda: None
+        try:
+            return wiki.wikitext_to_paragraphs(text)
+        finally:
+            native.library = real
+
     given_up = sum(wikimarkup.fast_plain_text(wiki.cut_text(t)) is None for t in texts)
+    whole = sum(native.chain(wiki._C_STEPS, t)[1] == len(wiki._C_STEPS) for t in texts)
     rows = []
-    for name, fn in ((f"regex fast path, wikitextparser where it gives up ({given_up} of {len(texts)}) (ours)",
-                      wiki.wikitext_to_paragraphs),
+    for name, fn in ((f"C steps (all in C on {whole} of {len(texts)}), regex fast path, wikitextparser where "
+                      f"they give up ({given_up} of {len(texts)}) (ours)", wiki.wikitext_to_paragraphs),
+                     ("the same without the C library: regex fast path (ours, Python only)", python_only),
                      ("wikitextparser 3.0.0 alone", lambda t: wiki.wikitext_to_paragraphs(t, parser_only=True)),
                      ("mwparserfromhell 0.7.2", mw)):
         t0 = time.process_time()
