@@ -21,6 +21,7 @@ import contextlib
 import gzip
 import io
 import json
+import os
 import re
 import zlib
 from dataclasses import dataclass
@@ -131,11 +132,13 @@ def seven_zip() -> str | None:
 # Decode bzip2 (-tbzip2) from standard input (-si) to standard output (-so) on one thread (-mmt1),
 # without the progress indicator (-bd).
 _SEVEN_ZIP_ARGS = ("e", "-si", "-tbzip2", "-so", "-mmt1", "-bd")
-# Bytes of its output read at once (its reader's buffer): 7zz decodes while they are read and then waits
-# on the full pipe while the caller works; read a megabyte at a time, interleaved with the parsing, its
-# decoder's memory went cold between reads (1.7-1.9 CPU s on x8 instead of 1.25 alone); 4 MB: 1.45-1.55;
-# 16 MB and more: the buffer itself leaves the cache (docs/data.md).
-_SEVEN_ZIP_BURST = 4 << 20
+# Its output is drained by a thread as it comes, a chunk (up to the pipe's size, raised to a megabyte) at a
+# time, into a queue of at most _SEVEN_ZIP_AHEAD chunks: 7zz decodes on without waiting for the parser (on
+# another core), where reading it only when the caller needs bytes made the two take turns (wall time
+# = the sum of both) and its decoder's memory went cold between turns (1.7-1.9 CPU s on x8 read a
+# megabyte at a time, 1.45-1.55 four at a time, against 1.25 alone).
+_SEVEN_ZIP_CHUNK = 1 << 20
+_SEVEN_ZIP_AHEAD = 16
 
 
 class _SevenZipBz2(io.RawIOBase):
@@ -143,7 +146,7 @@ class _SevenZipBz2(io.RawIOBase):
     each block's CRC checked): on Wikipedia's XML 0.8x indexed_bzip2's CPU counting the child, the pipes
     and the thread, and a whole prepare-corpus run ~10% cheaper (docs/data.md). A thread feeds it the
     file through `counted`, so that `counted.count` is the compressed bytes read, as with the other
-    readers; its output is read here, `_SEVEN_ZIP_BURST` bytes at a time.
+    readers; another drains its output into a bounded queue (`_SEVEN_ZIP_AHEAD`), read here.
 
     Its exit status and error lines become the errors of the other readers: EOFError when the data
     ends before the end-of-stream marker, OSError for damaged data, checked when its output ends and
@@ -156,11 +159,23 @@ class _SevenZipBz2(io.RawIOBase):
         import subprocess
         import threading
 
+        import queue
+
         self.counted, self.stopping, self.error, self.verdict = counted, False, None, None
         self.proc = subprocess.Popen([program, *_SEVEN_ZIP_ARGS], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0)
+        try:
+            import fcntl
+
+            fcntl.fcntl(self.proc.stdout.fileno(), 1031, _SEVEN_ZIP_CHUNK)  # F_SETPIPE_SZ (Linux)
+        except (ImportError, OSError):
+            pass  # the default pipe: smaller chunks, the same bytes
+        self.chunks: queue.Queue = queue.Queue(_SEVEN_ZIP_AHEAD)
+        self.pending, self.offset = memoryview(b""), 0
         self.feeder = threading.Thread(target=self._feed, name="7zz-input", daemon=True)
+        self.drainer = threading.Thread(target=self._drain, name="7zz-output", daemon=True)
         self.feeder.start()
+        self.drainer.start()
 
     def _feed(self) -> None:
         stdin = self.proc.stdin
@@ -181,27 +196,47 @@ class _SevenZipBz2(io.RawIOBase):
             except OSError:
                 pass
 
+    def _drain(self) -> None:
+        """The child's output into the queue as it comes; b"" at its end (or when reading it fails)."""
+        import queue
+
+        fd, chunk = self.proc.stdout.fileno(), b"-"
+        while chunk and not self.stopping:
+            try:
+                chunk = os.read(fd, _SEVEN_ZIP_CHUNK)
+            except OSError as err:  # raised by the reader
+                self.error, chunk = self.error or err, b""
+            while not self.stopping:  # (a full queue: the reader is behind; close() stops the wait)
+                try:
+                    self.chunks.put(chunk, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer) -> int:
-        """As much as `buffer` holds (but at the end): the child then decodes in bursts of that size."""
-        view, n = memoryview(buffer).cast("B"), 0
-        while n < len(view):
-            got = self.proc.stdout.readinto(view[n:])
-            if not got:
-                break
-            n += got
-        if not n:
+        if self.offset == len(self.pending):
             if self.verdict is None:
-                self.verdict = self._verdict()
-            if self.verdict is not True:
-                raise self.verdict
+                chunk = self.chunks.get()
+                if chunk:
+                    self.pending, self.offset = memoryview(chunk), 0
+                else:
+                    self.verdict = self._verdict()
+            if self.verdict is not None:
+                if self.verdict is not True:
+                    raise self.verdict
+                return 0
+        n = min(len(buffer), len(self.pending) - self.offset)
+        memoryview(buffer).cast("B")[:n] = self.pending[self.offset:self.offset + n]
+        self.offset += n
         return n
 
     def _verdict(self) -> BaseException | bool:
         """At the end of the output: True, or the error of the child (or of reading the input)."""
         self.feeder.join()
+        self.drainer.join()
         messages = self.proc.stderr.read().decode("utf-8", errors="replace")
         status = self.proc.wait()
         if self.error is not None:
@@ -215,6 +250,7 @@ class _SevenZipBz2(io.RawIOBase):
                 self.proc.kill()
             self.proc.wait()
             self.feeder.join()
+            self.drainer.join()
             self.proc.stdout.close()
             self.proc.stderr.close()
         super().close()
@@ -320,7 +356,7 @@ def open_decompressed(path: str) -> Iterator[tuple[IO[bytes], _Counting]]:
             stream: IO[bytes] = gzip.GzipFile(fileobj=io.BufferedReader(counted, 1 << 20))
         elif kind == "bz2":
             raw_bz2 = _bz2_reader(counted)
-            stream = io.BufferedReader(raw_bz2, _SEVEN_ZIP_BURST if isinstance(raw_bz2, _SevenZipBz2) else 1 << 20)
+            stream = io.BufferedReader(raw_bz2, 1 << 20)
         elif kind == "zstd":
             stream = io.BufferedReader(_Zstd(io.BufferedReader(counted, 1 << 20)), 1 << 20)
         else:
