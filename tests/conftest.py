@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+# For the tests of the corpus stage's C fast paths (tests/test_corpus_native_*.py): the library is built here.
+needs_corpus_native = pytest.mark.skipif(
+    shutil.which(os.environ.get("CC") or "cc") is None or os.environ.get("BERT_CORPUS_NATIVE") == "0",
+    reason="no C compiler to build the corpus fast paths, or BERT_CORPUS_NATIVE=0")
 
 
 @pytest.fixture(scope="session")

@@ -134,5 +134,5 @@ def test_the_c_sources_ship_with_the_package():
 
     pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
     patterns = pyproject["tool"]["setuptools"]["package-data"]["bert_core"]
-    assert "corpus/native/*.c" in patterns
+    assert "corpus/native/*.c" in patterns and "corpus/native/*.h" in patterns  # (the headers they include)
     assert native.sources(), "bert_core/corpus/native/ holds no C source"

@@ -3,16 +3,13 @@ code, whether the chain runs every step or stops at any of them (the rest then r
 
 from __future__ import annotations
 
-import os
-import shutil
 
 import pytest
 
 from bert_core.corpus import native, wiki
+from conftest import needs_corpus_native
 
-pytestmark = pytest.mark.skipif(shutil.which(os.environ.get("CC") or "cc") is None
-                                or os.environ.get("BERT_CORPUS_NATIVE") == "0",
-                                reason="no C compiler to build the corpus fast paths, or BERT_CORPUS_NATIVE=0")
+pytestmark = needs_corpus_native
 
 
 @pytest.fixture(scope="module")

@@ -5,19 +5,16 @@ linear time; and BERT_CORPUS_NATIVE=0 runs the Python code."""
 
 from __future__ import annotations
 
-import os
 import random
-import shutil
 import time
 
 import pytest
 
 from bert_core.corpus import native, wiki, wikimarkup
+from conftest import needs_corpus_native
 from test_prepare_corpus import HARD_CASES
 
-pytestmark = pytest.mark.skipif(shutil.which(os.environ.get("CC") or "cc") is None
-                                or os.environ.get("BERT_CORPUS_NATIVE") == "0",
-                                reason="no C compiler to build the corpus fast paths, or BERT_CORPUS_NATIVE=0")
+pytestmark = needs_corpus_native
 
 
 def c_text(text: str) -> str | None:

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import random
 import re
-import shutil
 
 import pytest
 
 from bert_core.corpus import native, wiki, wikimarkup
+from conftest import needs_corpus_native
 
-pytestmark = pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler (cc) on PATH")
+pytestmark = needs_corpus_native
 
 _SOURCE = native.SOURCE_DIR / "prose.c"
 

@@ -6,20 +6,17 @@ BERT_CORPUS_NATIVE=0 runs Python."""
 from __future__ import annotations
 
 import html
-import os
 import random
 import re
-import shutil
 import time
 from html.entities import html5
 
 import pytest
 
 from bert_core.corpus import native, wiki, wikimarkup
+from conftest import needs_corpus_native
 
-pytestmark = pytest.mark.skipif(shutil.which(os.environ.get("CC") or "cc") is None
-                                or os.environ.get("BERT_CORPUS_NATIVE") == "0",
-                                reason="no C compiler to build the corpus fast paths, or BERT_CORPUS_NATIVE=0")
+pytestmark = needs_corpus_native
 
 
 def c_unescape(text: str) -> str | None:

@@ -41,7 +41,7 @@ def library_path() -> Path:
     """The library for these sources and flags (built or not). The compiler is not in the key, so an
     image that built it keeps it without a compiler: any C11 compiler's library is the same functions."""
     key = hashlib.sha256()
-    for path in sources():
+    for path in [*sources(), *sorted(SOURCE_DIR.glob("*.h"))]:  # the headers they include, too
         key.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
     key.update(" ".join(CFLAGS).encode())
     return native_build.cache_dir() / f"bert_corpus-{key.hexdigest()[:16]}.so"

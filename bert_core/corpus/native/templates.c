@@ -31,33 +31,10 @@
  * `out` (each write lands before what is still to be read). */
 #include <string.h>
 
-typedef unsigned char uc;
+#include "py_space.h"
 
 #define GIVE_UP (-1)
 #define NO_MATCH (-2)
-
-/* Bytes of the Python `\s` character at p (0 if there is none); as in cut.c. */
-static long space_len(const uc *p, const uc *end) {
-    if (p >= end) return 0;
-    uc c = p[0];
-    if (c < 0x80) return (c >= 0x09 && c <= 0x0d) || (c >= 0x1c && c <= 0x20);
-    if (c == 0xc2) return p + 1 < end && (p[1] == 0x85 || p[1] == 0xa0) ? 2 : 0;  /* U+0085, U+00A0 */
-    if (p + 2 >= end) return 0;
-    if (c == 0xe1) return p[1] == 0x9a && p[2] == 0x80 ? 3 : 0;  /* U+1680 */
-    if (c == 0xe2) {
-        if (p[1] == 0x80 && ((p[2] >= 0x80 && p[2] <= 0x8a) || p[2] == 0xa8 || p[2] == 0xa9 || p[2] == 0xaf))
-            return 3;  /* U+2000-U+200A, U+2028, U+2029, U+202F */
-        return p[1] == 0x81 && p[2] == 0x9f ? 3 : 0;  /* U+205F */
-    }
-    if (c == 0xe3) return p[1] == 0x80 && p[2] == 0x80 ? 3 : 0;  /* U+3000 */
-    return 0;
-}
-
-static long skip_spaces(const uc *t, long n, long i) {
-    long l;
-    while ((l = space_len(t + i, t + n)) > 0) i += l;
-    return i;
-}
 
 /* The ASCII letter `re.I` matches the non-ASCII character at p to (U+0130, U+0131 -> i, U+017F -> s,
  * U+212A -> k; its length in *len), or 0. */
